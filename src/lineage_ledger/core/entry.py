@@ -1,0 +1,215 @@
+"""Entries: the canonical JSON objects the Merkle log commits to, and the bytes of each kind.
+
+Every entry has ``index`` (its position in the log), ``recorded_at`` (the ledger's HLC reading), ``prev``
+(hex leaf hash of the previous entry of the same subject, 64 zeros for the first), ``type`` and ``v``.
+
+* ``event``: the producer's event bytes unchanged under ``event``, plus ``producer``, ``key_id``,
+  ``envelope`` (hex SHA-256 of the signed DSSE pre-authentication encoding) and ``position`` (the event's
+  leaf in that batch), and ``verdict``: ``"ok"`` or the id of the lifecycle rule the event broke.
+* ``seal``: closes a block; ``block`` is the block header (see BlockHeader).
+* ``key``: a producer key registered or revoked (see KeyChange).
+
+Seals chain under the subject ``ledger:blocks``, key changes under ``producer:<id>``, so every chain in the
+ledger, not only the token chains, is covered by the Merkle log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+from lineage_ledger.core.encoding import canonical_bytes
+from lineage_ledger.core.hlc import HLC_PATTERN
+from lineage_ledger.errors import InputError
+
+__all__ = [
+    "BLOCKS_SUBJECT",
+    "ENTRY_VERSION",
+    "KEY_ID_PATTERN",
+    "PRODUCER_PATTERN",
+    "ZERO_HASH",
+    "BlockHeader",
+    "EntryView",
+    "EventEntry",
+    "KeyChange",
+    "KeyEntry",
+    "SealEntry",
+    "decode_entry",
+    "event_entry_bytes",
+    "header_hash",
+    "key_entry_bytes",
+    "producer_subject",
+    "seal_entry_bytes",
+]
+
+ENTRY_VERSION: Final = 1
+ZERO_HASH: Final = bytes(32)
+BLOCKS_SUBJECT: Final = "ledger:blocks"
+# Producer ids and key ids never need JSON escaping, so event entries can be assembled without an encoder.
+PRODUCER_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+KEY_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$"
+
+Hex32 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+Hlc = Annotated[str, Meta(pattern=HLC_PATTERN)]
+Index = Annotated[int, Meta(ge=0)]
+ProducerId = Annotated[str, Meta(pattern=PRODUCER_PATTERN)]
+KeyId = Annotated[str, Meta(pattern=KEY_ID_PATTERN)]
+
+
+def producer_subject(producer: str) -> str:
+    """The chain of a producer's key changes."""
+    return "producer:" + producer
+
+
+class BlockHeader(Struct, frozen=True, kw_only=True):
+    """A sealed block: entries ``first``..``last`` and the RFC 9162 root over exactly their leaf hashes.
+
+    ``prev_header`` is the SHA-256 of the previous block's canonical header (64 zeros for block 0), so the
+    headers form a chain, and since each header sits in a seal entry, that chain is inside the tree.
+    """
+
+    number: Index
+    first: Index
+    last: Index
+    root: Hex32
+    prev_header: Hex32
+    hlc_first: Hlc
+    hlc_last: Hlc
+
+
+class KeyChange(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A producer signing key registered (valid from ``valid_from``) or revoked (from ``revoked_at``)."""
+
+    action: Literal["register", "revoke"]
+    producer: ProducerId
+    key_id: KeyId
+    public_key: Hex32
+    valid_from: Hlc
+    valid_until: Hlc | None = None
+    revoked_at: Hlc | None = None
+
+
+class EventEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="event"):
+    """Typed view of an event entry; ``event`` is the producer's bytes, exactly as committed."""
+
+    envelope: Hex32
+    event: Raw
+    index: Index
+    key_id: str
+    position: Index
+    prev: Hex32
+    producer: str
+    recorded_at: Hlc
+    v: int
+    verdict: str
+
+
+class SealEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="seal"):
+    """Typed view of a seal entry."""
+
+    block: BlockHeader
+    index: Index
+    prev: Hex32
+    recorded_at: Hlc
+    v: int
+
+
+class KeyEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="key"):
+    """Typed view of a key-change entry."""
+
+    change: KeyChange
+    index: Index
+    prev: Hex32
+    recorded_at: Hlc
+    v: int
+
+
+EntryView = EventEntry | SealEntry | KeyEntry
+_DECODER = msgspec.json.Decoder(EntryView)
+
+
+def decode_entry(data: bytes) -> EntryView:
+    """Parse an entry's bytes into its typed view (InputError if they are not an entry)."""
+    try:
+        return _DECODER.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise InputError("entry", str(e)) from e
+
+
+def event_entry_bytes(
+    *,
+    index: int,
+    recorded_at: str,
+    prev: bytes,
+    producer: str,
+    key_id: str,
+    envelope: bytes,
+    position: int,
+    verdict: str,
+    event: bytes,
+) -> bytes:
+    """The canonical bytes of an event entry.
+
+    Assembled directly because it is on the ingest hot path; ``event`` must already be canonical and
+    ``producer``, ``key_id`` and ``verdict`` must match their patterns (they need no escaping). A property
+    test checks the output equals canonical_bytes of the same object.
+    """
+    return b"".join(
+        (
+            b'{"envelope":"',
+            envelope.hex().encode(),
+            b'","event":',
+            event,
+            b',"index":',
+            str(index).encode(),
+            b',"key_id":"',
+            key_id.encode(),
+            b'","position":',
+            str(position).encode(),
+            b',"prev":"',
+            prev.hex().encode(),
+            b'","producer":"',
+            producer.encode(),
+            b'","recorded_at":"',
+            recorded_at.encode(),
+            b'","type":"event","v":1,"verdict":"',
+            verdict.encode(),
+            b'"}',
+        )
+    )
+
+
+def seal_entry_bytes(*, index: int, recorded_at: str, prev: bytes, header: BlockHeader) -> bytes:
+    """The canonical bytes of a seal entry."""
+    return canonical_bytes(
+        {
+            "block": msgspec.to_builtins(header),
+            "index": index,
+            "prev": prev.hex(),
+            "recorded_at": recorded_at,
+            "type": "seal",
+            "v": ENTRY_VERSION,
+        }
+    )
+
+
+def key_entry_bytes(*, index: int, recorded_at: str, prev: bytes, change: KeyChange) -> bytes:
+    """The canonical bytes of a key-change entry."""
+    return canonical_bytes(
+        {
+            "change": msgspec.to_builtins(change),
+            "index": index,
+            "prev": prev.hex(),
+            "recorded_at": recorded_at,
+            "type": "key",
+            "v": ENTRY_VERSION,
+        }
+    )
+
+
+def header_hash(header: BlockHeader) -> bytes:
+    """SHA-256 of the header's canonical bytes: what the next block's ``prev_header`` names."""
+    return hashlib.sha256(canonical_bytes(msgspec.to_builtins(header))).digest()

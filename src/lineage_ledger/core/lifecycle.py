@@ -1,0 +1,177 @@
+"""The token lifecycle state machine: which step may follow which, and the id of the rule a step breaks.
+
+The ledger never drops an authentic event. A step that breaks a rule is recorded with the rule's id as its
+verdict, because that is exactly what an auditor needs to see; the token's state is left as it was, except
+where the rule says otherwise below.
+
+States: NONE (never seen), ISSUED, ACTIVE, ROTATED (replaced by a child), EXPIRED, REVOKED.
+
+REFRESHED and ROTATED are recorded on the new (child) token and name the parent in
+``payload.parent_token_id``; ROTATED also moves the parent to ROTATED. ISSUED with a parent is a token
+exchange (RFC 8693).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from lineage_ledger.core.model import TokenEvent
+
+__all__ = [
+    "NEVER_SEEN",
+    "RULES",
+    "LifecyclePolicy",
+    "TokenState",
+    "apply",
+    "replay",
+]
+
+NONE: Final = "NONE"
+ISSUED: Final = "ISSUED"
+ACTIVE: Final = "ACTIVE"
+ROTATED: Final = "ROTATED"
+EXPIRED: Final = "EXPIRED"
+REVOKED: Final = "REVOKED"
+
+RULES: Final = {
+    "token.use_without_issue": "a token was used, activated, expired or refreshed before it was ever issued",
+    "token.reissued": "a second ISSUED (or ORIGIN) for a token that already exists",
+    "token.use_after_revoke": "a step on a token after it was revoked",
+    "token.use_after_expiry": "a step on a token after it expired",
+    "token.use_after_rotation": "a step on a token after it was rotated away",
+    "token.activation_window": "ACTIVATED later than the activation window after ISSUED",
+    "token.activation_without_mfa": "ACTIVATED without an MFA time, or with one outside the window",
+    "token.activation_state": "ACTIVATED on a token that is not freshly issued",
+    "token.orphan_child": "REFRESHED or ROTATED without a parent_token_id",
+    "token.parent_unknown": "the parent of a refresh, rotation or exchange was never issued",
+    "token.refresh_after_rotation": "a parent that was already rotated away was refreshed or rotated again",
+    "token.parent_revoked": "the parent of a refresh, rotation or exchange was revoked",
+    "token.parent_expired": "the parent of a refresh, rotation or exchange had expired",
+}
+
+_TERMINAL_RULE: Final = {
+    REVOKED: "token.use_after_revoke",
+    EXPIRED: "token.use_after_expiry",
+    ROTATED: "token.use_after_rotation",
+}
+_PARENT_RULE: Final = {
+    NONE: "token.parent_unknown",
+    REVOKED: "token.parent_revoked",
+    EXPIRED: "token.parent_expired",
+    ROTATED: "token.refresh_after_rotation",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """What the ledger knows of a token after its latest step."""
+
+    state: str = NONE
+    issued_ns: int = 0
+
+
+NEVER_SEEN: Final = TokenState()
+
+
+@dataclass(frozen=True, slots=True)
+class LifecyclePolicy:
+    """Guards of the state machine (configurable per ledger)."""
+
+    activation_window_ns: int = 15 * 60 * 1_000_000_000
+    require_mfa_for_activation: bool = True
+
+
+def _ns(hlc: str) -> int:
+    return int(hlc[:19])  # the event model has already checked the reading's pattern
+
+
+def apply(
+    event: TokenEvent,
+    state_of: Callable[[str], TokenState],
+    policy: LifecyclePolicy,
+) -> tuple[str, dict[str, TokenState]]:
+    """Judge one token event.
+
+    ``state_of(token_id)`` gives the current state of any token. Returns the verdict ("ok" or a rule id in
+    RULES) and the new states of the tokens the event changes (its own token, and for ROTATED its parent).
+    """
+    kind = event.event_type
+    tid = event.token_id
+    cur = state_of(tid)
+    s = cur.state
+
+    if kind == "ISSUED" or kind == "ORIGIN":
+        if s != NONE:
+            return "token.reissued", {}
+        new = TokenState(ISSUED if kind == "ISSUED" else ACTIVE, _ns(event.occurred_at))
+        parent = event.payload.parent_token_id
+        if parent is not None:
+            pstate = state_of(parent).state
+            if pstate in _PARENT_RULE:
+                return _PARENT_RULE[pstate], {tid: new}
+        return "ok", {tid: new}
+
+    if kind == "REFRESHED" or kind == "ROTATED":
+        if s != NONE:
+            return _TERMINAL_RULE.get(s, "token.reissued"), {}
+        new = TokenState(ACTIVE, _ns(event.occurred_at))
+        parent = event.payload.parent_token_id
+        if parent is None:
+            return "token.orphan_child", {tid: new}
+        pcur = state_of(parent)
+        if pcur.state in _PARENT_RULE:
+            return _PARENT_RULE[pcur.state], {tid: new}
+        changes = {tid: new}
+        if kind == "ROTATED":
+            changes[parent] = TokenState(ROTATED, pcur.issued_ns)
+        return "ok", changes
+
+    if s == NONE:
+        return "token.use_without_issue", {}
+
+    if kind == "REVOKED":
+        return "ok", ({} if s == REVOKED else {tid: TokenState(REVOKED, cur.issued_ns)})
+
+    if s in _TERMINAL_RULE:
+        if kind == "EXPIRED":
+            return "ok", {}  # expiry of a token already ended changes nothing and breaks no rule
+        return _TERMINAL_RULE[s], {}
+
+    if kind == "EXPIRED":
+        return "ok", {tid: TokenState(EXPIRED, cur.issued_ns)}
+
+    if kind == "ACTIVATED":
+        if s != ISSUED:
+            return "token.activation_state", {}
+        at = _ns(event.occurred_at)
+        if at - cur.issued_ns > policy.activation_window_ns:
+            return "token.activation_window", {}
+        if policy.require_mfa_for_activation:
+            mfa = event.payload.mfa_at
+            if mfa is None:
+                return "token.activation_without_mfa", {}
+            mfa_ns = _ns(mfa)
+            if mfa_ns > at or at - mfa_ns > policy.activation_window_ns:
+                return "token.activation_without_mfa", {}
+        return "ok", {tid: TokenState(ACTIVE, cur.issued_ns)}
+
+    # USED on an ISSUED or ACTIVE token
+    return "ok", {}
+
+
+def replay(token_id: str, rows: Iterable[tuple[TokenEvent, str]], policy: LifecyclePolicy) -> TokenState:
+    """A token's state from its history: its own events and its children's, in log order, with verdicts.
+
+    Gives the state ``apply`` reached when the events were first recorded: a child's ROTATED moves this
+    token to ROTATED exactly when its recorded verdict was "ok".
+    """
+    state = NEVER_SEEN
+    for event, verdict in rows:
+        if event.token_id == token_id:
+            _, changes = apply(event, lambda t, s=state: s if t == token_id else NEVER_SEEN, policy)
+            state = changes.get(token_id, state)
+        elif event.event_type == "ROTATED" and verdict == "ok" and event.payload.parent_token_id == token_id:
+            state = TokenState(ROTATED, state.issued_ns)
+    return state

@@ -1,0 +1,228 @@
+"""Events producers emit and entries the log commits to: small immutable types that validate on decode.
+
+Three kinds of event, told apart by their ``kind`` field:
+
+* ``token``: a step in a bearer token's life (ISSUED ... REVOKED, ORIGIN for backfilled legacy tokens).
+  ``token_id`` is an HMAC fingerprint (core.crypto.token_fingerprint), never the token itself.
+* ``policy``: POLICY_CHANGED, carrying the whole policy document so later questions can use the policy that
+  was in force at the time.
+* ``data``: a step in a data asset's provenance (CREATED, TRANSFORMED, AGGREGATED, TRANSMITTED, ACCESSED,
+  DELETED).
+
+An event travels and is committed as the producer's canonical JSON bytes; fields this version does not know
+stay in those bytes untouched (schemas evolve), and the typed view below ignores them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, canonical_bytes, decode_json
+from lineage_ledger.core.hlc import HLC_PATTERN
+from lineage_ledger.errors import CanonicalFormError, InputError
+
+__all__ = [
+    "DATA_EVENT_TYPES",
+    "MAX_EVENT_BYTES",
+    "SCHEMA_VERSION",
+    "TOKEN_EVENT_TYPES",
+    "AssetRef",
+    "DataEvent",
+    "DataPayload",
+    "Event",
+    "PolicyEvent",
+    "PolicyPayload",
+    "TokenEvent",
+    "TokenPayload",
+    "decode_event",
+    "encode_event",
+    "subject_of",
+]
+
+SCHEMA_VERSION: Final = 1
+MAX_EVENT_BYTES: Final = 64 * 1024
+
+TOKEN_EVENT_TYPES: Final = (
+    "ISSUED",
+    "ACTIVATED",
+    "USED",
+    "REFRESHED",
+    "ROTATED",
+    "EXPIRED",
+    "REVOKED",
+    "ORIGIN",
+)
+DATA_EVENT_TYPES: Final = ("CREATED", "TRANSFORMED", "AGGREGATED", "TRANSMITTED", "ACCESSED", "DELETED")
+
+EventId = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        description="a lowercase UUIDv7",
+    ),
+]
+TokenId = Annotated[
+    str,
+    Meta(
+        pattern=r"^(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}$",
+        description="HMAC-SHA256 fingerprint of the token, hex, optionally prefixed by a region",
+    ),
+]
+Name = Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+AssetId = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00-\x20\x7f]+$")]
+Text = Annotated[str, Meta(max_length=4096)]
+Hlc = Annotated[str, Meta(pattern=HLC_PATTERN)]
+ContentHash = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+SchemaVersion = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
+
+
+class TokenPayload(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a token event says beyond its type. Every field is optional; unknown fields are kept in the bytes."""
+
+    user_id: Name | None = None
+    client_id: Name | None = None
+    scopes: tuple[Name, ...] | None = None
+    ip: Annotated[str, Meta(max_length=64)] | None = None
+    user_agent: Text | None = None
+    policy_version: Name | None = None
+    resource: Text | None = None
+    outcome: Literal["ALLOW", "DENY"] | None = None
+    parent_token_id: TokenId | None = None
+    actor_token_id: TokenId | None = None
+    mfa_at: Hlc | None = None
+    expires_at: Hlc | None = None
+    reason: Text | None = None
+    trace_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$")] | None = None
+
+
+class TokenEvent(Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind", tag="token"):
+    """One step in a bearer token's life."""
+
+    event_id: EventId
+    event_type: Literal["ISSUED", "ACTIVATED", "USED", "REFRESHED", "ROTATED", "EXPIRED", "REVOKED", "ORIGIN"]
+    token_id: TokenId
+    occurred_at: Hlc
+    schema_version: SchemaVersion
+    payload: TokenPayload = TokenPayload()
+
+
+class PolicyPayload(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A policy version and its whole document (any canonical JSON object)."""
+
+    policy_version: Name
+    document: dict[str, Any]
+    reason: Text | None = None
+
+
+class PolicyEvent(Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind", tag="policy"):
+    """A policy change: from ``occurred_at`` on, ``payload.document`` is the policy in force."""
+
+    event_id: EventId
+    event_type: Literal["POLICY_CHANGED"]
+    policy_id: Name
+    occurred_at: Hlc
+    schema_version: SchemaVersion
+    payload: PolicyPayload
+
+
+class AssetRef(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An input asset and the hash of the content that was read."""
+
+    asset_id: AssetId
+    content_hash: ContentHash | None = None
+
+
+class DataPayload(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Who did what to a data asset, from which inputs, producing which content, sent where."""
+
+    actor: Name
+    inputs: tuple[AssetRef, ...] = ()
+    output_hash: ContentHash | None = None
+    destination: Text | None = None
+    purpose: Text | None = None
+    token_id: TokenId | None = None
+    reason: Text | None = None
+
+
+class DataEvent(Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind", tag="data"):
+    """One step in a data asset's provenance."""
+
+    event_id: EventId
+    event_type: Literal["CREATED", "TRANSFORMED", "AGGREGATED", "TRANSMITTED", "ACCESSED", "DELETED"]
+    asset_id: AssetId
+    occurred_at: Hlc
+    schema_version: SchemaVersion
+    payload: DataPayload
+
+
+Event = TokenEvent | PolicyEvent | DataEvent
+
+_DECODER = msgspec.json.Decoder(Event)
+_ENCODER = msgspec.json.Encoder(order="sorted")
+# A JWT's header and claims both begin with '{"' whose base64url is "eyJ"; three dot-separated segments.
+_JWT_RE = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")
+_AT_RE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
+
+
+def _input_error(exc: msgspec.ValidationError, field: str) -> InputError:
+    m = _AT_RE.match(str(exc))
+    reason, where = (m.group(1), m.group(2) or "") if m else (str(exc), "")
+    return InputError(f"{field}{where}", reason)
+
+
+def subject_of(event: Event) -> str:
+    """The chain an event belongs to: ``token:<id>``, ``policy:<id>`` or ``asset:<id>``."""
+    if type(event) is TokenEvent:
+        return "token:" + event.token_id
+    if type(event) is PolicyEvent:
+        return "policy:" + event.policy_id
+    assert type(event) is DataEvent
+    return "asset:" + event.asset_id
+
+
+def decode_event(data: bytes, *, field: str = "event") -> Event:
+    """Validate an event's bytes and return its typed view.
+
+    The bytes must be canonical JSON (encoding.canonical_bytes) of an object of a known kind whose known
+    fields are well typed; unknown fields are allowed and stay in the bytes. Raises InputError (or its
+    subclass CanonicalFormError) naming the field.
+    """
+    if len(data) > MAX_EVENT_BYTES:
+        raise InputError(field, f"event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        event = _DECODER.decode(data)
+    except msgspec.ValidationError as e:
+        raise _input_error(e, field) from e
+    except UnicodeDecodeError as e:
+        raise InputError(field, f"not valid UTF-8 at byte {e.start}") from e
+    except msgspec.DecodeError as e:
+        raise InputError(field, f"not valid JSON ({e})") from e
+    if _ENCODER.encode(event) != data or type(event) is PolicyEvent:
+        # Slow path: unknown fields, explicit nulls or free-form documents. Check the whole value.
+        if canonical_bytes(decode_json(data, field=field), field=field) != data:
+            raise CanonicalFormError(
+                field, "not canonical JSON (RFC 8785: sorted keys, no whitespace, no duplicate keys)"
+            )
+    if _JWT_RE.search(data):
+        raise InputError(
+            field,
+            "holds what looks like a raw JWT bearer token; record token_fingerprint(secret, token) instead",
+        )
+    return event
+
+
+def encode_event(event: Event | dict[str, Any]) -> bytes:
+    """Canonical bytes of an event given as a typed event or a plain dict (unknown fields kept).
+
+    A dict is validated exactly as decode_event validates received bytes.
+    """
+    if isinstance(event, dict):
+        data = canonical_bytes(event, field="event")
+    else:
+        data = _ENCODER.encode(event)
+    decode_event(data)
+    return data

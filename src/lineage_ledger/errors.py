@@ -1,0 +1,120 @@
+"""Every error the library raises, under one root.
+
+    LedgerError
+    ├── InputError                  bad input; names the field and the reason; nothing was written
+    │   ├── CanonicalFormError      bytes are valid JSON but not the canonical form
+    │   └── EnvelopeError           a batch envelope is malformed or does not match its events
+    ├── KeyringError                an unknown, revoked or out-of-window key; a key of another producer
+    ├── VerificationError           something signed or hashed does not check out
+    │   ├── SignatureError          a signature does not verify
+    │   ├── RootMismatchError       a recomputed root differs (carries expected and calculated)
+    │   ├── ProofError              an inclusion or consistency proof is malformed or wrong
+    │   ├── ChainError              a per-subject hash chain is broken
+    │   └── InconsistencyError      two checkpoints cannot both be views of one append-only log
+    ├── StoreError                  the backing store failed or refused
+    │   ├── ConflictError           an id already holds different bytes
+    │   └── NotFoundError           no such entry, checkpoint or key
+    ├── TransportError              a remote ledger could not be reached
+    └── PushbackError               the ledger is busy; retry after ``retry_after`` seconds
+
+Foreign exceptions are wrapped at the boundary with ``raise ... from e``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CanonicalFormError",
+    "ChainError",
+    "ConflictError",
+    "EnvelopeError",
+    "InconsistencyError",
+    "InputError",
+    "KeyringError",
+    "LedgerError",
+    "NotFoundError",
+    "ProofError",
+    "PushbackError",
+    "RootMismatchError",
+    "SignatureError",
+    "StoreError",
+    "TransportError",
+    "VerificationError",
+]
+
+
+class LedgerError(Exception):
+    """Root of every error raised by lineage_ledger."""
+
+
+class InputError(LedgerError, ValueError):
+    """Input was rejected; ``field`` names what was wrong (a dotted path) and ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+
+class CanonicalFormError(InputError):
+    """The bytes parse as JSON but are not canonical (RFC 8785 within the integer-only domain)."""
+
+
+class EnvelopeError(InputError):
+    """A signed batch envelope is malformed or disagrees with the events it carries."""
+
+
+class KeyringError(LedgerError):
+    """A key is unknown, revoked, outside its validity window, or belongs to another producer."""
+
+
+class VerificationError(LedgerError):
+    """Something signed or hashed does not check out."""
+
+
+class SignatureError(VerificationError):
+    """A signature does not verify under the key it names."""
+
+
+class RootMismatchError(VerificationError):
+    """A recomputed Merkle root differs from the one expected."""
+
+    def __init__(self, message: str, expected: bytes, calculated: bytes) -> None:
+        super().__init__(f"{message}: expected {expected.hex()}, calculated {calculated.hex()}")
+        self.expected = expected
+        self.calculated = calculated
+
+
+class ProofError(VerificationError):
+    """An inclusion or consistency proof is malformed or does not lead to the root."""
+
+
+class ChainError(VerificationError):
+    """A per-subject hash chain does not link."""
+
+
+class InconsistencyError(VerificationError):
+    """Two checkpoints cannot both describe one append-only log."""
+
+
+class StoreError(LedgerError):
+    """The backing store failed or refused an operation."""
+
+
+class ConflictError(StoreError):
+    """An id (event id, key id) already holds different bytes; nothing was written."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """No such entry, checkpoint, token or key."""
+
+
+class TransportError(LedgerError):
+    """A remote ledger could not be reached or answered nonsense."""
+
+
+class PushbackError(LedgerError):
+    """The ledger is overloaded; try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,600 @@
+"""The write path: check envelopes, sequence events, integrate them into the tree, commit, seal, publish.
+
+One Ledger instance is the single sequencer of its log. Per batch:
+
+1. check: envelope structure, batch root, producer key (from the keyring the log itself records), the
+   DSSE signature, and every event (model.decode_event);
+2. sequence: log index, recorded_at (the ledger's HLC), prev (per-subject chain link), lifecycle verdict;
+3. integrate: append leaf hashes to the compact range of the tree and of the current block (pure);
+4. commit: one store transaction holds the entries, the envelope, new tree nodes and any seal;
+5. publish: a block that has reached its size or age gets a seal entry and a signed checkpoint.
+
+In-memory state changes only after the store commits, so a failed write leaves the ledger as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from lineage_ledger.core import lifecycle
+from lineage_ledger.core.crypto import Signer
+from lineage_ledger.core.encoding import canonical_bytes
+from lineage_ledger.core.entry import (
+    BLOCKS_SUBJECT,
+    ZERO_HASH,
+    BlockHeader,
+    EventEntry,
+    KeyChange,
+    KeyEntry,
+    SealEntry,
+    decode_entry,
+    event_entry_bytes,
+    header_hash,
+    key_entry_bytes,
+    producer_subject,
+    seal_entry_bytes,
+)
+from lineage_ledger.core.envelope import OpenedEnvelope, open_envelope, verify_batch_signature
+from lineage_ledger.core.hlc import HybridClock, parse_reading
+from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
+from lineage_ledger.core.merkle import (
+    CompactRange,
+    TiledNodeReader,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+)
+from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event
+from lineage_ledger.core.note import Checkpoint, NoteVerifier, parse_verifier_key, sign_note, verifier_key
+from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError
+from lineage_ledger.ledger.keyring import Keyring
+from lineage_ledger.store import open_store
+from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, EnvelopeRow, PolicyRow, Store
+
+__all__ = ["AppendResult", "Ledger", "LedgerSettings", "Receipt"]
+
+TILE_STRIDE: Final = 8
+FORMAT: Final = "lineage-ledger/1"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """How the sequencer seals blocks and judges lifecycles."""
+
+    block_size: int = 10_000
+    """A block is sealed at the first batch boundary at or after this many entries."""
+    block_seconds: float = 5.0
+    """... or once its first entry is this old (checked on append and by tick())."""
+    lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
+    max_clock_offset_ns: int = 60_000_000_000
+    """occurred_at readings further ahead than this are not merged into the ledger's clock."""
+    subject_cache: int = 200_000
+    """How many subjects' chain heads and token states stay in memory (bounded, so memory stays flat)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Where one event of a batch landed."""
+
+    event_id: str
+    index: int
+    verdict: str
+    duplicate: bool
+    """True when the event was already in the log with the same bytes (nothing was written for it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The outcome of one append: a receipt per event in batch order, and the sealed tree size after it."""
+
+    receipts: tuple[Receipt, ...]
+    sealed_size: int
+
+    def sealed(self, index: int) -> bool:
+        """True if the entry at ``index`` is covered by a signed checkpoint; otherwise it is pending."""
+        return index < self.sealed_size
+
+
+@dataclass(slots=True)
+class _Subject:
+    head: bytes
+    token: TokenState | None
+
+
+class Ledger:
+    """The single sequencer of one log on one store. Not thread-safe: serialise calls (the service does)."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: Signer,
+        *,
+        settings: LedgerSettings | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.settings = settings or LedgerSettings()
+        self._signer = signer
+        self._monotonic = monotonic
+        meta = store.meta()
+        if not meta:
+            raise NotFoundError(f"{store.url} holds no ledger; create it with Ledger.create")
+        self.origin = meta["origin"]
+        self.verifier = parse_verifier_key(meta["verifier_key"])
+        if self.verifier.public_key != signer.public_key or self.verifier.name != signer.name:
+            raise KeyringError(
+                f"the signing key {signer.name!r} is not the log key {self.verifier.name!r} this ledger was "
+                "created with"
+            )
+        self._cache: OrderedDict[str, _Subject] = OrderedDict()
+        self._load(clock)
+
+    # -- construction -----------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, url: str, signer: Signer, *, origin: str | None = None, **kwargs: object) -> Ledger:
+        """Create a new ledger at ``url`` whose checkpoints ``signer`` signs; ConflictError if one exists."""
+        store = open_store(url)
+        try:
+            store.initialise(
+                {
+                    "format": FORMAT,
+                    "origin": origin or signer.name,
+                    "verifier_key": verifier_key(signer.name, signer.public_key),
+                }
+            )
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, signer, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def open(cls, url: str, signer: Signer, **kwargs: object) -> Ledger:
+        """Open an existing ledger at ``url`` for writing."""
+        store = open_store(url)
+        try:
+            return cls(store, signer, **kwargs)  # type: ignore[arg-type]
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        """Close the store. Pending entries stay pending until the next seal."""
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load(self, clock: Callable[[], int]) -> None:
+        store = self.store
+        self.size = store.size()
+        self._reader = TiledNodeReader(store.nodes, stride=TILE_STRIDE)
+        self._tree = CompactRange.from_hashes(
+            0, self.size, [self._reader(level, index) for level, index in CompactRange.decompose(0, self.size)]
+        )
+        last_recorded = None
+        if self.size:
+            last_recorded = parse_reading(decode_entry(store.entry(self.size - 1).body).recorded_at)
+        self._clock = HybridClock(clock, max_offset_ns=self.settings.max_clock_offset_ns, last=last_recorded)
+        seals = store.subject_entries([BLOCKS_SUBJECT])
+        self._seal_head = ZERO_HASH
+        self._block_number = 0
+        self._prev_header = ZERO_HASH
+        self._block_first = 0
+        if seals:
+            last = seals[-1]
+            seal = decode_entry(last.body)
+            assert isinstance(seal, SealEntry)
+            self._seal_head = last.leaf
+            self._block_number = seal.block.number + 1
+            self._prev_header = header_hash(seal.block)
+            self._block_first = seal.index + 1
+        self._block = CompactRange()
+        self._block.append_many(store.leaf_hashes(self._block_first, self.size - self._block_first))
+        self._block_hlc_first = (
+            decode_entry(store.entry(self._block_first).body).recorded_at if self.size > self._block_first else ""
+        )
+        self._block_started = self._monotonic()
+        latest = store.latest_checkpoint()
+        self.sealed_size = latest.size if latest else 0
+        self.keyring = Keyring()
+        self._key_heads: dict[str, bytes] = {}
+        for row in store.subjects_with_prefix("producer:"):
+            entry = decode_entry(row.body)
+            assert isinstance(entry, KeyEntry)
+            self.keyring.apply(entry.change)
+            self._key_heads[row.subject] = row.leaf
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def node(self, level: int, index: int) -> bytes:
+        """Hash of the perfect subtree (level, index) of the tree."""
+        return self._reader(level, index)
+
+    def root(self) -> bytes:
+        """The RFC 9162 root over every entry, sealed or pending."""
+        return self._tree.root()
+
+    def checkpoint(self) -> CheckpointRow | None:
+        """The latest signed checkpoint."""
+        return self.store.latest_checkpoint()
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` (default: latest checkpoint)."""
+        size = self.sealed_size if size is None else size
+        if not 0 <= index < size <= self.size:
+            raise NotFoundError(f"entry {index} is not in a tree of size {size} (log size {self.size})")
+        return inclusion_proof(index, size, self._reader)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof between two tree sizes."""
+        if not 0 <= old_size <= new_size <= self.size:
+            raise InputError("size", f"need 0 <= old ({old_size}) <= new ({new_size}) <= {self.size}")
+        return consistency_proof(old_size, new_size, self._reader)
+
+    # -- subjects ---------------------------------------------------------------------------------------
+
+    def _remember(self, subject: str, value: _Subject) -> None:
+        cache = self._cache
+        cache[subject] = value
+        cache.move_to_end(subject)
+        if len(cache) > self.settings.subject_cache:
+            for _ in range(len(cache) // 10):
+                cache.popitem(last=False)
+
+    def _preload(self, subjects: set[str]) -> None:
+        """Bring the chain heads (and token states) of ``subjects`` into the cache with one query."""
+        cache = self._cache
+        missing = [s for s in subjects if s not in cache]
+        if not missing:
+            return
+        rows = self.store.subject_entries(missing)
+        by_subject: dict[str, list[EntryRow]] = {}
+        for row in rows:
+            by_subject.setdefault(row.subject, []).append(row)
+        for subject in missing:
+            own = by_subject.get(subject)
+            if not own:
+                self._remember(subject, _Subject(ZERO_HASH, lifecycle.NEVER_SEEN if subject[0] == "t" else None))
+                continue
+            token = None
+            if subject.startswith("token:"):
+                history = sorted(own + self.store.children_of(subject), key=lambda r: r.index)
+                token = lifecycle.replay(subject[6:], _token_events(history), self.settings.lifecycle)
+            self._remember(subject, _Subject(own[-1].leaf, token))
+
+    # -- producer keys ----------------------------------------------------------------------------------
+
+    def register_key(
+        self,
+        producer: str,
+        key_id: str,
+        public_key: bytes,
+        *,
+        valid_from: str | None = None,
+        valid_until: str | None = None,
+    ) -> int:
+        """Record a producer signing key as a ledger entry; returns its index. ConflictError if the id exists."""
+        now = self._clock.now()
+        change = KeyChange(
+            action="register",
+            producer=producer,
+            key_id=key_id,
+            public_key=public_key.hex(),
+            valid_from=valid_from or now,
+            valid_until=valid_until,
+        )
+        return self._key_change(change, now)
+
+    def revoke_key(self, key_id: str, *, at: str | None = None) -> int:
+        """Record that ``key_id`` signs nothing from ``at`` (default now); history it signed stays valid."""
+        key = self.keyring.get(key_id)
+        now = self._clock.now()
+        change = KeyChange(
+            action="revoke",
+            producer=key.producer,
+            key_id=key_id,
+            public_key=key.public_key.hex(),
+            valid_from=key.valid_from,
+            valid_until=key.valid_until,
+            revoked_at=at or now,
+        )
+        return self._key_change(change, now)
+
+    def _key_change(self, change: KeyChange, now: str) -> int:
+        probe = Keyring(self._changes_so_far())
+        probe.apply(change)  # raises before anything is written
+        subject = producer_subject(change.producer)
+        index = self.size
+        body = key_entry_bytes(
+            index=index, recorded_at=now, prev=self._key_heads.get(subject, ZERO_HASH), change=change
+        )
+        row = EntryRow(index, subject, None, None, self._key_heads.get(subject, ZERO_HASH), leaf_hash(body),
+                       "ok", body)
+        self._commit([row], None, [], [], now, now)
+        self.keyring.apply(change)
+        self._key_heads[subject] = row.leaf
+        return index
+
+    def _changes_so_far(self) -> list[KeyChange]:
+        out = []
+        for row in self.store.subjects_with_prefix("producer:"):
+            entry = decode_entry(row.body)
+            assert isinstance(entry, KeyEntry)
+            out.append(entry.change)
+        return out
+
+    # -- the write path ---------------------------------------------------------------------------------
+
+    def append(self, envelope: bytes) -> AppendResult:
+        """Check, sequence, integrate and durably commit one signed batch.
+
+        All or nothing: on any error nothing of the batch is written. A batch whose events are all already
+        recorded with the same bytes returns the original receipts and writes nothing; an event id already
+        recorded with different bytes raises ConflictError.
+        """
+        opened = open_envelope(envelope)
+        stmt = opened.statement
+        now = self._clock.now()
+        key = self.keyring.signing_key(stmt.key_id, stmt.producer, now)
+        verify_batch_signature(opened, key.public_key)
+        events = [decode_event(raw, field=f"events[{i}]") for i, raw in enumerate(opened.events)]
+        ids = [e.event_id for e in events]
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            for i, eid in enumerate(ids):
+                if eid in seen:
+                    raise InputError(f"events[{i}].event_id", f"{eid} appears twice in the batch")
+                seen.add(eid)
+        try:
+            return self._sequence(opened, events, list(range(len(events))), {})
+        except ConflictError:
+            known = self.store.events_by_id(ids)
+            if not known:
+                raise
+        receipts: dict[int, Receipt] = {}
+        for pos, event in enumerate(events):
+            row = known.get(event.event_id)
+            if row is None:
+                continue
+            entry = decode_entry(row.body)
+            if not isinstance(entry, EventEntry) or bytes(entry.event) != opened.events[pos]:
+                raise ConflictError(
+                    f"events[{pos}].event_id: {event.event_id} is already recorded at index {row.index} "
+                    "with different bytes; nothing was written"
+                )
+            receipts[pos] = Receipt(event.event_id, row.index, row.verdict, True)
+        fresh = [pos for pos in range(len(events)) if pos not in receipts]
+        if not fresh:
+            return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)
+        return self._sequence(opened, events, fresh, receipts)
+
+    def _sequence(
+        self,
+        opened: OpenedEnvelope,
+        events: Sequence[Event],
+        positions: list[int],
+        duplicates: dict[int, Receipt],
+    ) -> AppendResult:
+        stmt = opened.statement
+        n = len(positions)
+        subjects: set[str] = set()
+        for pos in positions:
+            ev = events[pos]
+            if type(ev) is TokenEvent:
+                subjects.add("token:" + ev.token_id)
+                parent = ev.payload.parent_token_id
+                if parent is not None:
+                    subjects.add("token:" + parent)
+            elif type(ev) is DataEvent:
+                subjects.add("asset:" + ev.asset_id)
+            else:
+                assert type(ev) is PolicyEvent
+                subjects.add("policy:" + ev.policy_id)
+        self._preload(subjects)
+
+        latest = max(events[p].occurred_at for p in positions)
+        self._clock.observe(latest)
+        readings = self._clock.reserve(n)
+        cache = self._cache
+        overlay: dict[str, _Subject] = {}
+        policy = self.settings.lifecycle
+
+        def state_of(token_id: str) -> TokenState:
+            subj = "token:" + token_id
+            got = overlay.get(subj) or cache[subj]
+            return got.token or lifecycle.NEVER_SEEN
+
+        index = self.size
+        rows: list[EntryRow] = []
+        receipts = dict(duplicates)
+        policies: list[PolicyRow] = []
+        digest = opened.digest
+        producer = stmt.producer
+        key_id = stmt.key_id
+        for k, pos in enumerate(positions):
+            ev = events[pos]
+            verdict = "ok"
+            parent_subject = None
+            if type(ev) is TokenEvent:
+                subject = "token:" + ev.token_id
+                verdict, changes = lifecycle.apply(ev, state_of, policy)
+                for tid, st in changes.items():
+                    s = "token:" + tid
+                    cur = overlay.get(s) or cache[s]
+                    overlay[s] = _Subject(cur.head, st)
+                if ev.payload.parent_token_id is not None:
+                    parent_subject = "token:" + ev.payload.parent_token_id
+            elif type(ev) is DataEvent:
+                subject = "asset:" + ev.asset_id
+            else:
+                assert type(ev) is PolicyEvent
+                subject = "policy:" + ev.policy_id
+                document = canonical_bytes(ev.payload.document)
+                policies.append(
+                    PolicyRow(
+                        hashlib.sha256(document).digest(),
+                        ev.policy_id,
+                        ev.payload.policy_version,
+                        index,
+                        document,
+                    )
+                )
+            cur = overlay.get(subject) or cache[subject]
+            prev = cur.head
+            body = event_entry_bytes(
+                index=index,
+                recorded_at=readings[k],
+                prev=prev,
+                producer=producer,
+                key_id=key_id,
+                envelope=digest,
+                position=pos,
+                verdict=verdict,
+                event=opened.events[pos],
+            )
+            leaf = leaf_hash(body)
+            overlay[subject] = _Subject(leaf, cur.token)
+            rows.append(EntryRow(index, subject, ev.event_id, parent_subject, prev, leaf, verdict, body))
+            receipts[pos] = Receipt(ev.event_id, index, verdict, False)
+            index += 1
+
+        envelope_row = EnvelopeRow(
+            digest, producer, key_id, opened.payload, opened.signature, b"".join(opened.event_leaves),
+            rows[0].index,
+        )
+        self._commit(rows, envelope_row, policies, list(overlay.items()), readings[0], readings[-1])
+        return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)
+
+    def _commit(
+        self,
+        rows: list[EntryRow],
+        envelope_row: EnvelopeRow | None,
+        policies: list[PolicyRow],
+        subject_updates: list[tuple[str, _Subject]],
+        first_recorded: str,
+        last_recorded: str,
+    ) -> None:
+        """Integrate ``rows`` into copies of the tree state, seal if due, write, then adopt the new state."""
+        nodes: list[tuple[int, int, bytes]] = []
+
+        def visit(level: int, index: int, digest: bytes) -> None:
+            if level % TILE_STRIDE == 0:
+                nodes.append((level, index, digest))
+
+        tree = self._tree.copy()
+        block = self._block.copy()
+        for row in rows:
+            tree.append(row.leaf, visit)
+            block.append(row.leaf)
+        size = rows[-1].index + 1
+        hlc_first = self._block_hlc_first or first_recorded
+        batch = BatchWrite(entries=rows, envelope=envelope_row, nodes=nodes, policies=policies)
+        seal = None
+        block_len = size - self._block_first
+        if block_len >= self.settings.block_size or (
+            self._monotonic() - self._block_started >= self.settings.block_seconds
+        ):
+            seal = self._seal_rows(tree, block, size, hlc_first, last_recorded, visit)
+            batch.entries = [*rows, seal[0]]
+            batch.checkpoint = seal[1]
+        self.store.write(batch)
+        # adopt
+        self._tree = tree
+        self.size = batch.entries[-1].index + 1
+        for subject, value in subject_updates:
+            self._remember(subject, value)
+        if seal is not None:
+            self._adopt_seal(seal)
+        else:
+            self._block = block
+            self._block_hlc_first = hlc_first
+
+    def _seal_rows(
+        self,
+        tree: CompactRange,
+        block: CompactRange,
+        size: int,
+        hlc_first: str,
+        hlc_last: str,
+        visit: Callable[[int, int, bytes], None],
+    ) -> tuple[EntryRow, CheckpointRow, BlockHeader]:
+        header = BlockHeader(
+            number=self._block_number,
+            first=self._block_first,
+            last=size - 1,
+            root=block.root().hex(),
+            prev_header=self._prev_header.hex(),
+            hlc_first=hlc_first,
+            hlc_last=hlc_last,
+        )
+        recorded = self._clock.now()
+        body = seal_entry_bytes(index=size, recorded_at=recorded, prev=self._seal_head, header=header)
+        leaf = leaf_hash(body)
+        tree.append(leaf, visit)
+        if size + 1 <= self.sealed_size:
+            raise LedgerError("refusing to sign a checkpoint that does not extend the last one")
+        text = Checkpoint(origin=self.origin, size=size + 1, root_hash=tree.root(), extensions=()).to_text()
+        note = sign_note(text, [self._signer])
+        row = EntryRow(size, BLOCKS_SUBJECT, None, None, self._seal_head, leaf, "ok", body)
+        return row, CheckpointRow(size + 1, note), header
+
+    def _adopt_seal(self, seal: tuple[EntryRow, CheckpointRow, BlockHeader]) -> None:
+        row, checkpoint, header = seal
+        self._seal_head = row.leaf
+        self._prev_header = header_hash(header)
+        self._block_number = header.number + 1
+        self._block_first = row.index + 1
+        self._block = CompactRange()
+        self._block_hlc_first = ""
+        self._block_started = self._monotonic()
+        self.sealed_size = checkpoint.size
+
+    def seal(self) -> CheckpointRow | None:
+        """Seal the open block now (if it holds any entry) and return the new signed checkpoint."""
+        if self.size == self._block_first:
+            return None
+        nodes: list[tuple[int, int, bytes]] = []
+
+        def visit(level: int, index: int, digest: bytes) -> None:
+            if level % TILE_STRIDE == 0:
+                nodes.append((level, index, digest))
+
+        tree = self._tree.copy()
+        last = decode_entry(self.store.entry(self.size - 1).body).recorded_at
+        seal = self._seal_rows(tree, self._block, self.size, self._block_hlc_first or last, last, visit)
+        self.store.write(BatchWrite(entries=[seal[0]], nodes=nodes, checkpoint=seal[1]))
+        self._tree = tree
+        self.size += 1
+        self._adopt_seal(seal)
+        return seal[1]
+
+    def tick(self) -> CheckpointRow | None:
+        """Seal if the open block is older than the configured age; call this periodically."""
+        if self.size > self._block_first and self._monotonic() - self._block_started >= self.settings.block_seconds:
+            return self.seal()
+        return None
+
+    def log_verifier(self) -> NoteVerifier:
+        """The note verifier of this log's checkpoints (public; safe to hand out)."""
+        return self.verifier
+
+
+def _token_events(rows: list[EntryRow]) -> list[tuple[TokenEvent, str]]:
+    out = []
+    for row in rows:
+        entry = decode_entry(row.body)
+        if isinstance(entry, EventEntry):
+            event = decode_event(bytes(entry.event))
+            if isinstance(event, TokenEvent):
+                out.append((event, row.verdict))
+    return out

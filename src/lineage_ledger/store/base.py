@@ -1,0 +1,168 @@
+"""The store contract: what the ledger needs from any backend, and nothing more.
+
+A store keeps rows; it never hashes, signs or judges. Every method either completes or raises StoreError
+(ConflictError, NotFoundError) with nothing half-written. All ledger tables are append-only, enforced inside
+the database itself. The contract tests in tests/store run unchanged against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+__all__ = [
+    "BatchWrite",
+    "ChainBreak",
+    "CheckpointRow",
+    "EntryRow",
+    "EnvelopeRow",
+    "PolicyRow",
+    "Store",
+]
+
+
+class EntryRow(NamedTuple):
+    """One log entry: its canonical bytes and the columns derived from them (checked by verify)."""
+
+    index: int
+    subject: str
+    event_id: str | None
+    parent: str | None
+    """For token events, the parent token's subject (refresh, rotation, exchange); else None."""
+    prev: bytes
+    leaf: bytes
+    verdict: str
+    body: bytes
+
+
+class EnvelopeRow(NamedTuple):
+    """A signed batch as received: enough to re-check every event's signature offline."""
+
+    digest: bytes
+    producer: str
+    key_id: str
+    payload: bytes
+    signature: bytes
+    event_leaves: bytes
+    """The concatenated 32-byte leaf hashes of the batch's events, in batch order."""
+    first_index: int
+
+
+class CheckpointRow(NamedTuple):
+    """A signed checkpoint (C2SP signed note) for a tree size."""
+
+    size: int
+    note: str
+
+
+class PolicyRow(NamedTuple):
+    """A policy document, content-addressed by the SHA-256 of its canonical bytes."""
+
+    digest: bytes
+    policy_id: str
+    version: str
+    index: int
+    document: bytes
+
+
+class ChainBreak(NamedTuple):
+    """An entry whose ``prev`` is not the leaf hash of the previous entry of its subject."""
+
+    index: int
+    subject: str
+    prev: bytes
+    expected: bytes
+
+
+@dataclass(slots=True)
+class BatchWrite:
+    """Everything one append writes, committed in one transaction."""
+
+    entries: list[EntryRow] = field(default_factory=list)
+    envelope: EnvelopeRow | None = None
+    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
+    checkpoint: CheckpointRow | None = None
+    policies: list[PolicyRow] = field(default_factory=list)
+
+
+class Store(Protocol):
+    """A ledger backend. Implementations: store.sqlite (embedded default); more to follow."""
+
+    url: str
+
+    def meta(self) -> dict[str, str]:
+        """Settings written once at creation (origin, format version, the log's verifier key copy)."""
+        ...
+
+    def initialise(self, meta: dict[str, str]) -> None:
+        """Write the creation settings; ConflictError if the store was already initialised."""
+        ...
+
+    def size(self) -> int:
+        """Number of entries (the tree size)."""
+        ...
+
+    def write(self, batch: BatchWrite) -> None:
+        """Commit the batch atomically and durably; ConflictError if an event id or index exists."""
+        ...
+
+    def entry(self, index: int) -> EntryRow:
+        """The entry at ``index`` (NotFoundError if none)."""
+        ...
+
+    def entries(self, start: int, end: int) -> Iterator[EntryRow]:
+        """Entries with start <= index < end, in index order."""
+        ...
+
+    def events_by_id(self, event_ids: Sequence[str]) -> dict[str, EntryRow]:
+        """The entries recording these event ids (absent ids are left out)."""
+        ...
+
+    def subject_entries(self, subjects: Iterable[str]) -> list[EntryRow]:
+        """All entries of these subjects, ordered by subject then index."""
+        ...
+
+    def subjects_with_prefix(self, prefix: str) -> list[EntryRow]:
+        """All entries whose subject starts with ``prefix``, in index order."""
+        ...
+
+    def children_of(self, subject: str) -> list[EntryRow]:
+        """Entries whose ``parent`` is ``subject``, in index order."""
+        ...
+
+    def leaf_hashes(self, start: int, count: int) -> list[bytes]:
+        """Leaf hashes of entries start .. start+count-1 (all must exist)."""
+        ...
+
+    def nodes(self, level: int, start: int, count: int) -> list[bytes]:
+        """Stored perfect-subtree hashes at ``level`` for indices start .. start+count-1."""
+        ...
+
+    def checkpoints(self, start_size: int = 0) -> list[CheckpointRow]:
+        """Signed checkpoints with size >= start_size, in size order."""
+        ...
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        """The checkpoint with the largest size, if any."""
+        ...
+
+    def envelope(self, digest: bytes) -> EnvelopeRow:
+        """The envelope with this digest (NotFoundError if none)."""
+        ...
+
+    def envelopes(self) -> Iterator[EnvelopeRow]:
+        """Every envelope, in order of first index."""
+        ...
+
+    def policy(self, digest: bytes) -> PolicyRow:
+        """The policy document with this digest (NotFoundError if none)."""
+        ...
+
+    def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:
+        """Entries whose stored ``prev`` differs from the stored leaf of their subject's previous entry."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection; further calls fail."""
+        ...

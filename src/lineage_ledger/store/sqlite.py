@@ -1,0 +1,330 @@
+"""The embedded default store: one SQLite file in WAL mode, one transaction per batch.
+
+Append-only is enforced inside the database: a trigger on every table aborts any UPDATE or DELETE, so even a
+bug in this package cannot rewrite history through this connection (someone with the file can, and
+``lineage verify`` is what catches that).
+
+Durability: ``synchronous=FULL`` by default, so an acknowledged batch survives power loss, not only a
+killed process; ``?synchronous=normal`` in the URL trades that for speed (still safe against SIGKILL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StoreError
+from lineage_ledger.store.base import (
+    BatchWrite,
+    ChainBreak,
+    CheckpointRow,
+    EntryRow,
+    EnvelopeRow,
+    PolicyRow,
+)
+
+__all__ = ["SQLiteStore", "sqlite_path_from_url"]
+
+SCHEMA_VERSION: Final = 1
+_TABLES: Final = ("meta", "entries", "envelopes", "nodes", "checkpoints", "policies")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    idx INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,
+    event_id TEXT UNIQUE,
+    parent TEXT,
+    prev BLOB NOT NULL,
+    leaf BLOB NOT NULL,
+    verdict TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject, idx);
+CREATE INDEX IF NOT EXISTS entries_parent ON entries (parent) WHERE parent IS NOT NULL;
+CREATE TABLE IF NOT EXISTS envelopes (
+    digest BLOB PRIMARY KEY,
+    producer TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    event_leaves BLOB NOT NULL,
+    first_idx INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS policies (
+    digest BLOB PRIMARY KEY,
+    policy_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    document BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _triggers() -> str:
+    out = []
+    for table in _TABLES:
+        for op in ("UPDATE", "DELETE"):
+            out.append(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, 'lineage ledger tables are append-only: {op} on {table}'); END;"
+            )
+    return "\n".join(out)
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """The file path named by a ledger URL.
+
+    As SQLAlchemy does: ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``;
+    a bare path is taken as it is.
+    """
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+    elif "://" in url:
+        raise InputError("ledger", f"{url!r} is neither a sqlite:/// URL nor a path")
+    else:
+        path = url
+    if not path:
+        raise InputError("ledger", f"{url!r} names no file")
+    return path
+
+
+_ENTRY_COLS: Final = "idx, subject, event_id, parent, prev, leaf, verdict, body"
+
+
+def _entry(row: Any) -> EntryRow:
+    return EntryRow(*row)
+
+
+class SQLiteStore:
+    """Store backed by one SQLite database file (or memory, for tests and benchmarks)."""
+
+    def __init__(self, url: str, *, synchronous: str | None = None, readonly: bool = False) -> None:
+        self.url = url
+        base = url.split("?", 1)[0]
+        query = parse_qs(url.split("?", 1)[1]) if "?" in url else {}
+        sync = (synchronous or query.get("synchronous", ["full"])[0]).upper()
+        if sync not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise InputError("ledger", f"synchronous={sync.lower()} is not one of full, normal, extra, off")
+        self.path = sqlite_path_from_url(base)
+        self._lock = threading.RLock()
+        try:
+            if readonly:
+                if self.path == ":memory:" or not Path(self.path).exists():
+                    raise NotFoundError(f"no ledger at {self.path}")
+                uri = f"file:{Path(self.path).absolute()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute(f"PRAGMA synchronous = {sync}")
+                self._db.execute("PRAGMA cache_size = -65536")
+                self._db.executescript(_SCHEMA + _triggers())
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open SQLite ledger {self.path}: {e}") from e
+
+    # -- creation ---------------------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            try:
+                return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot read ledger settings: {e}") from e
+
+    def initialise(self, meta: dict[str, str]) -> None:
+        with self._lock:
+            if self.meta():
+                raise ConflictError(f"ledger {self.path} is already initialised")
+            rows = sorted({**meta, "store_schema": str(SCHEMA_VERSION)}.items())
+            self._transaction(lambda db: db.executemany("INSERT INTO meta VALUES (?, ?)", rows))
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    def _transaction(self, body: Any) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot start a transaction: {e}") from e
+        try:
+            body(db)
+            db.execute("COMMIT")
+        except sqlite3.IntegrityError as e:
+            db.execute("ROLLBACK")
+            raise ConflictError(f"write refused, nothing was written: {e}") from e
+        except sqlite3.Error as e:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"write failed, nothing was written: {e}") from e
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def write(self, batch: BatchWrite) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.entries)
+            if batch.envelope is not None:
+                db.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, ?)", batch.envelope)
+            if batch.nodes:
+                db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", batch.nodes)
+            if batch.policies:
+                db.executemany("INSERT OR IGNORE INTO policies VALUES (?, ?, ?, ?, ?)", batch.policies)
+            if batch.checkpoint is not None:
+                db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
+
+        with self._lock:
+            self._transaction(body)
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f"read failed: {e}") from e
+
+    def size(self) -> int:
+        row = self._all("SELECT max(idx) FROM entries")[0]
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def entry(self, index: int) -> EntryRow:
+        rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE idx = ?", (index,))
+        if not rows:
+            raise NotFoundError(f"no entry at index {index}")
+        return _entry(rows[0])
+
+    def entries(self, start: int, end: int) -> Iterator[EntryRow]:
+        step = 4096
+        pos = start
+        while pos < end:
+            rows = self._all(
+                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (pos, min(end, pos + step)),
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield EntryRow(*row)
+            pos = rows[-1][0] + 1
+
+    def events_by_id(self, event_ids: Sequence[str]) -> dict[str, EntryRow]:
+        out: dict[str, EntryRow] = {}
+        for i in range(0, len(event_ids), 900):
+            chunk = event_ids[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            for row in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE event_id IN ({marks})", chunk):
+                out[row[2]] = _entry(row)
+        return out
+
+    def subject_entries(self, subjects: Iterable[str]) -> list[EntryRow]:
+        wanted = list(dict.fromkeys(subjects))
+        out: list[EntryRow] = []
+        for i in range(0, len(wanted), 900):
+            chunk = wanted[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                _entry(r)
+                for r in self._all(
+                    f"SELECT {_ENTRY_COLS} FROM entries WHERE subject IN ({marks}) ORDER BY subject, idx",
+                    chunk,
+                )
+            )
+        out.sort(key=lambda r: (r.subject, r.index))
+        return out
+
+    def subjects_with_prefix(self, prefix: str) -> list[EntryRow]:
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return [
+            _entry(r)
+            for r in self._all(
+                f"SELECT {_ENTRY_COLS} FROM entries WHERE subject >= ? AND subject < ? ORDER BY idx",
+                (prefix, upper),
+            )
+        ]
+
+    def children_of(self, subject: str) -> list[EntryRow]:
+        return [
+            _entry(r)
+            for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent = ? ORDER BY idx", (subject,))
+        ]
+
+    def leaf_hashes(self, start: int, count: int) -> list[bytes]:
+        rows = self._all(
+            "SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, start + count)
+        )
+        if len(rows) != count:
+            raise NotFoundError(f"entries {start}..{start + count - 1} are not all present")
+        return [r[0] for r in rows]
+
+    def nodes(self, level: int, start: int, count: int) -> list[bytes]:
+        if level == 0:
+            return self.leaf_hashes(start, count)
+        rows = self._all(
+            "SELECT hash FROM nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (level, start, start + count),
+        )
+        if len(rows) != count:
+            raise NotFoundError(f"tree nodes at level {level}, {start}..{start + count - 1} are missing")
+        return [r[0] for r in rows]
+
+    def checkpoints(self, start_size: int = 0) -> list[CheckpointRow]:
+        return [
+            CheckpointRow(*r)
+            for r in self._all("SELECT size, note FROM checkpoints WHERE size >= ? ORDER BY size", (start_size,))
+        ]
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        return CheckpointRow(*rows[0]) if rows else None
+
+    def envelope(self, digest: bytes) -> EnvelopeRow:
+        rows = self._all("SELECT * FROM envelopes WHERE digest = ?", (digest,))
+        if not rows:
+            raise NotFoundError(f"no envelope {digest.hex()}")
+        return EnvelopeRow(*rows[0])
+
+    def envelopes(self) -> Iterator[EnvelopeRow]:
+        for row in self._all("SELECT * FROM envelopes ORDER BY first_idx"):
+            yield EnvelopeRow(*row)
+
+    def policy(self, digest: bytes) -> PolicyRow:
+        rows = self._all("SELECT * FROM policies WHERE digest = ?", (digest,))
+        if not rows:
+            raise NotFoundError(f"no policy document {digest.hex()}")
+        return PolicyRow(*rows[0])
+
+    def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:
+        zero = bytes(32)
+        rows = self._all(
+            """
+            SELECT idx, subject, prev, expected FROM (
+                SELECT idx, subject, prev,
+                       coalesce(lag(leaf) OVER (PARTITION BY subject ORDER BY idx), ?) AS expected
+                FROM entries
+            ) WHERE prev != expected ORDER BY idx LIMIT ?
+            """,
+            (zero, limit),
+        )
+        return [ChainBreak(*r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,138 @@
+"""``lineage bench``: full-path ingest, full verification and a raw-SQLite floor, measured in one run.
+
+The floor writes the very rows the ledger wrote (same schema, same indexes, same batch size, same
+durability setting) with plain executemany plus one SHA-256 each, so ``ingest_to_floor`` says how much of
+the machine's storage speed the ledger's checks, chains and tree leave over; comparing within one run keeps
+the ratio meaningful on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lineage_ledger.core.crypto import Ed25519Signer, token_fingerprint
+from lineage_ledger.core.encoding import canonical_bytes
+from lineage_ledger.core.envelope import seal_batch
+from lineage_ledger.core.hlc import format_reading
+from lineage_ledger.core.note import parse_verifier_key
+from lineage_ledger.ledger.verify import verify_ledger
+from lineage_ledger.ledger.writer import Ledger, LedgerSettings
+from lineage_ledger.store.base import BatchWrite
+from lineage_ledger.store.sqlite import SQLiteStore
+
+__all__ = ["make_envelopes", "run_bench"]
+
+_PRODUCER = "bench-gateway"
+_KEY_ID = "bench-gateway-1"
+
+
+def make_envelopes(events: int, signer: Ed25519Signer, *, batch: int = 1000, start_ns: int) -> list[bytes]:
+    """Signed envelopes holding ``events`` token events: each token is ISSUED, then USED four times."""
+    out: list[bytes] = []
+    pending: list[bytes] = []
+    secret = b"bench-fingerprint-secret"
+    for i in range(events):
+        tok, step = divmod(i, 5)
+        at = start_ns + i * 1000
+        body = {
+            "event_id": f"{(at // 1_000_000) & 0xFFFFFFFFFFFF:012x}"[:8]
+            + f"-{(at // 1_000_000) & 0xFFFF:04x}-7{i & 0xFFF:03x}-8{(i >> 12) & 0xFFF:03x}-{i:012x}",
+            "event_type": "ISSUED" if step == 0 else "USED",
+            "kind": "token",
+            "occurred_at": format_reading(at, 0),
+            "payload": {
+                "client_id": "web",
+                "ip": "10.1.2.3",
+                "outcome": "ALLOW",
+                "policy_version": "v7",
+                "resource": f"/v1/orders/{i % 997}",
+                "user_id": f"user-{tok % 5000:05d}",
+            },
+            "schema_version": 1,
+            "token_id": token_fingerprint(secret, f"raw-{tok}"),
+        }
+        if step == 0:
+            body["payload"] = {"client_id": "web", "scopes": ["read", "write"], "user_id": f"user-{tok % 5000:05d}"}
+        pending.append(canonical_bytes(body))
+        if len(pending) == batch:
+            out.append(seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer))
+            pending = []
+    if pending:
+        out.append(seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer))
+    return out
+
+
+def _rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(own / 1024, 1)
+
+
+def run_bench(
+    events: int = 200_000,
+    *,
+    workdir: str | None = None,
+    synchronous: str = "full",
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the three measurements and return the figures (see the module docstring)."""
+    say = progress or (lambda _msg: None)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="lineage-bench-") as tmp:
+        log = Ed25519Signer.generate("bench.lineage-ledger.local/log")
+        producer = Ed25519Signer.generate(_PRODUCER)
+        say(f"signing {events} events into envelopes of 1000")
+        envelopes = make_envelopes(events, producer, start_ns=time.time_ns() - 3_600_000_000_000)
+        url = f"{tmp}/bench.db?synchronous={synchronous}"
+        ledger = Ledger.create(url, log, settings=LedgerSettings(block_seconds=3600.0))
+        ledger.register_key(_PRODUCER, _KEY_ID, producer.public_key)
+        say("ingest: check, sequence, integrate, commit")
+        t0 = time.perf_counter()
+        for env in envelopes:
+            ledger.append(env)
+        ledger.seal()
+        ingest_s = time.perf_counter() - t0
+        rows = list(ledger.store.entries(0, ledger.size))
+        ledger.close()
+
+        say("floor: the same rows with plain executemany and one SHA-256 each")
+        floor_store = SQLiteStore(f"{tmp}/floor.db", synchronous=synchronous)
+        t0 = time.perf_counter()
+        sha256 = hashlib.sha256
+        for i in range(0, len(rows), 1000):
+            chunk = rows[i : i + 1000]
+            for r in chunk:
+                sha256(b"\x00" + r.body).digest()
+            floor_store.write(BatchWrite(entries=chunk))
+        floor_s = time.perf_counter() - t0
+        floor_store.close()
+        del rows
+
+        say("verify: every hash, column, chain, block, node and checkpoint")
+        report = verify_ledger(url, verifier=parse_verifier_key(ledger.verifier.__str__()), workers=workers)
+        if not report.ok:
+            raise RuntimeError(f"benchmark ledger failed verification: {report.problems[:3]}")
+        size = report.size
+        ingest_rate = events / ingest_s
+        floor_rate = size / floor_s
+        return {
+            "events": events,
+            "entries": size,
+            "synchronous": synchronous,
+            "cpus": os.cpu_count(),
+            "ingest_seconds": round(ingest_s, 3),
+            "ingest_events_per_s": round(ingest_rate),
+            "verify_seconds": round(report.seconds, 3),
+            "verify_events_per_s": round(size / report.seconds),
+            "floor_seconds": round(floor_s, 3),
+            "floor_events_per_s": round(floor_rate),
+            "ingest_to_floor": round(ingest_rate / floor_rate, 3),
+            "peak_rss_mb": _rss_mb(),
+            "db_bytes_per_entry": round(Path(f"{tmp}/bench.db").stat().st_size / size, 1),
+        }

@@ -1,0 +1,633 @@
+"""The ``lineage`` command. The only code in the package that prints or exits.
+
+Every command takes ``--ledger URL`` (default ``./lineage.db``; a path or ``sqlite:///path``) and ``--json``.
+The log's signing key is read from ``--log-key FILE``, else ``$LINEAGE_LOG_KEY``, else ``<ledger>.key``
+beside an embedded ledger; it never lives in the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
+from lineage_ledger.core.encoding import canonical_bytes, decode_json
+from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
+from lineage_ledger.core.merkle import leaf_hash
+from lineage_ledger.core.model import decode_event
+from lineage_ledger.core.note import NoteVerifier, parse_verifier_key
+from lineage_ledger.errors import InputError, LedgerError, NotFoundError
+from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_signer_key
+from lineage_ledger.ledger.query import trace_token
+from lineage_ledger.ledger.verify import verify_ledger
+from lineage_ledger.ledger.writer import Ledger, LedgerSettings
+from lineage_ledger.store import open_store
+from lineage_ledger.store.sqlite import sqlite_path_from_url
+
+__all__ = ["main"]
+
+CLI_PRODUCER = "lineage-cli"
+DEMO_ORIGIN = "demo.lineage-ledger.local/log"
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class CommandError(Exception):
+    """A command-line mistake (exit 2)."""
+
+
+def _ledger_file(url: str) -> Path | None:
+    path = sqlite_path_from_url(url.split("?", 1)[0]) if not url.startswith("postgres") else ":memory:"
+    return None if path == ":memory:" else Path(path)
+
+
+def _default_key_path(url: str, suffix: str = ".key") -> Path:
+    path = _ledger_file(url)
+    if path is None:
+        raise CommandError("give --log-key or set $LINEAGE_LOG_KEY: this ledger is not a file")
+    return path.with_name(path.name + suffix)
+
+
+def _log_signer(args: argparse.Namespace) -> Signer:
+    if args.log_key:
+        return load_signer(args.log_key)
+    if os.environ.get(DEFAULT_KEY_ENV_VAR):
+        return load_signer(None)
+    return load_signer(_default_key_path(args.ledger))
+
+
+def _json(value: Any) -> None:
+    out.print_json(json.dumps(value), sort_keys=False) if sys.stdout.isatty() else print(json.dumps(value))
+
+
+@contextmanager
+def _progress(args: argparse.Namespace, label: str, total: int | None) -> Iterator[Any]:
+    show = not args.json and err.is_terminal
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, total=total: bar.update(task, completed=done, total=total)
+
+
+# -- init -------------------------------------------------------------------------------------------------
+
+
+def _init(args: argparse.Namespace) -> Ledger:
+    """Create the ledger, its log key file (0600) and the CLI's own producer key."""
+    key_path = Path(args.log_key) if args.log_key else _default_key_path(args.ledger)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    if not key_path.exists() and not os.environ.get(DEFAULT_KEY_ENV_VAR):
+        write_signer_key(key_path, Ed25519Signer.generate(args.origin))
+    signer = load_signer(key_path) if key_path.exists() else load_signer(None)
+    ledger = Ledger.create(args.ledger, signer, origin=args.origin, settings=_settings(args))
+    producer_path = _producer_key_path(args)
+    if not producer_path.exists():
+        write_signer_key(producer_path, Ed25519Signer.generate(CLI_PRODUCER))
+    producer = load_signer(producer_path)
+    ledger.register_key(CLI_PRODUCER, _key_id(producer), producer.public_key)
+    return ledger
+
+
+def _producer_key_path(args: argparse.Namespace) -> Path:
+    return Path(args.producer_key) if getattr(args, "producer_key", None) else _default_key_path(
+        args.ledger, ".producer.key"
+    )
+
+
+def _key_id(signer: Signer) -> str:
+    return f"{signer.name}-{leaf_hash(signer.public_key)[:4].hex()}"
+
+
+def _settings(args: argparse.Namespace) -> LedgerSettings:
+    return LedgerSettings(
+        block_size=getattr(args, "block_size", None) or 10_000,
+        block_seconds=getattr(args, "block_seconds", None) or 5.0,
+    )
+
+
+def _open(args: argparse.Namespace) -> Ledger:
+    return Ledger.open(args.ledger, _log_signer(args), settings=_settings(args))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    ledger = _init(args)
+    info = {"ledger": args.ledger, "origin": ledger.origin, "verifier_key": str(ledger.verifier)}
+    ledger.close()
+    if args.json:
+        _json(info)
+    else:
+        out.print(f"created ledger {args.ledger} (origin {info['origin']})")
+        out.print(f"log verifier key: {info['verifier_key']}")
+    return 0
+
+
+# -- ingest -----------------------------------------------------------------------------------------------
+
+
+def _read_events(path: str) -> list[bytes]:
+    """Every line of a JSONL file as canonical event bytes; all lines are checked before any is written."""
+    events: list[bytes] = []
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    with stream:
+        for n, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            field = f"line {n}"
+            try:
+                data = canonical_bytes(decode_json(line.strip(), field=field), field=field)
+                decode_event(data, field=field)
+            except InputError as e:
+                raise InputError(e.field if e.field.startswith("line") else f"{field}: {e.field}", e.reason) from e
+            events.append(data)
+    return events
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    events = _read_events(args.file)
+    ledger = _open(args) if _exists(args.ledger) else _init(args)
+    producer = load_signer(_producer_key_path(args))
+    name = args.producer or producer.name
+    key_id = args.key_id or _key_id(producer)
+    recorded = duplicates = violations = 0
+    started = time.perf_counter()
+    with ledger, _progress(args, "ingest", len(events)) as advance:
+        for i in range(0, len(events), args.batch):
+            envelope = seal_batch(events[i : i + args.batch], producer=name, key_id=key_id, signer=producer)
+            result = ledger.append(envelope)
+            for r in result.receipts:
+                duplicates += r.duplicate
+                recorded += not r.duplicate
+                violations += r.verdict != "ok" and not r.duplicate
+            advance(i + args.batch)
+        checkpoint = None if args.no_seal else ledger.seal()
+        size, sealed = ledger.size, ledger.sealed_size
+    summary = {
+        "events": len(events),
+        "recorded": recorded,
+        "duplicates": duplicates,
+        "violations": violations,
+        "size": size,
+        "sealed_size": sealed,
+        "checkpoint_size": checkpoint.size if checkpoint else None,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if args.json:
+        _json(summary)
+    else:
+        out.print(
+            f"recorded {recorded} events ({duplicates} already present, {violations} flagged as violations); "
+            f"log size {size}, sealed {sealed}"
+        )
+    return 0
+
+
+def _exists(url: str) -> bool:
+    path = _ledger_file(url)
+    return path is None or path.exists()
+
+
+# -- verify, checkpoint, prove -----------------------------------------------------------------------------
+
+
+def _verifier_from(args: argparse.Namespace) -> NoteVerifier | None:
+    if args.key:
+        return load_verifier(args.key)
+    return None
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    trusted = Path(args.trusted_checkpoint).read_text(encoding="utf-8") if args.trusted_checkpoint else None
+    if not _exists(args.ledger):
+        raise NotFoundError(f"no ledger at {args.ledger}")
+    with _progress(args, "verify", None) as advance:
+        report = verify_ledger(
+            args.ledger,
+            verifier=_verifier_from(args),
+            trusted_checkpoint=trusted,
+            workers=args.workers,
+            progress=advance,
+        )
+    if args.json:
+        _json(report.to_json())
+    else:
+        if args.key is None:
+            err.print(
+                "[yellow]warning:[/] no --key given: checking signatures against the key copy stored in the "
+                "database, which only proves the ledger is internally consistent. Pass the log's verifier key."
+            )
+        if report.ok:
+            rate = f"{report.size / report.seconds:,.0f}" if report.seconds else "-"
+            out.print(
+                f"[green]OK[/] {report.size} entries, {report.blocks} blocks, {report.checkpoints} checkpoints, "
+                f"{report.envelopes} envelopes verified in {report.seconds:.2f} s ({rate} entries/s)"
+                + (f"; extends the trusted checkpoint of size {report.trusted_size}" if report.trusted_size else "")
+            )
+        else:
+            out.print(f"[red]FAILED[/] first bad index: {report.first_bad_index}")
+            for p in report.problems[:20]:
+                where = f"index {p.index}" if p.index is not None else "-"
+                out.print(f"  [{p.kind}] {where}: {p.message}")
+    return 0 if report.ok else 1
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    store = open_store(args.ledger, readonly=True)
+    try:
+        verifier = parse_verifier_key(store.meta()["verifier_key"])
+        row = store.checkpoints(args.size)[0] if args.size is not None else store.latest_checkpoint()
+        if row is None or (args.size is not None and row.size != args.size):
+            raise NotFoundError("no checkpoint" + (f" of size {args.size}" if args.size is not None else " yet"))
+    finally:
+        store.close()
+    if args.verifier_key:
+        if args.json:
+            _json({"verifier_key": str(verifier)})
+        else:
+            print(verifier)
+        return 0
+    if args.json:
+        _json({"size": row.size, "note": row.note, "verifier_key": str(verifier)})
+    else:
+        sys.stdout.write(row.note)
+    return 0
+
+
+def _signed_checkpoint(store: Any, size: int) -> str:
+    rows = store.checkpoints(size)
+    if not rows or rows[0].size != size:
+        raise NotFoundError(f"no signed checkpoint of size {size}")
+    return str(rows[0].note)
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    store = open_store(args.ledger, readonly=True)
+    try:
+        from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof
+
+        reader = TiledNodeReader(store.nodes)
+        latest = store.latest_checkpoint()
+        if latest is None:
+            raise NotFoundError("the ledger has no signed checkpoint yet: seal it first")
+        if args.consistency:
+            old, new = args.consistency
+            proof = consistency_proof(old, new, reader)
+            result: dict[str, Any] = {
+                "old_size": old,
+                "new_size": new,
+                "proof": [h.hex() for h in proof],
+                "old_checkpoint": _signed_checkpoint(store, old),
+                "new_checkpoint": _signed_checkpoint(store, new),
+            }
+        else:
+            if args.index is None:
+                raise CommandError("give an INDEX or --consistency OLD NEW")
+            size = args.size or latest.size
+            note = _signed_checkpoint(store, size)
+            row = store.entry(args.index)
+            if args.index >= size:
+                raise NotFoundError(f"entry {args.index} is pending: not yet covered by checkpoint {size}")
+            result = {
+                "index": args.index,
+                "tree_size": size,
+                "entry": row.body.decode("utf-8"),
+                "leaf_hash": leaf_hash(row.body).hex(),
+                "inclusion_path": [h.hex() for h in inclusion_proof(args.index, size, reader)],
+                "checkpoint": note,
+            }
+    finally:
+        store.close()
+    if args.json:
+        _json(result)
+    else:
+        for k, v in result.items():
+            out.print(f"[bold]{k}[/]: {v if not isinstance(v, list) else ' '.join(v)}")
+    return 0
+
+
+# -- trace ------------------------------------------------------------------------------------------------
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    store = open_store(args.ledger, readonly=True)
+    try:
+        trace = trace_token(store, args.token_id)
+    finally:
+        store.close()
+    if args.json:
+        _json(trace.to_json())
+        return 0
+    _print_trace(trace)
+    return 0
+
+
+def _print_trace(trace: Any) -> None:
+    chain = "[green]intact[/]" if trace.chain_ok else f"[red]BROKEN[/] ({trace.chain_problem})"
+    out.print(f"[bold]token {trace.token_id}[/]  chain {chain}")
+    if trace.parents:
+        out.print(f"  parents: {', '.join(trace.parents)}")
+    for tid, kind, idx in trace.children:
+        out.print(f"  child: {tid} ({kind} at index {idx})")
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("index", "occurred_at", "event", "verdict", "producer", "resource", "outcome", "policy", "status"):
+        table.add_column(col)
+    for s in trace.steps:
+        verdict = "ok" if s.verdict == "ok" else f"[red]{s.verdict}[/]"
+        table.add_row(
+            str(s.index),
+            s.occurred_at,
+            s.event_type,
+            verdict,
+            s.producer,
+            s.resource or "",
+            s.outcome or "",
+            s.policy_version or "",
+            "sealed" if s.sealed else "pending",
+        )
+    out.print(table)
+    out.print(f"  resources touched: {', '.join(trace.resources) or 'none'}")
+    out.print(f"  violations: {len(trace.violations)}")
+
+
+# -- keys, fingerprint ------------------------------------------------------------------------------------
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "list":
+        ledger = _open(args)
+        with ledger:
+            keys = [
+                {
+                    "producer": k.producer,
+                    "key_id": k.key_id,
+                    "public_key": k.public_key.hex(),
+                    "valid_from": k.valid_from,
+                    "valid_until": k.valid_until,
+                    "revoked_at": k.revoked_at,
+                }
+                for k in ledger.keyring.keys()
+            ]
+        if args.json:
+            _json(keys)
+        else:
+            for k in keys:
+                state = f"revoked at {k['revoked_at']}" if k["revoked_at"] else "active"
+                out.print(f"{k['key_id']}  producer={k['producer']}  from={k['valid_from']}  {state}")
+        return 0
+    ledger = _open(args)
+    with ledger:
+        if args.keys_command == "register":
+            if args.generate:
+                signer = Ed25519Signer.generate(args.producer)
+                write_signer_key(args.generate, signer)
+                public = signer.public_key
+            elif args.public_key:
+                public = bytes.fromhex(args.public_key)
+            else:
+                raise CommandError("give --public-key HEX or --generate FILE")
+            index = ledger.register_key(
+                args.producer, args.key_id, public, valid_from=args.valid_from, valid_until=args.valid_until
+            )
+        else:
+            index = ledger.revoke_key(args.key_id, at=args.at)
+        ledger.seal()
+    if args.json:
+        _json({"index": index})
+    else:
+        out.print(f"recorded key change at index {index}")
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    secret = Path(args.secret_file).read_bytes().strip()
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise InputError("token", "read no token on standard input")
+    fp = token_fingerprint(secret, token, args.region)
+    if args.json:
+        _json({"token_id": fp})
+    else:
+        print(fp)
+    return 0
+
+
+# -- demo and bench ---------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lineage_ledger.workload import PRODUCERS, batches, generate
+
+    started = time.perf_counter()
+    path = _ledger_file(args.ledger)
+    if path is not None and path.exists():
+        _remove_demo(args.ledger, path)
+    ledger = _init(args)
+    signers = {p: Ed25519Signer.generate(p) for p in PRODUCERS}
+    key_ids = {p: f"{p}-2026-11" for p in PRODUCERS}
+    for p, s in signers.items():
+        ledger.register_key(p, key_ids[p], s.public_key)
+    workload = generate(args.tokens, start_ns=time.time_ns() - 7_200_000_000_000)
+    n = len(workload.events)
+    violations = 0
+    with ledger, _progress(args, "demo ingest", n) as advance:
+        done = 0
+        for envelope in batches(workload, signers, key_ids):
+            result = ledger.append(envelope)
+            violations += sum(r.verdict != "ok" for r in result.receipts)
+            done += len(result.receipts)
+            advance(done)
+        checkpoint = ledger.seal()
+        size = ledger.size
+        ingest_s = time.perf_counter() - started
+        traces = [trace_token(ledger.store, t) for t in workload.traced]
+    with _progress(args, "verify", None) as advance:
+        report = verify_ledger(args.ledger, verifier=ledger.verifier, progress=advance)
+    summary = {
+        "ledger": args.ledger,
+        "tokens": len(workload.token_ids),
+        "events": n,
+        "entries": size,
+        "violations_flagged": violations,
+        "violations_planted": workload.violations_planted,
+        "checkpoint": checkpoint.note if checkpoint else None,
+        "verified": report.ok,
+        "verify_problems": [p.message for p in report.problems[:5]],
+        "ingest_seconds": round(ingest_s, 2),
+        "verify_seconds": round(report.seconds, 2),
+        "traced_tokens": [t.token_id for t in traces],
+    }
+    if args.json:
+        _json({**summary, "traces": [t.to_json() for t in traces]})
+        return 0 if report.ok else 1
+    out.print(
+        f"[bold]demo ledger[/] {args.ledger}: {len(workload.token_ids)} tokens, {n} events from "
+        f"{len(PRODUCERS)} producers -> {size} entries in {ingest_s:.1f} s"
+    )
+    out.print(f"lifecycle violations flagged: {violations} (including {workload.violations_planted} planted)")
+    out.print(f"verification: {'[green]OK[/]' if report.ok else '[red]FAILED[/]'} in {report.seconds:.2f} s")
+    if checkpoint:
+        out.print("[bold]latest signed checkpoint[/]:")
+        out.print(checkpoint.note, end="")
+    for trace in traces:
+        out.print()
+        _print_trace(trace)
+    out.print()
+    out.print(f"try: lineage verify --ledger {args.ledger} --key \"{ledger.verifier}\"")
+    return 0 if report.ok else 1
+
+
+def _remove_demo(url: str, path: Path) -> None:
+    """Replace an earlier demo ledger, and nothing else."""
+    try:
+        store = open_store(url, readonly=True)
+        origin = store.meta().get("origin")
+        store.close()
+    except LedgerError:
+        origin = None
+    if origin != DEMO_ORIGIN:
+        raise CommandError(f"{path} exists and is not a demo ledger; choose another --ledger")
+    for suffix in ("", "-wal", "-shm", ".key", ".producer.key"):
+        target = path.with_name(path.name + suffix)
+        if target.exists():
+            target.unlink()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lineage_ledger.bench import run_bench
+
+    def say(msg: str) -> None:
+        if not args.json:
+            err.print(f"[dim]{msg}[/]")
+
+    figures = run_bench(args.events, synchronous=args.synchronous, workers=args.workers, progress=say)
+    if args.json:
+        _json(figures)
+    else:
+        for k, v in figures.items():
+            out.print(f"{k:>22}: {v}")
+    return 0
+
+
+# -- wiring -----------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--ledger", default="./lineage.db", help="ledger URL: a path or sqlite:///path")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--log-key", help=f"log signing key file (else ${DEFAULT_KEY_ENV_VAR}, else <ledger>.key)")
+
+    parser = argparse.ArgumentParser(prog="lineage", description="A tamper-evident ledger of token lineage.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", parents=[common], help="create a ledger and its log key")
+    p.add_argument("--origin", default="lineage.local/log", help="checkpoint origin line (a unique log name)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("ingest", parents=[common], help="append events from a JSONL file in signed batches")
+    p.add_argument("file", help="JSONL file, one event per line ('-' for standard input)")
+    p.add_argument("--batch", type=int, default=1000, choices=range(1, MAX_BATCH_EVENTS + 1), metavar="N")
+    p.add_argument("--producer", help="producer id (default: the key's name)")
+    p.add_argument("--producer-key", help="producer signing key file (default <ledger>.producer.key)")
+    p.add_argument("--key-id", help="producer key id")
+    p.add_argument("--origin", default="lineage.local/log", help="origin if the ledger is created")
+    p.add_argument("--no-seal", action="store_true", help="leave the new entries pending")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("verify", parents=[common], help="check every hash, chain, block and signature")
+    p.add_argument("--key", help="the log's verifier key (note key string, or a file holding one)")
+    p.add_argument("--trusted-checkpoint", help="a signed checkpoint saved earlier; the ledger must extend it")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("checkpoint", parents=[common], help="print the latest signed checkpoint")
+    p.add_argument("--verifier-key", action="store_true", help="print the log's note verifier key instead")
+    p.add_argument("--size", type=int, help="the checkpoint of this tree size")
+    p.set_defaults(func=cmd_checkpoint)
+
+    p = sub.add_parser("prove", parents=[common], help="inclusion or consistency proof")
+    p.add_argument("index", nargs="?", type=int, help="entry index")
+    p.add_argument("--size", type=int, help="tree size of the checkpoint to prove against (default latest)")
+    p.add_argument("--consistency", nargs=2, type=int, metavar=("OLD", "NEW"))
+    p.set_defaults(func=cmd_prove)
+
+    p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
+    p.add_argument("token_id")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("keys", parents=[common], help="producer signing keys (every change is a ledger entry)")
+    ks = p.add_subparsers(dest="keys_command", required=True)
+    k = ks.add_parser("list", parents=[common])
+    k.set_defaults(func=cmd_keys)
+    k = ks.add_parser("register", parents=[common])
+    k.add_argument("--producer", required=True)
+    k.add_argument("--key-id", required=True)
+    k.add_argument("--public-key", help="hex Ed25519 public key")
+    k.add_argument("--generate", help="generate a key pair and write the private key to this file (0600)")
+    k.add_argument("--valid-from")
+    k.add_argument("--valid-until")
+    k.set_defaults(func=cmd_keys)
+    k = ks.add_parser("revoke", parents=[common])
+    k.add_argument("--key-id", required=True)
+    k.add_argument("--at", help="HLC reading from which the key signs nothing (default now)")
+    k.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("fingerprint", parents=[common], help="token id of a raw token read from stdin")
+    p.add_argument("--secret-file", required=True)
+    p.add_argument("--region")
+    p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("demo", parents=[common], help="build, ingest, seal, verify and trace a realistic workload")
+    p.set_defaults(ledger="./lineage-demo/demo.db", origin=DEMO_ORIGIN)
+    p.add_argument("--tokens", type=int, default=10_000)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", parents=[common], help="ingest, verify and floor throughput in one run")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--synchronous", default="full", choices=["full", "normal"])
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 verification failed, 2 bad input or usage, 3 other error)."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CommandError as e:
+        err.print(f"[red]error:[/] {e}")
+        return 2
+    except InputError as e:
+        err.print(f"[red]bad input:[/] {e}")
+        return 2
+    except LedgerError as e:
+        err.print(f"[red]error:[/] {type(e).__name__}: {e}")
+        return 3
+    except (OSError, ValueError) as e:
+        err.print(f"[red]error:[/] {e}")
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,7 +41,7 @@ def make_envelopes(events: int, signer: Ed25519Signer, *, batch: int = 1000, sta
     for i in range(events):
         tok, step = divmod(i, 5)
         at = start_ns + i * 1000
-        body = {
+        body: dict[str, Any] = {
             "event_id": f"{(at // 1_000_000) & 0xFFFFFFFFFFFF:012x}"[:8]
             + f"-{(at // 1_000_000) & 0xFFFF:04x}-7{i & 0xFFF:03x}-8{(i >> 12) & 0xFFF:03x}-{i:012x}",
             "event_type": "ISSUED" if step == 0 else "USED",
@@ -59,7 +59,11 @@ def make_envelopes(events: int, signer: Ed25519Signer, *, batch: int = 1000, sta
             "token_id": token_fingerprint(secret, f"raw-{tok}"),
         }
         if step == 0:
-            body["payload"] = {"client_id": "web", "scopes": ["read", "write"], "user_id": f"user-{tok % 5000:05d}"}
+            body["payload"] = {
+                "client_id": "web",
+                "scopes": ["read", "write"],
+                "user_id": f"user-{tok % 5000:05d}",
+            }
         pending.append(canonical_bytes(body))
         if len(pending) == batch:
             out.append(seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer))

@@ -82,9 +82,7 @@ def load_signer(path: str | os.PathLike[str] | None = None, env_var: str = DEFAU
     else:
         env_value = os.environ.get(env_var)
         if not env_value:
-            raise KeyringError(
-                f"no signing key: pass a key file path or set the environment variable {env_var}"
-            )
+            raise KeyringError(f"no signing key: pass a key file path or set the environment variable {env_var}")
         key_text = env_value.strip()
         source = f"environment variable {env_var}"
     try:
@@ -160,6 +158,4 @@ def load_verifier(path_or_text: str | os.PathLike[str]) -> NoteVerifier:
     try:
         return parse_verifier_key(key_text)
     except InputError as e:
-        raise KeyringError(
-            f"key file {os.fspath(path_or_text)} does not hold a valid verifier key: {e}"
-        ) from e
+        raise KeyringError(f"key file {os.fspath(path_or_text)} does not hold a valid verifier key: {e}") from e

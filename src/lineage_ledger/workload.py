@@ -43,19 +43,11 @@ class Workload:
 
 
 def _uuid7(rng: random.Random, ms: int) -> str:
-    value = (
-        (ms & ((1 << 48) - 1)) << 80
-        | 0x7 << 76
-        | rng.getrandbits(12) << 64
-        | 0b10 << 62
-        | rng.getrandbits(62)
-    )
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rng.getrandbits(12) << 64 | 0b10 << 62 | rng.getrandbits(62)
     return str(uuid.UUID(int=value))
 
 
-def generate(
-    tokens: int, *, seed: int = 7, start_ns: int, secret: bytes = b"demo-fingerprint-secret!"
-) -> Workload:
+def generate(tokens: int, *, seed: int = 7, start_ns: int, secret: bytes = b"demo-fingerprint-secret!") -> Workload:
     """Events for ``tokens`` root tokens (plus their refresh/rotation children) starting at ``start_ns``."""
     rng = random.Random(seed)
     out: list[tuple[int, str, bytes]] = []

@@ -108,8 +108,10 @@ def _init(args: argparse.Namespace) -> Ledger:
 
 
 def _producer_key_path(args: argparse.Namespace) -> Path:
-    return Path(args.producer_key) if getattr(args, "producer_key", None) else _default_key_path(
-        args.ledger, ".producer.key"
+    return (
+        Path(args.producer_key)
+        if getattr(args, "producer_key", None)
+        else _default_key_path(args.ledger, ".producer.key")
     )
 
 
@@ -347,7 +349,17 @@ def _print_trace(trace: Any) -> None:
     for tid, kind, idx in trace.children:
         out.print(f"  child: {tid} ({kind} at index {idx})")
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("index", "occurred_at", "event", "verdict", "producer", "resource", "outcome", "policy", "status"):
+    for col in (
+        "index",
+        "occurred_at",
+        "event",
+        "verdict",
+        "producer",
+        "resource",
+        "outcome",
+        "policy",
+        "status",
+    ):
         table.add_column(col)
     for s in trace.steps:
         verdict = "ok" if s.verdict == "ok" else f"[red]{s.verdict}[/]"
@@ -383,7 +395,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     "valid_until": k.valid_until,
                     "revoked_at": k.revoked_at,
                 }
-                for k in ledger.keyring.keys()
+                for k in ledger.keyring.producer_keys()
             ]
         if args.json:
             _json(keys)
@@ -490,7 +502,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out.print()
         _print_trace(trace)
     out.print()
-    out.print(f"try: lineage verify --ledger {args.ledger} --key \"{ledger.verifier}\"")
+    out.print(f'try: lineage verify --ledger {args.ledger} --key "{ledger.verifier}"')
     return 0 if report.ok else 1
 
 

@@ -139,9 +139,7 @@ def verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> None:
     if not isinstance(public_key, bytes | bytearray) or len(public_key) != ED25519_PUBLIC_KEY_SIZE:
         raise InputError("public_key", f"an Ed25519 public key must be {ED25519_PUBLIC_KEY_SIZE} bytes")
     if len(signature) != ED25519_SIGNATURE_SIZE:
-        raise SignatureError(
-            f"an Ed25519 signature must be {ED25519_SIGNATURE_SIZE} bytes, got {len(signature)}"
-        )
+        raise SignatureError(f"an Ed25519 signature must be {ED25519_SIGNATURE_SIZE} bytes, got {len(signature)}")
     key = _parsed_public_key(bytes(public_key))
     try:
         key.verify(bytes(signature), bytes(message))

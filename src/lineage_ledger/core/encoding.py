@@ -84,10 +84,11 @@ def _normalise(value: Any, path: str) -> tuple[Any, bool]:
 
 def _plain(value: Any) -> Any:
     """Subclasses of the JSON types (str enums, IntFlag...) as their base type."""
-    for base in (bool, int, str, float, list, tuple, dict):
+    bases: tuple[type[Any], ...] = (bool, int, str, float, list, tuple, dict)
+    for base in bases:
         if isinstance(value, base):
             return base(value)
-    return value  # pragma: no cover - callers only pass JSON subclasses
+    return value  # callers only pass subclasses of the JSON types
 
 
 def _utf16_sorted(value: Any) -> Any:

@@ -134,7 +134,8 @@ _DECODER = msgspec.json.Decoder(EntryView)
 def decode_entry(data: bytes) -> EntryView:
     """Parse an entry's bytes into its typed view (InputError if they are not an entry)."""
     try:
-        return _DECODER.decode(data)
+        entry: EntryView = _DECODER.decode(data)
+        return entry
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise InputError("entry", str(e)) from e
 

@@ -84,16 +84,16 @@ class HybridClock:
         """``count`` consecutive readings, strictly increasing, cheaper than ``count`` calls of now()."""
         pt = self._physical()
         if pt > self._l:
-            l, c = pt, -1
+            lt, c = pt, -1
         else:
-            l, c = self._l, self._c
+            lt, c = self._l, self._c
         out = []
         for _ in range(count):
             c += 1
             if c > _MAX_COUNTER:
-                l, c = l + 1, 0
-            out.append(f"{l:019d}.{c:05d}")
-        self._l, self._c = l, c
+                lt, c = lt + 1, 0
+            out.append(f"{lt:019d}.{c:05d}")
+        self._l, self._c = lt, c
         return out
 
     def observe(self, remote: str) -> bool:
@@ -103,16 +103,16 @@ class HybridClock:
         if r.physical_ns - pt > self.max_offset_ns:
             return False
         l_old = self._l
-        l = max(l_old, r.physical_ns, pt)
-        if l == l_old and l == r.physical_ns:
+        lt = max(l_old, r.physical_ns, pt)
+        if lt == l_old and lt == r.physical_ns:
             c = max(self._c, r.counter) + 1
-        elif l == l_old:
+        elif lt == l_old:
             c = self._c + 1
-        elif l == r.physical_ns:
+        elif lt == r.physical_ns:
             c = r.counter + 1
         else:
             c = 0
         if c > _MAX_COUNTER:
-            l, c = l + 1, 0
-        self._l, self._c = l, c
+            lt, c = lt + 1, 0
+        self._l, self._c = lt, c
         return True

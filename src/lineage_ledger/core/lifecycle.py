@@ -102,7 +102,7 @@ def apply(
     cur = state_of(tid)
     s = cur.state
 
-    if kind == "ISSUED" or kind == "ORIGIN":
+    if kind in {"ISSUED", "ORIGIN"}:
         if s != NONE:
             return "token.reissued", {}
         new = TokenState(ISSUED if kind == "ISSUED" else ACTIVE, _ns(event.occurred_at))
@@ -113,7 +113,7 @@ def apply(
                 return _PARENT_RULE[pstate], {tid: new}
         return "ok", {tid: new}
 
-    if kind == "REFRESHED" or kind == "ROTATED":
+    if kind in {"REFRESHED", "ROTATED"}:
         if s != NONE:
             return _TERMINAL_RULE.get(s, "token.reissued"), {}
         new = TokenState(ACTIVE, _ns(event.occurred_at))
@@ -170,7 +170,12 @@ def replay(token_id: str, rows: Iterable[tuple[TokenEvent, str]], policy: Lifecy
     state = NEVER_SEEN
     for event, verdict in rows:
         if event.token_id == token_id:
-            _, changes = apply(event, lambda t, s=state: s if t == token_id else NEVER_SEEN, policy)
+            current = state
+
+            def own_state(t: str, current: TokenState = current) -> TokenState:
+                return current if t == token_id else NEVER_SEEN
+
+            _, changes = apply(event, own_state, policy)
             state = changes.get(token_id, state)
         elif event.event_type == "ROTATED" and verdict == "ok" and event.payload.parent_token_id == token_id:
             state = TokenState(ROTATED, state.issued_ns)

@@ -265,9 +265,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
         raise RootMismatchError("inclusion proof does not lead to the root", root, calculated)
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> None:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
     """Check that the tree of ``old_size`` with ``old_root`` is a prefix of ``new_size`` with ``new_root``.
 
     Returns only if the proof shows it (RFC 9162 section 2.1.4.2), with the edge cases of

@@ -19,7 +19,7 @@ import re
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from msgspec import Meta, Raw, Struct
+from msgspec import Meta, Struct
 
 from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, canonical_bytes, decode_json
 from lineage_ledger.core.hlc import HLC_PATTERN
@@ -194,19 +194,18 @@ def decode_event(data: bytes, *, field: str = "event") -> Event:
     if len(data) > MAX_EVENT_BYTES:
         raise InputError(field, f"event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}")
     try:
-        event = _DECODER.decode(data)
+        event: Event = _DECODER.decode(data)
     except msgspec.ValidationError as e:
         raise _input_error(e, field) from e
     except UnicodeDecodeError as e:
         raise InputError(field, f"not valid UTF-8 at byte {e.start}") from e
     except msgspec.DecodeError as e:
         raise InputError(field, f"not valid JSON ({e})") from e
-    if _ENCODER.encode(event) != data or type(event) is PolicyEvent:
-        # Slow path: unknown fields, explicit nulls or free-form documents. Check the whole value.
-        if canonical_bytes(decode_json(data, field=field), field=field) != data:
-            raise CanonicalFormError(
-                field, "not canonical JSON (RFC 8785: sorted keys, no whitespace, no duplicate keys)"
-            )
+    # Fast path: re-encoding the typed view reproduces the bytes. Otherwise (unknown fields, explicit nulls,
+    # free-form policy documents) the whole value is checked.
+    fast = _ENCODER.encode(event) == data and type(event) is not PolicyEvent
+    if not fast and canonical_bytes(decode_json(data, field=field), field=field) != data:
+        raise CanonicalFormError(field, "not canonical JSON (RFC 8785: sorted keys, no whitespace, no duplicate keys)")
     if _JWT_RE.search(data):
         raise InputError(
             field,

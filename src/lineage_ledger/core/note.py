@@ -241,9 +241,7 @@ def sign_note(text: str, signers: Sequence[Signer]) -> str:
         try:
             verify_ed25519(signer.public_key, signature, message)
         except SignatureError as e:
-            raise SignatureError(
-                f"signer {name}+{key_id:08x} produced a signature that does not verify"
-            ) from e
+            raise SignatureError(f"signer {name}+{key_id:08x} produced a signature that does not verify") from e
         encoded = _encode_base64(key_id.to_bytes(_KEY_ID_SIZE, "big") + signature)
         lines.append(f"{_SIGNATURE_LINE_PREFIX}{name} {encoded}\n")
     return text + "\n" + "".join(lines)

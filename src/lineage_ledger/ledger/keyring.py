@@ -90,6 +90,6 @@ class Keyring:
             )
         return key
 
-    def keys(self) -> list[ProducerKey]:
+    def producer_keys(self) -> list[ProducerKey]:
         """Every key, in registration order."""
         return list(self._keys.values())

@@ -109,7 +109,10 @@ def trace_token(store: Store, token_id: str, *, sealed_size: int | None = None) 
             if leaf_hash(row.body) != row.leaf:
                 trace.chain_ok, trace.chain_problem = False, f"entry {row.index}: bytes do not match its hash"
             elif row.prev != expected_prev:
-                trace.chain_ok, trace.chain_problem = False, f"entry {row.index}: does not link to the previous"
+                trace.chain_ok, trace.chain_problem = (
+                    False,
+                    f"entry {row.index}: does not link to the previous",
+                )
         expected_prev = row.leaf
         parsed = _token_event(row.body)
         if parsed is None:

@@ -23,6 +23,7 @@ merges, so memory stays flat however long the log is.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -232,8 +233,10 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                 leaves, producer, key_id = env
                 event_leaf = sha256(b"\x00" + raw).digest()
                 pos = entry.position
-                if leaves[pos * 32 : pos * 32 + 32] != event_leaf or producer != entry.producer or (
-                    key_id != entry.key_id
+                if (
+                    leaves[pos * 32 : pos * 32 + 32] != event_leaf
+                    or producer != entry.producer
+                    or (key_id != entry.key_id)
                 ):
                     problem("envelope", f"entry {idx}: event is not what its signed envelope holds", idx)
             elif type(entry) is SealEntry:
@@ -242,8 +245,12 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                 if subject != BLOCKS_SUBJECT or event_id is not None or parent is not None:
                     problem("derived_column", f"seal {idx}: derived columns differ from its bytes", idx, blk)
                 if h.first != block_first or h.last != idx - 1:
-                    problem("block", f"block {blk}: covers {h.first}..{h.last}, expected {block_first}..{idx - 1}",
-                            idx, blk)
+                    problem(
+                        "block",
+                        f"block {blk}: covers {h.first}..{h.last}, expected {block_first}..{idx - 1}",
+                        idx,
+                        blk,
+                    )
                 root = block.root()
                 if h.root != root.hex():
                     problem("block", f"block {blk}: root does not match its entries", h.first, blk)
@@ -419,7 +426,11 @@ def verify_ledger(
         report.chains_checked = True
         for br in breaks:
             report.problems.append(
-                Problem("chain", f"entry {br.index}: chain of {br.subject} is broken (prev does not link)", br.index)
+                Problem(
+                    "chain",
+                    f"entry {br.index}: chain of {br.subject} is broken (prev does not link)",
+                    br.index,
+                )
             )
         report.problems.extend(envelope_problems)
 
@@ -517,7 +528,7 @@ def _check_envelopes(store: Any, results: dict[int, _ChunkResult]) -> list[Probl
 def _check_consistency(store: Any, signed: list[Checkpoint], trusted: Checkpoint | None, report: VerifyReport) -> None:
     """Consistency proofs built from the stored nodes between consecutive checkpoints (and the trusted one)."""
     reader = TiledNodeReader(store.nodes, stride=TILE_STRIDE)
-    pairs = list(zip(signed, signed[1:], strict=False))
+    pairs = list(itertools.pairwise(signed))
     if trusted is not None and signed:
         pairs.append((trusted, signed[-1]))
     for old, new in pairs:

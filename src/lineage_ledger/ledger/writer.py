@@ -179,7 +179,9 @@ class Ledger:
         self.size = store.size()
         self._reader = TiledNodeReader(store.nodes, stride=TILE_STRIDE)
         self._tree = CompactRange.from_hashes(
-            0, self.size, [self._reader(level, index) for level, index in CompactRange.decompose(0, self.size)]
+            0,
+            self.size,
+            [self._reader(level, index) for level, index in CompactRange.decompose(0, self.size)],
         )
         last_recorded = None
         if self.size:
@@ -318,8 +320,7 @@ class Ledger:
         body = key_entry_bytes(
             index=index, recorded_at=now, prev=self._key_heads.get(subject, ZERO_HASH), change=change
         )
-        row = EntryRow(index, subject, None, None, self._key_heads.get(subject, ZERO_HASH), leaf_hash(body),
-                       "ok", body)
+        row = EntryRow(index, subject, None, None, self._key_heads.get(subject, ZERO_HASH), leaf_hash(body), "ok", body)
         self._commit([row], None, [], [], now, now)
         self.keyring.apply(change)
         self._key_heads[subject] = row.leaf
@@ -469,7 +470,12 @@ class Ledger:
             index += 1
 
         envelope_row = EnvelopeRow(
-            digest, producer, key_id, opened.payload, opened.signature, b"".join(opened.event_leaves),
+            digest,
+            producer,
+            key_id,
+            opened.payload,
+            opened.signature,
+            b"".join(opened.event_leaves),
             rows[0].index,
         )
         self._commit(rows, envelope_row, policies, list(overlay.items()), readings[0], readings[-1])

@@ -25,7 +25,7 @@ __all__ = [
 class EntryRow(NamedTuple):
     """One log entry: its canonical bytes and the columns derived from them (checked by verify)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a NamedTuple field may shadow tuple.index; it is the log index
     subject: str
     event_id: str | None
     parent: str | None
@@ -62,14 +62,14 @@ class PolicyRow(NamedTuple):
     digest: bytes
     policy_id: str
     version: str
-    index: int
+    index: int  # type: ignore[assignment]  # the log index of the POLICY_CHANGED entry
     document: bytes
 
 
 class ChainBreak(NamedTuple):
     """An entry whose ``prev`` is not the leaf hash of the previous entry of its subject."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the log index (a NamedTuple field may shadow tuple.index)
     subject: str
     prev: bytes
     expected: bytes

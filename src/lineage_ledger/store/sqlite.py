@@ -262,14 +262,11 @@ class SQLiteStore:
 
     def children_of(self, subject: str) -> list[EntryRow]:
         return [
-            _entry(r)
-            for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent = ? ORDER BY idx", (subject,))
+            _entry(r) for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent = ? ORDER BY idx", (subject,))
         ]
 
     def leaf_hashes(self, start: int, count: int) -> list[bytes]:
-        rows = self._all(
-            "SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, start + count)
-        )
+        rows = self._all("SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, start + count))
         if len(rows) != count:
             raise NotFoundError(f"entries {start}..{start + count - 1} are not all present")
         return [r[0] for r in rows]

@@ -54,9 +54,7 @@ class TestLoadSigner:
         assert f"{mode:04o}" in message
         assert SEED_TEXT not in message
 
-    def test_refuses_0644_even_with_environment_key(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    def test_refuses_0644_even_with_environment_key(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(DEFAULT_KEY_ENV_VAR, SIGNER_KEY)
         with pytest.raises(KeyringError):
             load_signer(_key_file(tmp_path, SIGNER_KEY, 0o644))

@@ -47,9 +47,7 @@ TEXT = "lineage.example/log\n3\n" + base64.b64encode(bytes(32)).decode() + "\n"
 def _vector() -> dict[str, str]:
     if not VECTOR_PATH.is_file():
         pytest.fail(f"missing shared test vector {VECTOR_PATH}")
-    loaded: dict[str, str] = {
-        k: v for k, v in json.loads(VECTOR_PATH.read_text("utf-8")).items() if isinstance(v, str)
-    }
+    loaded: dict[str, str] = {k: v for k, v in json.loads(VECTOR_PATH.read_text("utf-8")).items() if isinstance(v, str)}
     return loaded
 
 
@@ -232,9 +230,7 @@ def test_malformed_notes(note: str | bytes, field: str) -> None:
 
 
 class TestSignNoteInput:
-    @pytest.mark.parametrize(
-        "text", ["", "no newline", "tab\there\n", "cr\r\n", "nul\x00\n", "\udc80\n"], ids=repr
-    )
+    @pytest.mark.parametrize("text", ["", "no newline", "tab\there\n", "cr\r\n", "nul\x00\n", "\udc80\n"], ids=repr)
     def test_rejects_invalid_text(self, text: str) -> None:
         with pytest.raises(InputError) as info:
             sign_note(text, [ALICE])
@@ -414,9 +410,7 @@ class TestCheckpoint:
         origin=st.text(st.characters(min_codepoint=0x20, codec="utf-8"), min_size=1),
         size=st.integers(0, MAX_TREE_SIZE),
         root_hash=st.binary(min_size=32, max_size=32),
-        extensions=st.lists(
-            st.text(st.characters(min_codepoint=0x20, codec="utf-8"), min_size=1), max_size=3
-        ),
+        extensions=st.lists(st.text(st.characters(min_codepoint=0x20, codec="utf-8"), min_size=1), max_size=3),
     )
     def test_text_round_trip(self, origin: str, size: int, root_hash: bytes, extensions: list[str]) -> None:
         checkpoint = Checkpoint(origin, size, root_hash, tuple(extensions))

@@ -188,6 +188,9 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                 problem("missing", f"entries {expected}..{idx - 1} are missing (deleted)", expected)
                 expected = idx
             expected += 1
+            if type(body) is not bytes:  # someone rewrote the column with another SQL type
+                problem("entry_format", f"entry {idx}: stored bytes have the wrong type", idx)
+                body = str(body).encode()
             leaf = sha256(b"\x00" + body).digest()
             if leaf != leaf_col:
                 problem("entry_hash", f"entry {idx}: stored leaf hash does not match its bytes", idx)
@@ -253,7 +256,9 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                     )
                 root = block.root()
                 if h.root != root.hex():
-                    problem("block", f"block {blk}: root does not match its entries", h.first, blk)
+                    # a bad entry inside the block explains the root; otherwise the seal itself is wrong
+                    inside = [p.index for p in problems if p.index is not None and p.index >= block_first]
+                    problem("block", f"block {blk}: root does not match its entries", min(inside, default=idx), blk)
                 if h.hlc_first != block_hlc_first or h.hlc_last != last_recorded:
                     problem("block", f"block {blk}: HLC range does not match its entries", idx, blk)
                 seals.append((idx, blk, h.prev_header, header_hash(h)))
@@ -267,12 +272,14 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                 last_recorded = entry.recorded_at
                 if subject != producer_subject(entry.change.producer) or event_id is not None:
                     problem("derived_column", f"key entry {idx}: derived columns differ from its bytes", idx)
-            if idx + 1 in cut_set:
-                cuts[idx + 1] = tree.hashes
+            if tree.end in cut_set:
+                cuts[tree.end] = tree.hashes
         if expected < end:
             problem("missing", f"entries {expected}..{end - 1} are missing (deleted)", expected)
-        # stored nodes inside this chunk must equal the recomputed ones
-        for level in range(TILE_STRIDE, 64, TILE_STRIDE):
+        # Stored nodes inside this chunk must equal the recomputed ones. Once an entry is known bad, the
+        # nodes above it differ as a consequence, so only a chunk with sound entries is checked node by node.
+        levels = range(TILE_STRIDE, 64, TILE_STRIDE) if not problems else range(0)
+        for level in levels:
             first = -(-start // (1 << level))
             last = expected // (1 << level)
             if first >= last:
@@ -288,7 +295,7 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                     break
     finally:
         store.close()
-    return _ChunkResult(start, expected, tree.hashes, cuts, seals, problems, refs)
+    return _ChunkResult(start, tree.end, tree.hashes, cuts, seals, problems, refs)
 
 
 def _chunks(size: int, seal_indices: list[int], target: int) -> list[tuple[int, int]]:

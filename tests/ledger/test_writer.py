@@ -215,3 +215,18 @@ def test_store_rejects_update_and_delete(ledger: Ledger, producer: Ed25519Signer
     db.close()
     with pytest.raises(StoreError):  # an existing index cannot be written twice
         ledger.store.write(BatchWrite(entries=[ledger.store.entry(1)]))
+
+
+def test_revocation_set_and_token_state_follow_the_log(ledger: Ledger, producer: Ed25519Signer) -> None:
+    a, b = token_fingerprint(SECRET, "a"), token_fingerprint(SECRET, "b")
+    expiry = format_reading(T0 + 10_000, 0)
+    _append(ledger, producer, [_event("ISSUED", "a", T0, expires_at=expiry), _event("ISSUED", "b", T0)])
+    assert ledger.is_active(a, now_ns=T0 + 1)
+    assert not ledger.is_active(a, now_ns=T0 + 10_000)  # past its own expires_at
+    assert ledger.store.revoked([f"token:{a}", f"token:{b}"]) == {}
+    (revoked_at,) = _append(ledger, producer, [_event("REVOKED", "b", T0 + 2)])
+    _append(ledger, producer, [_event("REVOKED", "b", T0 + 3)])  # revoking twice is allowed (RFC 7009)
+    assert ledger.store.revoked([f"token:{a}", f"token:{b}"]) == {f"token:{b}": revoked_at}
+    assert ledger.token_state(b).state == "REVOKED"
+    assert not ledger.is_active(b, now_ns=T0 + 4)
+    assert not ledger.is_active(token_fingerprint(SECRET, "never"), now_ns=T0)

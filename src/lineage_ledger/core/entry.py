@@ -49,10 +49,11 @@ ENTRY_VERSION: Final = 1
 ZERO_HASH: Final = bytes(32)
 BLOCKS_SUBJECT: Final = "ledger:blocks"
 # Producer ids and key ids never need JSON escaping, so event entries can be assembled without an encoder.
-PRODUCER_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-KEY_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$"
+# Patterns end in \Z, not $: in Python $ also matches before a trailing newline, which would need escaping.
+PRODUCER_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}\Z"
+KEY_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z"
 
-Hex32 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+Hex32 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
 Hlc = Annotated[str, Meta(pattern=HLC_PATTERN)]
 Index = Annotated[int, Meta(ge=0)]
 ProducerId = Annotated[str, Meta(pattern=PRODUCER_PATTERN)]

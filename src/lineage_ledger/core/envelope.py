@@ -51,7 +51,7 @@ class BatchStatement(Struct, frozen=True, kw_only=True):
     count: Annotated[int, Meta(ge=1, le=MAX_BATCH_EVENTS)]
     key_id: Annotated[str, Meta(pattern=KEY_ID_PATTERN)]
     producer: Annotated[str, Meta(pattern=PRODUCER_PATTERN)]
-    root: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+    root: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
     v: Annotated[int, Meta(ge=1, le=1)]
 
 

@@ -21,7 +21,8 @@ __all__ = [
     "parse_reading",
 ]
 
-HLC_PATTERN = r"^[0-9]{19}\.[0-9]{5}$"
+# \Z, not $: in Python $ also matches before a trailing newline, which would admit a 26-character reading.
+HLC_PATTERN = r"^[0-9]{19}\.[0-9]{5}\Z"
 _HLC_RE = re.compile(HLC_PATTERN)
 _MAX_COUNTER = 99_999
 

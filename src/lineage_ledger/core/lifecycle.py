@@ -70,6 +70,14 @@ class TokenState:
 
     state: str = NONE
     issued_ns: int = 0
+    expires_ns: int = 0
+    """When the token stops being valid by its own terms (payload.expires_at), 0 if it never said."""
+
+    def active_at(self, now_ns: int) -> bool:
+        """True if the token may be used at ``now_ns``: issued or active, not revoked, rotated or expired."""
+        if self.state not in {ISSUED, ACTIVE}:
+            return False
+        return self.expires_ns == 0 or now_ns < self.expires_ns
 
 
 NEVER_SEEN: Final = TokenState()
@@ -81,6 +89,11 @@ class LifecyclePolicy:
 
     activation_window_ns: int = 15 * 60 * 1_000_000_000
     require_mfa_for_activation: bool = True
+
+
+def _expiry(event: TokenEvent) -> int:
+    at = event.payload.expires_at
+    return _ns(at) if at is not None else 0
 
 
 def _ns(hlc: str) -> int:
@@ -105,7 +118,7 @@ def apply(
     if kind in {"ISSUED", "ORIGIN"}:
         if s != NONE:
             return "token.reissued", {}
-        new = TokenState(ISSUED if kind == "ISSUED" else ACTIVE, _ns(event.occurred_at))
+        new = TokenState(ISSUED if kind == "ISSUED" else ACTIVE, _ns(event.occurred_at), _expiry(event))
         parent = event.payload.parent_token_id
         if parent is not None:
             pstate = state_of(parent).state
@@ -116,7 +129,7 @@ def apply(
     if kind in {"REFRESHED", "ROTATED"}:
         if s != NONE:
             return _TERMINAL_RULE.get(s, "token.reissued"), {}
-        new = TokenState(ACTIVE, _ns(event.occurred_at))
+        new = TokenState(ACTIVE, _ns(event.occurred_at), _expiry(event))
         parent = event.payload.parent_token_id
         if parent is None:
             return "token.orphan_child", {tid: new}
@@ -125,14 +138,14 @@ def apply(
             return _PARENT_RULE[pcur.state], {tid: new}
         changes = {tid: new}
         if kind == "ROTATED":
-            changes[parent] = TokenState(ROTATED, pcur.issued_ns)
+            changes[parent] = TokenState(ROTATED, pcur.issued_ns, pcur.expires_ns)
         return "ok", changes
 
     if s == NONE:
         return "token.use_without_issue", {}
 
     if kind == "REVOKED":
-        return "ok", ({} if s == REVOKED else {tid: TokenState(REVOKED, cur.issued_ns)})
+        return "ok", ({} if s == REVOKED else {tid: TokenState(REVOKED, cur.issued_ns, cur.expires_ns)})
 
     if s in _TERMINAL_RULE:
         if kind == "EXPIRED":
@@ -140,7 +153,7 @@ def apply(
         return _TERMINAL_RULE[s], {}
 
     if kind == "EXPIRED":
-        return "ok", {tid: TokenState(EXPIRED, cur.issued_ns)}
+        return "ok", {tid: TokenState(EXPIRED, cur.issued_ns, cur.expires_ns)}
 
     if kind == "ACTIVATED":
         if s != ISSUED:
@@ -155,7 +168,7 @@ def apply(
             mfa_ns = _ns(mfa)
             if mfa_ns > at or at - mfa_ns > policy.activation_window_ns:
                 return "token.activation_without_mfa", {}
-        return "ok", {tid: TokenState(ACTIVE, cur.issued_ns)}
+        return "ok", {tid: TokenState(ACTIVE, cur.issued_ns, cur.expires_ns)}
 
     # USED on an ISSUED or ACTIVE token
     return "ok", {}
@@ -178,5 +191,5 @@ def replay(token_id: str, rows: Iterable[tuple[TokenEvent, str]], policy: Lifecy
             _, changes = apply(event, own_state, policy)
             state = changes.get(token_id, state)
         elif event.event_type == "ROTATED" and verdict == "ok" and event.payload.parent_token_id == token_id:
-            state = TokenState(ROTATED, state.issued_ns)
+            state = TokenState(ROTATED, state.issued_ns, state.expires_ns)
     return state

@@ -60,7 +60,7 @@ DATA_EVENT_TYPES: Final = ("CREATED", "TRANSFORMED", "AGGREGATED", "TRANSMITTED"
 
 _EVENT_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 _TOKEN_ID = r"(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}"  # noqa: S105 - a pattern, not a secret
-_HLC = HLC_PATTERN.strip("^$")
+_HLC = HLC_PATTERN.removeprefix("^").removesuffix(r"\Z")
 # The three fields every event has are checked with one regex over "<event_id> <occurred_at> <id>" after
 # decoding: a msgspec pattern per field costs a regex call each, which dominated the ingest path.
 _HEAD_FIELDS: Final = (
@@ -73,17 +73,17 @@ EventId = Annotated[str, Meta(min_length=36, max_length=36, description="a lower
 TokenId = Annotated[
     str,
     Meta(
-        pattern=f"^{_TOKEN_ID}$",
+        pattern=f"^{_TOKEN_ID}\\Z",
         description="HMAC-SHA256 fingerprint of the token, hex, optionally prefixed by a region",
     ),
 ]
 SubjectTokenId = Annotated[str, Meta(min_length=64, max_length=97, description="checked with _TOKEN_HEAD_RE")]
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
-AssetId = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00-\x20\x7f]+$")]
+AssetId = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00-\x20\x7f]+\Z")]
 Text = Annotated[str, Meta(max_length=4096)]
 Hlc = Annotated[str, Meta(pattern=HLC_PATTERN)]
 SubjectHlc = Annotated[str, Meta(min_length=25, max_length=25, description="checked with the head regexes")]
-ContentHash = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+ContentHash = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}\Z")]
 SchemaVersion = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
 
 
@@ -103,7 +103,7 @@ class TokenPayload(Struct, frozen=True, kw_only=True, omit_defaults=True):
     mfa_at: Hlc | None = None
     expires_at: Hlc | None = None
     reason: Text | None = None
-    trace_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$")] | None = None
+    trace_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")] | None = None
 
 
 class TokenEvent(Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind", tag="token"):
@@ -172,13 +172,35 @@ _DECODER = msgspec.json.Decoder(Event)
 _ENCODER = msgspec.json.Encoder(order="sorted")
 # A JWT's header and claims both begin with '{"' whose base64url is "eyJ"; three dot-separated segments.
 _JWT_RE = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")
+_JWT_TEXT_RE = re.compile(_JWT_RE.pattern.decode())
 _AT_RE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
+_MISSING_RE = re.compile(r"^Object missing required field `(.*)`$", re.DOTALL)
 
 
 def _input_error(exc: msgspec.ValidationError, field: str) -> InputError:
     m = _AT_RE.match(str(exc))
     reason, where = (m.group(1), m.group(2) or "") if m else (str(exc), "")
+    missing = _MISSING_RE.match(reason)
+    if missing:  # msgspec reports the object that lacks the field; name the field itself
+        where = f"{where}.{missing.group(1)}"
     return InputError(f"{field}{where}", reason)
+
+
+def _jwt_path(value: Any, path: str) -> str | None:
+    """The path of the first key or string in ``value`` that holds a JWT, or None."""
+    if type(value) is str:
+        return path if _JWT_TEXT_RE.search(value) else None
+    if type(value) is list:
+        for i, item in enumerate(value):
+            found = _jwt_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    elif type(value) is dict:
+        for key, item in value.items():
+            found = f"{path}.{key}" if _JWT_TEXT_RE.search(key) else _jwt_path(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    return None
 
 
 def subject_of(event: Event) -> str:
@@ -221,7 +243,7 @@ def decode_event(data: bytes, *, field: str = "event") -> Event:
         raise CanonicalFormError(field, "not canonical JSON (RFC 8785: sorted keys, no whitespace, no duplicate keys)")
     if _JWT_RE.search(data):
         raise InputError(
-            field,
+            _jwt_path(decode_json(data, field=field), field) or field,
             "holds what looks like a raw JWT bearer token; record token_fingerprint(secret, token) instead",
         )
     return event

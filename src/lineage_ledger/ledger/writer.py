@@ -274,6 +274,16 @@ class Ledger:
                 token = lifecycle.replay(subject[6:], _token_events(history), self.settings.lifecycle)
             self._remember(subject, _Subject(own[-1].leaf, token))
 
+    def token_state(self, token_id: str) -> TokenState:
+        """The lifecycle state the ledger derived for ``token_id`` from every event recorded so far."""
+        subject = "token:" + token_id.removeprefix("token:")
+        self._preload({subject})
+        return self._cache[subject].token or lifecycle.NEVER_SEEN
+
+    def is_active(self, token_id: str, now_ns: int | None = None) -> bool:
+        """RFC 7662 "active": issued or activated, and not revoked, rotated away or expired."""
+        return self.token_state(token_id).active_at(time.time_ns() if now_ns is None else now_ns)
+
     # -- producer keys ----------------------------------------------------------------------------------
 
     def register_key(
@@ -419,6 +429,7 @@ class Ledger:
         rows: list[EntryRow] = []
         receipts = dict(duplicates)
         policies: list[PolicyRow] = []
+        revocations: list[tuple[str, int]] = []
         digest = opened.digest
         producer = stmt.producer
         key_id = stmt.key_id
@@ -433,6 +444,8 @@ class Ledger:
                     s = "token:" + tid
                     cur = overlay.get(s) or cache[s]
                     overlay[s] = _Subject(cur.head, st)
+                    if st.state == "REVOKED":
+                        revocations.append((s, index))
                 if ev.payload.parent_token_id is not None:
                     parent_subject = "token:" + ev.payload.parent_token_id
             elif type(ev) is DataEvent:
@@ -478,7 +491,7 @@ class Ledger:
             b"".join(opened.event_leaves),
             rows[0].index,
         )
-        self._commit(rows, envelope_row, policies, list(overlay.items()), readings[0], readings[-1])
+        self._commit(rows, envelope_row, policies, list(overlay.items()), readings[0], readings[-1], revocations)
         return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)
 
     def _commit(
@@ -489,6 +502,7 @@ class Ledger:
         subject_updates: list[tuple[str, _Subject]],
         first_recorded: str,
         last_recorded: str,
+        revocations: list[tuple[str, int]] | None = None,
     ) -> None:
         """Integrate ``rows`` into copies of the tree state, seal if due, write, then adopt the new state."""
         nodes: list[tuple[int, int, bytes]] = []
@@ -504,7 +518,9 @@ class Ledger:
             block.append(row.leaf)
         size = rows[-1].index + 1
         hlc_first = self._block_hlc_first or first_recorded
-        batch = BatchWrite(entries=rows, envelope=envelope_row, nodes=nodes, policies=policies)
+        batch = BatchWrite(
+            entries=rows, envelope=envelope_row, nodes=nodes, policies=policies, revocations=revocations or []
+        )
         seal = None
         block_len = size - self._block_first
         if block_len >= self.settings.block_size or (

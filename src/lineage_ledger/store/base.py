@@ -84,6 +84,8 @@ class BatchWrite:
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     checkpoint: CheckpointRow | None = None
     policies: list[PolicyRow] = field(default_factory=list)
+    revocations: list[tuple[str, int]] = field(default_factory=list)
+    """(token subject, log index of the REVOKED entry) for tokens this batch revokes."""
 
 
 class Store(Protocol):
@@ -157,6 +159,10 @@ class Store(Protocol):
 
     def policy(self, digest: bytes) -> PolicyRow:
         """The policy document with this digest (NotFoundError if none)."""
+        ...
+
+    def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
+        """Of these token subjects, those in the revocation set, with the index of their REVOKED entry."""
         ...
 
     def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:

@@ -30,7 +30,7 @@ from lineage_ledger.store.base import (
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
 SCHEMA_VERSION: Final = 1
-_TABLES: Final = ("meta", "entries", "envelopes", "nodes", "checkpoints", "policies")
+_TABLES: Final = ("meta", "entries", "envelopes", "nodes", "checkpoints", "policies", "revocations")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS policies (
     idx INTEGER NOT NULL,
     document BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revocations (subject TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -186,6 +187,8 @@ class SQLiteStore:
                 db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", batch.nodes)
             if batch.policies:
                 db.executemany("INSERT OR IGNORE INTO policies VALUES (?, ?, ?, ?, ?)", batch.policies)
+            if batch.revocations:
+                db.executemany("INSERT INTO revocations VALUES (?, ?)", batch.revocations)
             if batch.checkpoint is not None:
                 db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
 
@@ -307,6 +310,14 @@ class SQLiteStore:
         if not rows:
             raise NotFoundError(f"no policy document {digest.hex()}")
         return PolicyRow(*rows[0])
+
+    def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(subjects), 900):
+            chunk = subjects[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            out.update(self._all(f"SELECT subject, idx FROM revocations WHERE subject IN ({marks})", chunk))
+        return out
 
     def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:
         zero = bytes(32)

@@ -59,6 +59,7 @@ from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, Envel
 __all__ = ["AppendResult", "Ledger", "LedgerSettings", "Receipt"]
 
 TILE_STRIDE: Final = 8
+_BIRTHS: Final = frozenset({"ISSUED", "ORIGIN", "REFRESHED", "ROTATED"})
 FORMAT: Final = "lineage-ledger/1"
 
 
@@ -104,6 +105,10 @@ class AppendResult:
 class _Subject:
     head: bytes
     token: TokenState | None
+    count: int = 0
+    """Entries in the subject's chain so far."""
+    index: int = -1
+    """Log index of the head entry (-1 when the chain is empty)."""
 
 
 class Ledger:
@@ -272,7 +277,7 @@ class Ledger:
             if subject.startswith("token:"):
                 history = sorted(own + self.store.children_of(subject), key=lambda r: r.index)
                 token = lifecycle.replay(subject[6:], _token_events(history), self.settings.lifecycle)
-            self._remember(subject, _Subject(own[-1].leaf, token))
+            self._remember(subject, _Subject(own[-1].leaf, token, len(own), own[-1].index))
 
     def token_state(self, token_id: str) -> TokenState:
         """The lifecycle state the ledger derived for ``token_id`` from every event recorded so far."""
@@ -331,7 +336,7 @@ class Ledger:
             index=index, recorded_at=now, prev=self._key_heads.get(subject, ZERO_HASH), change=change
         )
         row = EntryRow(index, subject, None, None, self._key_heads.get(subject, ZERO_HASH), leaf_hash(body), "ok", body)
-        self._commit([row], None, [], [], now, now)
+        self._commit([row], None, BatchWrite(), [], now, now)
         self.keyring.apply(change)
         self._key_heads[subject] = row.leaf
         return index
@@ -430,6 +435,7 @@ class Ledger:
         receipts = dict(duplicates)
         policies: list[PolicyRow] = []
         revocations: list[tuple[str, int]] = []
+        links: list[tuple[str, str, str, int, str]] = []
         digest = opened.digest
         producer = stmt.producer
         key_id = stmt.key_id
@@ -443,13 +449,20 @@ class Ledger:
                 for tid, st in changes.items():
                     s = "token:" + tid
                     cur = overlay.get(s) or cache[s]
-                    overlay[s] = _Subject(cur.head, st)
+                    overlay[s] = _Subject(cur.head, st, cur.count, cur.index)
                     if st.state == "REVOKED":
                         revocations.append((s, index))
-                if ev.payload.parent_token_id is not None:
-                    parent_subject = "token:" + ev.payload.parent_token_id
+                p = ev.payload
+                if p.parent_token_id is not None:
+                    parent_subject = "token:" + p.parent_token_id
+                if p.resource is not None and ev.event_type == "USED":
+                    links.append(("resource", p.resource, ev.occurred_at, index, subject))
+                if p.user_id is not None and ev.event_type in _BIRTHS:
+                    links.append(("user", p.user_id, ev.occurred_at, index, subject))
             elif type(ev) is DataEvent:
                 subject = "asset:" + ev.asset_id
+                for ref in ev.payload.inputs:
+                    links.append(("input", ref.asset_id, ev.occurred_at, index, subject))
             else:
                 assert type(ev) is PolicyEvent
                 subject = "policy:" + ev.policy_id
@@ -477,7 +490,7 @@ class Ledger:
                 event=opened.events[pos],
             )
             leaf = leaf_hash(body)
-            overlay[subject] = _Subject(leaf, cur.token)
+            overlay[subject] = _Subject(leaf, cur.token, cur.count + 1, index)
             rows.append(EntryRow(index, subject, ev.event_id, parent_subject, prev, leaf, verdict, body))
             receipts[pos] = Receipt(ev.event_id, index, verdict, False)
             index += 1
@@ -491,18 +504,18 @@ class Ledger:
             b"".join(opened.event_leaves),
             rows[0].index,
         )
-        self._commit(rows, envelope_row, policies, list(overlay.items()), readings[0], readings[-1], revocations)
+        extra = BatchWrite(policies=policies, revocations=revocations, links=links)
+        self._commit(rows, envelope_row, extra, list(overlay.items()), readings[0], readings[-1])
         return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)
 
     def _commit(
         self,
         rows: list[EntryRow],
         envelope_row: EnvelopeRow | None,
-        policies: list[PolicyRow],
+        batch: BatchWrite,
         subject_updates: list[tuple[str, _Subject]],
         first_recorded: str,
         last_recorded: str,
-        revocations: list[tuple[str, int]] | None = None,
     ) -> None:
         """Integrate ``rows`` into copies of the tree state, seal if due, write, then adopt the new state."""
         nodes: list[tuple[int, int, bytes]] = []
@@ -518,9 +531,9 @@ class Ledger:
             block.append(row.leaf)
         size = rows[-1].index + 1
         hlc_first = self._block_hlc_first or first_recorded
-        batch = BatchWrite(
-            entries=rows, envelope=envelope_row, nodes=nodes, policies=policies, revocations=revocations or []
-        )
+        batch.entries = rows
+        batch.envelope = envelope_row
+        batch.nodes = nodes
         seal = None
         block_len = size - self._block_first
         if block_len >= self.settings.block_size or (

@@ -86,6 +86,9 @@ class BatchWrite:
     policies: list[PolicyRow] = field(default_factory=list)
     revocations: list[tuple[str, int]] = field(default_factory=list)
     """(token subject, log index of the REVOKED entry) for tokens this batch revokes."""
+    links: list[tuple[str, str, str, int, str]] = field(default_factory=list)
+    """Lineage lookups: (kind, key, occurred_at, log index, subject); kinds "resource" (a USED event's
+    resource), "user" (the user a token was issued to), "input" (an asset read by a data event)."""
 
 
 class Store(Protocol):
@@ -159,6 +162,10 @@ class Store(Protocol):
 
     def policy(self, digest: bytes) -> PolicyRow:
         """The policy document with this digest (NotFoundError if none)."""
+        ...
+
+    def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
+        """(occurred_at, log index, subject) of ``kind`` links for ``key`` with start <= occurred_at < end."""
         ...
 
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:

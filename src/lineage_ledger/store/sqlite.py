@@ -30,7 +30,7 @@ from lineage_ledger.store.base import (
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
 SCHEMA_VERSION: Final = 1
-_TABLES: Final = ("meta", "entries", "envelopes", "nodes", "checkpoints", "policies", "revocations")
+_TABLES: Final = ("meta", "entries", "envelopes", "nodes", "checkpoints", "policies", "revocations", "links")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -70,6 +70,14 @@ CREATE TABLE IF NOT EXISTS policies (
     document BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revocations (subject TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS links (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    subject TEXT NOT NULL,
+    PRIMARY KEY (kind, key, at, idx)
+) WITHOUT ROWID;
 """
 
 
@@ -189,6 +197,8 @@ class SQLiteStore:
                 db.executemany("INSERT OR IGNORE INTO policies VALUES (?, ?, ?, ?, ?)", batch.policies)
             if batch.revocations:
                 db.executemany("INSERT INTO revocations VALUES (?, ?)", batch.revocations)
+            if batch.links:
+                db.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?)", batch.links)
             if batch.checkpoint is not None:
                 db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
 
@@ -310,6 +320,15 @@ class SQLiteStore:
         if not rows:
             raise NotFoundError(f"no policy document {digest.hex()}")
         return PolicyRow(*rows[0])
+
+    def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
+        return [
+            (r[0], r[1], r[2])
+            for r in self._all(
+                "SELECT at, idx, subject FROM links WHERE kind = ? AND key = ? AND at >= ? AND at < ? ORDER BY at, idx",
+                (kind, key, start, end),
+            )
+        ]
 
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}

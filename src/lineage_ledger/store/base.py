@@ -132,6 +132,14 @@ class Store(Protocol):
         """All entries whose subject starts with ``prefix``, in index order."""
         ...
 
+    def entries_at(self, indices: Sequence[int]) -> list[EntryRow]:
+        """The entries at these indices (absent ones left out), in index order."""
+        ...
+
+    def children_of_many(self, subjects: Sequence[str]) -> list[EntryRow]:
+        """Entries whose ``parent`` is any of ``subjects``, in index order."""
+        ...
+
     def children_of(self, subject: str) -> list[EntryRow]:
         """Entries whose ``parent`` is ``subject``, in index order."""
         ...

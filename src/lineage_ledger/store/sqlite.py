@@ -273,6 +273,22 @@ class SQLiteStore:
             )
         ]
 
+    def _in_chunks(self, sql: str, values: Sequence[Any]) -> list[EntryRow]:
+        out: list[EntryRow] = []
+        for i in range(0, len(values), 900):
+            chunk = values[i : i + 900]
+            out.extend(_entry(r) for r in self._all(sql.format(marks=",".join("?" * len(chunk))), chunk))
+        out.sort(key=lambda r: r.index)
+        return out
+
+    def entries_at(self, indices: Sequence[int]) -> list[EntryRow]:
+        return self._in_chunks(
+            f"SELECT {_ENTRY_COLS} FROM entries WHERE idx IN ({{marks}})", list(dict.fromkeys(indices))
+        )
+
+    def children_of_many(self, subjects: Sequence[str]) -> list[EntryRow]:
+        return self._in_chunks(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent IN ({{marks}})", list(subjects))
+
     def children_of(self, subject: str) -> list[EntryRow]:
         return [
             _entry(r) for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent = ? ORDER BY idx", (subject,))

@@ -1,0 +1,444 @@
+"""Lineage questions over a ledger, each answer resting on entries that can be proven.
+
+Every answer lists the log indices of the entries it rests on (``evidence``); ``Lineage.proofs`` turns
+those into RFC 9162 inclusion proofs against a signed checkpoint, so an incident responder can hand the
+answer to someone who does not trust the ledger's operator.
+
+Times are HLC readings (``"<19-digit ns>.<5-digit counter>"``) or integer nanoseconds; windows are
+half-open, ``start <= occurred_at < end``, by the producers' ``occurred_at``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from lineage_ledger.core import lifecycle
+from lineage_ledger.core.entry import EventEntry, decode_entry
+from lineage_ledger.core.hlc import format_reading
+from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
+from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof
+from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event
+from lineage_ledger.errors import NotFoundError
+from lineage_ledger.store.base import EntryRow, Store
+
+__all__ = [
+    "AssetLineage",
+    "BlastRadius",
+    "Family",
+    "Lineage",
+    "PolicyVersion",
+    "Record",
+    "Time",
+]
+
+Time = str | int
+
+
+def _hlc(value: Time | None, default: str) -> str:
+    if value is None:
+        return default
+    return format_reading(value, 0) if isinstance(value, int) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One recorded event as a lineage answer cites it."""
+
+    index: int
+    subject: str
+    recorded_at: str
+    verdict: str
+    producer: str
+    event: Event
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict (the event as its canonical fields)."""
+        return {
+            "index": self.index,
+            "subject": self.subject,
+            "recorded_at": self.recorded_at,
+            "verdict": self.verdict,
+            "producer": self.producer,
+            "event": msgspec.to_builtins(self.event),
+        }
+
+
+@dataclass(slots=True)
+class Family:
+    """A token family as a DAG: edges parent -> child labelled REFRESHED, ROTATED, EXCHANGED or ACTOR."""
+
+    root: str
+    tokens: list[str] = field(default_factory=list)
+    edges: list[tuple[str, str, str, int]] = field(default_factory=list)
+    """(parent token id, child token id, kind, log index of the child's birth event)."""
+
+    @property
+    def evidence(self) -> list[int]:
+        """Indices of the entries that establish the edges."""
+        return sorted({e[3] for e in self.edges})
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for --json output."""
+        return {
+            "root": self.root,
+            "tokens": self.tokens,
+            "edges": [{"parent": p, "child": c, "kind": k, "index": i} for p, c, k, i in self.edges],
+        }
+
+
+@dataclass(slots=True)
+class BlastRadius:
+    """Everything a leaked token and all tokens derived from it touched in a window."""
+
+    token_id: str
+    start: str
+    end: str
+    tokens: list[str]
+    uses: list[Record]
+
+    @property
+    def resources(self) -> list[str]:
+        """Distinct resources touched, in order of first use."""
+        seen: dict[str, None] = {}
+        for r in self.uses:
+            assert isinstance(r.event, TokenEvent)
+            if r.event.payload.resource is not None:
+                seen[r.event.payload.resource] = None
+        return list(seen)
+
+    @property
+    def evidence(self) -> list[int]:
+        """Indices of the USED entries the answer rests on."""
+        return [r.index for r in self.uses]
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for --json output."""
+        return {
+            "token_id": self.token_id,
+            "window": {"start": self.start, "end": self.end},
+            "tokens": self.tokens,
+            "resources": self.resources,
+            "uses": [r.to_json() for r in self.uses],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    """A policy document as it was in force from ``occurred_at`` on."""
+
+    policy_id: str
+    version: str
+    occurred_at: str
+    index: int
+    document: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for --json output."""
+        return {
+            "policy_id": self.policy_id,
+            "version": self.version,
+            "occurred_at": self.occurred_at,
+            "index": self.index,
+            "document": self.document,
+        }
+
+
+@dataclass(slots=True)
+class AssetLineage:
+    """Upstream or downstream derivations of a data asset, with content hashes."""
+
+    asset_id: str
+    direction: str
+    steps: list[Record] = field(default_factory=list)
+    edges: list[tuple[str, str, str | None, int]] = field(default_factory=list)
+    """(input asset, output asset, input content hash, log index of the deriving event)."""
+
+    @property
+    def evidence(self) -> list[int]:
+        """Indices of the entries the answer rests on."""
+        return sorted({r.index for r in self.steps})
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for --json output."""
+        return {
+            "asset_id": self.asset_id,
+            "direction": self.direction,
+            "edges": [{"input": a, "output": b, "content_hash": h, "index": i} for a, b, h, i in self.edges],
+            "steps": [r.to_json() for r in self.steps],
+        }
+
+
+def _record(row: EntryRow) -> Record | None:
+    entry = decode_entry(row.body)
+    if not isinstance(entry, EventEntry):
+        return None
+    return Record(
+        row.index, row.subject, entry.recorded_at, entry.verdict, entry.producer, decode_event(bytes(entry.event))
+    )
+
+
+def _tid(token_id: str) -> str:
+    return token_id.removeprefix("token:")
+
+
+class Lineage:
+    """Read-only lineage queries over one store."""
+
+    def __init__(self, store: Store, *, policy: LifecyclePolicy | None = None) -> None:
+        self.store = store
+        self.policy = policy or LifecyclePolicy()
+
+    # -- building blocks --------------------------------------------------------------------------------
+
+    def records(self, rows: Iterable[EntryRow]) -> list[Record]:
+        """Decoded event records of ``rows`` (seals and key changes are skipped)."""
+        return [r for r in (_record(row) for row in rows) if r is not None]
+
+    def timeline(self, token_id: str) -> list[Record]:
+        """Every event of a token, in log order (NotFoundError if none)."""
+        rows = self.store.subject_entries(["token:" + _tid(token_id)])
+        if not rows:
+            raise NotFoundError(f"no events for token {_tid(token_id)}")
+        return self.records(rows)
+
+    def proofs(self, indices: Sequence[int], size: int | None = None) -> dict[str, Any]:
+        """Inclusion proofs of ``indices`` against the signed checkpoint of ``size`` (default: latest).
+
+        Entries not yet covered by that checkpoint are listed as pending.
+        """
+        rows = self.store.checkpoints(size or 0)
+        checkpoint = rows[0] if size is not None and rows and rows[0].size == size else self.store.latest_checkpoint()
+        if checkpoint is None:
+            raise NotFoundError("the ledger has no signed checkpoint yet")
+        reader = TiledNodeReader(self.store.nodes)
+        proven: dict[str, list[str]] = {}
+        pending: list[int] = []
+        for row in self.store.entries_at(indices):
+            if row.index >= checkpoint.size:
+                pending.append(row.index)
+                continue
+            proven[str(row.index)] = [h.hex() for h in inclusion_proof(row.index, checkpoint.size, reader)]
+        entries = {str(r.index): r.body.decode() for r in self.store.entries_at(indices)}
+        return {
+            "checkpoint": checkpoint.note,
+            "tree_size": checkpoint.size,
+            "entries": entries,
+            "inclusion": proven,
+            "pending": pending,
+        }
+
+    # -- token families ---------------------------------------------------------------------------------
+
+    def family(self, token_id: str) -> Family:
+        """The whole family of a token: up to its root ancestor, then every descendant (BFS)."""
+        tid = _tid(token_id)
+        root = tid
+        seen_up = {tid}
+        while True:
+            parent = self._parent_of(root)
+            if parent is None or parent in seen_up:
+                break
+            seen_up.add(parent)
+            root = parent
+        return self._descend(root)
+
+    def descendants(self, token_id: str) -> Family:
+        """A token and every token derived from it (not its ancestors)."""
+        return self._descend(_tid(token_id))
+
+    def _parent_of(self, tid: str) -> str | None:
+        for rec in self.records(self.store.subject_entries(["token:" + tid])):
+            assert isinstance(rec.event, TokenEvent)
+            if rec.event.event_type in {"ISSUED", "REFRESHED", "ROTATED"} and rec.event.payload.parent_token_id:
+                return rec.event.payload.parent_token_id
+        return None
+
+    def _descend(self, root: str) -> Family:
+        fam = Family(root=root, tokens=[root])
+        seen = {root}
+        frontier = [root]
+        while frontier:
+            children = self.records(self.store.children_of_many(["token:" + t for t in frontier]))
+            frontier = []
+            for rec in children:
+                ev = rec.event
+                if not isinstance(ev, TokenEvent) or ev.payload.parent_token_id is None:
+                    continue
+                kind = "EXCHANGED" if ev.event_type == "ISSUED" else ev.event_type
+                fam.edges.append((ev.payload.parent_token_id, ev.token_id, kind, rec.index))
+                if ev.payload.actor_token_id:
+                    fam.edges.append((ev.payload.actor_token_id, ev.token_id, "ACTOR", rec.index))
+                if ev.token_id not in seen:
+                    seen.add(ev.token_id)
+                    fam.tokens.append(ev.token_id)
+                    frontier.append(ev.token_id)
+        return fam
+
+    def blast_radius(self, token_id: str, start: Time | None = None, end: Time | None = None) -> BlastRadius:
+        """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window."""
+        lo, hi = _hlc(start, ""), _hlc(end, "~")
+        fam = self._descend(_tid(token_id))
+        rows = self.store.subject_entries(["token:" + t for t in fam.tokens])
+        uses = [
+            r
+            for r in self.records(rows)
+            if isinstance(r.event, TokenEvent) and r.event.event_type == "USED" and lo <= r.event.occurred_at < hi
+        ]
+        uses.sort(key=lambda r: (r.event.occurred_at, r.index))
+        return BlastRadius(_tid(token_id), lo, hi, fam.tokens, uses)
+
+    def since_last_refresh(self, token_id: str) -> BlastRadius:
+        """Resources the token (and tokens derived from it) used between its last refresh and its revocation.
+
+        The window opens at the latest refresh or rotation in the token's life (its own REFRESHED/ROTATED
+        birth, or a child refreshed or rotated from it, whichever is later) and closes at its REVOKED event
+        (open-ended if it was never revoked).
+        """
+        tid = _tid(token_id)
+        own = self.timeline(tid)
+        start = ""
+        end = "~"
+        for rec in own:
+            assert isinstance(rec.event, TokenEvent)
+            if rec.event.event_type in {"REFRESHED", "ROTATED"}:
+                start = max(start, rec.event.occurred_at)
+            if rec.event.event_type == "REVOKED" and rec.verdict == "ok" and end == "~":
+                end = rec.event.occurred_at
+        for rec in self.records(self.store.children_of("token:" + tid)):
+            assert isinstance(rec.event, TokenEvent)
+            if rec.event.event_type in {"REFRESHED", "ROTATED"} and rec.event.occurred_at < end:
+                start = max(start, rec.event.occurred_at)
+        return self.blast_radius(tid, start, end)
+
+    # -- resources, users, policies ---------------------------------------------------------------------
+
+    def tokens_for_resource(self, resource: str, start: Time | None = None, end: Time | None = None) -> list[Record]:
+        """Every USED event of ``resource`` in the window, any token, in time order."""
+        links = self.store.links("resource", resource, _hlc(start, ""), _hlc(end, "~"))
+        return self.records(self.store.entries_at([i for _, i, _ in links]))
+
+    def policy_history(self, policy_id: str | None = None) -> list[PolicyVersion]:
+        """Every policy version ever recorded (of one policy, or all), in time order."""
+        prefix = "policy:" + (policy_id or "")
+        rows = self.store.subject_entries([prefix]) if policy_id else self.store.subjects_with_prefix("policy:")
+        out = []
+        for rec in self.records(rows):
+            ev = rec.event
+            assert isinstance(ev, PolicyEvent)
+            out.append(
+                PolicyVersion(ev.policy_id, ev.payload.policy_version, ev.occurred_at, rec.index, ev.payload.document)
+            )
+        out.sort(key=lambda p: (p.occurred_at, p.index))
+        return out
+
+    def policy_in_force(self, at: Time) -> dict[str, PolicyVersion]:
+        """For each policy, the version in force at ``at`` (the latest change with occurred_at <= at)."""
+        when = _hlc(at, "")
+        current: dict[str, PolicyVersion] = {}
+        for version in self.policy_history():
+            if version.occurred_at <= when:
+                current[version.policy_id] = version
+        return current
+
+    def policy_for_token(self, token_id: str, event: str = "ISSUED") -> tuple[Record, dict[str, PolicyVersion]]:
+        """The policies in force when the token's first ``event`` (ISSUED, USED, ...) occurred."""
+        for rec in self.timeline(token_id):
+            assert isinstance(rec.event, TokenEvent)
+            if rec.event.event_type == event or (
+                event == "ISSUED" and rec.event.event_type in {"ORIGIN", "REFRESHED", "ROTATED"}
+            ):
+                return rec, self.policy_in_force(rec.event.occurred_at)
+        raise NotFoundError(f"token {_tid(token_id)} has no {event} event")
+
+    def policy_changes_for_user(
+        self, user_id: str, start: Time | None = None, end: Time | None = None
+    ) -> list[dict[str, Any]]:
+        """Policy changes during the lives of tokens issued to ``user_id`` in the window, with those tokens.
+
+        A change affects a token when it happened after the token was issued and before the token ended
+        (revoked, expired or rotated away) or, for a live token, at any time up to ``end``.
+        """
+        lo, hi = _hlc(start, ""), _hlc(end, "~")
+        born = self.store.links("user", user_id, lo, hi)
+        if not born:
+            return []
+        subjects = sorted({s for _, _, s in born})
+        lives: dict[str, tuple[str, str]] = {}
+        for rec in self.records(self.store.subject_entries(subjects)):
+            ev = rec.event
+            assert isinstance(ev, TokenEvent)
+            first, last = lives.get(ev.token_id, (ev.occurred_at, "~"))
+            if ev.event_type in {"REVOKED", "EXPIRED"} and rec.verdict == "ok":
+                last = min(last, ev.occurred_at)
+            lives[ev.token_id] = (min(first, ev.occurred_at), last)
+        out = []
+        for version in self.policy_history():
+            affected = [t for t, (b, e) in lives.items() if b <= version.occurred_at < min(e, hi)]
+            if affected:
+                out.append({"policy": version.to_json(), "tokens": affected})
+        return out
+
+    def state_at(self, token_id: str, at: Time) -> TokenState:
+        """The token's lifecycle state as of ``at``, from its own and its children's events up to then."""
+        tid = _tid(token_id)
+        when = _hlc(at, "~")
+        rows = sorted(
+            self.store.subject_entries(["token:" + tid]) + self.store.children_of("token:" + tid),
+            key=lambda r: r.index,
+        )
+        history = []
+        for rec in self.records(rows):
+            assert isinstance(rec.event, TokenEvent)
+            if rec.event.occurred_at <= when:
+                history.append((rec.event, rec.verdict))
+        return lifecycle.replay(tid, history, self.policy)
+
+    # -- data lineage -----------------------------------------------------------------------------------
+
+    def upstream(self, asset_id: str) -> AssetLineage:
+        """Everything ``asset_id`` was derived from, transitively, with the content hashes that were read."""
+        out = AssetLineage(asset_id, "upstream")
+        seen = {asset_id}
+        queue = deque([asset_id])
+        while queue:
+            asset = queue.popleft()
+            for rec in self.records(self.store.subject_entries(["asset:" + asset])):
+                ev = rec.event
+                assert isinstance(ev, DataEvent)
+                out.steps.append(rec)
+                for ref in ev.payload.inputs:
+                    out.edges.append((ref.asset_id, asset, ref.content_hash, rec.index))
+                    if ref.asset_id not in seen:
+                        seen.add(ref.asset_id)
+                        queue.append(ref.asset_id)
+        return out
+
+    def downstream(self, asset_id: str) -> AssetLineage:
+        """Everything derived from ``asset_id``, transitively, and where it was transmitted."""
+        out = AssetLineage(asset_id, "downstream")
+        seen = {asset_id}
+        queue = deque([asset_id])
+        while queue:
+            asset = queue.popleft()
+            links = self.store.links("input", asset)
+            for rec in self.records(self.store.entries_at([i for _, i, _ in links])):
+                ev = rec.event
+                assert isinstance(ev, DataEvent)
+                out.steps.append(rec)
+                hashes = [r.content_hash for r in ev.payload.inputs if r.asset_id == asset]
+                out.edges.append((asset, ev.asset_id, hashes[0] if hashes else None, rec.index))
+                if ev.asset_id not in seen:
+                    seen.add(ev.asset_id)
+                    queue.append(ev.asset_id)
+                    out.steps.extend(
+                        r
+                        for r in self.records(self.store.subject_entries(["asset:" + ev.asset_id]))
+                        if isinstance(r.event, DataEvent)
+                        and r.event.event_type in {"TRANSMITTED", "ACCESSED", "DELETED"}
+                    )
+        return out

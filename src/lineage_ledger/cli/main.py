@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
@@ -580,6 +581,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="tree size of the checkpoint to prove against (default latest)")
     p.add_argument("--consistency", nargs=2, type=int, metavar=("OLD", "NEW"))
     p.set_defaults(func=cmd_prove)
+
+    register_query(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id")

@@ -1,0 +1,214 @@
+"""``lineage query ...``: lineage questions from the command line (human tables or --json, optional proofs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lineage_ledger.ledger.lineage import Lineage, Record
+from lineage_ledger.store import open_store
+
+__all__ = ["register"]
+
+_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value))
+
+
+def _records_table(title: str, records: list[Record]) -> None:
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    for col in ("index", "occurred_at", "subject", "event", "verdict", "producer", "resource/detail"):
+        table.add_column(col)
+    for r in records:
+        ev = r.event
+        payload = getattr(ev, "payload", None)
+        detail = getattr(payload, "resource", None) or getattr(payload, "destination", None) or ""
+        verdict = r.verdict if r.verdict == "ok" else f"[red]{r.verdict}[/]"
+        table.add_row(str(r.index), ev.occurred_at, r.subject[:40], ev.event_type, verdict, r.producer, str(detail))
+    _out.print(table)
+
+
+def _run(args: argparse.Namespace) -> int:
+    store = open_store(args.ledger, readonly=True)
+    try:
+        lineage = Lineage(store)
+        answer, evidence, show = _QUERIES[args.query](lineage, args)
+        proofs = lineage.proofs(evidence) if args.proofs and evidence else None
+    finally:
+        store.close()
+    if args.json:
+        _print_json({"answer": answer, "evidence": evidence, **({"proofs": proofs} if proofs else {})})
+    else:
+        show()
+        if proofs:
+            _out.print(
+                f"{len(proofs['inclusion'])} inclusion proofs against checkpoint {proofs['tree_size']}, "
+                f"{len(proofs['pending'])} pending; use --json to export them"
+            )
+    return 0
+
+
+Answer = tuple[Any, list[int], Callable[[], None]]
+
+
+def _timeline(lin: Lineage, a: argparse.Namespace) -> Answer:
+    recs = lin.timeline(a.token_id)
+    return [r.to_json() for r in recs], [r.index for r in recs], lambda: _records_table("timeline", recs)
+
+
+def _family(lin: Lineage, a: argparse.Namespace) -> Answer:
+    fam = lin.family(a.token_id)
+
+    def show() -> None:
+        _out.print(f"[bold]family of {a.token_id}[/] (root {fam.root}, {len(fam.tokens)} tokens)")
+        for parent, child, kind, index in fam.edges:
+            _out.print(f"  {parent} --{kind}@{index}--> {child}")
+
+    return fam.to_json(), fam.evidence, show
+
+
+def _blast(lin: Lineage, a: argparse.Namespace) -> Answer:
+    br = lin.blast_radius(a.token_id, a.start, a.end)
+
+    def show() -> None:
+        _out.print(f"[bold]blast radius of {a.token_id}[/]: {len(br.tokens)} tokens, {len(br.resources)} resources")
+        _out.print("  resources: " + ", ".join(br.resources))
+        _records_table("uses", br.uses)
+
+    return br.to_json(), br.evidence, show
+
+
+def _since_refresh(lin: Lineage, a: argparse.Namespace) -> Answer:
+    br = lin.since_last_refresh(a.token_id)
+
+    def show() -> None:
+        _out.print(f"[bold]{a.token_id}[/] between {br.start or 'issue'} and {br.end if br.end != '~' else 'now'}")
+        _out.print("  resources: " + (", ".join(br.resources) or "none"))
+
+    return br.to_json(), br.evidence, show
+
+
+def _resource(lin: Lineage, a: argparse.Namespace) -> Answer:
+    recs = lin.tokens_for_resource(a.resource, a.start, a.end)
+    tokens = sorted({r.subject.removeprefix("token:") for r in recs})
+    return (
+        {"resource": a.resource, "tokens": tokens, "uses": [r.to_json() for r in recs]},
+        [r.index for r in recs],
+        lambda: _records_table(f"{a.resource}: {len(tokens)} tokens", recs),
+    )
+
+
+def _user_policies(lin: Lineage, a: argparse.Namespace) -> Answer:
+    changes = lin.policy_changes_for_user(a.user_id, a.start, a.end)
+
+    def show() -> None:
+        for c in changes:
+            p = c["policy"]
+            _out.print(
+                f"{p['policy_id']} -> {p['version']} at {p['occurred_at']} (index {p['index']}): "
+                f"{len(c['tokens'])} tokens of {a.user_id}"
+            )
+
+    return changes, [c["policy"]["index"] for c in changes], show
+
+
+def _policy_at(lin: Lineage, a: argparse.Namespace) -> Answer:
+    if a.token_id:
+        rec, policies = lin.policy_for_token(a.token_id, a.event)
+        at = rec.event.occurred_at
+        evidence = [rec.index, *(p.index for p in policies.values())]
+    else:
+        policies = lin.policy_in_force(a.at)
+        at = a.at
+        evidence = [p.index for p in policies.values()]
+    answer = {"at": at, "policies": {k: v.to_json() for k, v in policies.items()}}
+
+    def show() -> None:
+        for p in policies.values():
+            _out.print(
+                f"{p.policy_id} {p.version} (changed {p.occurred_at}, index {p.index}): {json.dumps(p.document)}"
+            )
+
+    return answer, evidence, show
+
+
+def _state_at(lin: Lineage, a: argparse.Namespace) -> Answer:
+    state = lin.state_at(a.token_id, a.at)
+    answer = {"token_id": a.token_id, "at": a.at, "state": state.state, "issued_ns": state.issued_ns}
+    return (
+        answer,
+        [r.index for r in lin.timeline(a.token_id)],
+        lambda: _out.print(f"{a.token_id} at {a.at}: {state.state}"),
+    )
+
+
+def _asset(direction: str) -> Callable[[Lineage, argparse.Namespace], Answer]:
+    def run(lin: Lineage, a: argparse.Namespace) -> Answer:
+        result = lin.upstream(a.asset_id) if direction == "upstream" else lin.downstream(a.asset_id)
+
+        def show() -> None:
+            for src, dst, digest, index in result.edges:
+                _out.print(f"  {src} ({digest or '-'}) --@{index}--> {dst}")
+
+        return result.to_json(), result.evidence, show
+
+    return run
+
+
+_QUERIES: dict[str, Callable[[Lineage, argparse.Namespace], Answer]] = {
+    "timeline": _timeline,
+    "family": _family,
+    "blast-radius": _blast,
+    "since-refresh": _since_refresh,
+    "resource": _resource,
+    "user-policies": _user_policies,
+    "policy-at": _policy_at,
+    "state-at": _state_at,
+    "upstream": _asset("upstream"),
+    "downstream": _asset("downstream"),
+}
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``lineage query <question>`` to the CLI's subcommands."""
+    q = sub.add_parser("query", parents=[common], help="lineage questions, with proofs on request")
+    qs = q.add_subparsers(dest="query", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = qs.add_parser(name, parents=[common], help=help_text)
+        p.add_argument("--proofs", action="store_true", help="include inclusion proofs of the evidence")
+        p.set_defaults(func=_run)
+        return p
+
+    add("timeline", "a token's events").add_argument("token_id")
+    add("family", "a token's family DAG (ancestors and descendants)").add_argument("token_id")
+    p = add("blast-radius", "every descendant and every resource touched in a window")
+    p.add_argument("token_id")
+    p.add_argument("--start")
+    p.add_argument("--end")
+    add("since-refresh", "resources used between the last refresh and the revocation").add_argument("token_id")
+    p = add("resource", "tokens that accessed a resource in a window")
+    p.add_argument("resource")
+    p.add_argument("--start")
+    p.add_argument("--end")
+    p = add("user-policies", "policy changes that affected tokens issued to a user in a window")
+    p.add_argument("user_id")
+    p.add_argument("--start")
+    p.add_argument("--end")
+    p = add("policy-at", "the policy in force at an instant, or when a token was issued/used")
+    p.add_argument("--at", help="HLC reading or nanoseconds")
+    p.add_argument("--token-id")
+    p.add_argument("--event", default="ISSUED")
+    p = add("state-at", "a token's lifecycle state at an instant")
+    p.add_argument("token_id")
+    p.add_argument("--at", required=True)
+    add("upstream", "what a data asset was derived from").add_argument("asset_id")
+    add("downstream", "what was derived from a data asset").add_argument("asset_id")

@@ -13,7 +13,7 @@ import os
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,26 @@ from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store.base import BatchWrite
 from lineage_ledger.store.sqlite import SQLiteStore
 
-__all__ = ["make_envelopes", "run_bench"]
+__all__ = ["BENCH_KEY_ID", "BENCH_PRODUCER", "iter_envelopes", "make_envelopes", "run_bench"]
 
-_PRODUCER = "bench-gateway"
-_KEY_ID = "bench-gateway-1"
+BENCH_PRODUCER = "bench-gateway"
+BENCH_KEY_ID = "bench-gateway-1"
+_PRODUCER = BENCH_PRODUCER
+_KEY_ID = BENCH_KEY_ID
 
 
 def make_envelopes(events: int, signer: Ed25519Signer, *, batch: int = 1000, start_ns: int) -> list[bytes]:
     """Signed envelopes holding ``events`` token events: each token is ISSUED, then USED four times."""
-    out: list[bytes] = []
+    return list(iter_envelopes(events, signer, batch=batch, start_ns=start_ns))
+
+
+def iter_envelopes(
+    events: int, signer: Ed25519Signer, *, batch: int = 1000, start_ns: int, first: int = 0
+) -> Iterator[bytes]:
+    """make_envelopes as a stream, for runs too long to hold in memory; ``first`` offsets the event numbers."""
     pending: list[bytes] = []
     secret = b"bench-fingerprint-secret"
-    for i in range(events):
+    for i in range(first, first + events):
         tok, step = divmod(i, 5)
         at = start_ns + i * 1000
         body: dict[str, Any] = {
@@ -66,11 +74,10 @@ def make_envelopes(events: int, signer: Ed25519Signer, *, batch: int = 1000, sta
             }
         pending.append(canonical_bytes(body))
         if len(pending) == batch:
-            out.append(seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer))
+            yield seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer)
             pending = []
     if pending:
-        out.append(seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer))
-    return out
+        yield seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer)
 
 
 def _rss_mb() -> float:

@@ -1,0 +1,203 @@
+"""The store contract, written once: every backend runs exactly these tests.
+
+A backend joins by adding a fixture parameter that yields (store, raw) where ``raw(sql)`` runs a statement
+on the backend's own connection, as an attacker or a careless operator with database access would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lineage_ledger.errors import ConflictError, LedgerError, NotFoundError, StoreError
+from lineage_ledger.store import open_store
+from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, EnvelopeRow, PolicyRow, Store
+
+Raw = Callable[[str], None]
+
+
+def _sqlite_raw(path: str) -> Raw:
+    def run(sql: str) -> None:
+        db = sqlite3.connect(path)
+        try:
+            db.execute(sql)
+            db.commit()
+        finally:
+            db.close()
+
+    return run
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-url"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Raw]]:
+    path = str(tmp_path / "contract.db")
+    url = path if request.param == "sqlite-file" else f"sqlite:///{path}?synchronous=normal"
+    store = open_store(url)
+    store.initialise({"origin": "contract.example/log", "verifier_key": "unused"})
+    yield store, _sqlite_raw(path)
+    store.close()
+
+
+def _h(*parts: object) -> bytes:
+    return hashlib.sha256(repr(parts).encode()).digest()
+
+
+def _row(
+    index: int, subject: str, event_id: str | None = None, parent: str | None = None, prev: bytes = bytes(32)
+) -> EntryRow:
+    body = f'{{"index":{index},"subject":"{subject}"}}'.encode()
+    return EntryRow(index, subject, event_id, parent, prev, _h("leaf", index), "ok", body)
+
+
+def _batch(start: int, rows: list[EntryRow]) -> BatchWrite:
+    return BatchWrite(
+        entries=rows,
+        envelope=EnvelopeRow(_h("env", start), "svc-a", "k1", b"{}", b"sig", b"".join(r.leaf for r in rows), start),
+    )
+
+
+def test_meta_is_written_once(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    assert store.meta()["origin"] == "contract.example/log"
+    with pytest.raises(ConflictError):
+        store.initialise({"origin": "other"})
+    assert store.meta()["origin"] == "contract.example/log"
+
+
+def test_entries_round_trip_and_read_paths(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    assert store.size() == 0
+    rows = [
+        _row(0, "token:a", "e0"),
+        _row(1, "token:b", "e1"),
+        _row(2, "token:a", "e2", prev=_h("leaf", 0)),
+        _row(3, "token:c", "e3", parent="token:a"),
+        _row(4, "policy:p", "e4"),
+        _row(5, "ledger:blocks"),
+    ]
+    store.write(_batch(0, rows))
+    assert store.size() == 6
+    assert store.entry(3) == rows[3]
+    assert list(store.entries(1, 4)) == rows[1:4]
+    assert list(store.entries(0, 100)) == rows
+    assert store.entries_at([4, 0, 4]) == [rows[0], rows[4]]
+    assert store.events_by_id(["e2", "nope", "e0"]) == {"e0": rows[0], "e2": rows[2]}
+    assert store.subject_entries(["token:c", "token:a"]) == [rows[0], rows[2], rows[3]]
+    assert store.subjects_with_prefix("policy:") == [rows[4]]
+    assert store.children_of("token:a") == [rows[3]]
+    assert store.children_of_many(["token:a", "token:b"]) == [rows[3]]
+    assert store.leaf_hashes(1, 3) == [r.leaf for r in rows[1:4]]
+    assert store.nodes(0, 2, 2) == [rows[2].leaf, rows[3].leaf]
+    with pytest.raises(NotFoundError):
+        store.entry(6)
+    with pytest.raises(NotFoundError):
+        store.leaf_hashes(4, 5)
+
+
+def test_a_failed_batch_writes_nothing(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    store.write(_batch(0, [_row(0, "token:a", "e0")]))
+    # the second row reuses an event id: the whole batch, envelope and nodes included, must be refused
+    bad = _batch(1, [_row(1, "token:b", "e1"), _row(2, "token:b", "e0")])
+    bad.nodes = [(8, 0, _h("node"))]
+    bad.checkpoint = CheckpointRow(3, "note")
+    with pytest.raises(ConflictError):
+        store.write(bad)
+    assert store.size() == 1
+    with pytest.raises(NotFoundError):
+        store.envelope(_h("env", 1))
+    with pytest.raises(NotFoundError):
+        store.nodes(8, 0, 1)
+    assert store.latest_checkpoint() is None
+    with pytest.raises(ConflictError):  # an index cannot be written twice either
+        store.write(_batch(5, [_row(0, "token:z", "e9")]))
+
+
+def test_side_tables(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    batch = _batch(0, [_row(0, "token:a", "e0"), _row(1, "policy:p", "e1")])
+    batch.nodes = [(8, 0, _h("n0")), (8, 1, _h("n1"))]
+    batch.checkpoint = CheckpointRow(2, "note-2")
+    batch.policies = [PolicyRow(_h("doc"), "p", "v1", 1, b'{"allow":[]}')]
+    batch.revocations = [("token:a", 0)]
+    batch.links = [
+        ("resource", "/x", "0000000000000000010.00000", 0, "token:a"),
+        ("resource", "/x", "0000000000000000020.00000", 1, "token:b"),
+        ("resource", "/y", "0000000000000000015.00000", 1, "token:b"),
+    ]
+    store.write(batch)
+    store.write(BatchWrite(entries=[_row(2, "ledger:blocks")], checkpoint=CheckpointRow(3, "note-3")))
+    assert store.nodes(8, 0, 2) == [_h("n0"), _h("n1")]
+    assert store.checkpoints() == [CheckpointRow(2, "note-2"), CheckpointRow(3, "note-3")]
+    assert store.checkpoints(3) == [CheckpointRow(3, "note-3")]
+    assert store.latest_checkpoint() == CheckpointRow(3, "note-3")
+    assert store.envelope(_h("env", 0)).producer == "svc-a"
+    assert [e.digest for e in store.envelopes()] == [_h("env", 0)]
+    assert store.policy(_h("doc")).version == "v1"
+    assert store.revoked(["token:a", "token:b"]) == {"token:a": 0}
+    # windows are half-open: start <= at < end
+    assert store.links("resource", "/x") == [
+        ("0000000000000000010.00000", 0, "token:a"),
+        ("0000000000000000020.00000", 1, "token:b"),
+    ]
+    assert store.links("resource", "/x", "0000000000000000010.00000", "0000000000000000020.00000") == [
+        ("0000000000000000010.00000", 0, "token:a")
+    ]
+    assert store.links("user", "/x") == []
+
+
+def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    good = [
+        _row(0, "token:a", "e0"),
+        _row(1, "token:b", "e1"),
+        _row(2, "token:a", "e2", prev=_h("leaf", 0)),
+        _row(3, "token:b", "e3", prev=_h("leaf", 1)),
+    ]
+    store.write(_batch(0, good))
+    assert store.chain_breaks() == []
+    store.write(_batch(4, [_row(4, "token:a", "e4", prev=_h("leaf", 0))]))  # skips entry 2
+    (brk,) = store.chain_breaks()
+    assert (brk.index, brk.subject, brk.prev, brk.expected) == (4, "token:a", _h("leaf", 0), _h("leaf", 2))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE entries SET verdict = 'forged'",
+        "DELETE FROM entries",
+        "UPDATE envelopes SET producer = 'x'",
+        "DELETE FROM envelopes",
+        "DELETE FROM checkpoints",
+        "UPDATE nodes SET hash = x'00'",
+        "DELETE FROM policies",
+        "DELETE FROM revocations",
+        "DELETE FROM links",
+        "UPDATE meta SET value = 'x'",
+    ],
+)
+def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw], sql: str) -> None:
+    store, raw = backend
+    batch = _batch(0, [_row(0, "token:a", "e0")])
+    batch.nodes = [(8, 0, _h("n"))]
+    batch.checkpoint = CheckpointRow(1, "note")
+    batch.policies = [PolicyRow(_h("doc"), "p", "v1", 0, b"{}")]
+    batch.revocations = [("token:a", 0)]
+    batch.links = [("resource", "/x", "0000000000000000010.00000", 0, "token:a")]
+    store.write(batch)
+    with pytest.raises(Exception, match="append-only") as refused:
+        raw(sql)
+    assert not isinstance(refused.value, LedgerError)  # refused by the database, not by this package
+    assert store.entry(0).verdict == "ok"
+    assert store.size() == 1
+
+
+def test_closed_store_fails_cleanly(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    store.close()
+    with pytest.raises(StoreError):
+        store.size()

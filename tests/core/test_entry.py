@@ -63,6 +63,7 @@ HEADERS = st.builds(
     prev_header=HEX32,
     hlc_first=HLCS,
     hlc_last=HLCS,
+    subjects_root=HEX32,
 )
 
 
@@ -75,6 +76,7 @@ def _header(**changes: Any) -> BlockHeader:
         "prev_header": "22" * 32,
         "hlc_first": HLC_A,
         "hlc_last": HLC_B,
+        "subjects_root": "33" * 32,
     }
     fields.update(changes)
     return BlockHeader(**fields)
@@ -173,6 +175,7 @@ class TestSealEntry:
                 "number": header.number,
                 "prev_header": header.prev_header,
                 "root": header.root,
+                "subjects_root": header.subjects_root,
             },
             "index": index,
             "prev": prev.hex(),
@@ -259,6 +262,7 @@ class TestHeaderHash:
             ("prev_header", "23" * 32),
             ("hlc_first", "1763891234123456789.00003"),
             ("hlc_last", "1763891234999999998.00000"),
+            ("subjects_root", "34" * 32),
         ],
     )
     def test_changes_when_any_field_changes(self, field: str, value: Any) -> None:
@@ -273,6 +277,7 @@ class TestHeaderHash:
             "prev_header",
             "hlc_first",
             "hlc_last",
+            "subjects_root",
         }
 
     @given(HEADERS, HEADERS)

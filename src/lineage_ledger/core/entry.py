@@ -79,6 +79,8 @@ class BlockHeader(Struct, frozen=True, kw_only=True):
     prev_header: Hex32
     hlc_first: Hlc
     hlc_last: Hlc
+    subjects_root: Hex32
+    """Root of the subject map (ledger.completeness) after this block: every subject's chain head."""
 
 
 class KeyChange(Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import msgspec
 
+from lineage_ledger.core import smt
 from lineage_ledger.core.crypto import BATCH_PAYLOAD_TYPE, pae
 from lineage_ledger.core.encoding import decode_json
 from lineage_ledger.core.entry import (
@@ -162,12 +163,23 @@ def _subject_and_parent(event: _LeanEvent) -> tuple[str, str | None]:
 
 
 @dataclass(slots=True)
+class _Seal:
+    index: int
+    number: int
+    prev_header: str
+    header_hash: bytes
+    subjects_root: str
+    touched: dict[str, tuple[bytes, int, int]]
+    """Subjects with entries in the block: (last leaf, entries in the block, last index)."""
+
+
+@dataclass(slots=True)
 class _ChunkResult:
     start: int
     end: int
     hashes: tuple[bytes, ...]
     cuts: dict[int, tuple[bytes, ...]]
-    seals: list[tuple[int, int, str, bytes]]  # index, number, prev_header hex, header hash
+    seals: list[_Seal]
     problems: list[Problem]
     envelope_refs: list[tuple[bytes, int, str, str, str]]
 
@@ -183,7 +195,8 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
     last_recorded = ""
     cuts: dict[int, tuple[bytes, ...]] = {}
     cut_set = set(cut_sizes)
-    seals: list[tuple[int, int, str, bytes]] = []
+    seals: list[_Seal] = []
+    touched: dict[str, tuple[bytes, int, int]] = {}
     computed_nodes: dict[tuple[int, int], bytes] = {}
     # (envelope digest, index, producer, key_id, recorded_at) of the first event seen of each envelope
     refs: list[tuple[bytes, int, str, str, str]] = []
@@ -230,6 +243,8 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
             if type(entry) is _LeanEventEntry:
                 last_recorded = entry.recorded_at
                 block.append(leaf)
+                seen = touched.get(subject)
+                touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
                 # The event's bytes sit between the fixed-width envelope field and the last ',"index":' (no
                 # field after the event can contain that text).
                 event_end = body.rfind(b',"index":')
@@ -281,7 +296,8 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                     problem("block", f"block {blk}: root does not match its entries", min(inside, default=idx), blk)
                 if h.hlc_first != block_hlc_first or h.hlc_last != last_recorded:
                     problem("block", f"block {blk}: HLC range does not match its entries", idx, blk)
-                seals.append((idx, blk, h.prev_header, header_hash(h)))
+                seals.append(_Seal(idx, blk, h.prev_header, header_hash(h), h.subjects_root, touched))
+                touched = {}
                 block = CompactRange()
                 block_first = idx + 1
                 block_hlc_first = ""
@@ -290,6 +306,8 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                 assert type(entry) is KeyEntry
                 block.append(leaf)
                 last_recorded = entry.recorded_at
+                seen = touched.get(subject)
+                touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
                 if subject != producer_subject(entry.change.producer) or event_id is not None:
                     problem("derived_column", f"key entry {idx}: derived columns differ from its bytes", idx)
             if tree.end in cut_set:
@@ -466,6 +484,7 @@ def verify_ledger(
         roots: dict[int, bytes] = {0: tree.root()}
         prev_header = ZERO_HASH
         next_number = 0
+        subject_map = _SubjectMap()
         crossing: list[tuple[int, int, bytes]] = []
 
         def visit(level: int, index: int, digest: bytes) -> None:
@@ -483,13 +502,27 @@ def verify_ledger(
                 partial = tree.copy()
                 partial.merge(CompactRange.from_hashes(res.start, cut, hashes))
                 roots[cut] = partial.root()
-            for idx, number, prev_hex, h_hash in res.seals:
-                if number != next_number or prev_hex != prev_header.hex():
+            for seal in res.seals:
+                if seal.number != next_number or seal.prev_header != prev_header.hex():
                     report.problems.append(
-                        Problem("block", f"block {number}: header chain broken at seal {idx}", idx, number)
+                        Problem(
+                            "block",
+                            f"block {seal.number}: header chain broken at seal {seal.index}",
+                            seal.index,
+                            seal.number,
+                        )
                     )
-                prev_header = h_hash
-                next_number = number + 1
+                if subject_map.advance(seal.touched) != seal.subjects_root:
+                    report.problems.append(
+                        Problem(
+                            "subject_map",
+                            f"block {seal.number}: subjects_root is not the map of chain heads after the block",
+                            seal.index,
+                            seal.number,
+                        )
+                    )
+                prev_header = seal.header_hash
+                next_number = seal.number + 1
             if contiguous:
                 tree.merge(CompactRange.from_hashes(res.start, res.end, res.hashes), visit)
         report.blocks = next_number
@@ -529,6 +562,43 @@ def verify_ledger(
     report.problems.sort(key=lambda p: (p.index is None, p.index or 0))
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _SubjectMap:
+    """The verifier's own copy of the subject map, rebuilt block by block from verified entries.
+
+    Memory grows with the number of subjects (about 300 bytes each): verification trades memory for never
+    trusting a stored map node.
+    """
+
+    def __init__(self) -> None:
+        self.root = smt.EMPTY
+        self.counts: dict[str, int] = {}
+        self.nodes: dict[bytes, smt.Leaf | smt.Interior] = {}
+
+    def advance(self, touched: dict[str, tuple[bytes, int, int]]) -> str:
+        changes = {}
+        for subject, (leaf, added, index) in touched.items():
+            count = self.counts.get(subject, 0) + added
+            self.counts[subject] = count
+            changes[smt.key_of(subject)] = smt.SubjectHead(leaf, count, index)
+        read: set[bytes] = set()
+
+        def reader(digest: bytes) -> smt.Leaf | smt.Interior:
+            read.add(digest)
+            return self.nodes[digest]
+
+        self.root, new = smt.update(self.root, changes, reader)
+        # Nodes on the changed paths were replaced; drop those no new node refers to, so memory follows the
+        # current map rather than every version of it.
+        referenced = {self.root}
+        for node in new.values():
+            if isinstance(node, smt.Interior):
+                referenced.update((node.left, node.right))
+        for digest in read - referenced:
+            del self.nodes[digest]
+        self.nodes.update(new)
+        return self.root.hex()
 
 
 def _first_index_hint(report: VerifyReport, size: int) -> int | None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from lineage_ledger.core import lifecycle
+from lineage_ledger.core import lifecycle, smt
 from lineage_ledger.core.crypto import Signer
 from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import (
@@ -52,6 +52,7 @@ from lineage_ledger.core.merkle import (
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, parse_verifier_key, sign_note, verifier_key
 from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError
+from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, EnvelopeRow, PolicyRow, Store
@@ -197,6 +198,8 @@ class Ledger:
         self._block_number = 0
         self._prev_header = ZERO_HASH
         self._block_first = 0
+        self._map_root = smt.EMPTY
+        self._map_reader = MapReader(store)
         if seals:
             last = seals[-1]
             seal = decode_entry(last.body)
@@ -205,6 +208,15 @@ class Ledger:
             self._block_number = seal.block.number + 1
             self._prev_header = header_hash(seal.block)
             self._block_first = seal.index + 1
+            self._map_root = bytes.fromhex(seal.block.subjects_root)
+        # chain heads changed since the last seal, for the next seal's subject map
+        self._touched: dict[str, tuple[bytes, int, int]] = {}
+        pending = [r for r in store.entries(self._block_first, self.size) if r.subject != BLOCKS_SUBJECT]
+        if pending:
+            counts: dict[str, int] = {}
+            for row in store.subject_entries({r.subject for r in pending}):
+                counts[row.subject] = counts.get(row.subject, 0) + 1
+                self._touched[row.subject] = (row.leaf, counts[row.subject], row.index)
         self._block = CompactRange()
         self._block.append_many(store.leaf_hashes(self._block_first, self.size - self._block_first))
         self._block_hlc_first = (
@@ -215,11 +227,13 @@ class Ledger:
         self.sealed_size = latest.size if latest else 0
         self.keyring = Keyring()
         self._key_heads: dict[str, bytes] = {}
+        self._key_counts: dict[str, int] = {}
         for row in store.subjects_with_prefix("producer:"):
             entry = decode_entry(row.body)
             assert isinstance(entry, KeyEntry)
             self.keyring.apply(entry.change)
             self._key_heads[row.subject] = row.leaf
+            self._key_counts[row.subject] = self._key_counts.get(row.subject, 0) + 1
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -336,9 +350,11 @@ class Ledger:
             index=index, recorded_at=now, prev=self._key_heads.get(subject, ZERO_HASH), change=change
         )
         row = EntryRow(index, subject, None, None, self._key_heads.get(subject, ZERO_HASH), leaf_hash(body), "ok", body)
-        self._commit([row], None, BatchWrite(), [], now, now)
+        count = self._key_counts.get(subject, 0) + 1
+        self._commit([row], None, BatchWrite(), [], now, now, {subject: (row.leaf, count, index)})
         self.keyring.apply(change)
         self._key_heads[subject] = row.leaf
+        self._key_counts[subject] = count
         return index
 
     def _changes_so_far(self) -> list[KeyChange]:
@@ -505,7 +521,8 @@ class Ledger:
             rows[0].index,
         )
         extra = BatchWrite(policies=policies, revocations=revocations, links=links)
-        self._commit(rows, envelope_row, extra, list(overlay.items()), readings[0], readings[-1])
+        touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
+        self._commit(rows, envelope_row, extra, list(overlay.items()), readings[0], readings[-1], touched)
         return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)
 
     def _commit(
@@ -516,6 +533,7 @@ class Ledger:
         subject_updates: list[tuple[str, _Subject]],
         first_recorded: str,
         last_recorded: str,
+        touched: dict[str, tuple[bytes, int, int]],
     ) -> None:
         """Integrate ``rows`` into copies of the tree state, seal if due, write, then adopt the new state."""
         nodes: list[tuple[int, int, bytes]] = []
@@ -539,9 +557,10 @@ class Ledger:
         if block_len >= self.settings.block_size or (
             self._monotonic() - self._block_started >= self.settings.block_seconds
         ):
-            seal = self._seal_rows(tree, block, size, hlc_first, last_recorded, visit)
+            seal = self._seal_rows(tree, block, size, hlc_first, last_recorded, visit, {**self._touched, **touched})
             batch.entries = [*rows, seal[0]]
             batch.checkpoint = seal[1]
+            batch.map_nodes = [(h, encode_node(n)) for h, n in seal[3].items()]
         self.store.write(batch)
         # adopt
         self._tree = tree
@@ -551,6 +570,7 @@ class Ledger:
         if seal is not None:
             self._adopt_seal(seal)
         else:
+            self._touched.update(touched)
             self._block = block
             self._block_hlc_first = hlc_first
 
@@ -562,7 +582,10 @@ class Ledger:
         hlc_first: str,
         hlc_last: str,
         visit: Callable[[int, int, bytes], None],
-    ) -> tuple[EntryRow, CheckpointRow, BlockHeader]:
+        touched: dict[str, tuple[bytes, int, int]],
+    ) -> tuple[EntryRow, CheckpointRow, BlockHeader, dict[bytes, smt.Leaf | smt.Interior]]:
+        changes = map_changes((subject, *head) for subject, head in touched.items())
+        map_root, map_nodes = smt.update(self._map_root, changes, self._map_reader)
         header = BlockHeader(
             number=self._block_number,
             first=self._block_first,
@@ -571,6 +594,7 @@ class Ledger:
             prev_header=self._prev_header.hex(),
             hlc_first=hlc_first,
             hlc_last=hlc_last,
+            subjects_root=map_root.hex(),
         )
         recorded = self._clock.now()
         body = seal_entry_bytes(index=size, recorded_at=recorded, prev=self._seal_head, header=header)
@@ -581,10 +605,15 @@ class Ledger:
         text = Checkpoint(origin=self.origin, size=size + 1, root_hash=tree.root(), extensions=()).to_text()
         note = sign_note(text, [self._signer])
         row = EntryRow(size, BLOCKS_SUBJECT, None, None, self._seal_head, leaf, "ok", body)
-        return row, CheckpointRow(size + 1, note), header
+        return row, CheckpointRow(size + 1, note), header, map_nodes
 
-    def _adopt_seal(self, seal: tuple[EntryRow, CheckpointRow, BlockHeader]) -> None:
-        row, checkpoint, header = seal
+    def _adopt_seal(
+        self, seal: tuple[EntryRow, CheckpointRow, BlockHeader, dict[bytes, smt.Leaf | smt.Interior]]
+    ) -> None:
+        row, checkpoint, header, map_nodes = seal
+        self._map_reader.add(map_nodes)
+        self._map_root = bytes.fromhex(header.subjects_root)
+        self._touched = {}
         self._seal_head = row.leaf
         self._prev_header = header_hash(header)
         self._block_number = header.number + 1
@@ -606,8 +635,15 @@ class Ledger:
 
         tree = self._tree.copy()
         last = decode_entry(self.store.entry(self.size - 1).body).recorded_at
-        seal = self._seal_rows(tree, self._block, self.size, self._block_hlc_first or last, last, visit)
-        self.store.write(BatchWrite(entries=[seal[0]], nodes=nodes, checkpoint=seal[1]))
+        seal = self._seal_rows(tree, self._block, self.size, self._block_hlc_first or last, last, visit, self._touched)
+        self.store.write(
+            BatchWrite(
+                entries=[seal[0]],
+                nodes=nodes,
+                checkpoint=seal[1],
+                map_nodes=[(h, encode_node(n)) for h, n in seal[3].items()],
+            )
+        )
         self._tree = tree
         self.size += 1
         self._adopt_seal(seal)

@@ -86,6 +86,8 @@ class BatchWrite:
     policies: list[PolicyRow] = field(default_factory=list)
     revocations: list[tuple[str, int]] = field(default_factory=list)
     """(token subject, log index of the REVOKED entry) for tokens this batch revokes."""
+    map_nodes: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """New nodes of the subject map (hash, stored bytes); see ledger.completeness."""
     links: list[tuple[str, str, str, int, str]] = field(default_factory=list)
     """Lineage lookups: (kind, key, occurred_at, log index, subject); kinds "resource" (a USED event's
     resource), "user" (the user a token was issued to), "input" (an asset read by a data event)."""
@@ -174,6 +176,10 @@ class Store(Protocol):
 
     def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
         """(occurred_at, log index, subject) of ``kind`` links for ``key`` with start <= occurred_at < end."""
+        ...
+
+    def map_node(self, digest: bytes) -> bytes | None:
+        """The stored bytes of the subject-map node with this hash, or None."""
         ...
 
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:

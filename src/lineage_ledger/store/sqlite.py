@@ -30,7 +30,17 @@ from lineage_ledger.store.base import (
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
 SCHEMA_VERSION: Final = 1
-_TABLES: Final = ("meta", "entries", "envelopes", "nodes", "checkpoints", "policies", "revocations", "links")
+_TABLES: Final = (
+    "meta",
+    "entries",
+    "envelopes",
+    "nodes",
+    "checkpoints",
+    "policies",
+    "revocations",
+    "links",
+    "map_nodes",
+)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -70,6 +80,7 @@ CREATE TABLE IF NOT EXISTS policies (
     document BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revocations (subject TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS map_nodes (hash BLOB PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS links (
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -197,6 +208,8 @@ class SQLiteStore:
                 db.executemany("INSERT OR IGNORE INTO policies VALUES (?, ?, ?, ?, ?)", batch.policies)
             if batch.revocations:
                 db.executemany("INSERT INTO revocations VALUES (?, ?)", batch.revocations)
+            if batch.map_nodes:
+                db.executemany("INSERT OR IGNORE INTO map_nodes VALUES (?, ?)", batch.map_nodes)
             if batch.links:
                 db.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?)", batch.links)
             if batch.checkpoint is not None:
@@ -345,6 +358,10 @@ class SQLiteStore:
                 (kind, key, start, end),
             )
         ]
+
+    def map_node(self, digest: bytes) -> bytes | None:
+        rows = self._all("SELECT node FROM map_nodes WHERE hash = ?", (digest,))
+        return bytes(rows[0][0]) if rows else None
 
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}

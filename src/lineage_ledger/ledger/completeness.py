@@ -1,0 +1,81 @@
+"""The subject map every seal commits to, and completeness proofs built on it.
+
+Each seal's block header carries ``subjects_root``: the root of a sparse Merkle map (core.smt) from every
+subject (``token:<id>``, ``asset:<id>``, ``policy:<id>``, ``producer:<id>``) to the head of its chain: head
+leaf hash, number of entries, head index. Because the seal entry is in the log, a checkpoint commits to it.
+
+So two statements no transparency log offers become provable:
+
+* "these are all the events of token T up to checkpoint N": T's entries (each with an inclusion proof) chain
+  from 64 zeros to the head the map names, and there are exactly ``count`` of them;
+* "token T was never revoked as of checkpoint N": the same complete chain holds no REVOKED event.
+
+A subject absent from the map (a non-membership proof) has no entries at all as of that checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Final
+
+from lineage_ledger.core import smt
+from lineage_ledger.errors import NotFoundError, StoreError
+from lineage_ledger.store.base import Store
+
+__all__ = ["MapReader", "decode_node", "encode_node", "map_changes"]
+
+_LEAF: Final = b"L"
+_INTERIOR: Final = b"I"
+
+
+def encode_node(node: smt.Leaf | smt.Interior) -> bytes:
+    """Storage bytes of a map node: b"L" key head count(8) index(8), or b"I" left right."""
+    if isinstance(node, smt.Leaf):
+        v = node.value
+        return _LEAF + node.key + v.head + v.count.to_bytes(8, "big") + v.index.to_bytes(8, "big")
+    return _INTERIOR + node.left + node.right
+
+
+def decode_node(data: bytes) -> smt.Leaf | smt.Interior:
+    """The node stored as ``data`` (StoreError if malformed). Its hash is checked by whoever reads it."""
+    if len(data) == 81 and data[:1] == _LEAF:
+        head = smt.SubjectHead(data[33:65], int.from_bytes(data[65:73], "big"), int.from_bytes(data[73:81], "big"))
+        return smt.Leaf(data[1:33], head)
+    if len(data) == 65 and data[:1] == _INTERIOR:
+        return smt.Interior(data[1:33], data[33:65])
+    raise StoreError(f"malformed subject-map node ({len(data)} bytes)")
+
+
+class MapReader:
+    """Reads map nodes from a store, with a bounded cache (nodes are immutable, so caching is safe)."""
+
+    def __init__(self, store: Store, cache_size: int = 100_000) -> None:
+        self._store = store
+        self._cache: OrderedDict[bytes, smt.Leaf | smt.Interior] = OrderedDict()
+        self._cache_size = cache_size
+
+    def add(self, nodes: dict[bytes, smt.Leaf | smt.Interior]) -> None:
+        """Remember nodes just written (or about to be)."""
+        for digest, node in nodes.items():
+            self._remember(digest, node)
+
+    def _remember(self, digest: bytes, node: smt.Leaf | smt.Interior) -> None:
+        self._cache[digest] = node
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def __call__(self, digest: bytes) -> smt.Leaf | smt.Interior:
+        node = self._cache.get(digest)
+        if node is None:
+            data = self._store.map_node(digest)
+            if data is None:
+                raise NotFoundError(f"subject-map node {digest.hex()} is missing")
+            node = decode_node(data)
+            self._remember(digest, node)
+        return node
+
+
+def map_changes(heads: Iterable[tuple[str, bytes, int, int]]) -> dict[bytes, smt.SubjectHead]:
+    """Map updates from (subject, head leaf, count, head index); later items win."""
+    return {smt.key_of(subject): smt.SubjectHead(head, count, index) for subject, head, count, index in heads}

@@ -237,7 +237,7 @@ def _fetch(read: NodeReader, node_hash: bytes, depth: int) -> Node:
         calculated = _sha256(_LEAF_PREFIX + node.key + _value_digest(node.value)).digest()
     else:
         raise StoreError(f"the store returned a {type(node).__name__} for node {node_hash.hex()}")
-    if False:
+    if calculated != node_hash:
         raise RootMismatchError(f"the stored node at depth {depth} does not hash to its name", node_hash, calculated)
     return node
 

@@ -442,6 +442,91 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- serve, apikey ----------------------------------------------------------------------------------------
+
+TOKEN_SECRET_ENV_VAR = "LINEAGE_TOKEN_SECRET"  # noqa: S105 - the name of a variable, not a secret
+
+
+def _token_secret(args: argparse.Namespace) -> bytes:
+    """--token-secret-file, else $LINEAGE_TOKEN_SECRET, else <ledger>.secret (created 0600 if absent)."""
+    from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX, create_token_secret, load_token_secret
+
+    if args.token_secret_file:
+        return load_token_secret(args.token_secret_file)
+    from_env = os.environ.get(TOKEN_SECRET_ENV_VAR, "").strip().encode()
+    if from_env:
+        token_fingerprint(from_env, "probe")  # InputError (exit 2) for a secret that is too short
+        return from_env
+    path = _default_key_path(args.ledger, TOKEN_SECRET_SUFFIX)
+    return load_token_secret(path) if path.exists() else create_token_secret(path)
+
+
+def _api_key_path(args: argparse.Namespace) -> Path:
+    from lineage_ledger.service.auth import API_KEYS_SUFFIX
+
+    return Path(args.api_keys) if args.api_keys else _default_key_path(args.ledger, API_KEYS_SUFFIX)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from lineage_ledger.service.app import create_app
+    except ImportError as e:
+        raise CommandError(
+            f"the HTTP service needs the [server] extra: pip install 'lineage-ledger[server]' ({e})"
+        ) from e
+    from lineage_ledger.service.auth import ApiKeyStore
+
+    if not _exists(args.ledger):
+        raise NotFoundError(f"no ledger at {args.ledger}; create it with lineage init")
+    api_keys = ApiKeyStore.load(_api_key_path(args))
+    if not api_keys.principals():
+        err.print(f"[yellow]warning:[/] no API keys yet: create one with lineage apikey create --ledger {args.ledger}")
+    secret = _token_secret(args)
+    service_key = Path(args.service_key) if args.service_key else _default_key_path(args.ledger, ".service.key")
+    if not service_key.exists():
+        from lineage_ledger.service.app import SERVICE_PRODUCER
+
+        write_signer_key(service_key, Ed25519Signer.generate(SERVICE_PRODUCER))
+    with _open(args) as ledger:
+        app = create_app(
+            ledger,
+            api_keys=api_keys,
+            token_secret=secret,
+            max_body_bytes=args.max_body_bytes,
+            service_signer=load_signer(service_key),
+        )
+        # uvicorn's access log would print request paths and queries; the app logs route templates only.
+        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=_SERVE_LOGGING)
+    return 0
+
+
+_SERVE_LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+    "loggers": {
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "lineage_ledger": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from lineage_ledger.service.auth import ApiKeyStore
+
+    path = _api_key_path(args)
+    principal, raw = ApiKeyStore.load(path).create(args.role, args.producer)
+    if args.json:
+        _json({"key_id": principal.key_id, "role": principal.role, "producer": principal.producer, "api_key": raw})
+    else:
+        err.print(f"created {principal.role} API key {principal.key_id} in {path}; it is shown only this once:")
+        print(raw)
+    return 0
+
+
 # -- demo and bench ---------------------------------------------------------------------------------------
 
 
@@ -609,6 +694,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-file", required=True)
     p.add_argument("--region")
     p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("serve", parents=[common], help="run the HTTP service (needs the [server] extra)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
+    p.add_argument(
+        "--token-secret-file", help=f"token HMAC secret (else ${TOKEN_SECRET_ENV_VAR}, else <ledger>.secret)"
+    )
+    p.add_argument("--service-key", help="the service's own producer key (default <ledger>.service.key, created)")
+    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    p.add_argument("--block-size", type=int, help="seal at this many entries (default 10000)")
+    p.add_argument("--block-seconds", type=float, help="... or at this block age (default 5)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("apikey", parents=[common], help="API keys of the HTTP service")
+    ak = p.add_subparsers(dest="apikey_command", required=True)
+    k = ak.add_parser("create", parents=[common], help="create a key; it is printed once, only its hash is kept")
+    k.add_argument("--role", required=True, choices=["producer", "auditor", "admin"])
+    k.add_argument("--producer", help="the producer id a producer key may append for")
+    k.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
+    k.set_defaults(func=cmd_apikey)
 
     p = sub.add_parser("demo", parents=[common], help="build, ingest, seal, verify and trace a realistic workload")
     p.set_defaults(ledger="./lineage-demo/demo.db", origin=DEMO_ORIGIN)

@@ -37,11 +37,13 @@ __all__ = [
     "KeyChange",
     "KeyEntry",
     "SealEntry",
+    "StoredEventEntry",
     "decode_entry",
     "event_entry_bytes",
     "header_hash",
     "key_entry_bytes",
     "producer_subject",
+    "read_event_entry",
     "seal_entry_bytes",
 ]
 
@@ -132,6 +134,33 @@ class KeyEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="key"):
 
 EntryView = EventEntry | SealEntry | KeyEntry
 _DECODER = msgspec.json.Decoder(EntryView)
+
+
+class StoredEventEntry(Struct, frozen=True, kw_only=True):
+    """The fields queries read from an event entry the ledger wrote (decoded without pattern checks)."""
+
+    event: Raw
+    index: int
+    producer: str
+    recorded_at: str
+    verdict: str
+
+
+_STORED = msgspec.json.Decoder(StoredEventEntry)
+
+
+def read_event_entry(data: bytes) -> StoredEventEntry | None:
+    """A stored event entry's fields for reading, or None for a seal or key entry.
+
+    For bytes the ledger itself wrote (or that verification checked): skips decode_entry's pattern checks.
+    """
+    if not data.startswith(b'{"envelope":'):
+        return None
+    try:
+        entry: StoredEventEntry = _STORED.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise InputError("entry", str(e)) from e
+    return entry
 
 
 def decode_entry(data: bytes) -> EntryView:

@@ -40,6 +40,7 @@ __all__ = [
     "TokenPayload",
     "decode_event",
     "encode_event",
+    "read_event",
     "subject_of",
 ]
 
@@ -257,6 +258,16 @@ def _name_bad_head(event: Event, field: str) -> None:
         if not re.fullmatch(pattern, getattr(event, name)):
             raise InputError(f"{field}.{name}", f"{getattr(event, name)!r} is not {what}")
     raise InputError(field, "malformed event head")  # unreachable: one of the fields failed
+
+
+def read_event(data: bytes) -> Event:
+    """The typed view of event bytes the ledger already accepted (stored entries): no canonical-form or
+    token-shape checks, which decode_event made when the event arrived. Raises InputError if malformed."""
+    try:
+        event: Event = _DECODER.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise InputError("event", str(e)) from e
+    return event
 
 
 def encode_event(event: Event | dict[str, Any]) -> bytes:

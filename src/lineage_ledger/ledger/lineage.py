@@ -18,11 +18,11 @@ from typing import Any
 import msgspec
 
 from lineage_ledger.core import lifecycle
-from lineage_ledger.core.entry import EventEntry, decode_entry
+from lineage_ledger.core.entry import read_event_entry
 from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof
-from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event
+from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, read_event
 from lineage_ledger.errors import NotFoundError
 from lineage_ledger.store.base import EntryRow, Store
 
@@ -45,8 +45,7 @@ def _hlc(value: Time | None, default: str) -> str:
     return format_reading(value, 0) if isinstance(value, int) else value
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(msgspec.Struct, frozen=True):
     """One recorded event as a lineage answer cites it."""
 
     index: int
@@ -174,11 +173,11 @@ class AssetLineage:
 
 
 def _record(row: EntryRow) -> Record | None:
-    entry = decode_entry(row.body)
-    if not isinstance(entry, EventEntry):
+    entry = read_event_entry(row.body)
+    if entry is None:
         return None
     return Record(
-        row.index, row.subject, entry.recorded_at, entry.verdict, entry.producer, decode_event(bytes(entry.event))
+        row.index, row.subject, entry.recorded_at, entry.verdict, entry.producer, read_event(bytes(entry.event))
     )
 
 
@@ -261,22 +260,18 @@ class Lineage:
     def _descend(self, root: str) -> Family:
         fam = Family(root=root, tokens=[root])
         seen = {root}
-        frontier = [root]
-        while frontier:
-            children = self.records(self.store.children_of_many(["token:" + t for t in frontier]))
-            frontier = []
-            for rec in children:
-                ev = rec.event
-                if not isinstance(ev, TokenEvent) or ev.payload.parent_token_id is None:
-                    continue
-                kind = "EXCHANGED" if ev.event_type == "ISSUED" else ev.event_type
-                fam.edges.append((ev.payload.parent_token_id, ev.token_id, kind, rec.index))
-                if ev.payload.actor_token_id:
-                    fam.edges.append((ev.payload.actor_token_id, ev.token_id, "ACTOR", rec.index))
-                if ev.token_id not in seen:
-                    seen.add(ev.token_id)
-                    fam.tokens.append(ev.token_id)
-                    frontier.append(ev.token_id)
+        # one recursive query finds every birth in the family; log order puts parents before children
+        for rec in self.records(self.store.descendant_births("token:" + root)):
+            ev = rec.event
+            if not isinstance(ev, TokenEvent) or ev.payload.parent_token_id is None:
+                continue
+            kind = "EXCHANGED" if ev.event_type == "ISSUED" else ev.event_type
+            fam.edges.append((ev.payload.parent_token_id, ev.token_id, kind, rec.index))
+            if ev.payload.actor_token_id:
+                fam.edges.append((ev.payload.actor_token_id, ev.token_id, "ACTOR", rec.index))
+            if ev.token_id not in seen:
+                seen.add(ev.token_id)
+                fam.tokens.append(ev.token_id)
         return fam
 
     def blast_radius(self, token_id: str, start: Time | None = None, end: Time | None = None) -> BlastRadius:

@@ -142,6 +142,10 @@ class Store(Protocol):
         """Entries whose ``parent`` is any of ``subjects``, in index order."""
         ...
 
+    def descendant_births(self, subject: str) -> list[EntryRow]:
+        """Entries of every token descended from ``subject`` that name a parent (births), in index order."""
+        ...
+
     def children_of(self, subject: str) -> list[EntryRow]:
         """Entries whose ``parent`` is ``subject``, in index order."""
         ...

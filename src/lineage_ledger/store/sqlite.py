@@ -302,6 +302,22 @@ class SQLiteStore:
     def children_of_many(self, subjects: Sequence[str]) -> list[EntryRow]:
         return self._in_chunks(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent IN ({{marks}})", list(subjects))
 
+    def descendant_births(self, subject: str) -> list[EntryRow]:
+        return [
+            _entry(r)
+            for r in self._all(
+                f"""
+                WITH RECURSIVE family(subject) AS (
+                    SELECT ?
+                    UNION
+                    SELECT e.subject FROM entries AS e JOIN family AS f ON e.parent = f.subject
+                )
+                SELECT {_ENTRY_COLS} FROM entries WHERE parent IN (SELECT subject FROM family) ORDER BY idx
+                """,
+                (subject,),
+            )
+        ]
+
     def children_of(self, subject: str) -> list[EntryRow]:
         return [
             _entry(r) for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent = ? ORDER BY idx", (subject,))

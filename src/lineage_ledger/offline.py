@@ -36,12 +36,13 @@ from typing import Any, Final, NoReturn
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["BUNDLE_FORMAT", "BundleEvent", "BundleReport", "main", "verify_bundle"]
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_KEY_WARNING", "BundleEvent", "BundleReport", "main", "verify_bundle"]
 
 BUNDLE_FORMAT: Final = "lineage-ledger-evidence/1"
 """The ``format`` field of the bundles this module checks."""
 
 BUNDLE_KEY_WARNING: Final = "key taken from the bundle: only proves internal consistency"
+"""The warning a report carries when no log key was given and the bundle's own copy was used."""
 
 _BATCH_PAYLOAD_TYPE: Final = "application/vnd.lineage-ledger.batch.v1+json"
 _ZERO_HEX: Final = "0" * 64
@@ -51,7 +52,11 @@ _HEX_DIGITS: Final = frozenset("0123456789abcdef")
 _DECIMAL_DIGITS: Final = frozenset("0123456789")
 _SIGNATURE_LINE_PREFIX: Final = "— "
 _ED25519: Final = 0x01
-_SUBJECT_FIELD: Final = {"token": ("token:", "token_id"), "policy": ("policy:", "policy_id"), "data": ("asset:", "asset_id")}
+_SUBJECT_FIELD: Final = {
+    "token": ("token:", "token_id"),
+    "policy": ("policy:", "policy_id"),
+    "data": ("asset:", "asset_id"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +162,6 @@ def _parse_json(text: str) -> Any:
             parse_constant=_reject_number,
         )
     except (ValueError, RecursionError) as e:
-        if isinstance(e, _Malformed):
-            raise
         _fail(f"not valid JSON ({e})")
 
 
@@ -270,6 +273,8 @@ def _root_from_inclusion(index: int, size: int, leaf: bytes, path: Sequence[byte
     """The root RFC 9162 section 2.1.3.2 computes from a leaf hash and its audit path (bottom-up)."""
     if not 0 <= index < size:
         _fail(f"leaf index {index} is not inside a tree of {size} leaves")
+    if len(leaf) != 32 or any(len(sibling) != 32 for sibling in path):
+        _fail("every hash of an inclusion proof is 32 bytes")
     fn, sn, node = index, size - 1, leaf
     for sibling in path:
         if sn == 0:
@@ -289,7 +294,7 @@ def _root_from_inclusion(index: int, size: int, leaf: bytes, path: Sequence[byte
 
 
 def _check_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], root: bytes) -> None:
-    if _root_from_inclusion(index, size, leaf, path) != root:
+    if len(root) != 32 or _root_from_inclusion(index, size, leaf, path) != root:
         _fail(f"the inclusion proof of index {index} does not lead to the checkpoint root")
 
 
@@ -297,7 +302,9 @@ def _map_value_hash(head: bytes, count: int, index: int) -> bytes:
     return _sha256(head + count.to_bytes(8, "big") + index.to_bytes(8, "big"))
 
 
-def _map_root_from_proof(key: bytes, siblings: Sequence[bytes], terminal: tuple[bytes, bytes, int, int] | None) -> bytes:
+def _map_root_from_proof(
+    key: bytes, siblings: Sequence[bytes], terminal: tuple[bytes, bytes, int, int] | None
+) -> bytes:
     """The subject-map root a proof leads to; ``terminal`` is (leaf key, head, count, index) or None."""
     depth = len(siblings)
     if depth > 256:
@@ -373,10 +380,11 @@ def _parse_note_key(text: str) -> _NoteKey:
     return key
 
 
-def _note_text(note: str, key: _NoteKey) -> tuple[str, str | None]:
+def _note_text(note: str, key: _NoteKey | None) -> tuple[str, str | None]:
     """Split a signed note; return its text and, if the signature by ``key`` is absent or bad, why.
 
-    Lines by other keys (witnesses) are ignored, as the signed-note spec requires.
+    Lines by other keys (witnesses) are ignored, as the signed-note spec requires. Without a key the text
+    is returned with the reason it is unsigned, so the rest of the bundle can still be examined.
     """
     if any(ord(c) < 0x20 and c != "\n" for c in note):
         _fail("the note holds ASCII control characters other than newline")
@@ -395,11 +403,13 @@ def _note_text(note: str, key: _NoteKey) -> tuple[str, str | None]:
         raw = _b64(encoded, f"signature line {number}")
         if len(raw) < 5:
             _fail(f"signature line {number} is too short")
-        if name != key.name or int.from_bytes(raw[:4], "big") != key.key_id:
+        if key is None or name != key.name or int.from_bytes(raw[:4], "big") != key.key_id:
             continue
         if not _ed25519_verify(key.public_key, raw[4:], message):
             return text, f"the signature by the log key {key.name}+{key.key_id:08x} does not verify"
         found = True
+    if key is None:
+        return text, "its signature cannot be checked without a usable log key"
     if not found:
         return text, f"the note carries no signature by the log key {key.name}+{key.key_id:08x}"
     return text, None
@@ -413,7 +423,11 @@ def _parse_checkpoint_text(text: str) -> tuple[str, int, bytes]:
     origin, size_line, root_line = lines[:3]
     if not origin:
         _fail("the checkpoint origin line is empty")
-    if not size_line or not set(size_line) <= _DECIMAL_DIGITS or (size_line[0] == "0" and size_line != "0"):
+    if (
+        not 0 < len(size_line) <= 20
+        or not set(size_line) <= _DECIMAL_DIGITS
+        or (size_line[0] == "0" and size_line != "0")
+    ):
         _fail("the checkpoint size line is not a decimal integer without leading zeros")
     root = _b64(root_line, "the checkpoint root line")
     if len(root) != 32:
@@ -426,11 +440,19 @@ def _parse_checkpoint_text(text: str) -> tuple[str, int, bytes]:
 # The bundle ------------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """What the subject map holds for a subject: its chain's head leaf hash, entry count and head index."""
+
+    leaf: bytes
+    count: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     """What the chain and completeness checks need of one bundle entry."""
 
-    position: int
     index: int
     leaf: bytes
     prev: str | None
@@ -485,14 +507,15 @@ class _Audit:
         key = self.log_key(bundle)
         self.checkpoint(bundle, key)
         self.seal(bundle)
-        head = self.map_proof(bundle)
+        proven, head = self.map_proof(bundle)
         try:
             self.producer_keys = _object(_get(bundle, "producer_keys"), "producer_keys")
         except _Malformed as e:
             self.problem("producer_keys", str(e))
         entries = self.entries(bundle)
-        self.completeness(head, entries)
-        count = head[1] if isinstance(head, tuple) else len(entries)
+        if proven:
+            self.completeness(head, entries)
+        count = len(entries) if not proven else 0 if head is None else head.count
         return self.report(key_source, count)
 
     def header(self, bundle: dict[str, Any]) -> None:
@@ -530,14 +553,9 @@ class _Audit:
     def checkpoint(self, bundle: dict[str, Any], key: _NoteKey | None) -> None:
         try:
             note = _str(_get(bundle, "checkpoint"), "checkpoint")
-            if key is None:
-                split = note.rfind("\n\n")
-                text = note[: split + 1] if split >= 0 else _fail("no blank line separates text and signatures")
-                self.problem("checkpoint", "its signature cannot be checked without a log key")
-            else:
-                text, bad_signature = _note_text(note, key)
-                if bad_signature is not None:
-                    self.problem("checkpoint", bad_signature)
+            text, bad_signature = _note_text(note, key)
+            if bad_signature is not None:
+                self.problem("checkpoint", bad_signature)
             self.origin, size, self.root = _parse_checkpoint_text(text)
         except _Malformed as e:
             self.problem("checkpoint", str(e))
@@ -570,8 +588,8 @@ class _Audit:
             return
         self.subjects_root = subjects_root
 
-    def map_proof(self, bundle: dict[str, Any]) -> tuple[bytes, int, int] | None | bool:
-        """The proven (head, count, index), None for a proven absence, False when nothing is proven."""
+    def map_proof(self, bundle: dict[str, Any]) -> tuple[bool, _Head | None]:
+        """Whether the map proof holds, and what it proves: the subject's head, or None for its absence."""
         try:
             proof = _object(_get(bundle, "map_proof"), "map_proof")
             key = _hex32(_get(proof, "key"), "map_proof.key")
@@ -595,10 +613,10 @@ class _Audit:
                 _fail("it does not lead to the seal's subjects_root")
         except _Malformed as e:
             self.problem("map proof", str(e))
-            return False
+            return False, None
         if terminal is None or terminal[0] != key:
-            return None
-        return terminal[1], terminal[2], terminal[3]
+            return True, None
+        return True, _Head(terminal[1], terminal[2], terminal[3])
 
     def entries(self, bundle: dict[str, Any]) -> list[_Entry | None]:
         """Each item checked on its own, then the chain links between neighbours; None for an unreadable item."""
@@ -665,7 +683,7 @@ class _Audit:
                 self.batch(where, obj, entry, event_bytes)
         except _Malformed as e:
             self.problem(where, str(e))
-        return _Entry(position, index, leaf, prev)
+        return _Entry(index, leaf, prev)
 
     @staticmethod
     def event_bytes(body: bytes, entry: dict[str, Any]) -> bytes:
@@ -676,7 +694,7 @@ class _Audit:
         if not body.startswith(b'{"envelope":"' + envelope.encode() + b'","event":') or end < start:
             _fail("the event is not where an event entry keeps it")
         event_bytes = body[start:end]
-        if _parse_json(event_bytes.decode("utf-8")) != entry.get("event"):
+        if _parse_json(event_bytes.decode("utf-8", errors="replace")) != entry.get("event"):
             _fail("the event's bytes are not the entry's event")
         return event_bytes
 
@@ -700,7 +718,7 @@ class _Audit:
             outcome=outcome if isinstance(outcome, str) else None,
         )
         self.events.append(summary)
-        if subject != self.subject:
+        if self.subject is not None and subject != self.subject:
             self.problem(where, f"its event is of subject {subject!r}, not the bundle's subject")
         return summary
 
@@ -718,8 +736,9 @@ class _Audit:
             message = _pae(_BATCH_PAYLOAD_TYPE, payload)
             if _sha256(message).hex() != entry.get("envelope"):
                 _fail("the payload is not the envelope the entry names")
-            statement = _object(_parse_json(payload.decode("utf-8")), "the statement")
-            if _canonical(statement) != payload.decode("utf-8"):
+            statement_text = payload.decode("utf-8", errors="replace")
+            statement = _object(_parse_json(statement_text), "the statement")
+            if _canonical(statement) != statement_text or _utf8(statement_text, "the statement") != payload:
                 _fail("the statement is not canonical JSON")
             if statement.get("v") != 1:
                 _fail(f"statement version {statement.get('v')!r} is not 1")
@@ -734,9 +753,6 @@ class _Audit:
             path = _hash_list(_get(batch, "path"), "path")
             if _root_from_inclusion(position, count, _leaf_hash(event_bytes), path) != batch_root:
                 _fail(f"the event's path at position {position} does not lead to the signed batch root")
-        except UnicodeDecodeError:
-            self.problem(where, "the statement is not valid UTF-8")
-            return
         except _Malformed as e:
             self.problem(where, str(e))
             return
@@ -746,7 +762,9 @@ class _Audit:
         self, where: str, key_id: str, producer: str, recorded_at: str, signature: bytes, message: bytes
     ) -> None:
         try:
-            key = _object(_get(self.producer_keys, key_id), f"producer key {key_id!r}")
+            if key_id not in self.producer_keys:
+                _fail(f"the bundle holds no producer key {key_id!r}")
+            key = _object(self.producer_keys[key_id], f"producer key {key_id!r}")
             if key.get("producer") != producer:
                 _fail(f"producer key {key_id!r} belongs to {key.get('producer')!r}, not {producer!r}")
             public_key = _hex32(_get(key, "public_key"), "public_key")
@@ -757,35 +775,38 @@ class _Audit:
                 (_hlc(key[name], name), name) for name in ("valid_until", "revoked_at") if key.get(name) is not None
             ]
             if recorded_at < valid_from:
-                _fail(f"recorded_at {recorded_at} is before key {key_id!r} is valid ({valid_from}): "
-                      "outside the key's validity window")
+                _fail(
+                    f"recorded_at {recorded_at} is before key {key_id!r} is valid ({valid_from}): "
+                    "outside the key's validity window"
+                )
             for end, name in ends:
                 if recorded_at >= end:
-                    _fail(f"recorded_at {recorded_at} is not before the key's {name} {end}: "
-                          "outside the key's validity window")
+                    _fail(
+                        f"recorded_at {recorded_at} is not before the key's {name} {end}: "
+                        "outside the key's validity window"
+                    )
         except _Malformed as e:
             self.problem(where, str(e))
 
-    def completeness(self, head: tuple[bytes, int, int] | None | bool, entries: list[_Entry]) -> None:
-        if head is False:
-            return
-        if head is None or head is True:
+    def completeness(self, head: _Head | None, entries: list[_Entry | None]) -> None:
+        """The bundle's entries are the whole chain the map names: same count, same head, same head index."""
+        if head is None:
             if entries:
                 self.problem(
-                    "completeness",
-                    f"the map proves the subject has no entries, but the bundle holds {len(entries)}",
+                    "completeness", f"the map proves the subject has no entries, but the bundle holds {len(entries)}"
                 )
             return
-        head_leaf, count, head_index = head
-        if len(entries) != count:
-            self.problem("completeness", f"the map says the subject has {count} entries, the bundle holds {len(entries)}")
-        if not entries:
+        if len(entries) != head.count:
+            self.problem(
+                "completeness", f"the map says the subject has {head.count} entries, the bundle holds {len(entries)}"
+            )
+        last = entries[-1] if entries else None
+        if last is None:
             return
-        last = entries[-1]
-        if last.leaf != head_leaf:
+        if last.leaf != head.leaf:
             self.problem("completeness", "the last entry is not the head of the subject's chain the map names")
-        if last.index != head_index:
-            self.problem("completeness", f"the last entry is at index {last.index}, the map's head is at {head_index}")
+        if last.index != head.index:
+            self.problem("completeness", f"the last entry is at index {last.index}, the map's head at {head.index}")
 
 
 def verify_bundle(data: bytes, *, log_key: str | None = None) -> BundleReport:
@@ -814,7 +835,8 @@ def _render(report: BundleReport) -> str:
         lines.append(f"FAILED: {report.subject} ({len(report.problems)} problems)")
     for e in report.events:
         detail = " ".join(x for x in (e.resource, e.outcome) if x)
-        lines.append(f"  {e.index:>8}  {e.occurred_at}  {e.event_type:<14} {e.verdict:<10} {e.producer}  {detail}")
+        row = f"  {e.index:>8}  {e.occurred_at}  {e.event_type:<14} {e.verdict:<10} {e.producer}  {detail}"
+        lines.append(row.rstrip())
     lines.extend(f"problem: {p}" for p in report.problems)
     lines.extend(f"warning: {w}" for w in report.warnings)
     return "\n".join(lines)

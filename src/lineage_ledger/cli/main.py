@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
@@ -473,8 +475,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from lineage_ledger.service.app import create_app
     except ImportError as e:
+        # escaped: main() prints through rich, which would read "[server]" as markup
         raise CommandError(
-            f"the HTTP service needs the [server] extra: pip install 'lineage-ledger[server]' ({e})"
+            escape(f"the HTTP service needs the [server] extra: pip install 'lineage-ledger[server]' ({e})")
         ) from e
     from lineage_ledger.service.auth import ApiKeyStore
 
@@ -525,6 +528,88 @@ def cmd_apikey(args: argparse.Namespace) -> int:
         err.print(f"created {principal.role} API key {principal.key_id} in {path}; it is shown only this once:")
         print(raw)
     return 0
+
+
+# -- emit -------------------------------------------------------------------------------------------------
+
+API_KEY_ENV_VAR = "LINEAGE_API_KEY"
+
+
+def _emit_api_key(args: argparse.Namespace) -> str | None:
+    """--api-key-file, else $LINEAGE_API_KEY, else none (a key on the command line would show in ps)."""
+    if args.api_key_file:
+        return Path(args.api_key_file).read_text(encoding="utf-8").strip() or None
+    return os.environ.get(API_KEY_ENV_VAR, "").strip() or None
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    """Send JSONL events through the emitter SDK: spool, batches, signatures, retries, dead letters."""
+    from rich.markup import escape
+
+    from lineage_ledger.emitter import Emitter, HttpTransport
+    from lineage_ledger.emitter.sender import redact
+
+    signer = load_signer(args.key)
+    transport = HttpTransport(args.url, _emit_api_key(args), timeout=args.http_timeout)
+    emitter = Emitter(
+        args.producer,
+        args.key_id or _key_id(signer),
+        signer,
+        transport,
+        spool_dir=args.spool,
+        batch_size=args.batch,
+        overflow="block",
+        block_timeout=None if args.spool else args.timeout,
+    )
+    started = time.perf_counter()
+    lines = invalid = 0
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+        with stream:
+            for n, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                lines += 1
+                field = f"line {n}"
+                try:
+                    data = canonical_bytes(decode_json(line.strip(), field=field), field=field)
+                    decode_event(data, field=field)
+                except InputError as e:
+                    invalid += 1
+                    err.print(f"[red]bad input:[/] {escape(redact(e.field))}: {escape(redact(e.reason))}")
+                    continue
+                emitter.emit(data)
+    finally:
+        delivered = emitter.close(timeout=args.timeout)
+    m = emitter.metrics()
+    summary = {
+        "lines": lines,
+        "invalid": invalid,
+        "emitted": m["emitted"],
+        "sent": m["sent"],
+        "duplicates": m["duplicates"],
+        "dead_lettered": m["dead_lettered"],
+        "dropped": m["dropped"],
+        "pending": m["pending"],
+        "retried": m["retried"],
+        "delivered": delivered,
+        "spool": args.spool,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if args.json:
+        _json(summary)
+    else:
+        out.print(
+            f"sent {m['sent']} events ({m['duplicates']} already recorded), {m['dead_lettered']} dead-lettered, "
+            f"{invalid} invalid lines, {m['pending']} waiting in the spool, {m['dropped']} dropped"
+        )
+    if m["pending"] or m["dropped"]:
+        where = f"they stay in {args.spool} for the next run" if args.spool and not m["dropped"] else "lost"
+        err.print(
+            f"[yellow]warning:[/] {m['pending'] + m['dropped']} events not delivered in {args.timeout} s; {where}"
+        )
+        return 3
+    return 2 if invalid or m["dead_lettered"] else 0
 
 
 # -- demo and bench ---------------------------------------------------------------------------------------
@@ -668,6 +753,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prove)
 
     register_query(sub, common)
+    register_evidence(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id")
@@ -715,6 +801,20 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--producer", help="the producer id a producer key may append for")
     k.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
     k.set_defaults(func=cmd_apikey)
+
+    p = sub.add_parser("emit", help="send JSONL events to a lineage service through the emitter SDK")
+    p.add_argument("file", nargs="?", default="-", help="JSONL file, one event per line (default: standard input)")
+    p.add_argument("--url", required=True, help="the lineage service, e.g. https://ledger.example")
+    p.add_argument("--producer", required=True, help="producer id the batches are signed for")
+    p.add_argument("--key", required=True, help="producer signing key file (0600)")
+    p.add_argument("--key-id", help="the key's registered id (default: <key name>-<first 4 bytes of its hash>)")
+    p.add_argument("--api-key-file", help=f"file holding the service API key (else ${API_KEY_ENV_VAR})")
+    p.add_argument("--spool", help="durable spool directory: undelivered events wait here for the next run")
+    p.add_argument("--batch", type=int, default=1000, choices=range(1, MAX_BATCH_EVENTS + 1), metavar="N")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery at the end")
+    p.add_argument("--http-timeout", type=float, default=10.0, help="seconds per HTTP request")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.set_defaults(func=cmd_emit)
 
     p = sub.add_parser("demo", parents=[common], help="build, ingest, seal, verify and trace a realistic workload")
     p.set_defaults(ledger="./lineage-demo/demo.db", origin=DEMO_ORIGIN)

@@ -2,14 +2,15 @@
 
 What it guarantees:
 
-* One writer. Every call into the Ledger (append, key changes, token state, tick) runs on one dedicated
-  thread, in arrival order, so the ledger stays the single sequencer of its log. Reads of stored rows
-  (entries, timelines, proofs, checkpoints) use a separate read-only store connection and never wait for
-  the writer. When more than ``max_pending_writes`` calls are queued the service answers 503 with
-  Retry-After instead of queueing without bound.
+* One writer. Every call into the Ledger (append, key changes, token state for introspection and
+  revocation, tick, full verification) runs on one dedicated thread, in arrival order, so the ledger stays
+  the single sequencer of its log. Reads of stored rows (entries, timelines, proofs, checkpoints, keys) use
+  a separate read-only store connection and never wait for the writer. When more than
+  ``max_pending_writes`` calls are queued the service answers 503 with Retry-After instead of queueing
+  without bound.
 * Time-based sealing. A background task calls ``Ledger.tick()`` every ``tick_seconds`` on the writer thread.
 * Nothing can be changed or deleted through the API: there is no PUT, PATCH or DELETE route, and every POST
-  appends (or only reads, for introspection and verification).
+  only appends (batches, key changes, REVOKED events) or only reads (introspection, verification).
 * Every endpoint except ``/healthz`` needs ``Authorization: Bearer <API key>``; ENDPOINT_ROLES is the one
   table of which roles may call what. A producer may append only batches whose signed statement names its
   own producer id.
@@ -48,7 +49,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lineage_ledger.core import lifecycle
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import MAX_SAFE_INTEGER
 from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, SealEntry, decode_entry
@@ -225,7 +225,7 @@ class _Service:
         self.writer = _Writer(max_pending_writes)
         self.verify_workers = verify_workers
         self.tick_seconds = tick_seconds
-        self._verifying = threading.Lock()
+        self.verifying = False  # only read and set on the event loop's thread
         self._reads: Store | None = None
         self._reads_lock = threading.Lock()
 
@@ -263,7 +263,7 @@ class _Service:
     def revoke_token(self, token_id: str, requested_by: str) -> bool:
         """Append a REVOKED event for a token the ledger knows and has not revoked; True if one was written."""
         state = self.ledger.token_state(token_id)
-        if state is lifecycle.NEVER_SEEN or state.state in {"NONE", "REVOKED"}:
+        if state.state in {"NONE", "REVOKED"}:
             return False
         event = encode_event(
             TokenEvent(
@@ -325,17 +325,12 @@ class _Service:
         return rows[0]
 
     def verify(self, trusted_checkpoint: str | None) -> dict[str, Any]:
-        if not self._verifying.acquire(blocking=False):
-            raise PushbackError("a verification is already running", retry_after=5.0)
-        try:
-            report = verify_ledger(
-                self.ledger.store.url,
-                verifier=self.ledger.log_verifier(),
-                trusted_checkpoint=trusted_checkpoint,
-                workers=self.verify_workers,
-            )
-        finally:
-            self._verifying.release()
+        report = verify_ledger(
+            self.ledger.store.url,
+            verifier=self.ledger.log_verifier(),
+            trusted_checkpoint=trusted_checkpoint,
+            workers=self.verify_workers,
+        )
         return report.to_json()
 
 
@@ -923,13 +918,24 @@ def _add_read_routes(app: FastAPI, service: _Service) -> None:
     @app.post(
         "/v1/verify", tags=["audit"], summary="Verify the whole ledger", openapi_extra=_route_extra(endpoint_verify)
     )
-    def post_verify(
+    async def post_verify(
         _: Annotated[Principal, Depends(_guard(service, endpoint_verify))],
         request: Annotated[VerifyRequest | None, Body()] = None,
     ) -> dict[str, Any]:
         """Run verify_ledger against the log's own verifier key and return its report (``ok`` false with the
-        problems if anything fails to check). One run at a time; 503 with Retry-After while one runs."""
-        return service.verify(request.trusted_checkpoint if request else None)
+        problems if anything fails to check).
+
+        It runs on the writer thread, so appends wait until it is done and the report describes one state of
+        the log (verification reads the store in many queries; a seal between two of them would otherwise
+        look like truncation). One run at a time: 503 with Retry-After while one runs.
+        """
+        if service.verifying:
+            raise PushbackError("a verification is already running", retry_after=5.0)
+        service.verifying = True
+        try:
+            return await service.writer.run(partial(service.verify, request.trusted_checkpoint if request else None))
+        finally:
+            service.verifying = False
 
 
 def _add_key_routes(app: FastAPI, service: _Service) -> None:

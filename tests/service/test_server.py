@@ -1,0 +1,144 @@
+"""``lineage serve`` as a real process on a loopback port, driven over real HTTP with httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lineage_ledger.cli.main import TOKEN_SECRET_ENV_VAR, main
+from lineage_ledger.core.crypto import token_fingerprint
+from lineage_ledger.core.envelope import seal_batch
+from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
+from lineage_ledger.ledger.verify import verify_ledger
+from lineage_ledger.service.auth import ApiKeyStore, load_token_secret
+from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event, token_events
+from tests.service.test_secrets import jwt_like, needles
+
+STARTUP_SECONDS = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    ledger: Path
+    output: Path
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C would; uvicorn shuts down gracefully. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                return self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+                raise
+        return self.process.returncode
+
+
+@pytest.fixture
+def server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Server]:
+    """A ledger made with the CLI, the test producer's key registered, and ``lineage serve`` running on it."""
+    ledger = tmp_path / "served.db"
+    env = {k: v for k, v in os.environ.items() if k not in (DEFAULT_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR)}
+    assert main(["init", "--ledger", str(ledger)]) == 0
+    public = make_producer_signer().public_key.hex()
+    register = ["keys", "register", "--ledger", str(ledger), "--producer", PRODUCER, "--key-id", PRODUCER_KEY_ID]
+    assert main([*register, "--public-key", public]) == 0
+    capsys.readouterr()
+    port = free_port()
+    output = tmp_path / "server.log"
+    script = Path(sys.executable).parent / "lineage"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(script), "serve", "--ledger", str(ledger), "--port", str(port), "--block-seconds", "0.5"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    served = Server(f"http://127.0.0.1:{port}", process, ledger, output)
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, output.read_text()
+            try:
+                if httpx.get(f"{served.url}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_SECONDS} s:\n{output.read_text()}"
+            time.sleep(0.05)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_lineage_serve_over_real_http(server: Server) -> None:
+    producer_key = ApiKeyStore.load(f"{server.ledger}.apikeys.json").create("producer", PRODUCER)[1]
+    producer = {"Authorization": f"Bearer {producer_key}"}
+    signer = make_producer_signer()
+    raw = jwt_like("served")
+    secret = load_token_secret(f"{server.ledger}.secret")  # created by serve, 0600
+    tid = token_fingerprint(secret, raw)
+    events = [*token_events(8), token_event("ISSUED", tid, time.time_ns(), user_id="dora")]
+    envelope = seal_batch(events, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=signer)
+
+    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        assert client.get("/v1/checkpoints/latest", headers=producer).status_code == 403
+        response = client.post(
+            "/v1/batches", content=envelope, headers={**producer, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 200, response.text
+        receipts = response.json()["receipts"]
+        assert [r["event_id"] for r in receipts] == [json.loads(e)["event_id"] for e in events]
+        last = receipts[-1]["index"]
+
+        # a key created while the service runs is accepted without a restart
+        auditor_key = ApiKeyStore.load(f"{server.ledger}.apikeys.json").create("auditor")[1]
+        auditor = {"Authorization": f"Bearer {auditor_key}"}
+        deadline = time.monotonic() + 15
+        while True:  # the block seals by age (0.5 s), checked by the service's tick every second
+            latest = client.get("/v1/checkpoints/latest", headers=auditor)
+            assert latest.status_code == 200, latest.text
+            if latest.json()["size"] > last:
+                break
+            assert time.monotonic() < deadline, "the block was never sealed"
+            time.sleep(0.1)
+        assert client.get(f"/v1/entries/{last}", headers=auditor).json()["status"] == "sealed"
+
+        assert client.post("/v1/introspect", data={"token": raw}, headers=producer).json()["active"] is True
+        assert client.post("/v1/revoke", data={"token": raw}, headers=producer).status_code == 200
+        assert client.post("/v1/introspect", data={"token": raw}, headers=producer).json() == {"active": False}
+        assert client.post(f"/v1/revoke?token={raw}", headers=producer).status_code == 400
+
+    assert server.stop() == 0
+    log = server.output.read_bytes()
+    assert b"POST /v1/batches 200" in log
+    assert b"GET /v1/checkpoints/latest 200" in log
+    for path in [server.output, *server.ledger.parent.glob("served.db*")]:
+        data = path.read_bytes()
+        for needle in needles(raw):
+            assert needle not in data, path
+    report = verify_ledger(str(server.ledger), workers=1)
+    assert report.ok, report.problems

@@ -23,6 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lineage_ledger.cli.evidence import register as register_evidence
+from lineage_ledger.cli.export import register as register_export
+from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
@@ -754,6 +756,8 @@ def _parser() -> argparse.ArgumentParser:
 
     register_query(sub, common)
     register_evidence(sub, common)
+    register_findings(sub, common)
+    register_export(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id")

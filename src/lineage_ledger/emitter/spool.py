@@ -9,7 +9,9 @@ only grow, so "everything before position p" is a well-defined set of events.
 * ``<20-digit position>.seg``: append-only segments, named by the position of their first byte. A record is
   ``<u32 little-endian length><u32 CRC-32 of the length bytes and the body><body>``; the body is one event's
   canonical bytes (already fingerprinted: a raw token never reaches a spool). Every append is one
-  ``write`` followed by ``fdatasync`` before it returns.
+  ``write`` followed by ``fdatasync`` before it returns. Once the write has returned, the records survive
+  SIGKILL (they are in the kernel's page cache) and readers may send them; the fdatasync makes them
+  survive power loss too, and runs without blocking readers.
 * ``committed``: the position up to which the ledger has acknowledged everything (8 bytes and a CRC). It is
   written without fsync on purpose: if it is lost or torn, the spool replays from an older position and the
   ledger answers the repeated events as duplicates (event ids are idempotent), so only time is lost.
@@ -35,7 +37,7 @@ import struct
 import threading
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -166,8 +168,11 @@ class Spool(Protocol):
         """How many more records ``append`` takes now (bounded spools say less when full)."""
         ...
 
-    def append(self, records: Sequence[bytes]) -> int:
-        """Append ``records`` in order and return the new end; raises StoreError if they were not kept."""
+    def append(self, records: Sequence[bytes], written: Callable[[int], None] | None = None) -> int:
+        """Append ``records`` in order and return the new end once they are as durable as the spool makes
+        them; raises StoreError if they were not kept. ``written`` is called with the new end as soon as
+        ``read`` can return the records (a disk spool calls it before its fsync: a process killed after the
+        write loses nothing, and a reader need not wait for the disk)."""
         ...
 
     def read(self, position: int, max_records: int, max_bytes: int) -> SpoolBatch | None:
@@ -199,7 +204,8 @@ class DiskSpool:
     def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # file positions and sizes, for readers and writers alike
+        self._append_lock = threading.Lock()  # one append (write, then fsync) at a time
         self._closed = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -340,30 +346,42 @@ class DiskSpool:
         """Unbounded: the disk is the limit (a full disk makes ``append`` raise StoreError)."""
         return 1 << 62
 
-    def append(self, records: Sequence[bytes]) -> int:
-        """Write ``records`` in one write and fdatasync them; returns the new end position."""
+    def append(self, records: Sequence[bytes], written: Callable[[int], None] | None = None) -> int:
+        """Write ``records`` with one write and fdatasync them; returns the new end position.
+
+        Readers see the records as soon as the write returns (``written`` is called then); the fdatasync
+        runs outside the readers' lock.
+        """
         if not records:
             return self._end
         data = encode_records(records)
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"spool {self.directory} is closed")
-            last = self._bases[-1]
-            before = self._sizes[last]
+        with self._append_lock:
+            with self._lock:
+                if self._closed:
+                    raise StoreError(f"spool {self.directory} is closed")
+                last = self._bases[-1]
+                before = self._sizes[last]
+                try:
+                    _write_all(self._append_fd, data)
+                except OSError as e:
+                    # Cut off whatever part was written, so the next append does not follow a torn record.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._append_fd, before)
+                    raise StoreError(f"cannot write to spool {self.directory}: {e.strerror}") from e
+                self._sizes[last] = before + len(data)
+                self._end += len(data)
+                self._pending += len(records)
+                end, fd = self._end, self._append_fd
+            if written is not None:
+                written(end)
             try:
-                _write_all(self._append_fd, data)
-                os.fdatasync(self._append_fd)
+                os.fdatasync(fd)
             except OSError as e:
-                # Cut off whatever part was written, so the next append does not follow a torn record.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._append_fd, before)
-                raise StoreError(f"cannot write to spool {self.directory}: {e.strerror}") from e
-            self._sizes[last] = before + len(data)
-            self._end += len(data)
-            self._pending += len(records)
-            if self._sizes[last] >= self.segment_bytes:
-                self._roll()
-            return self._end
+                raise StoreError(f"spool {self.directory}: written but not synced to disk: {e.strerror}") from e
+            with self._lock:
+                if not self._closed and self._sizes[self._bases[-1]] >= self.segment_bytes:
+                    self._roll()
+            return end
 
     def _roll(self) -> None:
         try:
@@ -524,11 +542,14 @@ class MemorySpool:
         """``capacity`` minus the records held."""
         return max(self.capacity - len(self._records), 0)
 
-    def append(self, records: Sequence[bytes]) -> int:
-        """Keep ``records``; returns the new end."""
+    def append(self, records: Sequence[bytes], written: Callable[[int], None] | None = None) -> int:
+        """Keep ``records``; returns the new end (and passes it to ``written``)."""
         with self._lock:
             self._records.extend(records)
-            return self._base + len(self._records)
+            end = self._base + len(self._records)
+        if written is not None:
+            written(end)
+        return end
 
     def read(self, position: int, max_records: int, max_bytes: int) -> SpoolBatch | None:
         """Up to ``max_records`` records from ``position``; None at the end."""

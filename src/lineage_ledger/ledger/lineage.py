@@ -40,8 +40,11 @@ Time = str | int
 
 
 def _hlc(value: Time | None, default: str) -> str:
+    """An HLC reading from a reading, integer nanoseconds, or a string of digits (nanoseconds)."""
     if value is None:
         return default
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
     return format_reading(value, 0) if isinstance(value, int) else value
 
 
@@ -371,6 +374,12 @@ class Lineage:
             if ev.event_type in {"REVOKED", "EXPIRED"} and rec.verdict == "ok":
                 last = min(last, ev.occurred_at)
             lives[ev.token_id] = (min(first, ev.occurred_at), last)
+        for rec in self.records(self.store.children_of_many(subjects)):
+            ev = rec.event
+            parent = ev.payload.parent_token_id if isinstance(ev, TokenEvent) else None
+            if parent in lives and ev.event_type == "ROTATED" and rec.verdict == "ok":  # rotated away
+                first, last = lives[parent]
+                lives[parent] = (first, min(last, ev.occurred_at))
         out = []
         for version in self.policy_history():
             affected = [t for t, (b, e) in lives.items() if b <= version.occurred_at < min(e, hi)]

@@ -15,6 +15,7 @@ In-memory state changes only after the store commits, so a failed write leaves t
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -60,6 +61,7 @@ from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, Envel
 __all__ = ["AppendResult", "Ledger", "LedgerSettings", "Receipt"]
 
 TILE_STRIDE: Final = 8
+_log = logging.getLogger(__name__)
 _BIRTHS: Final = frozenset({"ISSUED", "ORIGIN", "REFRESHED", "ROTATED"})
 FORMAT: Final = "lineage-ledger/1"
 
@@ -139,6 +141,7 @@ class Ledger:
                 "created with"
             )
         self._cache: OrderedDict[str, _Subject] = OrderedDict()
+        self._listeners: list[Callable[[list[EntryRow]], object]] = []
         self._load(clock)
 
     # -- construction -----------------------------------------------------------------------------------
@@ -234,6 +237,21 @@ class Ledger:
             self.keyring.apply(entry.change)
             self._key_heads[row.subject] = row.leaf
             self._key_counts[row.subject] = self._key_counts.get(row.subject, 0) + 1
+
+    def add_listener(self, listener: Callable[[list[EntryRow]], object]) -> None:
+        """Call ``listener(rows)`` after every commit with the rows just made durable, in log order.
+
+        For incremental consumers (findings rules, caches, exporters). A listener that raises is logged and
+        does not affect the ledger: its rows are already committed.
+        """
+        self._listeners.append(listener)
+
+    def _notify(self, rows: list[EntryRow]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(rows)
+            except Exception:
+                _log.exception("ledger listener %r failed on entries %d..%d", listener, rows[0].index, rows[-1].index)
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -573,6 +591,8 @@ class Ledger:
             self._touched.update(touched)
             self._block = block
             self._block_hlc_first = hlc_first
+        if self._listeners:
+            self._notify(batch.entries)
 
     def _seal_rows(
         self,
@@ -647,6 +667,8 @@ class Ledger:
         self._tree = tree
         self.size += 1
         self._adopt_seal(seal)
+        if self._listeners:
+            self._notify([seal[0]])
         return seal[1]
 
     def tick(self) -> CheckpointRow | None:

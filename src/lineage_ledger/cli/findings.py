@@ -1,0 +1,179 @@
+"""``lineage findings scan``: run every findings rule over the log; print, write JSON lines, post to a webhook."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lineage_ledger.core.hlc import parse_reading
+from lineage_ledger.errors import InputError
+from lineage_ledger.ledger.findings import (
+    SEVERITIES,
+    Finding,
+    FindingsEngine,
+    FindingSink,
+    JsonLinesSink,
+    RuleSet,
+    Severity,
+)
+from lineage_ledger.store import open_store
+from lineage_ledger.webhook import WebhookSink
+
+__all__ = ["register"]
+
+_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+_S = 1_000_000_000
+_COLOURS = {"low": "dim", "medium": "yellow", "high": "red", "critical": "bold red"}
+
+
+def _rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
+
+
+class _AtLeast:
+    """Forwards findings at or above a severity to another sink."""
+
+    def __init__(self, sink: FindingSink, severity: Severity) -> None:
+        self.sink = sink
+        self.floor = _rank(severity)
+
+    def emit(self, findings: Sequence[Finding]) -> None:
+        chosen = [f for f in findings if _rank(f.severity) >= self.floor]
+        if chosen:
+            self.sink.emit(chosen)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def _ns(seconds: float, field: str) -> int:
+    if seconds < 0:
+        raise InputError(field, "must not be negative")
+    return int(seconds * _S)
+
+
+def _now(text: str | None) -> str | int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    parse_reading(text, field="--now")
+    return text
+
+
+def _rules(args: argparse.Namespace) -> RuleSet:
+    gaps: dict[str, int] = {}
+    for item in args.heartbeat or []:
+        producer, sep, seconds = item.partition("=")
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = -1.0
+        if not sep or not producer or value <= 0:
+            raise InputError("--heartbeat", f"{item!r} is not PRODUCER=SECONDS with SECONDS > 0")
+        gaps[producer] = _ns(value, "--heartbeat")
+    return RuleSet(
+        skew_tolerance_ns=_ns(args.skew_seconds, "--skew-seconds"),
+        max_delay_ns=_ns(args.max_delay_seconds, "--max-delay-seconds") if args.max_delay_seconds else None,
+        refresh_replay_window_ns=_ns(args.replay_seconds, "--replay-seconds"),
+        refresh_storm_count=args.storm_count,
+        refresh_storm_window_ns=_ns(args.storm_seconds, "--storm-seconds"),
+        ip_jump_window_ns=_ns(args.ip_jump_seconds, "--ip-jump-seconds"),
+        heartbeat_gap_ns=gaps,
+        default_heartbeat_gap_ns=_ns(args.heartbeat_seconds, "--heartbeat-seconds") if args.heartbeat_seconds else None,
+        known_producers=frozenset(args.known_producer) if args.known_producer else None,
+    )
+
+
+def _table(findings: list[Finding]) -> None:
+    table = Table(title=f"{len(findings)} findings", show_edge=False, pad_edge=False)
+    for col in ("severity", "rule", "subject", "indices", "detected_at", "message"):
+        table.add_column(col)
+    for f in findings:
+        table.add_row(
+            f"[{_COLOURS[f.severity]}]{f.severity}[/]",
+            f.rule,
+            f.subject[:48],
+            ",".join(map(str, f.indices)),
+            f.detected_at,
+            f.message,
+        )
+    _out.print(table)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    rules = _rules(args)
+    now = _now(args.now)
+    floor: Severity = args.min_severity
+    sinks: list[FindingSink] = []
+    store = open_store(args.ledger, readonly=True)
+    try:
+        if args.jsonl:
+            sinks.append(_AtLeast(JsonLinesSink(args.jsonl), floor))
+        if args.webhook:
+            sinks.append(_AtLeast(WebhookSink(args.webhook, timeout=args.webhook_timeout), floor))
+        engine = FindingsEngine(rules, sinks=sinks)
+        found = [f for f in engine.scan(store, now=now) if _rank(f.severity) >= _rank(floor)]
+        scanned = engine.position
+    finally:
+        for sink in sinks:
+            sink.close()
+        store.close()
+    by_rule: dict[str, int] = {}
+    by_severity: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+    for f in found:
+        by_rule[f.rule] = by_rule.get(f.rule, 0) + 1
+        by_severity[f.severity] += 1
+    summary: dict[str, Any] = {"entries": scanned, "by_rule": dict(sorted(by_rule.items())), "by_severity": by_severity}
+    if args.json:
+        print(json.dumps({**summary, "findings": [f.to_json() for f in found]}))
+    else:
+        _table(found)
+        counts = ", ".join(f"{n} {s}" for s, n in by_severity.items() if n) or "none"
+        _out.print(f"scanned {scanned} entries: {counts}")
+    if args.fail_on is not None and any(_rank(f.severity) >= _rank(args.fail_on) for f in found):
+        return 1
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``lineage findings scan`` to the CLI's subcommands."""
+    f = sub.add_parser("findings", parents=[common], help="anomalies and lifecycle violations in the log")
+    fs = f.add_subparsers(dest="findings_command", required=True)
+    p: argparse.ArgumentParser = fs.add_parser(
+        "scan", parents=[common], help="run every rule over the whole log (exit 1 with --fail-on if one fires)"
+    )
+    p.add_argument("--jsonl", metavar="FILE", help="append each finding to FILE as a canonical JSON line")
+    p.add_argument("--webhook", metavar="URL", help="POST the findings to URL in JSON batches")
+    p.add_argument("--webhook-timeout", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--min-severity", choices=SEVERITIES, default="low", help="report only this severity and above")
+    p.add_argument("--fail-on", choices=SEVERITIES, help="exit 1 if a finding of this severity or above is found")
+    p.add_argument("--skew-seconds", type=float, default=60.0, help="clock skew tolerance (default 60)")
+    p.add_argument(
+        "--max-delay-seconds", type=float, default=86_400.0, help="late-arrival limit, 0 for none (default 1 day)"
+    )
+    p.add_argument("--replay-seconds", type=float, default=600.0, help="window of two refreshes of one parent")
+    p.add_argument("--storm-count", type=int, default=10, help="refreshes in one family that make a storm")
+    p.add_argument("--storm-seconds", type=float, default=600.0, help="... within this many seconds")
+    p.add_argument("--ip-jump-seconds", type=float, default=3600.0, help="session window of the IP jump rule")
+    p.add_argument(
+        "--heartbeat",
+        action="append",
+        metavar="PRODUCER=SECONDS",
+        help="the longest silence of a producer that is not a gap (repeatable)",
+    )
+    p.add_argument("--heartbeat-seconds", type=float, help="the heartbeat gap of every other producer")
+    p.add_argument(
+        "--known-producer",
+        action="append",
+        metavar="PRODUCER",
+        help="the producers that are known (repeatable; default: those with a key in the log)",
+    )
+    p.add_argument("--now", help="HLC reading or ns at which open heartbeat gaps are judged (default: last entry)")
+    p.set_defaults(func=_scan)

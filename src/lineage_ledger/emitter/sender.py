@@ -1,0 +1,652 @@
+"""The emitter: ``emit()`` on the request path, batching, signing, spooling and delivery in the background.
+
+Three stages, each on its own thread so none waits for the next:
+
+1. ``emit(event)`` (the caller's thread) appends the object to a bounded in-memory queue under a lock and
+   returns. It does not encode: a typed event costs 3.8 us median and 6.8 us p99 to encode and validate
+   alone on the project's 2-core machine, and a dict 23 us, which leaves no headroom for the 10 us p99
+   budget once other threads compete for the GIL. Enqueueing costs about 0.3 us.
+2. The *spooler* takes the queue every ``linger_ms`` (sooner when a batch is full), encodes each
+   event (model.encode_event: canonical bytes, validated, raw JWTs refused) and appends the batch to the
+   spool with one fsync. The spool is a write-ahead log: every event passes through it, so one order
+   (the order of ``emit`` calls) holds from the queue to the ledger, and a SIGKILL loses nothing that the
+   spooler wrote. The sender may read a batch as soon as it is written, while the fsync runs, so the
+   disk's latency is not added to delivery. Events that fail validation go to the dead-letter file with
+   the reason, never their bytes (they were not checked for tokens).
+3. The *sender* reads batches from the spool in order, seals them (DSSE envelope), sends them through the
+   :class:`~lineage_ledger.emitter.transport.Transport` and commits the spool position once the ledger has
+   acknowledged. Retryable failures back off exponentially with jitter (and honour Retry-After); refused
+   events are dead-lettered (one event when the error names it, else the batch) and the rest re-sent. A
+   restart replays the uncommitted part of the spool before anything new; events the ledger already holds
+   come back as duplicates, so the effect is exactly once.
+
+When the queue is full, the overflow policy decides: ``spool`` (the default with a spool directory) moves
+the queue and the event to disk on the caller's thread, which keeps the order and costs that caller one
+encode of the queued events plus an fsync; ``drop`` counts the event in ``dropped``; ``block`` waits for
+room (at most ``block_timeout`` seconds, then drops and counts).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import msgspec
+
+from lineage_ledger.core.crypto import Signer
+from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN
+from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
+from lineage_ledger.core.hlc import HybridClock
+from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event
+from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
+from lineage_ledger.emitter.transport import Transport
+from lineage_ledger.errors import (
+    InputError,
+    KeyringError,
+    LedgerError,
+    PushbackError,
+    SignatureError,
+    StoreError,
+    TransportError,
+)
+from lineage_ledger.ledger.writer import Receipt
+
+__all__ = ["Backoff", "Emitter", "Overflow", "redact"]
+
+log = logging.getLogger("lineage_ledger.emitter")
+
+Overflow = Literal["spool", "drop", "block"]
+_RETRYABLE: Final = (TransportError, PushbackError, KeyringError, SignatureError)
+_ACCEPTED: Final = frozenset({TokenEvent, PolicyEvent, DataEvent, dict, bytes})
+_EVENT_AT = re.compile(r"^events\[([0-9]+)\]")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+_PRODUCER_RE = re.compile(PRODUCER_PATTERN)
+_KEY_ID_RE = re.compile(KEY_ID_PATTERN)
+_MEMORY_FULL_POLL_S: Final = 0.05
+_IDLE_ROUNDS: Final = 10
+_EXIT_TIMEOUT_S: Final = 2.0
+
+
+class _Head(msgspec.Struct):
+    event_id: str
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt ``n`` waits uniformly between ``initial`` and
+    ``min(maximum, initial * 2**n)`` seconds, and never less than a Retry-After the ledger asked for."""
+
+    initial: float = 0.05
+    maximum: float = 30.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0 for the first)."""
+        cap = max(min(self.maximum, self.initial * 2.0 ** min(attempt, 60)), self.initial)
+        wait = self.rng.uniform(self.initial, cap)
+        return wait if retry_after is None else max(wait, retry_after)
+
+
+class _Marker:
+    """A flush()/sync() request travelling through the queue behind the events emitted before it."""
+
+    __slots__ = ("delivered", "spooled")
+
+    def __init__(self) -> None:
+        self.spooled = threading.Event()
+        self.delivered = threading.Event()
+
+
+def redact(text: str) -> str:
+    """``text`` without quoted values or JWT-shaped strings: safe to log or store even if the input that
+    caused an error held a raw token."""
+    return _JWT.sub("<jwt>", _QUOTED.sub("<value>", text))
+
+
+def _event_id_of(item: object) -> str | None:
+    if isinstance(item, dict):
+        value = item.get("event_id")
+    elif isinstance(item, bytes):
+        try:
+            value = _HEAD.decode(item).event_id
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+    else:
+        value = getattr(item, "event_id", None)
+    return value if isinstance(value, str) and _UUID.match(value) else None
+
+
+def _event_position(error: LedgerError, count: int) -> int | None:
+    """The batch position of the one event an error names (``events[3].payload.ip``), if it names one."""
+    text = error.field if isinstance(error, InputError) else str(error)
+    m = _EVENT_AT.match(text)
+    if m and int(m.group(1)) < count:
+        return int(m.group(1))
+    return None
+
+
+class Emitter:
+    """Sends events to a lineage ledger without making the caller wait for it.
+
+    Guarantees:
+
+    * ``emit`` never waits for the ledger, the network or (with the ``drop`` policy) the disk; it raises
+      only for an object that is not an event and after ``close``;
+    * events reach the ledger in the order ``emit`` was called, each exactly once in effect (retries and
+      replays after a crash are answered as duplicates by the ledger);
+    * with a ``spool_dir``, every event the spooler has written (see ``sync``) survives SIGKILL and is
+      delivered by the next Emitter on the same directory; only one Emitter may use a directory at a time;
+    * nothing is dropped silently: every event is counted in exactly one of ``sent``, ``dead_lettered``,
+      ``dropped``, or is still ``queued``/``pending`` (see :meth:`metrics`);
+    * raw bearer tokens are never written anywhere: events are spooled as canonical bytes that passed the
+      JWT check, and error texts are scrubbed of values.
+
+    ``producer``/``key_id``/``signer`` sign the batches (the key must be registered with the ledger).
+    ``clock`` (nanoseconds since the epoch) drives :meth:`now`. Without ``spool_dir`` the spool lives in
+    memory (``max_queue`` records, lost on exit) and the default overflow policy is ``drop``.
+    """
+
+    def __init__(
+        self,
+        producer: str,
+        key_id: str,
+        signer: Signer,
+        transport: Transport,
+        *,
+        spool_dir: str | Path | None = None,
+        max_queue: int = 10_000,
+        batch_size: int = 1000,
+        max_batch_bytes: int = 4 * 1024 * 1024,
+        linger_ms: float = 10.0,
+        overflow: Overflow | None = None,
+        block_timeout: float | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if not _PRODUCER_RE.match(producer):
+            raise InputError("producer", f"must match {PRODUCER_PATTERN}")
+        if not _KEY_ID_RE.match(key_id):
+            raise InputError("key_id", f"must match {KEY_ID_PATTERN}")
+        if not 1 <= batch_size <= MAX_BATCH_EVENTS:
+            raise InputError("batch_size", f"must be between 1 and {MAX_BATCH_EVENTS}")
+        if max_queue < 1 or max_batch_bytes < 1 or linger_ms < 0:
+            raise InputError("max_queue", "max_queue and max_batch_bytes must be positive, linger_ms not negative")
+        policy = overflow or ("spool" if spool_dir is not None else "drop")
+        if policy not in ("spool", "drop", "block"):
+            raise InputError("overflow", "must be 'spool', 'drop' or 'block'")
+        if policy == "spool" and spool_dir is None:
+            raise InputError("overflow", "'spool' needs a spool_dir")
+        self.producer = producer
+        self.key_id = key_id
+        self.overflow: Overflow = policy
+        self._signer = signer
+        self._transport = transport
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._max_batch_bytes = max_batch_bytes
+        self._linger = linger_ms / 1000.0
+        self._block_timeout = block_timeout
+        self._backoff = backoff or Backoff()
+        self._hlc = HybridClock(clock)
+        self._hlc_lock = threading.Lock()
+        self._spool: Spool = DiskSpool(spool_dir) if spool_dir is not None else MemorySpool(max_queue)
+
+        self._lock = threading.Lock()  # the queue, the counters and the closed flag
+        self._room = threading.Condition(self._lock)  # signalled when the spooler empties the queue
+        self._spool_lock = threading.Lock()  # one writer into the spool at a time, so spool order = emit order
+        self._commit_lock = threading.Lock()  # delivery waiters
+        self._queue: deque[object] = deque()
+        self._waiters: list[tuple[int, threading.Event]] = []
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._close_result: bool | None = None
+        self._counts = dict.fromkeys(
+            ("emitted", "sent", "duplicates", "spooled", "overflowed", "dropped", "retried", "dead_lettered"), 0
+        )
+        self._overflow_warned = False
+        self._spooler_idle = False  # True while the spooler sleeps on _wake: the next emit() sets _wake
+
+        self._wake = threading.Event()  # wakes a sleeping spooler
+        self._batch_ready = threading.Event()  # a full batch, a flush, or close: stop lingering
+        self._data_ready = threading.Event()  # the spool has new records (or it is time to stop)
+        self._space = threading.Event()  # the sender committed something (room in a memory spool)
+        self._stop = threading.Event()
+        self._spooler_done = threading.Event()
+        self._spooler = threading.Thread(target=self._spool_loop, name="lineage-emitter-spooler", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="lineage-emitter-sender", daemon=True)
+        self._spooler.start()
+        self._sender.start()
+        atexit.register(self._at_exit)
+
+    # -- the caller's side ----------------------------------------------------------------------------------
+
+    def emit(self, event: Event | dict[str, Any] | bytes) -> None:
+        """Queue one event (typed, a dict, or canonical bytes) for delivery; returns at once.
+
+        The event is encoded and validated later on the spooler thread; one that fails is dead-lettered
+        with the reason (and counted), never sent. Do not mutate a dict after passing it. Raises InputError
+        for other types, and after :meth:`close`.
+        """
+        if type(event) not in _ACCEPTED and not isinstance(event, dict | bytes | TokenEvent | PolicyEvent | DataEvent):
+            raise InputError("event", f"expected an event, a dict or bytes, not {type(event).__name__}")
+        wake = False
+        with self._lock:
+            if self._closed:
+                raise InputError("emitter", "is closed; nothing more can be emitted")
+            queue = self._queue
+            n = len(queue)
+            if n < self._max_queue:
+                queue.append(event)
+                self._counts["emitted"] += 1
+                n += 1
+                wake = self._spooler_idle
+                self._spooler_idle = False
+            else:
+                n = 0
+        if wake:
+            self._wake.set()  # only after an idle spell: a wake-up costs a system call on the caller's thread
+        elif n == self._batch_size:
+            self._batch_ready.set()
+        elif n == 0:
+            self._overflow_event(event)
+
+    def _overflow_event(self, event: object) -> None:
+        policy = self.overflow
+        if policy == "spool":
+            with self._spool_lock:
+                with self._lock:
+                    if self._closed:
+                        raise InputError("emitter", "is closed; nothing more can be emitted")
+                    items = self._take(len(self._queue))
+                    self._counts["emitted"] += 1
+                    self._counts["overflowed"] += 1
+                items.append(event)
+                self._spool_items(items)
+            return
+        if policy == "block":
+            deadline = None if self._block_timeout is None else time.monotonic() + self._block_timeout
+            with self._room:
+                while len(self._queue) >= self._max_queue:
+                    if self._closed:
+                        raise InputError("emitter", "is closed; nothing more can be emitted")
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        self._counts["overflowed"] += 1
+                        self._counts["dropped"] += 1
+                        self._warn_overflow()
+                        return
+                    self._room.wait(remaining)
+                self._queue.append(event)
+                self._counts["emitted"] += 1
+                wake = self._spooler_idle
+                self._spooler_idle = False
+            if wake:
+                self._wake.set()
+            return
+        with self._lock:
+            self._counts["overflowed"] += 1
+            self._counts["dropped"] += 1
+        self._warn_overflow()
+
+    def _warn_overflow(self) -> None:
+        if not self._overflow_warned:
+            self._overflow_warned = True
+            log.warning("emitter queue full (%d events): dropping events, see metrics()['dropped']", self._max_queue)
+
+    def now(self) -> str:
+        """A fresh HLC reading for ``occurred_at``: strictly greater than every earlier one of this emitter."""
+        with self._hlc_lock:
+            return self._hlc.now()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event emitted before this call has been acknowledged by the ledger (or
+        dead-lettered or dropped, see :meth:`metrics`). False if ``timeout`` seconds passed first."""
+        marker = self._marker()
+        if marker is None:
+            return self._spool.pending == 0 and not self._queue
+        return marker.delivered.wait(timeout)
+
+    def sync(self, timeout: float | None = None) -> bool:
+        """Wait until every event emitted before this call is in the spool (on disk, with a spool_dir),
+        so that killing the process can no longer lose it. False if ``timeout`` seconds passed first."""
+        marker = self._marker()
+        if marker is None:
+            return not self._queue
+        return marker.spooled.wait(timeout)
+
+    def _marker(self) -> _Marker | None:
+        marker = _Marker()
+        with self._lock:
+            if self._closed:
+                return None
+            self._queue.append(marker)
+            self._spooler_idle = False
+        self._wake.set()
+        self._batch_ready.set()
+        return marker
+
+    def metrics(self) -> dict[str, int]:
+        """Counters since this Emitter started, and two gauges.
+
+        ``emitted`` events accepted by emit(); ``sent`` acknowledged by the ledger (``duplicates`` of them
+        were already recorded, e.g. replayed after a crash); ``spooled`` written to the spool;
+        ``overflowed`` found the queue full; ``dropped`` lost (queue full under ``drop``, a blocked emit
+        that timed out, a failed spool write, or a memory spool abandoned by close); ``retried`` failed
+        deliveries that were retried; ``dead_lettered`` refused events. Gauges: ``queued`` (in memory, not
+        yet spooled) and ``pending`` (spooled, not yet acknowledged). Counts only: no event content.
+        """
+        with self._lock:
+            counts = dict(self._counts)
+            counts["queued"] = sum(1 for item in self._queue if type(item) is not _Marker)
+        counts["pending"] = self._spool.pending
+        return counts
+
+    @property
+    def spool(self) -> Spool:
+        """The spool this emitter writes (a DiskSpool with a spool_dir, else a MemorySpool)."""
+        return self._spool
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Stop accepting events, spool everything queued, and wait up to ``timeout`` seconds (None: for ever)
+        for the ledger to acknowledge it; then stop the threads and release the spool and the transport.
+
+        Returns True if everything was delivered. Otherwise the rest stays in the spool directory for the
+        next Emitter (or, without one, is counted as dropped). Idempotent; also runs at interpreter exit
+        (with a 2-second wait).
+        """
+        with self._close_lock:
+            if self._close_result is not None:
+                return self._close_result
+            deadline = None if timeout is None else time.monotonic() + timeout
+
+            def remaining() -> float | None:
+                return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+            with self._lock:
+                self._closed = True
+                self._room.notify_all()
+            self._wake.set()
+            self._batch_ready.set()
+            delivered = False
+            if self._spooler_done.wait(remaining()):
+                done = threading.Event()
+                self._await_delivery(self._spool.end, done)
+                delivered = done.wait(remaining())
+            self._stop.set()
+            for event in (self._wake, self._batch_ready, self._data_ready, self._space):
+                event.set()
+            self._spooler.join(remaining())
+            self._sender.join(max(remaining() or 0.0, 1.0))
+            with self._lock:
+                left = sum(1 for item in self._queue if type(item) is not _Marker)
+                if not self._spool.durable:
+                    left += self._spool.pending
+                self._counts["dropped"] += left
+            if left:
+                log.error("emitter closed with %d undelivered events in memory: they are lost", left)
+            elif not delivered:
+                log.warning(
+                    "emitter closed with %d events not yet acknowledged; they stay in the spool for the next start",
+                    self._spool.pending,
+                )
+            self._spool.close()
+            try:
+                self._transport.close()
+            except Exception:  # closing must not fail the caller's shutdown
+                log.exception("closing the transport failed")
+            atexit.unregister(self._at_exit)
+            self._close_result = delivered
+            return delivered
+
+    def _at_exit(self) -> None:
+        self.close(timeout=_EXIT_TIMEOUT_S)
+
+    def __enter__(self) -> Emitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Emitter(producer={self.producer!r}, key_id={self.key_id!r}, transport={self._transport!r})"
+
+    # -- the spooler ------------------------------------------------------------------------------------------
+
+    def _take(self, count: int) -> deque[object]:
+        """Take the first ``count`` queued items (call with ``_lock`` held)."""
+        queue = self._queue
+        if count >= len(queue):
+            self._queue = deque()
+            taken = queue
+        else:
+            taken = deque(queue.popleft() for _ in range(count))
+        self._room.notify_all()
+        return taken
+
+    def _spool_loop(self) -> None:
+        # The spooler polls the queue every linger interval while events flow, and sleeps on _wake after
+        # _IDLE_ROUNDS empty polls; emit() pays for a wake-up only for the first event after such a spell.
+        idle = _IDLE_ROUNDS
+        while not self._stop.is_set():
+            if idle >= _IDLE_ROUNDS:
+                idle = 0
+                with self._lock:
+                    sleep = not self._queue and not self._closed
+                    if sleep:
+                        self._spooler_idle = True
+                        self._wake.clear()
+                if sleep:
+                    self._wake.wait()
+            if self._linger:
+                self._batch_ready.wait(self._linger)
+            self._batch_ready.clear()
+            self._space.clear()
+            room = 0
+            took = False
+            try:
+                with self._spool_lock:
+                    with self._lock:
+                        room = self._spool.room()
+                        items = self._take(room) if self._queue and room else deque()
+                        left = len(self._queue)
+                        closed = self._closed
+                    if items:
+                        took = True
+                        self._spool_items(items)
+            except Exception:  # a bug must not stop the spooler
+                log.exception("emitter spooler failed")
+                left, closed = 1, self._closed
+            if left:
+                idle = 0
+                if not room:  # a full memory spool: wait for the sender to make room
+                    self._space.wait(_MEMORY_FULL_POLL_S)
+                continue
+            if closed:
+                break
+            idle = 0 if took else idle + 1
+        self._spooler_done.set()
+        self._data_ready.set()
+
+    def _spool_items(self, items: Sequence[object]) -> None:
+        """Encode ``items`` and append them to the spool in order (call with ``_spool_lock`` held)."""
+        encoded: list[bytes] = []
+        refused: list[DeadLetter] = []
+        for item in items:
+            if type(item) is _Marker:
+                self._append(encoded, refused)
+                encoded, refused = [], []
+                item.spooled.set()
+                self._await_delivery(self._spool.end, item.delivered)
+                continue
+            try:
+                if type(item) is bytes:
+                    decode_event(item)
+                    encoded.append(item)
+                else:
+                    encoded.append(encode_event(item))  # type: ignore[arg-type]
+            except InputError as e:
+                refused.append(DeadLetter(type(e).__name__, redact(e.reason), redact(e.field), _event_id_of(item)))
+            except Exception as e:
+                reason = "could not be encoded as an event"
+                refused.append(DeadLetter(type(e).__name__, reason, None, _event_id_of(item)))
+        self._append(encoded, refused)
+
+    def _append(self, encoded: list[bytes], refused: list[DeadLetter]) -> None:
+        if refused:
+            try:
+                self._dead_letter(refused)
+            except StoreError as e:
+                with self._lock:
+                    self._counts["dropped"] += len(refused)
+                log.error("cannot dead-letter %d refused events, they are lost: %s", len(refused), e)
+        if not encoded:
+            return
+        end = self._spool.end
+        try:
+            self._spool.append(encoded, self._written)
+        except StoreError as e:
+            if self._spool.end == end:  # not written at all: lost
+                with self._lock:
+                    self._counts["dropped"] += len(encoded)
+                log.error("cannot spool %d events, they are lost: %s", len(encoded), e)
+                return
+            log.error("%d spooled events may not survive a power loss: %s", len(encoded), e)
+        with self._lock:
+            self._counts["spooled"] += len(encoded)
+
+    def _written(self, end: int) -> None:
+        self._data_ready.set()  # the sender may read the records while the spool fsyncs them
+
+    def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        """Record refused events; raises StoreError if the dead-letter file could not be written."""
+        self._spool.dead_letter(letters)
+        with self._lock:
+            self._counts["dead_lettered"] += len(letters)
+        first = letters[0]
+        log.error(
+            "%d events refused and dead-lettered (%s at %s: %s)",
+            len(letters),
+            first.error,
+            first.field or "-",
+            first.reason,
+        )
+
+    # -- the sender -------------------------------------------------------------------------------------------
+
+    def _await_delivery(self, position: int, done: threading.Event) -> None:
+        with self._commit_lock:
+            if self._spool.committed >= position:
+                done.set()
+            else:
+                self._waiters.append((position, done))
+
+    def _send_loop(self) -> None:
+        position = self._spool.committed
+        while not self._stop.is_set():
+            self._data_ready.clear()
+            try:
+                batch = self._spool.read(position, self._batch_size, self._max_batch_bytes)
+            except StoreError as e:
+                if self._stop.is_set():
+                    return
+                log.error("cannot read the spool: %s", e)
+                self._stop.wait(1.0)
+                continue
+            if batch is None:
+                self._data_ready.wait()
+                continue
+            if not self._deliver(list(batch.records)):
+                return
+            self._spool.commit(batch.end, len(batch.records))
+            position = batch.end
+            with self._commit_lock:
+                committed = self._spool.committed
+                waiting = []
+                for at, done in self._waiters:
+                    if at <= committed:
+                        done.set()
+                    else:
+                        waiting.append((at, done))
+                self._waiters = waiting
+            self._space.set()
+
+    def _deliver(self, events: list[bytes]) -> bool:
+        """Deliver or dead-letter every event of one batch; False if stopped first."""
+        attempt = 0
+        while events:
+            retry_after: float | None = None
+            try:
+                envelope = seal_batch(events, producer=self.producer, key_id=self.key_id, signer=self._signer)
+                receipts = self._transport.send(envelope)
+                duplicates = self._check(events, receipts)
+            except _RETRYABLE as e:
+                retry_after = e.retry_after if isinstance(e, PushbackError) else None
+                problem = f"{type(e).__name__}: {redact(str(e))}"
+            except LedgerError as e:
+                try:
+                    self._refuse(events, e)
+                except StoreError as dead:
+                    problem = f"cannot dead-letter refused events: {dead}"
+                else:
+                    continue
+            except Exception as e:  # a broken transport or signer: keep the events and retry
+                log.exception("delivering a batch failed unexpectedly")
+                problem = type(e).__name__
+            else:
+                with self._lock:
+                    self._counts["sent"] += len(events)
+                    self._counts["duplicates"] += duplicates
+                if attempt:
+                    log.info("ledger reachable again after %d retries", attempt)
+                return True
+            with self._lock:
+                self._counts["retried"] += 1
+            if attempt == 0:
+                log.warning(
+                    "cannot deliver %d events (%s); they wait in the spool, retrying with backoff",
+                    len(events),
+                    problem,
+                )
+            if self._stop.wait(self._backoff.delay(attempt, retry_after)):
+                return False
+            attempt += 1
+        return True
+
+    def _refuse(self, events: list[bytes], error: LedgerError) -> None:
+        """Dead-letter the event ``error`` names (and keep the rest), or the whole batch."""
+        field = redact(error.field) if isinstance(error, InputError) else None
+        reason = redact(error.reason if isinstance(error, InputError) else str(error))
+        at = _event_position(error, len(events))
+        chosen = [at] if at is not None else list(range(len(events)))
+        self._dead_letter(
+            [DeadLetter(type(error).__name__, reason, field, _event_id_of(events[i]), events[i]) for i in chosen]
+        )
+        if at is None:
+            events.clear()
+        else:
+            del events[at]
+
+    @staticmethod
+    def _check(events: list[bytes], receipts: Sequence[Receipt]) -> int:
+        if len(receipts) != len(events):
+            raise TransportError(f"the ledger returned {len(receipts)} receipts for {len(events)} events")
+        duplicates = 0
+        for body, receipt in zip(events, receipts, strict=True):
+            if _HEAD.decode(body).event_id != receipt.event_id:
+                raise TransportError("the ledger's receipts do not match the batch's events")
+            duplicates += receipt.duplicate
+        return duplicates

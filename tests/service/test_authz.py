@@ -62,6 +62,19 @@ def _revoke_key(h: Harness) -> Call:
     return lambda h, auth: h.client.post(f"/v1/keys/{key_id}/revoke", headers=auth)
 
 
+def _get_token_path(path: str) -> Call:
+    """GET ``path`` with ``{t}`` replaced by the matrix token."""
+
+    def call(h: Harness, auth: dict[str, str]) -> httpx.Response:
+        response: httpx.Response = h.client.get(path.format(t=h.app.state.matrix_token), headers=auth)
+        return response
+
+    return call
+
+
+AUDITOR_ONLY: dict[str | None, int] = {"auditor": 200}
+
+
 OK, NO_KEY, DENIED = 200, 401, 403
 MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
     # endpoint, request, {principal: status}; principals not named get DENIED (403), None and "bad" get 401
@@ -105,6 +118,25 @@ MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
         {"producer": OK, "other_producer": OK, "auditor": OK},
     ),
     ("POST /v1/verify", ready(lambda h, a: h.client.post("/v1/verify", headers=a)), {"auditor": OK}),
+    *[
+        (
+            endpoint,
+            ready(lambda h, a, p=path: h.client.get(p.format(t=h.app.state.matrix_token), headers=a)),
+            {"auditor": OK},
+        )
+        for endpoint, path in [
+            ("GET /v1/query/tokens/{token_id}/family", "/v1/query/tokens/{t}/family"),
+            ("GET /v1/query/tokens/{token_id}/blast-radius", "/v1/query/tokens/{t}/blast-radius"),
+            ("GET /v1/query/tokens/{token_id}/since-refresh", "/v1/query/tokens/{t}/since-refresh"),
+            ("GET /v1/query/tokens/{token_id}/policy", "/v1/query/tokens/{t}/policy"),
+            ("GET /v1/query/tokens/{token_id}/state", "/v1/query/tokens/{t}/state?at=1"),
+            ("GET /v1/query/resources", "/v1/query/resources?resource=/x"),
+            ("GET /v1/query/users/{user_id}/policy-changes", "/v1/query/users/u-1/policy-changes"),
+            ("GET /v1/query/policies", "/v1/query/policies?at=1"),
+            ("GET /v1/query/assets/{asset_id}/{direction}", "/v1/query/assets/a1/upstream"),
+            ("GET /v1/evidence/{subject}", "/v1/evidence/{t}"),
+        ]
+    ],
 ]
 
 

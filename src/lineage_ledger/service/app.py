@@ -63,6 +63,7 @@ from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import AppendResult, Ledger
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
+from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import CheckpointRow, Store
 
@@ -97,6 +98,7 @@ ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     "POST /v1/revoke": frozenset({"admin", "producer"}),
     "POST /v1/introspect": frozenset({"auditor", "producer"}),
     "POST /v1/verify": frozenset({"auditor"}),
+    **dict.fromkeys(QUERY_ENDPOINTS, frozenset({"auditor"})),
 }
 """Which roles may call which endpoint (``/healthz`` needs no key). The one authorisation table."""
 
@@ -939,6 +941,8 @@ def _add_read_routes(app: FastAPI, service: _Service) -> None:
 
 
 def _add_key_routes(app: FastAPI, service: _Service) -> None:
+    add_query_routes(app, lambda: service.reads, lambda endpoint: _guard(service, endpoint), _route_extra)
+
     endpoint_list = "GET /v1/keys"
 
     @app.get("/v1/keys", tags=["keys"], summary="Producer signing keys", openapi_extra=_route_extra(endpoint_list))

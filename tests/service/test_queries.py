@@ -1,0 +1,67 @@
+"""Lineage questions and evidence bundles over HTTP give what the ledger recorded, with verifiable proofs."""
+
+from __future__ import annotations
+
+import time
+
+from lineage_ledger.core.merkle import leaf_hash, verify_inclusion
+from lineage_ledger.core.note import Checkpoint, open_note
+from lineage_ledger.offline import verify_bundle
+from tests.conftest import token_event
+from tests.service.conftest import Harness
+
+PARENT = "a" * 64
+CHILD = "b" * 64
+OTHER = "c" * 64
+
+
+def _history(service: Harness) -> list[int]:
+    t = time.time_ns() - 60_000_000_000
+    events = [
+        token_event("ISSUED", PARENT, t, user_id="u-1", policy_version="v1"),
+        token_event("USED", PARENT, t + 1_000, resource="/orders", outcome="ALLOW"),
+        token_event("ROTATED", CHILD, t + 2_000, parent_token_id=PARENT, user_id="u-1"),
+        token_event("USED", CHILD, t + 3_000, resource="/billing", outcome="ALLOW"),
+        token_event("ISSUED", OTHER, t + 4_000, user_id="u-2"),
+        token_event("USED", OTHER, t + 5_000, resource="/orders", outcome="DENY"),
+        token_event("REVOKED", CHILD, t + 6_000),
+    ]
+    receipts = service.post_batch(service.batch(events)).json()["receipts"]
+    service.seal()
+    return [r["index"] for r in receipts]
+
+
+def test_family_blast_radius_and_resource_answers(service: Harness) -> None:
+    indices = _history(service)
+    auditor = service.auth("auditor")
+    family = service.client.get(f"/v1/query/tokens/{CHILD}/family", headers=auditor).json()
+    assert family["answer"]["root"] == PARENT
+    assert family["answer"]["edges"] == [{"parent": PARENT, "child": CHILD, "kind": "ROTATED", "index": indices[2]}]
+
+    blast = service.client.get(f"/v1/query/tokens/{PARENT}/blast-radius", params={"proofs": "true"}, headers=auditor)
+    body = blast.json()
+    assert body["answer"]["tokens"] == [PARENT, CHILD]
+    assert body["answer"]["resources"] == ["/orders", "/billing"]
+    assert body["evidence"] == [indices[1], indices[3]]
+    proofs = body["proofs"]
+    text, _ = open_note(proofs["checkpoint"], [service.ledger.verifier])
+    checkpoint = Checkpoint.from_text(text)
+    for index in body["evidence"]:
+        entry = proofs["entries"][str(index)].encode()
+        path = [bytes.fromhex(h) for h in proofs["inclusion"][str(index)]]
+        verify_inclusion(leaf_hash(entry), index, checkpoint.size, path, checkpoint.root_hash)
+
+    users = service.client.get("/v1/query/resources", params={"resource": "/orders"}, headers=auditor).json()
+    assert users["answer"]["tokens"] == sorted([PARENT, OTHER])
+
+    assert service.client.get(f"/v1/query/tokens/{PARENT}/family", headers=service.auth("producer")).status_code == 403
+
+
+def test_evidence_endpoint_bundle_verifies_offline(service: Harness) -> None:
+    _history(service)
+    response = service.client.get(f"/v1/evidence/{CHILD}", headers=service.auth("auditor"))
+    assert response.status_code == 200
+    report = verify_bundle(response.content, log_key=str(service.ledger.verifier))
+    assert report.ok, report.problems
+    assert report.count == 3  # ROTATED, USED, REVOKED
+    assert report.revoked

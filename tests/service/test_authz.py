@@ -119,11 +119,7 @@ MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
     ),
     ("POST /v1/verify", ready(lambda h, a: h.client.post("/v1/verify", headers=a)), {"auditor": OK}),
     *[
-        (
-            endpoint,
-            ready(lambda h, a, p=path: h.client.get(p.format(t=h.app.state.matrix_token), headers=a)),
-            {"auditor": OK},
-        )
+        (endpoint, ready(_get_token_path(path)), AUDITOR_ONLY)
         for endpoint, path in [
             ("GET /v1/query/tokens/{token_id}/family", "/v1/query/tokens/{t}/family"),
             ("GET /v1/query/tokens/{token_id}/blast-radius", "/v1/query/tokens/{t}/blast-radius"),

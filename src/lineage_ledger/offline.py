@@ -13,12 +13,13 @@ needs to check:
 * the per-subject hash chain (``prev`` links) and that it is the whole chain the map names (head, count,
   head index), so the history is complete as of the checkpoint, or provably empty;
 * each event's producer batch: the statement, the event's RFC 9162 path in the batch, the Ed25519 signature
-  over the DSSE pre-authentication encoding, the producer key and its validity window at ``recorded_at``.
+  over the DSSE pre-authentication encoding, the producer key and its validity window at ``recorded_at``;
+* each producer key against its own key entries in the log (registration, and revocation if any), each
+  with an inclusion proof in the same checkpoint: the key's public key and window are the log's, not the
+  bundle's say-so.
 
 Hashes are always taken over the bytes the bundle carries (an entry's text, the event's exact slice of it),
-never over a re-serialised copy. The producer keys are as the bundle states them: the bundle holds no
-proof of the key entries in the log, so a key's public key and window are checked for consistency with
-the signatures and timestamps, not against the log.
+never over a re-serialised copy.
 """
 
 from __future__ import annotations
@@ -512,6 +513,8 @@ class _Audit:
             self.producer_keys = _object(_get(bundle, "producer_keys"), "producer_keys")
         except _Malformed as e:
             self.problem("producer_keys", str(e))
+        for key_id in sorted(self.producer_keys):
+            self.key_history(key_id)
         entries = self.entries(bundle)
         if proven:
             self.completeness(head, entries)
@@ -757,6 +760,47 @@ class _Audit:
             self.problem(where, str(e))
             return
         self.producer_signature(where, key_id, producer, recorded_at, signature, message)
+
+    def key_history(self, key_id: str) -> None:
+        """A producer key is what the log's own key entries say: each entry included in the checkpoint, its
+        change naming this key, and the key's window exactly the registration's, closed by a revocation."""
+        where = f"producer key {key_id!r}"
+        try:
+            key = _object(self.producer_keys[key_id], where)
+            changes = _get(key, "entries")
+            if not isinstance(changes, list) or not changes:
+                _fail("not proven: the bundle holds none of its key entries")
+            claimed = {name: key.get(name) for name in ("producer", "public_key", "valid_from", "valid_until")}
+            revoked_at = None
+            for n, raw in enumerate(changes):
+                item = _object(raw, f"key entry {n}")
+                index = _int(_get(item, "index"), "index")
+                text = _str(_get(item, "entry"), "entry")
+                entry = _object(_parse_json(text), "the key entry")
+                if _canonical(entry) != text or entry.get("type") != "key" or entry.get("index") != index:
+                    _fail(f"entry at index {index} is not a canonical key entry at its index")
+                if self.root is not None and self.tree_size is not None:
+                    path = _hash_list(_get(item, "inclusion"), "inclusion")
+                    _check_inclusion(index, self.tree_size, _leaf_hash(_utf8(text, "key entry")), path, self.root)
+                change = _object(_get(entry, "change"), "change")
+                if change.get("key_id") != key_id:
+                    _fail(f"the key entry at index {index} is about another key")
+                if n == 0 and change.get("action") != "register":
+                    _fail("its first key entry is not its registration")
+                if change.get("action") == "register":
+                    if n != 0:
+                        _fail("registered twice")
+                    for name, value in claimed.items():
+                        if change.get(name) != value:
+                            _fail(f"{name} {value!r} is not what its registration at index {index} says")
+                elif change.get("action") == "revoke":
+                    revoked_at = change.get("revoked_at")
+                else:
+                    _fail(f"unknown key change {change.get('action')!r}")
+            if key.get("revoked_at") != revoked_at:
+                _fail(f"revoked_at {key.get('revoked_at')!r} is not what its key entries say ({revoked_at!r})")
+        except _Malformed as e:
+            self.problem(where, str(e))
 
     def producer_signature(
         self, where: str, key_id: str, producer: str, recorded_at: str, signature: bytes, message: bytes

@@ -276,6 +276,11 @@ def test_export_refuses_unknown_sizes_and_bad_ids(world: World) -> None:
 # -- tampering -----------------------------------------------------------------------------------------------
 
 
+def _each_key(bundle: dict[str, Any], change: Callable[[dict[str, Any]], object]) -> None:
+    for key in bundle["producer_keys"].values():
+        change(key)
+
+
 def flip_hex(text: str, at: int = 0) -> str:
     return text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1 :]
 
@@ -462,6 +467,21 @@ TAMPERS = [
         setter("producer_keys", lambda k: {}),
         ("entries[0]", "holds no producer key 'auth-server-1'"),
     ),
+    Tamper(
+        "producer key without its key entries",
+        lambda b, w: _each_key(b, lambda k: k.pop("entries")),
+        ("producer key", "'entries' is missing"),
+    ),
+    Tamper(
+        "producer key claim unlike its registration",
+        lambda b, w: _each_key(b, lambda k: k.update(valid_from="0000000000000000001.00000")),
+        ("producer key", "is not what its registration"),
+    ),
+    Tamper(
+        "revocation hidden",
+        lambda b, w: _each_key(b, lambda k: k["entries"].pop() if len(k["entries"]) > 1 else None),
+        ("producer key", "revoked_at"),
+    ),
     Tamper("subject", setter("subject", lambda s: s[:-1] + ("0" if s[-1] != "0" else "1")), ("subject",)),
     Tamper("format", setter("format", lambda f: "lineage-ledger-evidence/2"), ("bundle", "format")),
     Tamper("missing map proof", lambda b, w: b.pop("map_proof"), ("map proof", "missing")),
@@ -516,12 +536,12 @@ def test_garbage_is_refused_without_raising(data: bytes) -> None:
 
 
 def authenticated_spans(bundle: bytes) -> list[tuple[int, int]]:
-    """Byte ranges of the bundle that the checkpoint and signatures cover (all but log_key and producer_keys,
-    whose fields the bundle states without proof; see the offline module's docstring)."""
+    """Byte ranges of the bundle that the checkpoint and signatures cover: all but log_key (the verifier is
+    given the key it trusts; the bundle's copy is only a convenience)."""
     log_key, map_proof = bundle.index(b'"log_key":'), bundle.index(b'"map_proof":')
-    producer_keys, seal = bundle.index(b'"producer_keys":'), bundle.index(b'"seal":')
-    assert 0 < log_key < map_proof < producer_keys < seal
-    return [(0, log_key), (map_proof, producer_keys), (seal, len(bundle))]
+    assert 0 < log_key < map_proof
+    # producer keys are proven by their own key entries, so everything after the log key is covered
+    return [(0, log_key), (map_proof, len(bundle))]
 
 
 @settings(max_examples=300, deadline=None)

@@ -3,8 +3,9 @@
 A bundle holds the subject's entries as stored bytes, an RFC 9162 inclusion proof for each, the seal entry
 of the checkpoint with its own inclusion proof, the subject-map proof (membership with head and count, or
 non-membership) under that seal's ``subjects_root``, the signed checkpoint, the log's verifier key and the
-producer keys that signed the events' envelopes (with each envelope's statement, signature and the event's
-path in its batch). ``lineage_ledger.offline`` checks it with nothing but ``cryptography``.
+producer keys that signed the events' envelopes, each proven by its own key entries in the log (with each
+envelope's statement, signature and the event's path in its batch). ``lineage_ledger.offline`` checks it
+with nothing but ``cryptography``.
 
 Format (canonical JSON, ``"format": "lineage-ledger-evidence/1"``)::
 
@@ -100,10 +101,18 @@ def export_evidence(store: Store, identifier: str, *, size: int | None = None) -
             key_ids.add(entry.key_id)
         entries.append(item)
     keyring = Keyring()
+    key_entries: dict[str, list[dict[str, Any]]] = {}
     for row in store.subjects_with_prefix("producer:"):
         change = decode_entry(row.body)
         if row.index < tree_size and isinstance(change, KeyEntry):
             keyring.apply(change.change)
+            key_entries.setdefault(change.change.key_id, []).append(
+                {
+                    "index": row.index,
+                    "entry": row.body.decode("utf-8"),
+                    "inclusion": [h.hex() for h in inclusion_proof(row.index, tree_size, reader)],
+                }
+            )
     producer_keys = {}
     for key_id in sorted(key_ids):
         key = keyring.get(key_id)
@@ -113,6 +122,7 @@ def export_evidence(store: Store, identifier: str, *, size: int | None = None) -
             "valid_from": key.valid_from,
             "valid_until": key.valid_until,
             "revoked_at": key.revoked_at,
+            "entries": key_entries[key_id],
         }
     bundle = {
         "format": EVIDENCE_FORMAT,

@@ -186,6 +186,24 @@ def measure(path: str, runs: int, seed: int) -> dict[str, Any]:
             lambda: lineage.blast_radius(big_roots[next(it) % len(big_roots)]), min(runs, 50)
         )
     it = iter(range(10**9))
+    out["family"] = _time(lambda: lineage.family(tokens[next(it) % len(tokens)]), runs)
+    it = iter(range(10**9))
+    out["since_refresh"] = _time(lambda: lineage.since_last_refresh(tokens[next(it) % len(tokens)]), runs)
+    it = iter(range(10**9))
+    out["state_at"] = _time(lambda: lineage.state_at(tokens[next(it) % len(tokens)], windows[0][2]), runs)
+    it = iter(range(10**9))
+    out["policy_for_token"] = _time(lambda: lineage.policy_for_token(tokens[next(it) % len(tokens)]), runs)
+    users = [f"user-{_zipf(rng, 50_000):05d}" for _ in range(runs)]
+    it = iter(range(10**9))
+    out["user_policy_changes_24h"] = _time(
+        lambda: lineage.policy_changes_for_user(
+            users[(i := next(it)) % len(users)],
+            windows[i % len(windows)][1] - 86_400 * _S,
+            windows[i % len(windows)][1],
+        ),
+        runs,
+    )
+    it = iter(range(10**9))
     out["completeness_proof"] = _time(
         lambda: smt.prove(map_root, smt.key_of("token:" + tokens[next(it) % len(tokens)]), reader), runs
     )

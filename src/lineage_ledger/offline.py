@@ -767,6 +767,9 @@ class _Audit:
         where = f"producer key {key_id!r}"
         try:
             key = _object(self.producer_keys[key_id], where)
+            fields = {"producer", "public_key", "valid_from", "valid_until", "revoked_at", "entries"}
+            if set(key) != fields:
+                _fail(f"fields are {sorted(key)}, expected {sorted(fields)}")
             changes = _get(key, "entries")
             if not isinstance(changes, list) or not changes:
                 _fail("not proven: the bundle holds none of its key entries")

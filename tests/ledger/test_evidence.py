@@ -470,7 +470,7 @@ TAMPERS = [
     Tamper(
         "producer key without its key entries",
         lambda b, w: _each_key(b, lambda k: k.pop("entries")),
-        ("producer key", "'entries' is missing"),
+        ("producer key", "expected ['entries'"),
     ),
     Tamper(
         "producer key claim unlike its registration",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import uuid_utils
+from hypothesis import settings
 
 from lineage_ledger.core.crypto import Ed25519Signer, token_fingerprint
 from lineage_ledger.core.envelope import seal_batch
@@ -23,6 +24,13 @@ from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
 from lineage_ledger.core.note import NoteVerifier
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings, Receipt
+
+pytest_plugins = ["tests.services"]
+
+# Properties are about correctness, not speed; on a shared 2-core machine a per-example deadline only adds
+# flakiness. Speed is measured by the benchmarks.
+settings.register_profile("lineage", deadline=None)
+settings.load_profile("lineage")
 
 LOG_NAME = "test.lineage-ledger.local/log"
 PRODUCER = "test-producer"

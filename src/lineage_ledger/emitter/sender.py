@@ -156,8 +156,12 @@ class Emitter:
       JWT check, and error texts are scrubbed of values.
 
     ``producer``/``key_id``/``signer`` sign the batches (the key must be registered with the ledger).
-    ``clock`` (nanoseconds since the epoch) drives :meth:`now`. Without ``spool_dir`` the spool lives in
-    memory (``max_queue`` records, lost on exit) and the default overflow policy is ``drop``.
+    ``max_queue`` bounds the in-memory queue; ``batch_size`` and ``max_batch_bytes`` bound a signed batch;
+    ``linger_ms`` is how often the spooler takes the queue while events flow (so how long an event may wait
+    to be batched); ``overflow`` and ``block_timeout`` say what a full queue does (module docstring);
+    ``backoff`` paces retries; ``clock`` (nanoseconds since the epoch) drives :meth:`now`. Without
+    ``spool_dir`` the spool lives in memory (``max_queue`` records, lost on exit) and the default overflow
+    policy is ``drop``.
     """
 
     def __init__(
@@ -214,6 +218,7 @@ class Emitter:
         self._closed = False
         self._close_lock = threading.Lock()
         self._close_result: bool | None = None
+        self._abandoned = False  # a memory spool's leftovers were counted as dropped by close()
         self._counts = dict.fromkeys(
             ("emitted", "sent", "duplicates", "spooled", "overflowed", "dropped", "retried", "dead_lettered"), 0
         )
@@ -352,7 +357,7 @@ class Emitter:
         with self._lock:
             counts = dict(self._counts)
             counts["queued"] = sum(1 for item in self._queue if type(item) is not _Marker)
-        counts["pending"] = self._spool.pending
+        counts["pending"] = 0 if self._abandoned else self._spool.pending
         return counts
 
     @property
@@ -393,8 +398,10 @@ class Emitter:
             self._sender.join(max(remaining() or 0.0, 1.0))
             with self._lock:
                 left = sum(1 for item in self._queue if type(item) is not _Marker)
+                self._queue = deque()
                 if not self._spool.durable:
                     left += self._spool.pending
+                    self._abandoned = True
                 self._counts["dropped"] += left
             if left:
                 log.error("emitter closed with %d undelivered events in memory: they are lost", left)

@@ -23,6 +23,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
+	bash scripts/install-services.sh
 	$(BIN)/pytest -q -n 2
 
 test: lint typecheck unit

@@ -1,7 +1,9 @@
 """The store contract, written once: every backend runs exactly these tests.
 
 A backend joins by adding a fixture parameter that yields (store, raw) where ``raw(sql)`` runs a statement
-on the backend's own connection, as an attacker or a careless operator with database access would.
+on the backend's own connection, as an attacker or a careless operator with database access would. For
+PostgreSQL the store is the ledger's writer role and ``raw`` the tables' owner (a superuser): the
+append-only triggers must refuse even that; tests/store/test_postgres.py covers what the roles may do.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 from lineage_ledger.errors import ConflictError, LedgerError, NotFoundError, StoreError
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, EnvelopeRow, PolicyRow, Store
+from tests.services import PostgresLedger, sql
 
 Raw = Callable[[str], None]
 
@@ -32,13 +35,26 @@ def _sqlite_raw(path: str) -> Raw:
     return run
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-url"])
+def _postgres_raw(url: str) -> Raw:
+    def run(statement: str) -> None:
+        sql(url, statement)
+
+    return run
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-url", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Raw]]:
-    path = str(tmp_path / "contract.db")
-    url = path if request.param == "sqlite-file" else f"sqlite:///{path}?synchronous=normal"
-    store = open_store(url)
+    if request.param == "postgres":
+        # the store connects as the writer role; the attacker is the tables' owner (a superuser, even)
+        database: PostgresLedger = request.getfixturevalue("postgres_ledger")
+        store = open_store(database.writer_url)
+        raw = _postgres_raw(database.owner_url)
+    else:
+        path = str(tmp_path / "contract.db")
+        store = open_store(path if request.param == "sqlite-file" else f"sqlite:///{path}?synchronous=normal")
+        raw = _sqlite_raw(path)
     store.initialise({"origin": "contract.example/log", "verifier_key": "unused"})
-    yield store, _sqlite_raw(path)
+    yield store, raw
     store.close()
 
 
@@ -173,7 +189,7 @@ def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tup
         "UPDATE envelopes SET producer = 'x'",
         "DELETE FROM envelopes",
         "DELETE FROM checkpoints",
-        "UPDATE nodes SET hash = x'00'",
+        "UPDATE nodes SET level = level + 8",
         "DELETE FROM policies",
         "DELETE FROM revocations",
         "DELETE FROM links",

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from lineage_ledger.errors import InputError
+from lineage_ledger.errors import StoreError
 from lineage_ledger.store.base import Store
 
 __all__ = ["open_store"]
 
 
 def open_store(url: str, *, readonly: bool = False) -> Store:
-    """Open the store a URL names: a path or ``sqlite:///path`` (the embedded default)."""
+    """Open the store a URL names.
+
+    A path or ``sqlite:///path`` is the embedded default; ``postgresql://...`` or ``postgres://...`` (a libpq
+    URL) is the PostgreSQL store, which needs the ``[postgres]`` extra.
+    """
     if url.startswith(("postgresql://", "postgres://")):
-        raise InputError("ledger", "the PostgreSQL store is not available in this version")
+        try:
+            from lineage_ledger.store.postgres import PostgresStore
+        except ModuleNotFoundError as e:
+            if e.name is None or not e.name.startswith("psycopg"):
+                raise
+            raise StoreError("the PostgreSQL store needs psycopg: pip install 'lineage-ledger[postgres]'") from e
+        return PostgresStore(url, readonly=readonly)
     from lineage_ledger.store.sqlite import SQLiteStore
 
     return SQLiteStore(url, readonly=readonly)

@@ -1,0 +1,403 @@
+"""The PostgreSQL store beyond the shared contract: migrations, roles, TRUNCATE, a whole ledger and the CLI.
+
+Every test runs against a real server (tests/services.py) in a database of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lineage_ledger.cli.main import main
+from lineage_ledger.core.crypto import Ed25519Signer
+from lineage_ledger.core.envelope import seal_batch
+from lineage_ledger.core.note import NoteVerifier, parse_verifier_key, verifier_key
+from lineage_ledger.errors import NotFoundError, StoreError
+from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, write_signer_key
+from lineage_ledger.ledger import verify as verify_module
+from lineage_ledger.ledger.verify import verify_ledger
+from lineage_ledger.ledger.writer import Ledger, LedgerSettings
+from lineage_ledger.store import open_store
+from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, EnvelopeRow, PolicyRow
+from lineage_ledger.workload import PRODUCERS, batches, generate
+from tests.conftest import make_log_signer, token_events
+from tests.services import AUDITOR_ROLE, WRITER_ROLE, PostgresLedger, sql, with_database
+
+LEDGER_TABLES = (
+    "schema_migrations",
+    "meta",
+    "entries",
+    "envelopes",
+    "nodes",
+    "checkpoints",
+    "policies",
+    "revocations",
+    "links",
+    "map_nodes",
+)
+T0 = 1_763_000_000_000_000_000
+
+
+def _refused(url: str, statement: str) -> Exception:
+    """The error the server raises for ``statement`` on ``url`` (the test fails if it succeeds)."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as refused:
+        sql(url, statement)
+    return refused.value
+
+
+def _split_into_two_block_chunks(monkeypatch: pytest.MonkeyPatch, block_size: int) -> None:
+    """Make verify hand several chunks to its worker processes (its production target is 50,000 entries)."""
+    chunks = verify_module._chunks
+
+    def small(size: int, seal_indices: list[int], target: int) -> list[tuple[int, int]]:
+        return chunks(size, seal_indices, 2 * block_size)
+
+    monkeypatch.setattr(verify_module, "_chunks", small)
+
+
+# -- migrations ---------------------------------------------------------------------------------------------
+
+
+def _old_ledger(postgres_server: str, name: str) -> str:
+    """A database as a version that knew only migration 1 left it, holding a sealed batch; its owner URL."""
+    from lineage_ledger.store.postgres import MIGRATIONS, apply_migrations
+
+    sql(postgres_server, f'CREATE DATABASE "{name}"')
+    url = with_database(postgres_server, name)
+    assert apply_migrations(url, MIGRATIONS[:1]) == [1]
+    sql(url, "INSERT INTO meta VALUES ('origin', 'old.example/log'), ('store_schema', '1')")
+    for i in range(3):
+        sql(
+            url,
+            "INSERT INTO entries VALUES (%s, %s, %s, NULL, %s, %s, 'ok', %s)",
+            (i, "token:a", f"e{i}", bytes([i - 1]) * 32 if i else bytes(32), bytes([i]) * 32, f'{{"i":{i}}}'.encode()),
+        )
+    sql(url, "INSERT INTO envelopes VALUES (%s, 'svc', 'k1', %s, %s, %s, 0)", (b"d" * 32, b"{}", b"sig", b"l" * 96))
+    sql(url, "INSERT INTO checkpoints VALUES (3, 'note-3')")
+    return url
+
+
+def test_a_ledger_from_an_older_schema_opens_migrated_with_its_data_intact(postgres_server: str) -> None:
+    from lineage_ledger.store.postgres import SCHEMA_VERSION, PostgresStore
+
+    url = _old_ledger(postgres_server, f"ledger_old_{uuid.uuid4().hex[:8]}")
+    before = sql(url, "SELECT idx, subject, event_id, prev, leaf, body FROM entries ORDER BY idx")
+    with pytest.raises(StoreError, match="schema version 1"):  # a reader may not migrate; it says how to
+        PostgresStore(url, readonly=True)
+
+    store = PostgresStore(url)  # the owner opens it for writing: migration 2 runs
+    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+    assert SCHEMA_VERSION == 2
+    assert sql(url, "SELECT idx, subject, event_id, prev, leaf, body FROM entries ORDER BY idx") == before
+    assert store.size() == 3
+    assert [r.body for r in store.entries(0, 3)] == [b'{"i":0}', b'{"i":1}', b'{"i":2}']
+    assert store.meta()["origin"] == "old.example/log"
+    assert store.latest_checkpoint() == CheckpointRow(3, "note-3")
+    assert store.envelope(b"d" * 32).producer == "svc"
+    # the tables migration 2 added work, and are append-only like the old ones
+    store.write(
+        BatchWrite(
+            entries=[EntryRow(3, "token:a", "e3", None, bytes([2]) * 32, bytes([3]) * 32, "ok", b"{}")],
+            revocations=[("token:a", 3)],
+            links=[("resource", "/x", "0000000000000000010.00000", 3, "token:a")],
+            map_nodes=[(b"h" * 32, b"node")],
+        )
+    )
+    assert store.revoked(["token:a"]) == {"token:a": 3}
+    assert store.chain_breaks() == []
+    for table in ("revocations", "links", "map_nodes"):
+        assert "append-only" in str(_refused(url, f"DELETE FROM {table}"))
+    store.close()
+    assert PostgresStore(url, readonly=True).size() == 4  # a second open finds nothing to do
+
+
+def test_provision_migrates_an_older_ledger_for_its_roles(postgres_server: str) -> None:
+    from lineage_ledger.store.postgres import provision
+
+    name = f"ledger_old_{uuid.uuid4().hex[:8]}"
+    _old_ledger(postgres_server, name)
+    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2]
+    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == []  # idempotent
+    writer = open_store(with_database(postgres_server, name, user=WRITER_ROLE))
+    assert writer.size() == 3
+    writer.write(BatchWrite(links=[("user", "u", "0000000000000000010.00000", 0, "token:a")]))
+    assert writer.links("user", "u") == [("0000000000000000010.00000", 0, "token:a")]
+    writer.close()
+
+
+def test_a_schema_newer_than_this_version_is_refused(postgres_ledger: PostgresLedger) -> None:
+    sql(postgres_ledger.owner_url, "INSERT INTO schema_migrations (version) VALUES (99)")
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="newer than this version"):
+            open_store(postgres_ledger.writer_url, readonly=readonly)
+
+
+def test_an_empty_database_is_no_ledger_to_a_reader_and_a_writer_without_ddl_rights(postgres_server: str) -> None:
+    name = f"ledger_empty_{uuid.uuid4().hex[:8]}"
+    sql(postgres_server, f'CREATE DATABASE "{name}"')
+    with pytest.raises(NotFoundError):
+        open_store(with_database(postgres_server, name), readonly=True)
+    with pytest.raises(StoreError, match="provision"):
+        open_store(with_database(postgres_server, name, user=WRITER_ROLE))
+    owner = open_store(with_database(postgres_server, name))  # the owner may create the schema
+    assert owner.meta() == {}
+    owner.close()
+
+
+# -- roles and the append-only guard -----------------------------------------------------------------------
+
+
+def test_provision_grants_insert_and_select_to_the_writer_and_select_to_the_auditor(
+    postgres_ledger: PostgresLedger,
+) -> None:
+    rows = sql(
+        postgres_ledger.owner_url,
+        """
+        SELECT t, r, p, has_table_privilege(r, t, p)
+        FROM unnest(%s::text[]) AS t, unnest(%s::text[]) AS r,
+             unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS p
+        """,
+        (list(LEDGER_TABLES), [WRITER_ROLE, AUDITOR_ROLE]),
+    )
+    granted = {(t, r, p) for t, r, p, ok in rows if ok}
+    expected = {(t, AUDITOR_ROLE, "SELECT") for t in LEDGER_TABLES}
+    expected |= {(t, WRITER_ROLE, p) for t in LEDGER_TABLES for p in ("SELECT", "INSERT")}
+    expected.discard(("schema_migrations", WRITER_ROLE, "INSERT"))  # only a migration records a migration
+    assert granted == expected
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE entries SET verdict = 'forged'",
+        "DELETE FROM entries",
+        "TRUNCATE entries",
+        "UPDATE meta SET value = 'x'",
+        "DELETE FROM checkpoints",
+        "TRUNCATE links",
+        "ALTER TABLE entries DISABLE TRIGGER USER",
+        "DROP TRIGGER entries_append_only ON entries",
+        "DROP TABLE checkpoints",
+        "INSERT INTO schema_migrations (version) VALUES (3)",
+        "CREATE TABLE entries_shadow (idx bigint)",
+    ],
+)
+def test_the_writer_role_is_refused_by_its_privileges(postgres_ledger: PostgresLedger, statement: str) -> None:
+    import psycopg
+
+    store = open_store(postgres_ledger.writer_url)
+    store.initialise({"origin": "roles.example/log"})
+    store.write(
+        BatchWrite(
+            entries=[EntryRow(0, "token:a", "e0", None, bytes(32), bytes([1]) * 32, "ok", b"{}")],
+            checkpoint=CheckpointRow(1, "note"),
+            links=[("resource", "/x", "0000000000000000010.00000", 0, "token:a")],
+        )
+    )
+    error = _refused(postgres_ledger.writer_url, statement)
+    # refused for want of a privilege (or ownership), before any trigger is reached
+    assert isinstance(error, psycopg.errors.InsufficientPrivilege), error
+    assert store.size() == 1
+    assert store.latest_checkpoint() == CheckpointRow(1, "note")
+    store.close()
+
+
+def test_the_auditor_may_read_but_never_write(postgres_ledger: PostgresLedger) -> None:
+    import psycopg
+
+    writer = open_store(postgres_ledger.writer_url)
+    writer.initialise({"origin": "roles.example/log"})
+    writer.close()
+    auditor = open_store(postgres_ledger.auditor_url, readonly=True)
+    assert auditor.meta()["origin"] == "roles.example/log"
+    auditor.close()
+    # the role's sessions default to read-only; switching that off is allowed, the INSERT still is not
+    with psycopg.connect(postgres_ledger.auditor_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO meta VALUES ('k', 'v')")
+        conn.execute("SET default_transaction_read_only = off")
+        for statement in ("INSERT INTO meta VALUES ('k', 'v')", "INSERT INTO entries (idx) VALUES (7)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    # and a store opened for writing as the auditor cannot write either
+    store = open_store(postgres_ledger.auditor_url)
+    with pytest.raises(StoreError):
+        store.write(BatchWrite(checkpoint=CheckpointRow(1, "forged")))
+    store.close()
+
+
+def test_truncate_is_refused_on_every_table_even_for_the_owner(postgres_ledger: PostgresLedger) -> None:
+    store = open_store(postgres_ledger.writer_url)
+    store.initialise({"origin": "truncate.example/log"})
+    store.write(
+        BatchWrite(
+            entries=[EntryRow(0, "token:a", "e0", None, bytes(32), bytes([1]) * 32, "ok", b"{}")],
+            envelope=EnvelopeRow(b"d" * 32, "svc", "k1", b"{}", b"sig", bytes([1]) * 32, 0),
+            nodes=[(8, 0, b"n" * 32)],
+            checkpoint=CheckpointRow(1, "note"),
+            revocations=[("token:a", 0)],
+            links=[("resource", "/x", "0000000000000000010.00000", 0, "token:a")],
+            map_nodes=[(b"h" * 32, b"node")],
+            policies=[PolicyRow(b"p" * 32, "p", "v1", 0, b"{}")],
+        )
+    )
+    owner = postgres_ledger.owner_url
+    for table in LEDGER_TABLES:
+        error = _refused(owner, f"TRUNCATE {table}")
+        assert "append-only" in str(error), (table, error)
+        assert "append-only" in str(_refused(owner, f"DELETE FROM {table}")), table
+    counts = {t: sql(owner, f"SELECT count(*) FROM {t}")[0][0] for t in LEDGER_TABLES}
+    assert all(n >= 1 for n in counts.values()), counts
+    store.close()
+
+
+# -- a whole ledger ----------------------------------------------------------------------------------------
+
+
+def _fixed_clock(start: int = T0 + 10**15) -> Callable[[], int]:
+    ticks = itertools.count(start, 1_000)
+    return lambda: next(ticks)
+
+
+def _build(url: str, envelopes: list[bytes], signers: dict[str, Ed25519Signer]) -> tuple[str, int]:
+    """Create a ledger at ``url`` with a fixed clock, register the producers, append, seal; (note, size)."""
+    settings = LedgerSettings(block_size=100, block_seconds=1e9)
+    with Ledger.create(url, make_log_signer(), settings=settings, clock=_fixed_clock()) as ledger:
+        for name, signer in signers.items():
+            ledger.register_key(name, f"{name}-1", signer.public_key)
+        for envelope in envelopes:
+            ledger.append(envelope)
+        checkpoint = ledger.seal()
+        assert checkpoint is not None
+        return checkpoint.note, ledger.size
+
+
+def test_a_full_ledger_on_postgres_verifies_and_matches_sqlite_byte_for_byte(
+    postgres_ledger: PostgresLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workload = generate(40, seed=11, start_ns=T0)
+    signers = {p: Ed25519Signer(p, bytes([i]) * 32) for i, p in enumerate(PRODUCERS)}
+    envelopes = list(batches(workload, signers, {p: f"{p}-1" for p in PRODUCERS}, max_batch=25))
+    note, size = _build(postgres_ledger.writer_url, envelopes, signers)
+    sqlite_note, sqlite_size = _build(str(tmp_path / "same.db"), envelopes, signers)
+    # same envelopes, same clock: the same entries, so the same signed checkpoint
+    assert (note, size) == (sqlite_note, sqlite_size)
+    assert size > 300
+
+    key = _verifier(make_log_signer())
+    for workers in (1, 2):
+        report = verify_ledger(postgres_ledger.auditor_url, verifier=key, workers=workers)
+        assert report.ok, report.problems
+        assert report.size == size
+    _split_into_two_block_chunks(monkeypatch, 100)
+    report = verify_ledger(postgres_ledger.auditor_url, verifier=key, workers=2)  # in worker processes
+    assert report.ok, report.problems
+    assert report.blocks >= 4
+
+    postgres, sqlite = open_store(postgres_ledger.auditor_url, readonly=True), open_store(str(tmp_path / "same.db"))
+    family = workload.traced[0]
+    assert postgres.descendant_births(f"token:{family}") == sqlite.descendant_births(f"token:{family}")
+    assert postgres.descendant_births(f"token:{family}")
+    assert postgres.chain_breaks() == sqlite.chain_breaks() == []
+    postgres.close()
+    sqlite.close()
+
+
+def test_verify_catches_a_rewrite_made_by_a_superuser_who_disabled_the_triggers(
+    postgres_ledger: PostgresLedger,
+) -> None:
+    import psycopg
+
+    signer = Ed25519Signer("test-producer", bytes(range(32, 64)))
+    envelopes = [_seal(token_events(10, start_ns=T0 + i * 10**12, label=f"b{i}"), signer) for i in range(3)]
+    _build(postgres_ledger.writer_url, envelopes, {"test-producer": signer})
+    key = _verifier(make_log_signer())
+    assert verify_ledger(postgres_ledger.auditor_url, verifier=key, workers=1).ok
+    with psycopg.connect(postgres_ledger.owner_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")  # triggers off for this transaction
+        conn.execute("UPDATE entries SET verdict = 'ok-forged' WHERE idx = 5")
+    report = verify_ledger(postgres_ledger.auditor_url, verifier=key, workers=1)
+    assert not report.ok
+    assert report.first_bad_index == 5
+
+
+def _seal(events: list[bytes], signer: Ed25519Signer) -> bytes:
+    return seal_batch(events, producer="test-producer", key_id="test-producer-1", signer=signer)
+
+
+# -- the command line --------------------------------------------------------------------------------------
+
+
+def _lineage(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    capsys.readouterr()
+    code = main([*argv, "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if captured.out.strip() else captured.err
+
+
+def test_cli_ingest_and_verify_against_a_postgresql_url(
+    postgres_ledger: PostgresLedger,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(DEFAULT_KEY_ENV_VAR, raising=False)
+    log_key, producer_key = tmp_path / "log.key", tmp_path / "producer.key"
+    log_signer = Ed25519Signer.generate("cli.postgres.example/log")
+    write_signer_key(log_key, log_signer)
+    writer = postgres_ledger.writer_url.replace("postgresql://", "postgres://", 1)  # both schemes open it
+    Ledger.create(writer, log_signer).close()
+    keys = ("--ledger", writer, "--log-key", str(log_key))
+    code, out = _lineage(
+        capsys,
+        "keys",
+        "register",
+        *keys,
+        "--producer",
+        "cli-producer",
+        "--key-id",
+        "cli-1",
+        "--generate",
+        str(producer_key),
+    )
+    assert code == 0, out
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(token_events(120, start_ns=time.time_ns() - 3_600 * 10**9)) + b"\n")
+    code, out = _lineage(
+        capsys,
+        "ingest",
+        str(events),
+        *keys,
+        "--producer-key",
+        str(producer_key),
+        "--key-id",
+        "cli-1",
+        "--batch",
+        "25",
+    )
+    assert code == 0, out
+    assert (out["recorded"], out["violations"], out["size"]) == (120, 0, out["sealed_size"])
+
+    verifier = str(_verifier(log_signer))
+    for workers in ("1", "2"):
+        code, out = _lineage(
+            capsys, "verify", "--ledger", postgres_ledger.auditor_url, "--key", verifier, "--workers", workers
+        )
+        assert code == 0, out
+        assert out["ok"], out["problems"]
+        assert out["size"] == 123  # the key entry and its seal, 120 events and theirs
+    code, out = _lineage(capsys, "checkpoint", "--ledger", postgres_ledger.auditor_url)
+    assert code == 0, out
+
+
+def _verifier(signer: Ed25519Signer) -> NoteVerifier:
+    return parse_verifier_key(verifier_key(signer.name, signer.public_key))

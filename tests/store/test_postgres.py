@@ -401,3 +401,28 @@ def test_cli_ingest_and_verify_against_a_postgresql_url(
 
 def _verifier(signer: Ed25519Signer) -> NoteVerifier:
     return parse_verifier_key(verifier_key(signer.name, signer.public_key))
+
+
+def test_cli_init_then_ingest_on_postgresql(
+    postgres_ledger: PostgresLedger,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(DEFAULT_KEY_ENV_VAR, raising=False)
+    url = postgres_ledger.writer_url
+    keys = ("--ledger", url, "--log-key", str(tmp_path / "log.key"), "--producer-key", str(tmp_path / "cli.key"))
+    code, out = _lineage(capsys, "init", *keys)
+    assert code == 0, out
+    assert (tmp_path / "log.key").stat().st_mode & 0o777 == 0o600
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(token_events(30, start_ns=time.time_ns() - 3_600 * 10**9)) + b"\n")
+    code, out = _lineage(capsys, "ingest", str(events), *keys)
+    assert code == 0, out
+    assert out["recorded"] == 30
+    # a second init must not overwrite anything
+    code, out = _lineage(capsys, "init", *keys)
+    assert code == 3, out
+    # without a producer key path there is nowhere beside a database to put one: a clear usage error
+    code, out = _lineage(capsys, "init", "--ledger", url, "--log-key", str(tmp_path / "log.key"))
+    assert code == 2, out

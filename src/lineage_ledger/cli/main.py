@@ -58,10 +58,10 @@ def _ledger_file(url: str) -> Path | None:
     return None if path == ":memory:" else Path(path)
 
 
-def _default_key_path(url: str, suffix: str = ".key") -> Path:
+def _default_key_path(url: str, suffix: str = ".key", option: str = "--log-key or set $LINEAGE_LOG_KEY") -> Path:
     path = _ledger_file(url)
     if path is None:
-        raise CommandError("give --log-key or set $LINEAGE_LOG_KEY: this ledger is not a file")
+        raise CommandError(f"give {option}: this ledger is not a file, so no key file can sit beside it")
     return path.with_name(path.name + suffix)
 
 
@@ -98,13 +98,15 @@ def _progress(args: argparse.Namespace, label: str, total: int | None) -> Iterat
 
 def _init(args: argparse.Namespace) -> Ledger:
     """Create the ledger, its log key file (0600) and the CLI's own producer key."""
-    key_path = Path(args.log_key) if args.log_key else _default_key_path(args.ledger)
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    if not key_path.exists() and not os.environ.get(DEFAULT_KEY_ENV_VAR):
-        write_signer_key(key_path, Ed25519Signer.generate(args.origin))
-    signer = load_signer(key_path) if key_path.exists() else load_signer(None)
+    from_env = not args.log_key and bool(os.environ.get(DEFAULT_KEY_ENV_VAR))
+    key_path = None if from_env else Path(args.log_key) if args.log_key else _default_key_path(args.ledger)
+    producer_path = _producer_key_path(args)  # resolved first: nothing is created if it cannot be
+    if key_path is not None:
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        if not key_path.exists():
+            write_signer_key(key_path, Ed25519Signer.generate(args.origin))
+    signer = load_signer(key_path)
     ledger = Ledger.create(args.ledger, signer, origin=args.origin, settings=_settings(args))
-    producer_path = _producer_key_path(args)
     if not producer_path.exists():
         write_signer_key(producer_path, Ed25519Signer.generate(CLI_PRODUCER))
     producer = load_signer(producer_path)
@@ -116,7 +118,7 @@ def _producer_key_path(args: argparse.Namespace) -> Path:
     return (
         Path(args.producer_key)
         if getattr(args, "producer_key", None)
-        else _default_key_path(args.ledger, ".producer.key")
+        else _default_key_path(args.ledger, ".producer.key", "--producer-key")
     )
 
 
@@ -209,7 +211,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _exists(url: str) -> bool:
     path = _ledger_file(url)
-    return path is None or path.exists()
+    if path is not None:
+        return path.exists()
+    if url.startswith(("postgresql://", "postgres://")):
+        store = open_store(url, readonly=True)
+        try:
+            return bool(store.meta())
+        except LedgerError:
+            return False
+        finally:
+            store.close()
+    return True
 
 
 # -- verify, checkpoint, prove -----------------------------------------------------------------------------
@@ -730,6 +742,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", parents=[common], help="create a ledger and its log key")
     p.add_argument("--origin", default="lineage.local/log", help="checkpoint origin line (a unique log name)")
+    p.add_argument(
+        "--producer-key", help="the CLI's producer key file, created if missing (default <ledger>.producer.key)"
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("ingest", parents=[common], help="append events from a JSONL file in signed batches")

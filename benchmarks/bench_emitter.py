@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import uuid_utils
 
@@ -42,8 +46,10 @@ from lineage_ledger.core.crypto import Ed25519Signer, token_fingerprint
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
-from lineage_ledger.emitter import Emitter, LineageASGIMiddleware, LocalTransport, Transport
+from lineage_ledger.emitter import Emitter, HttpTransport, LineageASGIMiddleware, LocalTransport, Transport
+from lineage_ledger.keys import write_signer_key
 from lineage_ledger.ledger.writer import Ledger, Receipt
+from lineage_ledger.service.auth import ApiKeyStore
 
 PRODUCER = "bench-emitter"
 KEY_ID = "bench-emitter-1"
@@ -98,6 +104,10 @@ class ElsewhereTransport:
 
     def close(self) -> None:
         pass
+
+
+LINGER_MS = 10.0
+"""How long the sender waits to fill a batch (the Emitter's default); --linger-ms changes it."""
 
 
 def _setup(directory: Path) -> tuple[Ledger, Ed25519Signer]:
@@ -213,10 +223,69 @@ def _events(count: int) -> list[TokenEvent]:
     ]
 
 
-def bench_delivery(directory: Path, seconds: float, rate: int, *, ledger_in_process: bool = True) -> dict[str, float]:
+@contextlib.contextmanager
+def _served_ledger(directory: Path) -> Iterator[tuple[str, str, Ed25519Signer]]:
+    """A durable SQLite ledger served by a real ``lineage serve`` process on loopback: (url, api key, producer)."""
+    log = Ed25519Signer.generate("bench.lineage-ledger.local/log")
+    write_signer_key(directory / "ledger.db.key", log)
+    ledger = Ledger.create(str(directory / "ledger.db"), log)
+    producer = Ed25519Signer.generate(PRODUCER)
+    ledger.register_key(PRODUCER, KEY_ID, producer.public_key)
+    ledger.close()
+    _, api_key = ApiKeyStore(directory / "ledger.db.apikeys.json").create("producer", PRODUCER)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("LINEAGE_LOG_KEY", "LINEAGE_TOKEN_SECRET")}
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "lineage"),
+            "serve",
+            "--ledger",
+            str(directory / "ledger.db"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("lineage serve did not start")
+            time.sleep(0.05)
+        yield url, api_key, producer
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def bench_delivery(
+    directory: Path, seconds: float, rate: int, *, ledger_in_process: bool = True, http: bool = False
+) -> dict[str, float]:
+    if http:
+        with _served_ledger(directory) as (url, api_key, producer):
+            return _deliver(TimedTransport(HttpTransport(url, api_key=api_key)), producer, directory, seconds, rate)
     ledger, producer = _setup(directory)
-    transport = TimedTransport(LocalTransport(ledger) if ledger_in_process else ElsewhereTransport())
-    emitter = Emitter(PRODUCER, KEY_ID, producer, transport, spool_dir=directory / "spool")
+    try:
+        transport = TimedTransport(LocalTransport(ledger) if ledger_in_process else ElsewhereTransport())
+        return _deliver(transport, producer, directory, seconds, rate)
+    finally:
+        ledger.close()
+
+
+def _deliver(
+    transport: TimedTransport, producer: Ed25519Signer, directory: Path, seconds: float, rate: int
+) -> dict[str, float]:
+    emitter = Emitter(PRODUCER, KEY_ID, producer, transport, spool_dir=directory / "spool", linger_ms=LINGER_MS)
     count = int(seconds * rate)
     events = _events(count)
     emitted_at = [0] * count
@@ -241,7 +310,6 @@ def bench_delivery(directory: Path, seconds: float, rate: int, *, ledger_in_proc
     delivered = emitter.flush(120)
     metrics = emitter.metrics()
     emitter.close()
-    ledger.close()
     acked = transport.acked
     latencies = [(acked[e.event_id] - emitted_at[k]) / 1e6 for k, e in enumerate(events) if e.event_id in acked]
     return {
@@ -283,20 +351,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the fixed-rate run")
     parser.add_argument("--rate", type=int, default=10_000, help="events per second")
     parser.add_argument("--requests", type=int, default=40_000, help="ASGI requests with and without middleware")
+    parser.add_argument("--linger-ms", type=float, default=10.0, help="the emitter's batching delay")
     args = parser.parse_args(argv)
+    global LINGER_MS  # noqa: PLW0603 - one run-wide setting of a script
+    LINGER_MS = args.linger_ms
     with tempfile.TemporaryDirectory(prefix="bench-emitter-") as tmp:
         root = Path(tmp)
-        for name in ("mw", "delivery", "half", "elsewhere", "alone"):
+        for name in ("mw", "delivery", "half", "elsewhere", "alone", "http"):
             (root / name).mkdir()
         figures: dict[str, Any] = {}
         figures.update(bench_middleware(root / "mw", args.requests))
         figures.update(bench_delivery(root / "delivery", args.seconds, args.rate))
         half = bench_delivery(root / "half", args.seconds, args.rate // 2)
         elsewhere = bench_delivery(root / "elsewhere", args.seconds, args.rate, ledger_in_process=False)
+        served = bench_delivery(root / "http", args.seconds, args.rate, http=True)
         figures.update(bench_ledger_alone(root / "alone"))
     keys = ("achieved_rate_per_s", "emit_p99_us", "delivery_p50_ms", "delivery_p99_ms", "delivery_max_ms")
     figures[f"sqlite_ledger_in_process_at_{args.rate // 2}_per_s"] = _section(half, keys)
     figures[f"ledger_elsewhere_at_{args.rate}_per_s"] = _section(elsewhere, keys)
+    figures[f"lineage_serve_over_http_at_{args.rate}_per_s"] = _section(served, keys)
     figures["targets"] = {
         "middleware_overhead_median_us": 20,
         "emit_p99_us": 10,

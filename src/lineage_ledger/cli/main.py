@@ -507,12 +507,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         write_signer_key(service_key, Ed25519Signer.generate(SERVICE_PRODUCER))
     with _open(args) as ledger:
+        introspector = None
+        if args.redis:
+            from lineage_ledger.state import open_introspector
+
+            introspector = open_introspector(ledger, args.redis)  # catches up, then follows every commit
         app = create_app(
             ledger,
             api_keys=api_keys,
             token_secret=secret,
             max_body_bytes=args.max_body_bytes,
             service_signer=load_signer(service_key),
+            introspector=introspector,
         )
         # uvicorn's access log would print request paths and queries; the app logs route templates only.
         uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=_SERVE_LOGGING)
@@ -806,6 +812,11 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fingerprint)
 
     p = sub.add_parser("serve", parents=[common], help="run the HTTP service (needs the [server] extra)")
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep hot token state in Redis and introspect from it (the [redis] extra), e.g. redis://127.0.0.1/0",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")

@@ -64,6 +64,7 @@ from lineage_ledger.ledger.writer import AppendResult, Ledger
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
+from lineage_ledger.state.introspection import Introspector
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import CheckpointRow, Store
 
@@ -228,6 +229,7 @@ class _Service:
         self.verify_workers = verify_workers
         self.tick_seconds = tick_seconds
         self.verifying = False  # only read and set on the event loop's thread
+        self.introspector: Introspector | None = None
         self._reads: Store | None = None
         self._reads_lock = threading.Lock()
 
@@ -590,6 +592,7 @@ def create_app(
     tick_seconds: float = 1.0,
     max_pending_writes: int = 64,
     verify_workers: int = 1,
+    introspector: Introspector | None = None,
 ) -> FastAPI:
     """The HTTP service for ``ledger`` (which the caller keeps owning and closes after the app stops).
 
@@ -597,7 +600,9 @@ def create_app(
     and 7662 requests carry raw tokens). ``service_signer`` signs the REVOKED events of revocations; it is
     registered as a key of producer ``lineage-service`` now, unless already registered (default: a fresh
     key per app). ``clock`` (ns since the epoch) stamps those events and judges token expiry. Bodies over
-    ``max_body_bytes`` get 413. The app's lifespan runs the sealing tick; the ledger is only touched from
+    ``max_body_bytes`` get 413. ``introspector`` answers /v1/introspect off the writer thread (a
+    RedisTokenState attached to ``ledger``, say); by default the ledger's own state answers, on the writer.
+    The app's lifespan runs the sealing tick; the ledger is only touched from
     the writer thread (see :func:`call_on_writer`).
     """
     token_fingerprint(token_secret, "probe")  # InputError now, not on the first request, for a short secret
@@ -611,6 +616,7 @@ def create_app(
         verify_workers,
         tick_seconds,
     )
+    service.introspector = introspector
     service.writer.call(service.register_service_key)
 
     @contextlib.asynccontextmanager
@@ -1052,7 +1058,10 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         """RFC 7662: ``{"active": true, ...}`` while the ledger-derived state is issued or active and not
         expired, else only ``{"active": false}`` (also for a token the ledger never saw)."""
         token_id = _fingerprint(service, await _form(request, _TOKEN_FORM_FIELDS))
-        state = await service.writer.run(partial(service.ledger.token_state, token_id))
+        if service.introspector is None:
+            state = await service.writer.run(partial(service.ledger.token_state, token_id))
+        else:
+            state = await run_in_threadpool(service.introspector.token_state, token_id)
         if not state.active_at(service.clock()):
             return JSONResponse({"active": False}, headers=_NO_STORE)
         body: dict[str, Any] = {

@@ -1,0 +1,12 @@
+"""Derived token state outside the ledger (a cache, never the source of truth) and the introspection seam.
+
+``RedisTokenState`` needs the ``[redis]`` extra only when constructed; importing this package never imports
+the driver.
+"""
+
+from __future__ import annotations
+
+from lineage_ledger.state.introspection import EmbeddedIntrospector, Introspector, open_introspector
+from lineage_ledger.state.redis_state import RedisTokenState
+
+__all__ = ["EmbeddedIntrospector", "Introspector", "RedisTokenState", "open_introspector"]

@@ -368,8 +368,8 @@ def test_every_tampering_is_rejected(items: dict[bytes, SubjectHead], query: byt
     with pytest.raises(ProofError):
         verify(root, key, head(99) if truth is None else None, proof)
     if truth is not None:
+        other_count = truth.count + 1 if truth.count < MAX_SAFE else truth.count - 1  # still a valid head
         with pytest.raises(ProofError):
-            other_count = truth.count + 1 if truth.count < MAX_SAFE else truth.count - 1  # still a valid head
             verify(root, key, dataclasses.replace(truth, count=other_count, index=MAX_SAFE), proof)
     # The proof of one key does not verify for another.
     other = data.draw(keys_st.filter(lambda k: k != key), label="other key")

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_KEY_ENV_VAR",
     "load_signer",
     "load_verifier",
+    "read_private_file",
     "write_signer_key",
 ]
 
@@ -36,30 +37,58 @@ _GROUP_OTHER_BITS = 0o077
 _MAX_KEY_FILE_SIZE = 4096
 
 
-def _read_key_file(path: str | os.PathLike[str], *, private: bool) -> str:
+def read_private_file(
+    path: str | os.PathLike[str], *, what: str, max_bytes: int, follow_symlinks: bool = True
+) -> bytes:
+    """The bytes of a regular file only its owner can access (like ssh, a file readable or writable by its
+    group or others is refused), at most ``max_bytes``. KeyringError names ``what`` and says what is wrong.
+
+    The mode is checked on the open descriptor, so it is the mode of the file actually read, and the file
+    is opened non-blocking, so a FIFO planted at the path cannot hang the caller before the check.
+    """
+    name = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        # O_NONBLOCK so that a FIFO planted at the path cannot hang the caller before the check below.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(name, flags)
     except OSError as e:
-        raise KeyringError(f"cannot open key file {os.fspath(path)}: {e.strerror}") from e
+        raise KeyringError(f"cannot open {what} {name}: {e.strerror}") from e
     try:
-        # fstat on the open descriptor: the mode checked is the mode of the file actually read.
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise KeyringError(f"key file {os.fspath(path)} is not a regular file")
+            raise KeyringError(f"{what} {name} is not a regular file")
         mode = stat.S_IMODE(st.st_mode)
-        if private and os.name == "posix" and mode & _GROUP_OTHER_BITS:
+        if os.name == "posix" and mode & _GROUP_OTHER_BITS:
             raise KeyringError(
-                f"key file {os.fspath(path)} has mode {mode:04o}, so its group or others can access it; "
-                f"refusing to use it (chmod 600 {os.fspath(path)})"
+                f"{what} {name} has mode {mode:04o}, so its group or others can access it; "
+                f"refusing to use it (chmod 600 {name})"
             )
-        data = os.read(fd, _MAX_KEY_FILE_SIZE + 1)
+        chunks = []
+        size = 0
+        while size <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
     except OSError as e:
-        raise KeyringError(f"cannot read key file {os.fspath(path)}: {e.strerror}") from e
+        raise KeyringError(f"cannot read {what} {name}: {e.strerror}") from e
     finally:
         os.close(fd)
-    if len(data) > _MAX_KEY_FILE_SIZE:
-        raise KeyringError(f"key file {os.fspath(path)} is larger than {_MAX_KEY_FILE_SIZE} bytes")
+    if size > max_bytes:
+        raise KeyringError(f"{what} {name} is larger than {max_bytes} bytes")
+    return b"".join(chunks)
+
+
+def _read_key_file(path: str | os.PathLike[str], *, private: bool) -> str:
+    if private:
+        data = read_private_file(path, what="key file", max_bytes=_MAX_KEY_FILE_SIZE)
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_MAX_KEY_FILE_SIZE + 1)
+        except OSError as e:
+            raise KeyringError(f"cannot read key file {os.fspath(path)}: {e.strerror}") from e
+        if len(data) > _MAX_KEY_FILE_SIZE:
+            raise KeyringError(f"key file {os.fspath(path)} is larger than {_MAX_KEY_FILE_SIZE} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

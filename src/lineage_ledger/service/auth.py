@@ -22,7 +22,6 @@ import json
 import os
 import re
 import secrets
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Final, Literal, get_args
 from lineage_ledger.core.crypto import MIN_FINGERPRINT_SECRET_SIZE
 from lineage_ledger.core.entry import PRODUCER_PATTERN
 from lineage_ledger.errors import InputError, KeyringError
+from lineage_ledger.keys import read_private_file
 
 __all__ = [
     "API_KEYS_SUFFIX",
@@ -138,29 +138,9 @@ class ApiKeyStore:
     def _read(self) -> dict[str, _Record]:
         assert self.path is not None
         name = os.fspath(self.path)
+        data = read_private_file(name, what="API key file", max_bytes=_MAX_FILE_SIZE, follow_symlinks=False)
         try:
-            fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as e:
-            raise KeyringError(f"cannot open API key file {name}: {e.strerror}") from e
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise KeyringError(f"API key file {name} is not a regular file")
-            mode = stat.S_IMODE(st.st_mode)
-            if os.name == "posix" and mode & _GROUP_OTHER_BITS:
-                raise KeyringError(
-                    f"API key file {name} has mode {mode:04o}, so its group or others can access it; "
-                    f"refusing to use it (chmod 600 {name})"
-                )
-            if st.st_size > _MAX_FILE_SIZE:
-                raise KeyringError(f"API key file {name} is larger than {_MAX_FILE_SIZE} bytes")
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        try:
-            document = json.loads(b"".join(chunks))
+            document = json.loads(data)
             if document.get("format") != _FORMAT:
                 raise ValueError(f"format is not {_FORMAT}")
             records = {}
@@ -268,22 +248,9 @@ def load_token_secret(path: str | os.PathLike[str]) -> bytes:
     stripped, as ``lineage fingerprint --secret-file`` reads it). KeyringError if the file is missing, too
     open, or the secret is shorter than 16 bytes."""
     name = os.fspath(path)
-    try:
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError as e:
-        raise KeyringError(f"cannot open token secret file {name}: {e.strerror}") from e
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyringError(f"token secret file {name} is not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if os.name == "posix" and mode & _GROUP_OTHER_BITS:
-            raise KeyringError(f"token secret file {name} has mode {mode:04o}; refusing it (chmod 600 {name})")
-        data = os.read(fd, 4097)
-    finally:
-        os.close(fd)
+    data = read_private_file(name, what="token secret file", max_bytes=4096)
     secret = data.strip()
-    if len(data) > 4096 or len(secret) < MIN_FINGERPRINT_SECRET_SIZE:
+    if len(secret) < MIN_FINGERPRINT_SECRET_SIZE:
         raise KeyringError(f"token secret file {name} must hold {MIN_FINGERPRINT_SECRET_SIZE} to 4096 bytes")
     return secret
 

@@ -10,6 +10,7 @@ killed process; ``?synchronous=normal`` in the URL trades that for speed (still 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -103,6 +104,33 @@ def _triggers() -> str:
     return "\n".join(out)
 
 
+class _Checkpointer:
+    """Checkpoints the WAL from its own connection every ``interval`` seconds (PASSIVE: never blocks the writer
+    or readers), so the WAL stays bounded while commits stay short. Stopped by the store's close()."""
+
+    def __init__(self, path: str, interval: float = 0.25) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, name="lineage-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                continue  # busy or locked: the next round tries again; nothing depends on one checkpoint
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(sqlite3.Error):  # a reader holds the WAL: the next round or open does it
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+
 def sqlite_path_from_url(url: str) -> str:
     """The file path named by a ledger URL.
 
@@ -157,6 +185,12 @@ class SQLiteStore:
                 self._db.executescript(_SCHEMA + _triggers())
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite ledger {self.path}: {e}") from e
+        self._checkpointer: _Checkpointer | None = None
+        if not readonly and self.path != ":memory:":
+            # Copying the WAL back into the database ("checkpointing") happens on a thread of its own, so a
+            # commit pays only for its own pages; SQLite's automatic checkpoint would run inside COMMIT.
+            self._db.execute("PRAGMA wal_autocheckpoint = 0")
+            self._checkpointer = _Checkpointer(self.path)
 
     # -- creation ---------------------------------------------------------------------------------------
 
@@ -403,4 +437,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
             self._db.close()

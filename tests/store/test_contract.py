@@ -217,3 +217,14 @@ def test_closed_store_fails_cleanly(backend: tuple[Store, Raw]) -> None:
     store.close()
     with pytest.raises(StoreError):
         store.size()
+
+
+def test_map_nodes_read_back_one_by_one_and_in_bulk(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    nodes = [(_h("node", i), bytes([i]) * 65) for i in range(5)]
+    store.write(BatchWrite(entries=[_row(0, "token:a", "e0")], map_nodes=nodes))
+    store.write(BatchWrite(entries=[_row(1, "token:a", "e1")], map_nodes=nodes[:2]))  # written again: ignored
+    assert store.map_node(nodes[3][0]) == nodes[3][1]
+    assert store.map_node(_h("absent")) is None
+    wanted = [nodes[4][0], _h("absent"), nodes[0][0]]
+    assert store.map_nodes(wanted) == {nodes[4][0]: nodes[4][1], nodes[0][0]: nodes[0][1]}

@@ -65,6 +65,32 @@ class MapReader:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
+    def prefetch(self, root: bytes, keys: Iterable[bytes]) -> None:
+        """Load the nodes on the paths of ``keys`` level by level, one store query per level, so an update
+        of thousands of keys reads from memory instead of making one round trip per node. Nodes are still
+        checked against their hashes when the update reads them."""
+        frontier: dict[bytes, list[int]] = {}
+        if root != smt.EMPTY:
+            frontier[root] = [int.from_bytes(k, "big") for k in keys]
+        depth = 0
+        while frontier and depth < smt.KEY_BITS:
+            missing = [h for h in frontier if h not in self._cache]
+            if missing:
+                for digest, data in self._store.map_nodes(missing).items():
+                    self._remember(digest, decode_node(data))
+            below: dict[bytes, list[int]] = {}
+            shift = smt.KEY_BITS - 1 - depth
+            for digest, paths in frontier.items():
+                node = self._cache.get(digest)
+                if not isinstance(node, smt.Interior):
+                    continue
+                for path in paths:
+                    child = node.right if (path >> shift) & 1 else node.left
+                    if child != smt.EMPTY:
+                        below.setdefault(child, []).append(path)
+            frontier = below
+            depth += 1
+
     def __call__(self, digest: bytes) -> smt.Leaf | smt.Interior:
         node = self._cache.get(digest)
         if node is None:

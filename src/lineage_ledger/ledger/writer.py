@@ -605,6 +605,7 @@ class Ledger:
         touched: dict[str, tuple[bytes, int, int]],
     ) -> tuple[EntryRow, CheckpointRow, BlockHeader, dict[bytes, smt.Leaf | smt.Interior]]:
         changes = map_changes((subject, *head) for subject, head in touched.items())
+        self._map_reader.prefetch(self._map_root, changes)
         map_root, map_nodes = smt.update(self._map_root, changes, self._map_reader)
         header = BlockHeader(
             number=self._block_number,

@@ -186,6 +186,10 @@ class Store(Protocol):
         """The stored bytes of the subject-map node with this hash, or None."""
         ...
 
+    def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The stored bytes of those of these subject-map nodes that exist, in one round trip per chunk."""
+        ...
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         """Of these token subjects, those in the revocation set, with the index of their REVOKED entry."""
         ...

@@ -554,6 +554,10 @@ class PostgresStore:
         rows = self._all("SELECT node FROM map_nodes WHERE hash = %s", (digest,))
         return bytes(rows[0][0]) if rows else None
 
+    def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
+        rows = self._all("SELECT hash, node FROM map_nodes WHERE hash = ANY(%s)", (list(digests),))
+        return {bytes(r[0]): bytes(r[1]) for r in rows}
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         rows = self._all("SELECT subject, idx FROM revocations WHERE subject = ANY(%s)", (list(subjects),))
         return {r[0]: r[1] for r in rows}

@@ -413,6 +413,17 @@ class SQLiteStore:
         rows = self._all("SELECT node FROM map_nodes WHERE hash = ?", (digest,))
         return bytes(rows[0][0]) if rows else None
 
+    def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        for i in range(0, len(digests), 900):
+            chunk = digests[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                (bytes(h), bytes(n))
+                for h, n in self._all(f"SELECT hash, node FROM map_nodes WHERE hash IN ({marks})", chunk)
+            )
+        return out
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for i in range(0, len(subjects), 900):

@@ -11,10 +11,8 @@ import argparse
 import contextlib
 import io
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from lineage_ledger.ledger.export import to_prov_json
 from lineage_ledger.ledger.lineage import Lineage
 from lineage_ledger.store import open_store
 from tests.conftest import token_id
-from tests.ledger.test_findings import Receiver
+from tests.ledger.test_findings import serve_receiver
 from tests.ledger.test_lineage import Book, at, content_hash, hlc
 
 RAW, CLEAN = "s3://lake/raw/cli.parquet", "warehouse.cli_clean"
@@ -259,17 +257,8 @@ def test_query_unknown_token_is_an_error(capsys: pytest.CaptureFixture[str], bui
 
 @pytest.fixture
 def receiver() -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    server.received = []
-    server.status = 200
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serve_receiver(200) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_findings_scan_json_jsonl_and_webhook(

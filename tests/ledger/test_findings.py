@@ -4,6 +4,7 @@ incremental observation equals a full scan; the sinks deliver (the webhook to a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -479,11 +480,12 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def receiver() -> Iterator[Any]:
+@contextlib.contextmanager
+def serve_receiver(status: int) -> Iterator[Any]:
+    """A loopback HTTP server recording what is POSTed to it (``.received``) and answering ``status``."""
     server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     server.received = []
-    server.status = 202
+    server.status = status
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -492,6 +494,12 @@ def receiver() -> Iterator[Any]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    with serve_receiver(202) as server:
+        yield server
 
 
 def _url(server: Any, path: str = "/hooks/findings") -> str:

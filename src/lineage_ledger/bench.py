@@ -31,8 +31,6 @@ __all__ = ["BENCH_KEY_ID", "BENCH_PRODUCER", "iter_envelopes", "make_envelopes",
 
 BENCH_PRODUCER = "bench-gateway"
 BENCH_KEY_ID = "bench-gateway-1"
-_PRODUCER = BENCH_PRODUCER
-_KEY_ID = BENCH_KEY_ID
 
 
 def make_envelopes(events: int, signer: Ed25519Signer, *, batch: int = 1000, start_ns: int) -> list[bytes]:
@@ -74,10 +72,10 @@ def iter_envelopes(
             }
         pending.append(canonical_bytes(body))
         if len(pending) == batch:
-            yield seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer)
+            yield seal_batch(pending, producer=BENCH_PRODUCER, key_id=BENCH_KEY_ID, signer=signer)
             pending = []
     if pending:
-        yield seal_batch(pending, producer=_PRODUCER, key_id=_KEY_ID, signer=signer)
+        yield seal_batch(pending, producer=BENCH_PRODUCER, key_id=BENCH_KEY_ID, signer=signer)
 
 
 def _rss_mb() -> float:
@@ -97,12 +95,12 @@ def run_bench(
     say = progress or (lambda _msg: None)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="lineage-bench-") as tmp:
         log = Ed25519Signer.generate("bench.lineage-ledger.local/log")
-        producer = Ed25519Signer.generate(_PRODUCER)
+        producer = Ed25519Signer.generate(BENCH_PRODUCER)
         say(f"signing {events} events into envelopes of 1000")
         envelopes = make_envelopes(events, producer, start_ns=time.time_ns() - 3_600_000_000_000)
         url = f"{tmp}/bench.db?synchronous={synchronous}"
         ledger = Ledger.create(url, log, settings=LedgerSettings(block_seconds=3600.0))
-        ledger.register_key(_PRODUCER, _KEY_ID, producer.public_key)
+        ledger.register_key(BENCH_PRODUCER, BENCH_KEY_ID, producer.public_key)
         say("ingest: check, sequence, integrate, commit")
         t0 = time.perf_counter()
         for env in envelopes:

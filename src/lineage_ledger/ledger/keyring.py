@@ -43,6 +43,12 @@ class Keyring:
         for change in changes:
             self.apply(change)
 
+    def copy(self) -> Keyring:
+        """An independent keyring with the same keys (keys are immutable, so this is cheap)."""
+        other = Keyring()
+        other._keys = dict(self._keys)
+        return other
+
     def apply(self, change: KeyChange) -> None:
         """Fold one key change in; ConflictError if it contradicts what is known."""
         known = self._keys.get(change.key_id)

@@ -220,12 +220,13 @@ class Lineage:
         reader = TiledNodeReader(self.store.nodes)
         proven: dict[str, list[str]] = {}
         pending: list[int] = []
-        for row in self.store.entries_at(indices):
+        cited = self.store.entries_at(indices)
+        for row in cited:
             if row.index >= checkpoint.size:
                 pending.append(row.index)
                 continue
             proven[str(row.index)] = [h.hex() for h in inclusion_proof(row.index, checkpoint.size, reader)]
-        entries = {str(r.index): r.body.decode() for r in self.store.entries_at(indices)}
+        entries = {str(r.index): r.body.decode() for r in cited}
         return {
             "checkpoint": checkpoint.note,
             "tree_size": checkpoint.size,

@@ -300,6 +300,12 @@ class Ledger:
         by_subject: dict[str, list[EntryRow]] = {}
         for row in rows:
             by_subject.setdefault(row.subject, []).append(row)
+        # a token's state also depends on its children's ROTATED events: one query for all of them
+        known_tokens = [s for s in missing if s in by_subject and s.startswith("token:")]
+        children: dict[str, list[EntryRow]] = {}
+        for row in self.store.children_of_many(known_tokens) if known_tokens else ():
+            assert row.parent is not None
+            children.setdefault(row.parent, []).append(row)
         for subject in missing:
             own = by_subject.get(subject)
             if not own:
@@ -307,7 +313,7 @@ class Ledger:
                 continue
             token = None
             if subject.startswith("token:"):
-                history = sorted(own + self.store.children_of(subject), key=lambda r: r.index)
+                history = sorted(own + children.get(subject, []), key=lambda r: r.index)
                 token = lifecycle.replay(subject[6:], _token_events(history), self.settings.lifecycle)
             self._remember(subject, _Subject(own[-1].leaf, token, len(own), own[-1].index))
 
@@ -360,8 +366,8 @@ class Ledger:
         return self._key_change(change, now)
 
     def _key_change(self, change: KeyChange, now: str) -> int:
-        probe = Keyring(self._changes_so_far())
-        probe.apply(change)  # raises before anything is written
+        keyring = self.keyring.copy()
+        keyring.apply(change)  # raises before anything is written
         subject = producer_subject(change.producer)
         index = self.size
         body = key_entry_bytes(
@@ -370,18 +376,10 @@ class Ledger:
         row = EntryRow(index, subject, None, None, self._key_heads.get(subject, ZERO_HASH), leaf_hash(body), "ok", body)
         count = self._key_counts.get(subject, 0) + 1
         self._commit([row], None, BatchWrite(), [], now, now, {subject: (row.leaf, count, index)})
-        self.keyring.apply(change)
+        self.keyring = keyring
         self._key_heads[subject] = row.leaf
         self._key_counts[subject] = count
         return index
-
-    def _changes_so_far(self) -> list[KeyChange]:
-        out = []
-        for row in self.store.subjects_with_prefix("producer:"):
-            entry = decode_entry(row.body)
-            assert isinstance(entry, KeyEntry)
-            out.append(entry.change)
-        return out
 
     # -- the write path ---------------------------------------------------------------------------------
 

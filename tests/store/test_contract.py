@@ -17,7 +17,17 @@ import pytest
 
 from lineage_ledger.errors import ConflictError, LedgerError, NotFoundError, StoreError
 from lineage_ledger.store import open_store
-from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, EnvelopeRow, PolicyRow, Store
+from lineage_ledger.store.base import (
+    BatchWrite,
+    CheckpointRow,
+    EntryRow,
+    EnvelopeRow,
+    OffsetRow,
+    PolicyRow,
+    QuarantineRow,
+    SchemaRow,
+    Store,
+)
 from tests.services import PostgresLedger, sql
 
 Raw = Callable[[str], None]
@@ -166,6 +176,44 @@ def test_side_tables(backend: tuple[Store, Raw]) -> None:
     assert store.links("user", "/x") == []
 
 
+def test_transport_positions_schemas_and_quarantine(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    assert store.offsets("orders") == {}
+    assert store.schemas() == []
+    first = _batch(0, [_row(0, "token:a", "e0")])
+    first.offsets = [OffsetRow("orders", 0, 10), OffsetRow("orders", 1, 3), OffsetRow("other", 0, 99)]
+    v1 = SchemaRow(b"\x01" * 8, "Batch", '{"type":"int"}', "0000000000000000010.00000")
+    v2 = SchemaRow(b"\x02" * 8, "Batch", '{"type":"long"}', "0000000000000000020.00000")
+    first.schemas = [v1]
+    store.write(first)
+    # a later write moves partition 0 on; registering v1 again keeps the first registration
+    store.write(
+        BatchWrite(
+            offsets=[OffsetRow("orders", 0, 25)],
+            schemas=[v2, v1._replace(registered_at="0000000000000000030.00000")],
+            quarantine=[
+                QuarantineRow("orders", 1, 2, "unknown producer key", _h("m2"), b"kept"),
+                QuarantineRow("orders", 0, 12, "bad signature", _h("m1"), None),
+            ],
+        )
+    )
+    assert store.offsets("orders") == {0: 25, 1: 3}
+    assert store.offsets("other") == {0: 99}
+    assert store.schemas() == [v1, v2]
+    assert store.quarantined("orders") == [
+        QuarantineRow("orders", 0, 12, "bad signature", _h("m1"), None),
+        QuarantineRow("orders", 1, 2, "unknown producer key", _h("m2"), b"kept"),
+    ]
+    assert store.quarantined("other") == []
+    assert len(store.quarantined()) == 2
+    # a position written twice is a conflict, and the whole batch (entry included) is refused
+    again = _batch(1, [_row(1, "token:b", "e1")])
+    again.offsets = [OffsetRow("orders", 0, 25)]
+    with pytest.raises(ConflictError):
+        store.write(again)
+    assert store.size() == 1
+
+
 def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tuple[Store, Raw]) -> None:
     store, _ = backend
     good = [
@@ -194,6 +242,9 @@ def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tup
         "DELETE FROM revocations",
         "DELETE FROM links",
         "UPDATE meta SET value = 'x'",
+        "UPDATE offsets SET next_offset = 0",
+        "DELETE FROM schemas",
+        "DELETE FROM quarantine",
     ],
 )
 def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw], sql: str) -> None:
@@ -204,6 +255,9 @@ def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw
     batch.policies = [PolicyRow(_h("doc"), "p", "v1", 0, b"{}")]
     batch.revocations = [("token:a", 0)]
     batch.links = [("resource", "/x", "0000000000000000010.00000", 0, "token:a")]
+    batch.offsets = [OffsetRow("topic", 0, 5)]
+    batch.schemas = [SchemaRow(_h("schema")[:8], "Batch", '{"type":"int"}', "0000000000000000010.00000")]
+    batch.quarantine = [QuarantineRow("topic", 0, 4, "bad signature", _h("msg"), None)]
     store.write(batch)
     with pytest.raises(Exception, match="append-only") as refused:
         raw(sql)

@@ -25,7 +25,16 @@ from lineage_ledger.ledger import verify as verify_module
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import open_store
-from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, EnvelopeRow, PolicyRow
+from lineage_ledger.store.base import (
+    BatchWrite,
+    CheckpointRow,
+    EntryRow,
+    EnvelopeRow,
+    OffsetRow,
+    PolicyRow,
+    QuarantineRow,
+    SchemaRow,
+)
 from lineage_ledger.workload import PRODUCERS, batches, generate
 from tests.conftest import make_log_signer, token_events
 from tests.services import AUDITOR_ROLE, WRITER_ROLE, PostgresLedger, sql, with_database
@@ -94,9 +103,9 @@ def test_a_ledger_from_an_older_schema_opens_migrated_with_its_data_intact(postg
     with pytest.raises(StoreError, match="schema version 1"):  # a reader may not migrate; it says how to
         PostgresStore(url, readonly=True)
 
-    store = PostgresStore(url)  # the owner opens it for writing: migration 2 runs
-    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
-    assert SCHEMA_VERSION == 2
+    store = PostgresStore(url)  # the owner opens it for writing: migrations 2 and 3 run
+    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3]
+    assert SCHEMA_VERSION == 3
     assert sql(url, "SELECT idx, subject, event_id, prev, leaf, body FROM entries ORDER BY idx") == before
     assert store.size() == 3
     assert [r.body for r in store.entries(0, 3)] == [b'{"i":0}', b'{"i":1}', b'{"i":2}']
@@ -110,11 +119,15 @@ def test_a_ledger_from_an_older_schema_opens_migrated_with_its_data_intact(postg
             revocations=[("token:a", 3)],
             links=[("resource", "/x", "0000000000000000010.00000", 3, "token:a")],
             map_nodes=[(b"h" * 32, b"node")],
+            offsets=[OffsetRow("orders", 0, 7)],
+            schemas=[SchemaRow(b"f" * 8, "Batch", '"int"', "0000000000000000010.00000")],
+            quarantine=[QuarantineRow("orders", 0, 6, "bad signature", b"m" * 32, None)],
         )
     )
     assert store.revoked(["token:a"]) == {"token:a": 3}
+    assert store.offsets("orders") == {0: 7}
     assert store.chain_breaks() == []
-    for table in ("revocations", "links", "map_nodes"):
+    for table in ("revocations", "links", "map_nodes", "offsets", "schemas", "quarantine"):
         assert "append-only" in str(_refused(url, f"DELETE FROM {table}"))
     store.close()
     assert PostgresStore(url, readonly=True).size() == 4  # a second open finds nothing to do
@@ -125,7 +138,7 @@ def test_provision_migrates_an_older_ledger_for_its_roles(postgres_server: str) 
 
     name = f"ledger_old_{uuid.uuid4().hex[:8]}"
     _old_ledger(postgres_server, name)
-    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2]
+    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3]
     assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == []  # idempotent
     writer = open_store(with_database(postgres_server, name, user=WRITER_ROLE))
     assert writer.size() == 3

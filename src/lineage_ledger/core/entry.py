@@ -37,6 +37,7 @@ __all__ = [
     "KeyChange",
     "KeyEntry",
     "SealEntry",
+    "ShardEntry",
     "StoredEventEntry",
     "decode_entry",
     "event_entry_bytes",
@@ -45,6 +46,8 @@ __all__ = [
     "producer_subject",
     "read_event_entry",
     "seal_entry_bytes",
+    "shard_entry_bytes",
+    "shard_subject",
 ]
 
 ENTRY_VERSION: Final = 1
@@ -132,7 +135,27 @@ class KeyEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="key"):
     v: int
 
 
-EntryView = EventEntry | SealEntry | KeyEntry
+class ShardEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="shard"):
+    """Typed view of a root-log entry: a shard log's signed checkpoint, recorded in the root log.
+
+    ``checkpoint`` is the shard's C2SP signed note, exactly as the shard signed it; the root log's own
+    checkpoints therefore commit to every shard's state. Subject ``shard:<shard>``.
+    """
+
+    checkpoint: str
+    index: Index
+    prev: Hex32
+    recorded_at: Hlc
+    shard: Index
+    v: int
+
+
+def shard_subject(shard: int) -> str:
+    """The chain of a shard's checkpoints in a root log."""
+    return f"shard:{shard}"
+
+
+EntryView = EventEntry | SealEntry | KeyEntry | ShardEntry
 _DECODER = msgspec.json.Decoder(EntryView)
 
 
@@ -238,6 +261,21 @@ def key_entry_bytes(*, index: int, recorded_at: str, prev: bytes, change: KeyCha
             "prev": prev.hex(),
             "recorded_at": recorded_at,
             "type": "key",
+            "v": ENTRY_VERSION,
+        }
+    )
+
+
+def shard_entry_bytes(*, index: int, recorded_at: str, prev: bytes, shard: int, checkpoint: str) -> bytes:
+    """The canonical bytes of a root-log entry recording a shard's signed checkpoint."""
+    return canonical_bytes(
+        {
+            "checkpoint": checkpoint,
+            "index": index,
+            "prev": prev.hex(),
+            "recorded_at": recorded_at,
+            "shard": shard,
+            "type": "shard",
             "v": ENTRY_VERSION,
         }
     )

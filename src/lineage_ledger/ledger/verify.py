@@ -42,9 +42,11 @@ from lineage_ledger.core.entry import (
     ZERO_HASH,
     KeyEntry,
     SealEntry,
+    ShardEntry,
     decode_entry,
     header_hash,
     producer_subject,
+    shard_subject,
 )
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
 from lineage_ledger.core.merkle import (
@@ -148,7 +150,7 @@ class _LeanEventEntry(msgspec.Struct, tag_field="type", tag="event"):
     verdict: str
 
 
-_LEAN = msgspec.json.Decoder(_LeanEventEntry | SealEntry | KeyEntry)
+_LEAN = msgspec.json.Decoder(_LeanEventEntry | SealEntry | KeyEntry | ShardEntry)
 _EVENT_START: Final = len(b'{"envelope":"') + 64 + len(b'","event":')
 _MAX_PROBLEMS: Final = 50
 
@@ -303,13 +305,17 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                 block_hlc_first = ""
                 last_recorded = entry.recorded_at
             else:
-                assert type(entry) is KeyEntry
                 block.append(leaf)
                 last_recorded = entry.recorded_at
                 seen = touched.get(subject)
                 touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
-                if subject != producer_subject(entry.change.producer) or event_id is not None:
-                    problem("derived_column", f"key entry {idx}: derived columns differ from its bytes", idx)
+                if type(entry) is KeyEntry:
+                    kind, own = "key", producer_subject(entry.change.producer)
+                else:
+                    assert type(entry) is ShardEntry
+                    kind, own = "shard", shard_subject(entry.shard)
+                if subject != own or event_id is not None:
+                    problem("derived_column", f"{kind} entry {idx}: derived columns differ from its bytes", idx)
             if tree.end in cut_set:
                 cuts[tree.end] = tree.hashes
         if expected < end:

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -39,6 +39,8 @@ from lineage_ledger.core.entry import (
     key_entry_bytes,
     producer_subject,
     seal_entry_bytes,
+    shard_entry_bytes,
+    shard_subject,
 )
 from lineage_ledger.core.envelope import OpenedEnvelope, open_envelope, verify_batch_signature
 from lineage_ledger.core.hlc import HybridClock, parse_reading
@@ -56,7 +58,17 @@ from lineage_ledger.errors import ConflictError, InputError, KeyringError, Ledge
 from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.store import open_store
-from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, EnvelopeRow, PolicyRow, Store
+from lineage_ledger.store.base import (
+    BatchWrite,
+    CheckpointRow,
+    EntryRow,
+    EnvelopeRow,
+    OffsetRow,
+    PolicyRow,
+    QuarantineRow,
+    SchemaRow,
+    Store,
+)
 
 __all__ = ["AppendResult", "Ledger", "LedgerSettings", "Receipt"]
 
@@ -147,12 +159,23 @@ class Ledger:
     # -- construction -----------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, url: str, signer: Signer, *, origin: str | None = None, **kwargs: object) -> Ledger:
-        """Create a new ledger at ``url`` whose checkpoints ``signer`` signs; ConflictError if one exists."""
+    def create(
+        cls,
+        url: str,
+        signer: Signer,
+        *,
+        origin: str | None = None,
+        meta: Mapping[str, str] | None = None,
+        **kwargs: object,
+    ) -> Ledger:
+        """Create a new ledger at ``url`` whose checkpoints ``signer`` signs; ConflictError if one exists.
+
+        ``meta`` adds settings written once with the ledger (a sharded ledger's layout)."""
         store = open_store(url)
         try:
             store.initialise(
                 {
+                    **(meta or {}),
                     "format": FORMAT,
                     "origin": origin or signer.name,
                     "verifier_key": verifier_key(signer.name, signer.public_key),
@@ -317,6 +340,10 @@ class Ledger:
                 token = lifecycle.replay(subject[6:], _token_events(history), self.settings.lifecycle)
             self._remember(subject, _Subject(own[-1].leaf, token, len(own), own[-1].index))
 
+    def now(self) -> str:
+        """A fresh reading of the ledger's hybrid logical clock (what recorded_at would say now)."""
+        return self._clock.now()
+
     def token_state(self, token_id: str) -> TokenState:
         """The lifecycle state the ledger derived for ``token_id`` from every event recorded so far."""
         subject = "token:" + token_id.removeprefix("token:")
@@ -365,6 +392,20 @@ class Ledger:
         )
         return self._key_change(change, now)
 
+    def record_shard_checkpoint(self, shard: int, note: str) -> int:
+        """Record a shard log's signed checkpoint in this (root) log as a ``shard`` entry; returns its index.
+
+        The caller (ledger.shards) has checked the note; this writes it, chained per shard."""
+        subject = shard_subject(shard)
+        head = self.store.subject_entries([subject])
+        prev = head[-1].leaf if head else ZERO_HASH
+        now = self._clock.now()
+        index = self.size
+        body = shard_entry_bytes(index=index, recorded_at=now, prev=prev, shard=shard, checkpoint=note)
+        row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
+        self._commit([row], None, BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
+        return index
+
     def _key_change(self, change: KeyChange, now: str) -> int:
         keyring = self.keyring.copy()
         keyring.apply(change)  # raises before anything is written
@@ -383,12 +424,13 @@ class Ledger:
 
     # -- the write path ---------------------------------------------------------------------------------
 
-    def append(self, envelope: bytes) -> AppendResult:
+    def append(self, envelope: bytes, *, offsets: Sequence[OffsetRow] = ()) -> AppendResult:
         """Check, sequence, integrate and durably commit one signed batch.
 
         All or nothing: on any error nothing of the batch is written. A batch whose events are all already
-        recorded with the same bytes returns the original receipts and writes nothing; an event id already
-        recorded with different bytes raises ConflictError.
+        recorded with the same bytes returns the original receipts and writes no entry; an event id already
+        recorded with different bytes raises ConflictError. ``offsets`` (transport positions the batch was
+        read up to) are committed in the same transaction as the batch's rows, duplicates or not.
         """
         opened = open_envelope(envelope)
         stmt = opened.statement
@@ -404,7 +446,7 @@ class Ledger:
                     raise InputError(f"events[{i}].event_id", f"{eid} appears twice in the batch")
                 seen.add(eid)
         try:
-            return self._sequence(opened, events, list(range(len(events))), {})
+            return self._sequence(opened, events, list(range(len(events))), {}, offsets)
         except ConflictError:
             known = self.store.events_by_id(ids)
             if not known:
@@ -423,8 +465,22 @@ class Ledger:
             receipts[pos] = Receipt(event.event_id, row.index, row.verdict, True)
         fresh = [pos for pos in range(len(events)) if pos not in receipts]
         if not fresh:
+            if offsets:
+                self.store.write(BatchWrite(offsets=list(offsets)))
             return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)
-        return self._sequence(opened, events, fresh, receipts)
+        return self._sequence(opened, events, fresh, receipts, offsets)
+
+    def record_transport(
+        self,
+        *,
+        offsets: Sequence[OffsetRow] = (),
+        quarantine: Sequence[QuarantineRow] = (),
+        schemas: Sequence[SchemaRow] = (),
+    ) -> None:
+        """Commit transport bookkeeping that carries no entry, in one transaction: positions consumed past
+        messages that held no batch, refused messages, and transport schemas to register."""
+        if offsets or quarantine or schemas:
+            self.store.write(BatchWrite(offsets=list(offsets), quarantine=list(quarantine), schemas=list(schemas)))
 
     def _sequence(
         self,
@@ -432,6 +488,7 @@ class Ledger:
         events: Sequence[Event],
         positions: list[int],
         duplicates: dict[int, Receipt],
+        offsets: Sequence[OffsetRow] = (),
     ) -> AppendResult:
         stmt = opened.statement
         n = len(positions)
@@ -536,7 +593,7 @@ class Ledger:
             b"".join(opened.event_leaves),
             rows[0].index,
         )
-        extra = BatchWrite(policies=policies, revocations=revocations, links=links)
+        extra = BatchWrite(policies=policies, revocations=revocations, links=links, offsets=list(offsets))
         touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
         self._commit(rows, envelope_row, extra, list(overlay.items()), readings[0], readings[-1], touched)
         return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)

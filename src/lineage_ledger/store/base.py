@@ -17,7 +17,10 @@ __all__ = [
     "CheckpointRow",
     "EntryRow",
     "EnvelopeRow",
+    "OffsetRow",
     "PolicyRow",
+    "QuarantineRow",
+    "SchemaRow",
     "Store",
 ]
 
@@ -75,6 +78,40 @@ class ChainBreak(NamedTuple):
     expected: bytes
 
 
+class OffsetRow(NamedTuple):
+    """A transport position committed with the rows read from it: after this write, ``source`` (for Kafka,
+    the topic) is consumed up to ``next_offset`` (exclusive) in ``partition``. Append-only: the position of a
+    partition is the largest ``next_offset`` recorded for it."""
+
+    source: str
+    partition: int
+    next_offset: int
+
+
+class SchemaRow(NamedTuple):
+    """A transport schema (Avro) registered in the ledger, found by its fingerprint."""
+
+    fingerprint: bytes
+    name: str
+    text: str
+    """The schema's Parsing Canonical Form."""
+    registered_at: str
+
+
+class QuarantineRow(NamedTuple):
+    """A transport message the ledger refused (not authentic, malformed): where it was, why, and its digest.
+
+    ``value`` keeps the message only when it may become acceptable (kept for an operator) and holds nothing
+    that looks like a raw token; otherwise it is None and only the SHA-256 ``digest`` remains."""
+
+    source: str
+    partition: int
+    offset: int
+    reason: str
+    digest: bytes
+    value: bytes | None
+
+
 @dataclass(slots=True)
 class BatchWrite:
     """Everything one append writes, committed in one transaction."""
@@ -91,6 +128,12 @@ class BatchWrite:
     links: list[tuple[str, str, str, int, str]] = field(default_factory=list)
     """Lineage lookups: (kind, key, occurred_at, log index, subject); kinds "resource" (a USED event's
     resource), "user" (the user a token was issued to), "input" (an asset read by a data event)."""
+    offsets: list[OffsetRow] = field(default_factory=list)
+    """Transport positions consumed by this write (exactly once: committed with the rows, or not at all)."""
+    schemas: list[SchemaRow] = field(default_factory=list)
+    """Transport schemas to register (one already registered under the same fingerprint is kept)."""
+    quarantine: list[QuarantineRow] = field(default_factory=list)
+    """Refused transport messages."""
 
 
 class Store(Protocol):
@@ -192,6 +235,18 @@ class Store(Protocol):
 
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         """Of these token subjects, those in the revocation set, with the index of their REVOKED entry."""
+        ...
+
+    def offsets(self, source: str) -> dict[int, int]:
+        """partition -> next offset to read, for every partition of ``source`` with a committed position."""
+        ...
+
+    def schemas(self) -> list[SchemaRow]:
+        """Every registered transport schema, in registration order."""
+        ...
+
+    def quarantined(self, source: str | None = None) -> list[QuarantineRow]:
+        """Refused transport messages (of ``source``, or all), by source, partition and offset."""
         ...
 
     def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:

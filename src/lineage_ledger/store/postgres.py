@@ -40,6 +40,8 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     PolicyRow,
+    QuarantineRow,
+    SchemaRow,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "PostgresStore", "apply_migrations", "provision"]
@@ -151,6 +153,39 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         )
         """,
         "CREATE TABLE map_nodes (hash bytea PRIMARY KEY, node bytea NOT NULL)",
+    ),
+    _migration(
+        3,
+        "transport: consumed positions (committed with the rows), registered Avro schemas, refused messages",
+        ("offsets", "schemas", "quarantine"),
+        """
+        CREATE TABLE offsets (
+            source text COLLATE "C" NOT NULL,
+            part integer NOT NULL,
+            next_offset bigint NOT NULL,
+            PRIMARY KEY (source, part, next_offset)
+        )
+        """,
+        """
+        CREATE TABLE schemas (
+            fingerprint bytea PRIMARY KEY,
+            name text NOT NULL,
+            text text NOT NULL,
+            registered_at text NOT NULL,
+            seq bigint GENERATED ALWAYS AS IDENTITY
+        )
+        """,
+        """
+        CREATE TABLE quarantine (
+            source text COLLATE "C" NOT NULL,
+            part integer NOT NULL,
+            "offset" bigint NOT NULL,
+            reason text NOT NULL,
+            digest bytea NOT NULL,
+            value bytea,
+            PRIMARY KEY (source, part, "offset")
+        )
+        """,
     ),
 )
 """Every schema step, oldest first. Append new steps; never edit one that has shipped."""
@@ -420,6 +455,22 @@ class PostgresStore:
                         ([h for h, _ in batch.map_nodes], [n for _, n in batch.map_nodes]),
                         binary=True,
                     )
+                if batch.offsets:
+                    cur.executemany(
+                        "INSERT INTO offsets (source, part, next_offset) VALUES (%s, %s, %s)", batch.offsets
+                    )
+                if batch.schemas:
+                    cur.executemany(
+                        "INSERT INTO schemas (fingerprint, name, text, registered_at) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        batch.schemas,
+                    )
+                if batch.quarantine:
+                    cur.executemany(
+                        'INSERT INTO quarantine (source, part, "offset", reason, digest, value) '
+                        "VALUES (%s, %s, %s, %s, %s, %s)",
+                        batch.quarantine,
+                    )
                 if batch.checkpoint is not None:
                     cur.execute("INSERT INTO checkpoints (size, note) VALUES (%s, %s)", batch.checkpoint)
 
@@ -561,6 +612,23 @@ class PostgresStore:
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         rows = self._all("SELECT subject, idx FROM revocations WHERE subject = ANY(%s)", (list(subjects),))
         return {r[0]: r[1] for r in rows}
+
+    def offsets(self, source: str) -> dict[int, int]:
+        rows = self._all("SELECT part, max(next_offset) FROM offsets WHERE source = %s GROUP BY part", (source,))
+        return {int(part): int(offset) for part, offset in rows}
+
+    def schemas(self) -> list[SchemaRow]:
+        rows = self._all("SELECT fingerprint, name, text, registered_at FROM schemas ORDER BY seq")
+        return [SchemaRow(bytes(f), n, t, r) for f, n, t, r in rows]
+
+    def quarantined(self, source: str | None = None) -> list[QuarantineRow]:
+        where = " WHERE source = %s" if source is not None else ""
+        columns = 'source, part, "offset", reason, digest, value'
+        rows = self._all(
+            f'SELECT {columns} FROM quarantine{where} ORDER BY source, part, "offset"',
+            (source,) if source is not None else (),
+        )
+        return [QuarantineRow(s, p, o, r, bytes(d), None if v is None else bytes(v)) for s, p, o, r, d, v in rows]
 
     def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:
         rows = self._all(

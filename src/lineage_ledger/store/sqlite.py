@@ -26,6 +26,8 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     PolicyRow,
+    QuarantineRow,
+    SchemaRow,
 )
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
@@ -41,6 +43,9 @@ _TABLES: Final = (
     "revocations",
     "links",
     "map_nodes",
+    "offsets",
+    "schemas",
+    "quarantine",
 )
 
 _SCHEMA: Final = """
@@ -89,6 +94,28 @@ CREATE TABLE IF NOT EXISTS links (
     idx INTEGER NOT NULL,
     subject TEXT NOT NULL,
     PRIMARY KEY (kind, key, at, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offsets (
+    source TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (source, part, next_offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schemas (
+    fingerprint BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    text TEXT NOT NULL,
+    registered_at TEXT NOT NULL,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    source TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    value BLOB,
+    PRIMARY KEY (source, part, "offset")
 ) WITHOUT ROWID;
 """
 
@@ -246,6 +273,15 @@ class SQLiteStore:
                 db.executemany("INSERT OR IGNORE INTO map_nodes VALUES (?, ?)", batch.map_nodes)
             if batch.links:
                 db.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?)", batch.links)
+            if batch.offsets:
+                db.executemany("INSERT INTO offsets VALUES (?, ?, ?)", batch.offsets)
+            if batch.schemas:
+                db.executemany(
+                    "INSERT OR IGNORE INTO schemas SELECT ?, ?, ?, ?, coalesce(max(seq), 0) + 1 FROM schemas",
+                    batch.schemas,
+                )
+            if batch.quarantine:
+                db.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?)", batch.quarantine)
             if batch.checkpoint is not None:
                 db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
 
@@ -431,6 +467,22 @@ class SQLiteStore:
             marks = ",".join("?" * len(chunk))
             out.update(self._all(f"SELECT subject, idx FROM revocations WHERE subject IN ({marks})", chunk))
         return out
+
+    def offsets(self, source: str) -> dict[int, int]:
+        rows = self._all("SELECT part, max(next_offset) FROM offsets WHERE source = ? GROUP BY part", (source,))
+        return {int(part): int(offset) for part, offset in rows}
+
+    def schemas(self) -> list[SchemaRow]:
+        rows = self._all("SELECT fingerprint, name, text, registered_at FROM schemas ORDER BY seq")
+        return [SchemaRow(bytes(f), n, t, r) for f, n, t, r in rows]
+
+    def quarantined(self, source: str | None = None) -> list[QuarantineRow]:
+        sql = 'SELECT source, part, "offset", reason, digest, value FROM quarantine'
+        rows = self._all(
+            sql + (" WHERE source = ?" if source is not None else "") + ' ORDER BY source, part, "offset"',
+            (source,) if source is not None else (),
+        )
+        return [QuarantineRow(s, p, o, r, bytes(d), None if v is None else bytes(v)) for s, p, o, r, d, v in rows]
 
     def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:
         zero = bytes(32)

@@ -11,8 +11,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lineage_ledger.errors import InputError
 from lineage_ledger.ledger.lineage import Lineage, Record
+from lineage_ledger.ledger.shards import layout_of, shard_url
 from lineage_ledger.store import open_store
+from lineage_ledger.store.base import Store
 
 __all__ = ["register"]
 
@@ -36,8 +39,27 @@ def _records_table(title: str, records: list[Record]) -> None:
     _out.print(table)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _open_for(args: argparse.Namespace) -> Store:
+    """The store to ask: the ledger, or for a sharded ledger's root, the shard holding the queried token."""
     store = open_store(args.ledger, readonly=True)
+    try:
+        layout = layout_of(store)
+    except BaseException:
+        store.close()
+        raise
+    if layout is None:
+        return store
+    store.close()
+    token = getattr(args, "token_id", None)
+    if not token:
+        raise InputError(
+            "query", f"{args.ledger} is a sharded ledger; ask one shard with --ledger {shard_url(args.ledger, 0)} ..."
+        )
+    return open_store(shard_url(args.ledger, layout.shard_of("token:" + token)), readonly=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    store = _open_for(args)
     try:
         lineage = Lineage(store)
         answer, evidence, show = _QUERIES[args.query](lineage, args)

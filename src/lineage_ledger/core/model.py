@@ -41,6 +41,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "read_event",
+    "read_subject",
     "subject_of",
 ]
 
@@ -268,6 +269,33 @@ def read_event(data: bytes) -> Event:
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise InputError("event", str(e)) from e
     return event
+
+
+class _Head(Struct):
+    kind: str
+    event_id: str
+    token_id: str | None = None
+    asset_id: str | None = None
+    policy_id: str | None = None
+
+
+_HEAD_DECODER = msgspec.json.Decoder(_Head)
+
+
+def read_subject(data: bytes) -> tuple[str, str]:
+    """(subject, event id) of event bytes, read without validating the rest (for routing; decode_event
+    checks the whole event where it is accepted). Raises InputError if the bytes name no subject."""
+    try:
+        head = _HEAD_DECODER.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise InputError("event", f"not an event: {e}") from e
+    if head.kind == "token" and head.token_id:
+        return "token:" + head.token_id, head.event_id
+    if head.kind == "data" and head.asset_id:
+        return "asset:" + head.asset_id, head.event_id
+    if head.kind == "policy" and head.policy_id:
+        return "policy:" + head.policy_id, head.event_id
+    raise InputError("event.kind", f"{head.kind!r} event without its subject id")
 
 
 def encode_event(event: Event | dict[str, Any]) -> bytes:

@@ -24,6 +24,7 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	bash scripts/install-services.sh
+	bash scripts/install-kafka.sh
 	$(BIN)/pytest -q -n 2
 
 test: lint typecheck unit

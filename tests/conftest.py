@@ -25,7 +25,7 @@ from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
 from lineage_ledger.core.note import NoteVerifier
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings, Receipt
 
-pytest_plugins = ["tests.services", "tests.services_redis"]
+pytest_plugins = ["tests.services", "tests.services_redis", "tests.services_kafka"]
 
 # Properties are about correctness, not speed; on a shared 2-core machine a per-example deadline only adds
 # flakiness. Speed is measured by the benchmarks.

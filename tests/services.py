@@ -193,7 +193,7 @@ def running_postgres(*, durable: bool = False) -> Iterator[str]:
 def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI=true, so a missing service fails the run")
-    pytest.skip(f"{reason}; {_INSTALL_HINT}")
+    pytest.skip(reason if "make test" in reason else f"{reason}; {_INSTALL_HINT}")
 
 
 @pytest.fixture(scope="session")

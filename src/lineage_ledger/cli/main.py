@@ -25,6 +25,7 @@ from rich.table import Table
 from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
+from lineage_ledger.cli.kafka import register as register_kafka
 from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
@@ -106,10 +107,25 @@ def _init(args: argparse.Namespace) -> Ledger:
         if not key_path.exists():
             write_signer_key(key_path, Ed25519Signer.generate(args.origin))
     signer = load_signer(key_path)
-    ledger = Ledger.create(args.ledger, signer, origin=args.origin, settings=_settings(args))
     if not producer_path.exists():
         write_signer_key(producer_path, Ed25519Signer.generate(CLI_PRODUCER))
     producer = load_signer(producer_path)
+    if getattr(args, "shards", None):
+        from lineage_ledger.ledger.shards import ShardedLedger
+
+        sharded = ShardedLedger.create(
+            args.ledger,
+            signer,
+            shards=args.shards,
+            partitions=args.partitions or args.shards,
+            origin=args.origin,
+            settings=_settings(args),
+        )
+        sharded.register_key(CLI_PRODUCER, _key_id(producer), producer.public_key)
+        for shard in sharded.shards:
+            shard.close()
+        return sharded.root
+    ledger = Ledger.create(args.ledger, signer, origin=args.origin, settings=_settings(args))
     ledger.register_key(CLI_PRODUCER, _key_id(producer), producer.public_key)
     return ledger
 
@@ -237,6 +253,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     trusted = Path(args.trusted_checkpoint).read_text(encoding="utf-8") if args.trusted_checkpoint else None
     if not _exists(args.ledger):
         raise NotFoundError(f"no ledger at {args.ledger}")
+    if _sharded(args.ledger):
+        return _verify_sharded(args)
     with _progress(args, "verify", None) as advance:
         report = verify_ledger(
             args.ledger,
@@ -265,6 +283,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
             for p in report.problems[:20]:
                 where = f"index {p.index}" if p.index is not None else "-"
                 out.print(f"  [{p.kind}] {where}: {p.message}")
+    return 0 if report.ok else 1
+
+
+def _sharded(url: str) -> bool:
+    from lineage_ledger.ledger.shards import layout_of
+
+    store = open_store(url, readonly=True)
+    try:
+        return layout_of(store) is not None
+    finally:
+        store.close()
+
+
+def _verify_sharded(args: argparse.Namespace) -> int:
+    from lineage_ledger.ledger.shards import verify_sharded
+
+    report = verify_sharded(args.ledger, verifier=_verifier_from(args), workers=args.workers)
+    if args.json:
+        _json(report.to_json())
+        return 0 if report.ok else 1
+    for name, part in [("root", report.root), *((f"shard {n}", r) for n, r in enumerate(report.shards))]:
+        status = "[green]OK[/]" if part.ok else "[red]FAILED[/]"
+        out.print(f"{status} {name}: {part.size} entries, {part.blocks} blocks, {part.checkpoints} checkpoints")
+        for problem in part.problems[:10]:
+            out.print(f"  [{problem.kind}] index {problem.index}: {problem.message}")
+    for problem in report.problems[:20]:
+        out.print(f"  [red][{problem.kind}][/] {problem.message}")
+    total = report.root.size + sum(r.size for r in report.shards)
+    verdict = "[green]OK[/]" if report.ok else "[red]FAILED[/]"
+    out.print(f"{verdict} root and {len(report.shards)} shards, {total} entries in {report.seconds:.2f} s")
     return 0 if report.ok else 1
 
 
@@ -399,10 +447,31 @@ def _print_trace(trace: Any) -> None:
 # -- keys, fingerprint ------------------------------------------------------------------------------------
 
 
+def _key_ledgers(args: argparse.Namespace) -> list[Ledger]:
+    """The ledgers whose keyrings a key command acts on: the ledger, or every shard of a sharded root (each
+    shard checks the batches its consumer reads)."""
+    from lineage_ledger.ledger.shards import layout_of, shard_url
+
+    ledger = _open(args)
+    layout = layout_of(ledger.store)
+    if layout is None:
+        return [ledger]
+    ledger.close()
+    shards: list[Ledger] = []
+    try:
+        for n in range(layout.shards):
+            shards.append(Ledger.open(shard_url(args.ledger, n), _log_signer(args), settings=_settings(args)))
+    except BaseException:
+        for shard in shards:
+            shard.close()
+        raise
+    return shards
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
+    ledgers = _key_ledgers(args)
     if args.keys_command == "list":
-        ledger = _open(args)
-        with ledger:
+        try:
             keys = [
                 {
                     "producer": k.producer,
@@ -412,8 +481,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     "valid_until": k.valid_until,
                     "revoked_at": k.revoked_at,
                 }
-                for k in ledger.keyring.producer_keys()
+                for k in ledgers[0].keyring.producer_keys()
             ]
+        finally:
+            for ledger in ledgers:
+                ledger.close()
         if args.json:
             _json(keys)
         else:
@@ -421,8 +493,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 state = f"revoked at {k['revoked_at']}" if k["revoked_at"] else "active"
                 out.print(f"{k['key_id']}  producer={k['producer']}  from={k['valid_from']}  {state}")
         return 0
-    ledger = _open(args)
-    with ledger:
+    try:
         if args.keys_command == "register":
             if args.generate:
                 signer = Ed25519Signer.generate(args.producer)
@@ -432,12 +503,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 public = bytes.fromhex(args.public_key)
             else:
                 raise CommandError("give --public-key HEX or --generate FILE")
-            index = ledger.register_key(
-                args.producer, args.key_id, public, valid_from=args.valid_from, valid_until=args.valid_until
-            )
+            for ledger in ledgers:
+                index = ledger.register_key(
+                    args.producer, args.key_id, public, valid_from=args.valid_from, valid_until=args.valid_until
+                )
         else:
-            index = ledger.revoke_key(args.key_id, at=args.at)
-        ledger.seal()
+            for ledger in ledgers:
+                index = ledger.revoke_key(args.key_id, at=args.at)
+        for ledger in ledgers:
+            ledger.seal()
+    finally:
+        for ledger in ledgers:
+            ledger.close()
     if args.json:
         _json({"index": index})
     else:
@@ -568,9 +645,20 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
     from lineage_ledger.emitter import Emitter, HttpTransport
     from lineage_ledger.emitter.sender import redact
+    from lineage_ledger.emitter.transport import Transport
 
     signer = load_signer(args.key)
-    transport = HttpTransport(args.url, _emit_api_key(args), timeout=args.http_timeout)
+    transport: Transport
+    if args.kafka:
+        from lineage_ledger.kafka.producer import KafkaTransport
+
+        if not args.topic:
+            raise CommandError("--kafka needs --topic")
+        transport = KafkaTransport(args.kafka, args.topic, timeout=args.timeout)
+    elif args.url:
+        transport = HttpTransport(args.url, _emit_api_key(args), timeout=args.http_timeout)
+    else:
+        raise CommandError("say where to send: --url (a lineage service) or --kafka with --topic")
     emitter = Emitter(
         args.producer,
         args.key_id or _key_id(signer),
@@ -666,6 +754,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         size = ledger.size
         ingest_s = time.perf_counter() - started
         traces = [trace_token(ledger.store, t) for t in workload.traced]
+    if _sharded(args.ledger):
+        return _verify_sharded(args)
     with _progress(args, "verify", None) as advance:
         report = verify_ledger(args.ledger, verifier=ledger.verifier, progress=advance)
     summary = {
@@ -748,6 +838,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", parents=[common], help="create a ledger and its log key")
     p.add_argument("--origin", default="lineage.local/log", help="checkpoint origin line (a unique log name)")
+    p.add_argument("--shards", type=int, help="create a sharded ledger: a root log and this many shard logs")
+    p.add_argument("--partitions", type=int, help="Kafka partitions the shards split (a multiple of --shards)")
     p.add_argument(
         "--producer-key", help="the CLI's producer key file, created if missing (default <ledger>.producer.key)"
     )
@@ -784,6 +876,7 @@ def _parser() -> argparse.ArgumentParser:
     register_evidence(sub, common)
     register_findings(sub, common)
     register_export(sub, common)
+    register_kafka(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id")
@@ -837,9 +930,11 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
     k.set_defaults(func=cmd_apikey)
 
-    p = sub.add_parser("emit", help="send JSONL events to a lineage service through the emitter SDK")
+    p = sub.add_parser("emit", help="send JSONL events to a lineage service or Kafka through the emitter SDK")
     p.add_argument("file", nargs="?", default="-", help="JSONL file, one event per line (default: standard input)")
-    p.add_argument("--url", required=True, help="the lineage service, e.g. https://ledger.example")
+    p.add_argument("--url", help="the lineage service, e.g. https://ledger.example")
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="publish to Kafka instead (host:port[,...]); needs --topic")
+    p.add_argument("--topic", help="the Kafka topic")
     p.add_argument("--producer", required=True, help="producer id the batches are signed for")
     p.add_argument("--key", required=True, help="producer signing key file (0600)")
     p.add_argument("--key-id", help="the key's registered id (default: <key name>-<first 4 bytes of its hash>)")

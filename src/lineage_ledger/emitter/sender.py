@@ -48,7 +48,7 @@ from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.hlc import HybridClock
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event
 from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
-from lineage_ledger.emitter.transport import Transport
+from lineage_ledger.emitter.transport import GroupingTransport, Transport
 from lineage_ledger.errors import (
     InputError,
     KeyringError,
@@ -597,8 +597,7 @@ class Emitter:
         while events:
             retry_after: float | None = None
             try:
-                envelope = seal_batch(events, producer=self.producer, key_id=self.key_id, signer=self._signer)
-                receipts = self._transport.send(envelope)
+                receipts = self._send(events)
                 duplicates = self._check(events, receipts)
             except _RETRYABLE as e:
                 retry_after = e.retry_after if isinstance(e, PushbackError) else None
@@ -632,6 +631,25 @@ class Emitter:
                 return False
             attempt += 1
         return True
+
+    def _send(self, events: list[bytes]) -> Sequence[Receipt]:
+        """Seal and send one batch: one envelope, or one per group when the transport routes (Kafka)."""
+        transport = self._transport
+        if not isinstance(transport, GroupingTransport):
+            return transport.send(seal_batch(events, producer=self.producer, key_id=self.key_id, signer=self._signer))
+        routes = transport.route(events)
+        groups = [[events[i] for i in route] for route in routes]
+        envelopes = [
+            seal_batch(group, producer=self.producer, key_id=self.key_id, signer=self._signer) for group in groups
+        ]
+        got = transport.send_groups(envelopes, groups)
+        order = [i for route in routes for i in route]
+        if len(got) != len(order) or sorted(order) != list(range(len(events))):
+            raise TransportError(f"the transport returned {len(got)} receipts for {len(events)} events")
+        receipts: list[Receipt] = [got[0]] * len(events)
+        for receipt, pos in zip(got, order, strict=True):
+            receipts[pos] = receipt
+        return receipts
 
     def _refuse(self, events: list[bytes], error: LedgerError) -> None:
         """Dead-letter the event ``error`` names (and keep the rest), or the whole batch."""

@@ -22,7 +22,7 @@ import email.utils
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 import msgspec
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from lineage_ledger.ledger.writer import Ledger
 
-__all__ = ["BATCHES_PATH", "HttpTransport", "LocalTransport", "Transport"]
+__all__ = ["BATCHES_PATH", "GroupingTransport", "HttpTransport", "LocalTransport", "Transport"]
 
 BATCHES_PATH: Final = "/v1/batches"
 _DEFAULT_RETRY_AFTER: Final = 1.0
@@ -64,6 +64,24 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release connections; the transport is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class GroupingTransport(Transport, Protocol):
+    """A transport that wants a batch split before signing (Kafka: one envelope per partition).
+
+    The emitter asks ``route(events)`` for groups of positions, seals each group as its own envelope and hands
+    them all to ``send_groups(envelopes, groups)``, which returns the receipts in group order and raises as
+    ``send`` does (for the batch as a whole).
+    """
+
+    def route(self, events: Sequence[bytes]) -> list[list[int]]:
+        """Positions of ``events`` grouped by destination, each group in batch order."""
+        ...
+
+    def send_groups(self, envelopes: Sequence[bytes], groups: Sequence[Sequence[bytes]]) -> Sequence[Receipt]:
+        """Deliver one envelope per group; the receipts of their events, group after group."""
         ...
 
 

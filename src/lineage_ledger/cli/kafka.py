@@ -1,0 +1,198 @@
+"""``lineage consume`` (a Kafka topic into the ledger) and ``lineage schemas`` (the Avro schemas it reads)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from lineage_ledger.errors import InputError
+
+__all__ = ["register"]
+
+_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+_err = Console(stderr=True, highlight=False)
+
+
+def _config(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError("--kafka-config", f"{pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from lineage_ledger.cli.main import _open
+    from lineage_ledger.kafka.consumer import LedgerConsumer
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    partitions = args.partition
+    if args.shard is not None:
+        from lineage_ledger.cli.main import _log_signer, _settings
+        from lineage_ledger.ledger.shards import layout_of, shard_url
+        from lineage_ledger.ledger.writer import Ledger
+
+        root = _open(args)
+        layout = layout_of(root.store)
+        root.close()
+        if layout is None or not 0 <= args.shard < layout.shards:
+            raise InputError("--shard", f"{args.ledger} has no shard {args.shard}")
+        partitions = layout.partitions_of(args.shard)
+        ledger = Ledger.open(shard_url(args.ledger, args.shard), _log_signer(args), settings=_settings(args))
+    else:
+        ledger = _open(args)
+    try:
+        consumer = LedgerConsumer(
+            ledger,
+            args.bootstrap,
+            args.topic,
+            partitions=partitions,
+            config=_config(args.kafka_config),
+            keep_refused=args.keep_refused,
+        )
+        with consumer:
+            if not args.json:
+                _err.print(f"[dim]consuming {args.topic} partitions {consumer.partitions} into {args.ledger}[/]")
+            stats = consumer.run(idle_timeout=args.idle_timeout, max_messages=args.max_messages, stop=stop)
+        checkpoint = ledger.seal()
+        summary: dict[str, Any] = {
+            "messages": stats.messages,
+            "events": stats.events,
+            "duplicates": stats.duplicates,
+            "quarantined": stats.quarantined,
+            "positions": {str(p): o for p, o in sorted(ledger.store.offsets(args.topic).items())},
+            "size": ledger.size,
+            "sealed": checkpoint is not None or ledger.sealed_size == ledger.size,
+        }
+    finally:
+        ledger.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if args.json:
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+    else:
+        _out.print(
+            f"{summary['messages']} messages, {summary['events']} events ({summary['duplicates']} duplicates), "
+            f"{summary['quarantined']} refused; positions {summary['positions']}"
+        )
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from lineage_ledger.cli.main import _log_signer, _settings
+    from lineage_ledger.kafka.avro import schema_from_json
+    from lineage_ledger.kafka.consumer import register_schema
+    from lineage_ledger.ledger.shards import layout_of, shard_url
+    from lineage_ledger.ledger.writer import Ledger
+    from lineage_ledger.store import open_store
+
+    store = open_store(args.ledger, readonly=True)
+    try:
+        layout = layout_of(store)
+        rows = store.schemas()
+    finally:
+        store.close()
+    # a sharded ledger's consumers write the shards: each shard holds the schemas its consumer reads
+    urls = [shard_url(args.ledger, n) for n in range(layout.shards)] if layout else [args.ledger]
+    if args.schemas_command == "add":
+        schema = schema_from_json(Path(args.file).read_text(encoding="utf-8"))
+        added = False
+        for url in urls:
+            with Ledger.open(url, _log_signer(args), settings=_settings(args)) as ledger:
+                added = register_schema(ledger, schema) or added
+        if args.json:
+            sys.stdout.write(json.dumps({"fingerprint": schema.fingerprint.hex(), "added": added}) + "\n")
+        else:
+            said = "registered" if added else "already registered"
+            _out.print(f"{said}: {schema.name} fingerprint {schema.fingerprint.hex()} in {len(urls)} log(s)")
+        return 0
+    if layout is not None:
+        store = open_store(urls[0], readonly=True)
+        try:
+            rows = store.schemas()
+        finally:
+            store.close()
+    if args.json:
+        listed = [{"fingerprint": r.fingerprint.hex(), "name": r.name, "registered_at": r.registered_at} for r in rows]
+        sys.stdout.write(json.dumps(listed) + "\n")
+    else:
+        for r in rows:
+            _out.print(f"{r.fingerprint.hex()}  {r.name}  registered {r.registered_at}")
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from lineage_ledger.cli.main import _open
+    from lineage_ledger.ledger.shards import collect, layout_of, shard_url
+    from lineage_ledger.store import open_store
+
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    root = _open(args)
+    layout = layout_of(root.store)
+    if layout is None:
+        root.close()
+        raise InputError("--ledger", f"{args.ledger} is not the root of a sharded ledger")
+    stores = [open_store(shard_url(args.ledger, n), readonly=True) for n in range(layout.shards)]
+    try:
+        while True:
+            checkpoint = collect(root, stores)
+            if checkpoint is not None and not args.json:
+                _out.print(f"root checkpoint {checkpoint.size} covers {layout.shards} shards")
+            if args.every is None or stop.wait(args.every):
+                break
+        latest = root.store.latest_checkpoint()
+    finally:
+        for store in stores:
+            store.close()
+        root.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if args.json:
+        sys.stdout.write(json.dumps({"root_size": latest.size if latest else 0}) + "\n")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``consume``, ``schemas`` and ``shards`` commands."""
+    p = sub.add_parser("consume", parents=[common], help="ingest a Kafka topic into the ledger, exactly once")
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port...]")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--partition", type=int, action="append", help="consume only this partition (repeatable)")
+    p.add_argument("--shard", type=int, help="of a sharded ledger: write this shard, reading its partitions")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a message")
+    p.add_argument("--max-messages", type=int, help="stop after this many messages")
+    p.add_argument("--keep-refused", action="store_true", help="keep refused messages' bytes in the quarantine")
+    p.add_argument("--kafka-config", action="append", metavar="KEY=VALUE", help="a librdkafka setting (repeatable)")
+    p.add_argument("--block-size", type=int, help="seal at this many entries (default 10000)")
+    p.add_argument("--block-seconds", type=float, help="... or at this block age (default 5)")
+    p.set_defaults(func=_consume)
+
+    p = sub.add_parser("schemas", parents=[common], help="Avro schemas registered for the Kafka transport")
+    ss = p.add_subparsers(dest="schemas_command", required=True)
+    s = ss.add_parser("list", parents=[common])
+    s.set_defaults(func=_schemas)
+    s = ss.add_parser("add", parents=[common], help="register an Avro schema (.avsc) so consume can read it")
+    s.add_argument("file")
+    s.set_defaults(func=_schemas)
+
+    p = sub.add_parser("shards", parents=[common], help="a sharded ledger's root log")
+    ss = p.add_subparsers(dest="shards_command", required=True)
+    s = ss.add_parser("collect", parents=[common], help="record the shards' new checkpoints in the root log; seal it")
+    s.add_argument("--every", type=float, metavar="SECONDS", help="keep collecting at this interval until stopped")
+    s.set_defaults(func=_collect)

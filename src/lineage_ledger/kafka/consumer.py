@@ -1,0 +1,246 @@
+"""``lineage consume``: a Kafka topic into a ledger, exactly once.
+
+The consumer assigns itself the topic's partitions (all of them, or a shard's group) at the positions the
+ledger's store holds, and appends each message's batch with :meth:`Ledger.append` passing the message's
+next offset: the position is committed in the same store transaction as the batch's rows. A consumer killed
+at any moment restarts at the last committed position, so no event is lost and none is recorded twice (a
+batch the ledger already holds, such as a producer's retry, comes back as duplicates and only moves the
+position on). Kafka's own consumer-group offsets are not used.
+
+What a message can be:
+
+* a batch the ledger accepts: appended, position moved on;
+* a batch that is not authentic or not well formed (bad signature under a known key, malformed envelope or
+  event, an event id already recorded with other bytes): recorded in the store's quarantine (position,
+  reason, SHA-256 of the message, and the message itself only with ``keep_refused``), position moved on;
+* a batch the ledger cannot judge *yet*: signed by a producer key it does not know, or written with an Avro
+  schema that is not registered. The consumer stops with KeyringError or UnknownSchemaError naming the
+  partition and offset, without moving the position: an operator registers the key (``lineage keys register``) or
+  the schema (``lineage schemas add``) and restarts it. Nothing authentic is ever skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from lineage_ledger.errors import (
+    ConflictError,
+    InputError,
+    KeyringError,
+    LedgerError,
+    TransportError,
+    VerificationError,
+)
+from lineage_ledger.kafka.avro import V1, Schema, UnknownSchemaError, decode_envelope, schema_from_json
+from lineage_ledger.ledger.writer import Ledger
+from lineage_ledger.store.base import OffsetRow, QuarantineRow, SchemaRow
+
+__all__ = ["CONSUMER_DEFAULTS", "ConsumeStats", "LedgerConsumer", "register_schema"]
+
+_log = logging.getLogger(__name__)
+
+CONSUMER_DEFAULTS: Final[Mapping[str, Any]] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "isolation.level": "read_committed",
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": False,
+    "fetch.wait.max.ms": 50,
+}
+
+
+@dataclass(slots=True)
+class ConsumeStats:
+    """What one run did."""
+
+    messages: int = 0
+    events: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    """Commit time minus the message's Kafka timestamp, per message (when ``measure`` is on)."""
+
+
+def register_schema(ledger: Ledger, schema: Schema) -> bool:
+    """Register an Avro schema in the ledger's store; False if it was already registered."""
+    if any(row.fingerprint == schema.fingerprint for row in ledger.store.schemas()):
+        return False
+    row = SchemaRow(schema.fingerprint, schema.name, schema.canonical, ledger.now())
+    ledger.record_transport(schemas=[row])
+    return True
+
+
+class LedgerConsumer:
+    """Reads ``topic`` from the cluster at ``bootstrap`` into ``ledger``.
+
+    ``partitions`` limits the consumer to some partitions (a shard's group); by default it takes all of them.
+    ``config`` adds librdkafka settings (security ...). ``keep_refused`` keeps the bytes of refused messages
+    in the quarantine (off by default: bytes that failed the checks were never scanned for raw tokens).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        bootstrap: str,
+        topic: str,
+        *,
+        partitions: Sequence[int] | None = None,
+        config: Mapping[str, Any] | None = None,
+        batch: int = 500,
+        keep_refused: bool = False,
+        measure: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        try:
+            import confluent_kafka
+        except ImportError as e:  # pragma: no cover - depends on the installed extras
+            raise TransportError("lineage consume needs confluent-kafka: pip install 'lineage-ledger[kafka]'") from e
+        self._kafka = confluent_kafka
+        self.ledger = ledger
+        self.topic = topic
+        self.bootstrap = bootstrap
+        self._batch = batch
+        self._keep = keep_refused
+        self._measure = measure
+        self._clock = clock
+        settings = {
+            **CONSUMER_DEFAULTS,
+            "group.id": f"lineage-ledger:{ledger.origin}",
+            **(config or {}),
+            "bootstrap.servers": bootstrap,
+        }
+        self._consumer = confluent_kafka.Consumer(settings)
+        try:
+            register_schema(ledger, V1)
+            self._schemas: dict[bytes, Schema] = {}
+            self._load_schemas()
+            self.partitions = sorted(partitions) if partitions is not None else self._discover()
+            positions = ledger.store.offsets(topic)
+            self._consumer.assign(
+                [
+                    confluent_kafka.TopicPartition(topic, p, positions.get(p, confluent_kafka.OFFSET_BEGINNING))
+                    for p in self.partitions
+                ]
+            )
+        except BaseException:
+            self._consumer.close()
+            raise
+        _log.info(
+            "consuming %s partitions %s from %s",
+            topic,
+            self.partitions,
+            {p: positions.get(p, 0) for p in self.partitions},
+        )
+
+    def _load_schemas(self) -> None:
+        self._schemas = {row.fingerprint: schema_from_json(row.text) for row in self.ledger.store.schemas()}
+
+    def _discover(self) -> list[int]:
+        try:
+            metadata = self._consumer.list_topics(self.topic, timeout=30)
+        except self._kafka.KafkaException as e:
+            raise TransportError(f"cannot read the metadata of topic {self.topic!r} from {self.bootstrap}: {e}") from e
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            why = topic.error if topic is not None and topic.error is not None else "no such topic"
+            raise TransportError(f"topic {self.topic!r} on {self.bootstrap}: {why}")
+        return sorted(topic.partitions)
+
+    def positions(self) -> dict[int, int]:
+        """partition -> next offset, as committed in the ledger's store."""
+        return self.ledger.store.offsets(self.topic)
+
+    def run(
+        self,
+        *,
+        idle_timeout: float | None = None,
+        max_messages: int | None = None,
+        stop: threading.Event | None = None,
+        on_commit: Callable[[ConsumeStats], object] | None = None,
+    ) -> ConsumeStats:
+        """Consume until ``stop`` is set, ``max_messages`` were handled, or nothing arrived for ``idle_timeout``
+        seconds (None: keep waiting). Seals the open block (if due) between polls, so checkpoints keep coming
+        while the topic is quiet."""
+        stats = ConsumeStats()
+        idle_since = time.monotonic()
+        while not (stop is not None and stop.is_set()):
+            want = self._batch if max_messages is None else min(self._batch, max_messages - stats.messages)
+            if want <= 0:
+                break
+            try:
+                messages = self._consumer.consume(num_messages=want, timeout=0.2)
+            except self._kafka.KafkaException as e:
+                raise TransportError(f"consuming {self.topic!r} from {self.bootstrap}: {e}") from e
+            if not messages:
+                self.ledger.tick()
+                if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.fatal() or not error.retriable():
+                        raise TransportError(f"consuming {self.topic!r}: {error}")
+                    _log.warning("consuming %s: %s (retrying)", self.topic, error)
+                    continue
+                self._handle(message, stats)
+            if on_commit is not None:
+                on_commit(stats)
+        return stats
+
+    def _handle(self, message: Any, stats: ConsumeStats) -> None:
+        partition, offset = message.partition(), message.offset()
+        value: bytes = message.value() or b""
+        position = [OffsetRow(self.topic, partition, offset + 1)]
+        where = f"{self.topic}[{partition}]@{offset}"
+        try:
+            try:
+                envelope = decode_envelope(value, self._schemas)
+            except UnknownSchemaError:
+                self._load_schemas()  # registered since the consumer started?
+                envelope = decode_envelope(value, self._schemas)
+            result = self.ledger.append(envelope, offsets=position)
+        except UnknownSchemaError as e:
+            raise UnknownSchemaError(
+                e.field, f"{where}: {e.reason}; register the schema (lineage schemas add) and restart"
+            ) from e
+        except KeyringError as e:
+            raise KeyringError(
+                f"{where}: {e}; register the producer's key (lineage keys register) and restart; nothing was skipped"
+            ) from e
+        except (InputError, VerificationError, ConflictError) as e:
+            reason = f"{type(e).__name__}: {e}"
+            _log.warning("refused %s: %s", where, reason)
+            row = QuarantineRow(
+                self.topic, partition, offset, reason, hashlib.sha256(value).digest(), value if self._keep else None
+            )
+            self.ledger.record_transport(offsets=position, quarantine=[row])
+            stats.messages += 1
+            stats.quarantined += 1
+            return
+        except LedgerError:
+            raise
+        stats.messages += 1
+        stats.events += len(result.receipts)
+        stats.duplicates += sum(r.duplicate for r in result.receipts)
+        if self._measure:
+            kind, stamp = message.timestamp()
+            if kind != self._kafka.TIMESTAMP_NOT_AVAILABLE:
+                stats.latencies_ms.append(self._clock() * 1000.0 - stamp)
+
+    def close(self) -> None:
+        """Leave the cluster; the ledger stays open (it belongs to the caller)."""
+        self._consumer.close()
+
+    def __enter__(self) -> LedgerConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

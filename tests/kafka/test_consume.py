@@ -178,6 +178,22 @@ def test_refused_messages_are_quarantined_and_passed(
     ledger.close()
 
 
+def test_a_batch_published_twice_is_recorded_once(kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path) -> None:
+    # a producer that re-sends after a lost acknowledgement publishes the same batch twice; the second copy
+    # is read in the same poll as the first, so the combined commit conflicts and the batches go one by one
+    first = _sealed(token_events(8, tokens=2, label="a"))
+    second = _sealed(token_events(8, tokens=2, label="b"))
+    message = encode_envelope(first, V1)
+    _produce(kafka_server.bootstrap, kafka_topic, [(message, 3), (encode_envelope(second, V1), 3), (message, 3)])
+    ledger = _ledger(tmp_path / "ledger.db")
+    with LedgerConsumer(ledger, kafka_server.bootstrap, kafka_topic, config={"logger": CLIENT_LOGGER}) as consumer:
+        stats = _consume_until(consumer, 24)
+    assert (stats.messages, stats.events, stats.duplicates, stats.quarantined) == (3, 24, 8, 0)
+    assert len(_event_ids(ledger)) == 16
+    assert ledger.store.offsets(kafka_topic) == {3: 3}
+    ledger.close()
+
+
 def test_an_unknown_producer_key_stops_the_consumer_without_skipping(
     kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path
 ) -> None:

@@ -82,7 +82,7 @@ def _row(
 def _batch(start: int, rows: list[EntryRow]) -> BatchWrite:
     return BatchWrite(
         entries=rows,
-        envelope=EnvelopeRow(_h("env", start), "svc-a", "k1", b"{}", b"sig", b"".join(r.leaf for r in rows), start),
+        envelopes=[EnvelopeRow(_h("env", start), "svc-a", "k1", b"{}", b"sig", b"".join(r.leaf for r in rows), start)],
     )
 
 

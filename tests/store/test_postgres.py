@@ -254,7 +254,7 @@ def test_truncate_is_refused_on_every_table_even_for_the_owner(postgres_ledger: 
     store.write(
         BatchWrite(
             entries=[EntryRow(0, "token:a", "e0", None, bytes(32), bytes([1]) * 32, "ok", b"{}")],
-            envelope=EnvelopeRow(b"d" * 32, "svc", "k1", b"{}", b"sig", bytes([1]) * 32, 0),
+            envelopes=[EnvelopeRow(b"d" * 32, "svc", "k1", b"{}", b"sig", bytes([1]) * 32, 0)],
             nodes=[(8, 0, b"n" * 32)],
             checkpoint=CheckpointRow(1, "note"),
             revocations=[("token:a", 0)],

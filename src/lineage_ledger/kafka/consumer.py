@@ -1,8 +1,9 @@
 """``lineage consume``: a Kafka topic into a ledger, exactly once.
 
 The consumer assigns itself the topic's partitions (all of them, or a shard's group) at the positions the
-ledger's store holds, and appends each message's batch with :meth:`Ledger.append` passing the message's
-next offset: the position is committed in the same store transaction as the batch's rows. A consumer killed
+ledger's store holds, checks each message's batch (:meth:`Ledger.check`) and appends the batches of one
+poll together (:meth:`Ledger.append_many`) with each partition's next offset: the positions are committed
+in the same store transaction as the batches' rows, in message order. A consumer killed
 at any moment restarts at the last committed position, so no event is lost and none is recorded twice (a
 batch the ledger already holds, such as a producer's retry, comes back as duplicates and only moves the
 position on). Kafka's own consumer-group offsets are not used.
@@ -38,7 +39,7 @@ from lineage_ledger.errors import (
     VerificationError,
 )
 from lineage_ledger.kafka.avro import V1, Schema, UnknownSchemaError, decode_envelope, schema_from_json
-from lineage_ledger.ledger.writer import Ledger
+from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.store.base import OffsetRow, QuarantineRow, SchemaRow
 
 __all__ = ["CONSUMER_DEFAULTS", "ConsumeStats", "LedgerConsumer", "register_schema"]
@@ -80,7 +81,9 @@ class LedgerConsumer:
     """Reads ``topic`` from the cluster at ``bootstrap`` into ``ledger``.
 
     ``partitions`` limits the consumer to some partitions (a shard's group); by default it takes all of them.
-    ``config`` adds librdkafka settings (security ...). ``keep_refused`` keeps the bytes of refused messages
+    ``config`` adds librdkafka settings (security ...). Up to ``batch`` messages are read at once and their
+    batches committed together, up to ``per_commit`` events per transaction (positions with them).
+    ``keep_refused`` keeps the bytes of refused messages
     in the quarantine (off by default: bytes that failed the checks were never scanned for raw tokens).
     """
 
@@ -93,6 +96,7 @@ class LedgerConsumer:
         partitions: Sequence[int] | None = None,
         config: Mapping[str, Any] | None = None,
         batch: int = 500,
+        per_commit: int = 4000,
         keep_refused: bool = False,
         measure: bool = False,
         clock: Callable[[], float] = time.time,
@@ -106,6 +110,7 @@ class LedgerConsumer:
         self.topic = topic
         self.bootstrap = bootstrap
         self._batch = batch
+        self._per_commit = per_commit
         self._keep = keep_refused
         self._measure = measure
         self._clock = clock
@@ -183,22 +188,29 @@ class LedgerConsumer:
                     break
                 continue
             idle_since = time.monotonic()
+            pending: list[tuple[Any, CheckedBatch]] = []
             for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.fatal() or not error.retriable():
+                        self._flush(pending, stats)
                         raise TransportError(f"consuming {self.topic!r}: {error}")
                     _log.warning("consuming %s: %s (retrying)", self.topic, error)
                     continue
-                self._handle(message, stats)
+                checked = self._check(message, pending, stats)
+                if checked is not None:
+                    pending.append((message, checked))
+                    if sum(len(c.events) for _, c in pending) >= self._per_commit:
+                        self._flush(pending, stats)
+            self._flush(pending, stats)
             if on_commit is not None:
                 on_commit(stats)
         return stats
 
-    def _handle(self, message: Any, stats: ConsumeStats) -> None:
+    def _check(self, message: Any, pending: list[tuple[Any, CheckedBatch]], stats: ConsumeStats) -> CheckedBatch | None:
+        """The message's batch, checked; None if it was refused (and quarantined, after what came before it)."""
         partition, offset = message.partition(), message.offset()
         value: bytes = message.value() or b""
-        position = [OffsetRow(self.topic, partition, offset + 1)]
         where = f"{self.topic}[{partition}]@{offset}"
         try:
             try:
@@ -206,34 +218,68 @@ class LedgerConsumer:
             except UnknownSchemaError:
                 self._load_schemas()  # registered since the consumer started?
                 envelope = decode_envelope(value, self._schemas)
-            result = self.ledger.append(envelope, offsets=position)
+            return self.ledger.check(envelope)
         except UnknownSchemaError as e:
+            self._flush(pending, stats)
             raise UnknownSchemaError(
                 e.field, f"{where}: {e.reason}; register the schema (lineage schemas add) and restart"
             ) from e
         except KeyringError as e:
+            self._flush(pending, stats)
             raise KeyringError(
                 f"{where}: {e}; register the producer's key (lineage keys register) and restart; nothing was skipped"
             ) from e
-        except (InputError, VerificationError, ConflictError) as e:
-            reason = f"{type(e).__name__}: {e}"
-            _log.warning("refused %s: %s", where, reason)
-            row = QuarantineRow(
-                self.topic, partition, offset, reason, hashlib.sha256(value).digest(), value if self._keep else None
-            )
-            self.ledger.record_transport(offsets=position, quarantine=[row])
-            stats.messages += 1
-            stats.quarantined += 1
-            return
-        except LedgerError:
-            raise
+        except (InputError, VerificationError) as e:
+            self._flush(pending, stats)  # positions are committed in order: what came before goes first
+            self._quarantine(message, e, stats)
+            return None
+
+    def _quarantine(self, message: Any, error: LedgerError, stats: ConsumeStats) -> None:
+        partition, offset = message.partition(), message.offset()
+        value: bytes = message.value() or b""
+        reason = f"{type(error).__name__}: {error}"
+        _log.warning("refused %s[%d]@%d: %s", self.topic, partition, offset, reason)
+        row = QuarantineRow(
+            self.topic, partition, offset, reason, hashlib.sha256(value).digest(), value if self._keep else None
+        )
+        self.ledger.record_transport(offsets=[OffsetRow(self.topic, partition, offset + 1)], quarantine=[row])
         stats.messages += 1
-        stats.events += len(result.receipts)
-        stats.duplicates += sum(r.duplicate for r in result.receipts)
-        if self._measure:
-            kind, stamp = message.timestamp()
-            if kind != self._kafka.TIMESTAMP_NOT_AVAILABLE:
-                stats.latencies_ms.append(self._clock() * 1000.0 - stamp)
+        stats.quarantined += 1
+
+    def _flush(self, pending: list[tuple[Any, CheckedBatch]], stats: ConsumeStats) -> None:
+        """Append the checked batches of ``pending`` with their positions in one transaction (one by one if
+        some event is already recorded, so duplicates and conflicts are sorted out per batch)."""
+        if not pending:
+            return
+        ends: dict[int, int] = {}
+        for message, _ in pending:
+            ends[message.partition()] = max(ends.get(message.partition(), 0), message.offset() + 1)
+        batches = [checked for _, checked in pending]
+        try:
+            results: list[AppendResult | None] = list(
+                self.ledger.append_many(batches, offsets=[OffsetRow(self.topic, p, o) for p, o in ends.items()])
+            )
+        except ConflictError:
+            results = []
+            for message, checked in pending:
+                position = [OffsetRow(self.topic, message.partition(), message.offset() + 1)]
+                try:
+                    results.append(self.ledger.append_checked(checked, offsets=position))
+                except ConflictError as e:
+                    self._quarantine(message, e, stats)
+                    results.append(None)
+        now_ms = self._clock() * 1000.0
+        for (message, _), result in zip(pending, results, strict=True):
+            if result is None:
+                continue
+            stats.messages += 1
+            stats.events += len(result.receipts)
+            stats.duplicates += sum(r.duplicate for r in result.receipts)
+            if self._measure:
+                kind, stamp = message.timestamp()
+                if kind != self._kafka.TIMESTAMP_NOT_AVAILABLE:
+                    stats.latencies_ms.append(now_ms - stamp)
+        pending.clear()
 
     def close(self) -> None:
         """Leave the cluster; the ledger stays open (it belongs to the caller)."""

@@ -70,7 +70,7 @@ from lineage_ledger.store.base import (
     Store,
 )
 
-__all__ = ["AppendResult", "Ledger", "LedgerSettings", "Receipt"]
+__all__ = ["AppendResult", "CheckedBatch", "Ledger", "LedgerSettings", "Receipt"]
 
 TILE_STRIDE: Final = 8
 _log = logging.getLogger(__name__)
@@ -114,6 +114,22 @@ class AppendResult:
     def sealed(self, index: int) -> bool:
         """True if the entry at ``index`` is covered by a signed checkpoint; otherwise it is pending."""
         return index < self.sealed_size
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedBatch:
+    """A batch envelope whose structure, signature and events passed ``Ledger.check`` (not yet sequenced)."""
+
+    opened: OpenedEnvelope
+    events: list[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    opened: OpenedEnvelope
+    events: Sequence[Event]
+    positions: list[int]
+    duplicates: dict[int, Receipt]
 
 
 @dataclass(slots=True)
@@ -403,7 +419,7 @@ class Ledger:
         index = self.size
         body = shard_entry_bytes(index=index, recorded_at=now, prev=prev, shard=shard, checkpoint=note)
         row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
-        self._commit([row], None, BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
+        self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
         return index
 
     def _key_change(self, change: KeyChange, now: str) -> int:
@@ -416,7 +432,7 @@ class Ledger:
         )
         row = EntryRow(index, subject, None, None, self._key_heads.get(subject, ZERO_HASH), leaf_hash(body), "ok", body)
         count = self._key_counts.get(subject, 0) + 1
-        self._commit([row], None, BatchWrite(), [], now, now, {subject: (row.leaf, count, index)})
+        self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, count, index)})
         self.keyring = keyring
         self._key_heads[subject] = row.leaf
         self._key_counts[subject] = count
@@ -424,18 +440,12 @@ class Ledger:
 
     # -- the write path ---------------------------------------------------------------------------------
 
-    def append(self, envelope: bytes, *, offsets: Sequence[OffsetRow] = ()) -> AppendResult:
-        """Check, sequence, integrate and durably commit one signed batch.
-
-        All or nothing: on any error nothing of the batch is written. A batch whose events are all already
-        recorded with the same bytes returns the original receipts and writes no entry; an event id already
-        recorded with different bytes raises ConflictError. ``offsets`` (transport positions the batch was
-        read up to) are committed in the same transaction as the batch's rows, duplicates or not.
-        """
+    def check(self, envelope: bytes) -> CheckedBatch:
+        """The checks of ``append`` that need no sequencing: envelope structure, the producer's key valid now,
+        the signature, every event's validity, no event id twice. Raises as ``append`` does; writes nothing."""
         opened = open_envelope(envelope)
         stmt = opened.statement
-        now = self._clock.now()
-        key = self.keyring.signing_key(stmt.key_id, stmt.producer, now)
+        key = self.keyring.signing_key(stmt.key_id, stmt.producer, self._clock.now())
         verify_batch_signature(opened, key.public_key)
         events = [decode_event(raw, field=f"events[{i}]") for i, raw in enumerate(opened.events)]
         ids = [e.event_id for e in events]
@@ -445,6 +455,35 @@ class Ledger:
                 if eid in seen:
                     raise InputError(f"events[{i}].event_id", f"{eid} appears twice in the batch")
                 seen.add(eid)
+        return CheckedBatch(opened, events)
+
+    def append(self, envelope: bytes, *, offsets: Sequence[OffsetRow] = ()) -> AppendResult:
+        """Check, sequence, integrate and durably commit one signed batch.
+
+        All or nothing: on any error nothing of the batch is written. A batch whose events are all already
+        recorded with the same bytes returns the original receipts and writes no entry; an event id already
+        recorded with different bytes raises ConflictError. ``offsets`` (transport positions the batch was
+        read up to) are committed in the same transaction as the batch's rows, duplicates or not.
+        """
+        return self.append_checked(self.check(envelope), offsets=offsets)
+
+    def append_many(self, batches: Sequence[CheckedBatch], *, offsets: Sequence[OffsetRow] = ()) -> list[AppendResult]:
+        """Sequence several checked batches, in order, and commit them (and ``offsets``) in one transaction.
+
+        For a transport that reads many small batches at once: one commit instead of one per batch. All or
+        nothing; if any event id is already recorded (a retried batch) it raises ConflictError having written
+        nothing, and the caller appends the batches one by one, which sorts out duplicates.
+        """
+        if not batches:
+            self.record_transport(offsets=offsets)
+            return []
+        parts = [_Part(b.opened, b.events, list(range(len(b.events))), {}) for b in batches]
+        return self._sequence_many(parts, offsets)
+
+    def append_checked(self, checked: CheckedBatch, *, offsets: Sequence[OffsetRow] = ()) -> AppendResult:
+        """``append`` for a batch ``check`` accepted."""
+        opened, events = checked.opened, checked.events
+        ids = [e.event_id for e in events]
         try:
             return self._sequence(opened, events, list(range(len(events))), {}, offsets)
         except ConflictError:
@@ -490,26 +529,30 @@ class Ledger:
         duplicates: dict[int, Receipt],
         offsets: Sequence[OffsetRow] = (),
     ) -> AppendResult:
-        stmt = opened.statement
-        n = len(positions)
+        return self._sequence_many([_Part(opened, events, positions, duplicates)], offsets)[0]
+
+    def _sequence_many(self, parts: Sequence[_Part], offsets: Sequence[OffsetRow]) -> list[AppendResult]:
+        """Sequence the given events of several checked batches, in order, and commit them in one transaction."""
         subjects: set[str] = set()
-        for pos in positions:
-            ev = events[pos]
-            if type(ev) is TokenEvent:
-                subjects.add("token:" + ev.token_id)
-                parent = ev.payload.parent_token_id
-                if parent is not None:
-                    subjects.add("token:" + parent)
-            elif type(ev) is DataEvent:
-                subjects.add("asset:" + ev.asset_id)
-            else:
-                assert type(ev) is PolicyEvent
-                subjects.add("policy:" + ev.policy_id)
+        latest = ""
+        for part in parts:
+            for pos in part.positions:
+                ev = part.events[pos]
+                latest = max(latest, ev.occurred_at)
+                if type(ev) is TokenEvent:
+                    subjects.add("token:" + ev.token_id)
+                    parent = ev.payload.parent_token_id
+                    if parent is not None:
+                        subjects.add("token:" + parent)
+                elif type(ev) is DataEvent:
+                    subjects.add("asset:" + ev.asset_id)
+                else:
+                    assert type(ev) is PolicyEvent
+                    subjects.add("policy:" + ev.policy_id)
         self._preload(subjects)
 
-        latest = max(events[p].occurred_at for p in positions)
         self._clock.observe(latest)
-        readings = self._clock.reserve(n)
+        readings = self._clock.reserve(sum(len(part.positions) for part in parts))
         cache = self._cache
         overlay: dict[str, _Subject] = {}
         policy = self.settings.lifecycle
@@ -520,88 +563,95 @@ class Ledger:
             return got.token or lifecycle.NEVER_SEEN
 
         index = self.size
+        k = 0
         rows: list[EntryRow] = []
-        receipts = dict(duplicates)
+        envelope_rows: list[EnvelopeRow] = []
         policies: list[PolicyRow] = []
         revocations: list[tuple[str, int]] = []
         links: list[tuple[str, str, str, int, str]] = []
-        digest = opened.digest
-        producer = stmt.producer
-        key_id = stmt.key_id
-        for k, pos in enumerate(positions):
-            ev = events[pos]
-            verdict = "ok"
-            parent_subject = None
-            if type(ev) is TokenEvent:
-                subject = "token:" + ev.token_id
-                verdict, changes = lifecycle.apply(ev, state_of, policy)
-                for tid, st in changes.items():
-                    s = "token:" + tid
-                    cur = overlay.get(s) or cache[s]
-                    overlay[s] = _Subject(cur.head, st, cur.count, cur.index)
-                    if st.state == "REVOKED":
-                        revocations.append((s, index))
-                p = ev.payload
-                if p.parent_token_id is not None:
-                    parent_subject = "token:" + p.parent_token_id
-                if p.resource is not None and ev.event_type == "USED":
-                    links.append(("resource", p.resource, ev.occurred_at, index, subject))
-                if p.user_id is not None and ev.event_type in _BIRTHS:
-                    links.append(("user", p.user_id, ev.occurred_at, index, subject))
-            elif type(ev) is DataEvent:
-                subject = "asset:" + ev.asset_id
-                for ref in ev.payload.inputs:
-                    links.append(("input", ref.asset_id, ev.occurred_at, index, subject))
-            else:
-                assert type(ev) is PolicyEvent
-                subject = "policy:" + ev.policy_id
-                document = canonical_bytes(ev.payload.document)
-                policies.append(
-                    PolicyRow(
-                        hashlib.sha256(document).digest(),
-                        ev.policy_id,
-                        ev.payload.policy_version,
-                        index,
-                        document,
+        all_receipts: list[dict[int, Receipt]] = []
+        for part in parts:
+            opened, events = part.opened, part.events
+            receipts = dict(part.duplicates)
+            all_receipts.append(receipts)
+            digest = opened.digest
+            producer = opened.statement.producer
+            key_id = opened.statement.key_id
+            first = index
+            for pos in part.positions:
+                ev = events[pos]
+                verdict = "ok"
+                parent_subject = None
+                if type(ev) is TokenEvent:
+                    subject = "token:" + ev.token_id
+                    verdict, changes = lifecycle.apply(ev, state_of, policy)
+                    for tid, st in changes.items():
+                        s = "token:" + tid
+                        cur = overlay.get(s) or cache[s]
+                        overlay[s] = _Subject(cur.head, st, cur.count, cur.index)
+                        if st.state == "REVOKED":
+                            revocations.append((s, index))
+                    p = ev.payload
+                    if p.parent_token_id is not None:
+                        parent_subject = "token:" + p.parent_token_id
+                    if p.resource is not None and ev.event_type == "USED":
+                        links.append(("resource", p.resource, ev.occurred_at, index, subject))
+                    if p.user_id is not None and ev.event_type in _BIRTHS:
+                        links.append(("user", p.user_id, ev.occurred_at, index, subject))
+                elif type(ev) is DataEvent:
+                    subject = "asset:" + ev.asset_id
+                    for ref in ev.payload.inputs:
+                        links.append(("input", ref.asset_id, ev.occurred_at, index, subject))
+                else:
+                    assert type(ev) is PolicyEvent
+                    subject = "policy:" + ev.policy_id
+                    document = canonical_bytes(ev.payload.document)
+                    policies.append(
+                        PolicyRow(
+                            hashlib.sha256(document).digest(),
+                            ev.policy_id,
+                            ev.payload.policy_version,
+                            index,
+                            document,
+                        )
                     )
+                cur = overlay.get(subject) or cache[subject]
+                prev = cur.head
+                body = event_entry_bytes(
+                    index=index,
+                    recorded_at=readings[k],
+                    prev=prev,
+                    producer=producer,
+                    key_id=key_id,
+                    envelope=digest,
+                    position=pos,
+                    verdict=verdict,
+                    event=opened.events[pos],
                 )
-            cur = overlay.get(subject) or cache[subject]
-            prev = cur.head
-            body = event_entry_bytes(
-                index=index,
-                recorded_at=readings[k],
-                prev=prev,
-                producer=producer,
-                key_id=key_id,
-                envelope=digest,
-                position=pos,
-                verdict=verdict,
-                event=opened.events[pos],
+                leaf = leaf_hash(body)
+                overlay[subject] = _Subject(leaf, cur.token, cur.count + 1, index)
+                rows.append(EntryRow(index, subject, ev.event_id, parent_subject, prev, leaf, verdict, body))
+                receipts[pos] = Receipt(ev.event_id, index, verdict, False)
+                index += 1
+                k += 1
+            envelope_rows.append(
+                EnvelopeRow(
+                    digest, producer, key_id, opened.payload, opened.signature, b"".join(opened.event_leaves), first
+                )
             )
-            leaf = leaf_hash(body)
-            overlay[subject] = _Subject(leaf, cur.token, cur.count + 1, index)
-            rows.append(EntryRow(index, subject, ev.event_id, parent_subject, prev, leaf, verdict, body))
-            receipts[pos] = Receipt(ev.event_id, index, verdict, False)
-            index += 1
 
-        envelope_row = EnvelopeRow(
-            digest,
-            producer,
-            key_id,
-            opened.payload,
-            opened.signature,
-            b"".join(opened.event_leaves),
-            rows[0].index,
-        )
         extra = BatchWrite(policies=policies, revocations=revocations, links=links, offsets=list(offsets))
         touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
-        self._commit(rows, envelope_row, extra, list(overlay.items()), readings[0], readings[-1], touched)
-        return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)
+        self._commit(rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched)
+        return [
+            AppendResult(tuple(receipts[p] for p in range(len(part.events))), self.sealed_size)
+            for part, receipts in zip(parts, all_receipts, strict=True)
+        ]
 
     def _commit(
         self,
         rows: list[EntryRow],
-        envelope_row: EnvelopeRow | None,
+        envelope_rows: list[EnvelopeRow],
         batch: BatchWrite,
         subject_updates: list[tuple[str, _Subject]],
         first_recorded: str,
@@ -623,7 +673,7 @@ class Ledger:
         size = rows[-1].index + 1
         hlc_first = self._block_hlc_first or first_recorded
         batch.entries = rows
-        batch.envelope = envelope_row
+        batch.envelopes = envelope_rows
         batch.nodes = nodes
         seal = None
         block_len = size - self._block_first

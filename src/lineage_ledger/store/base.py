@@ -117,7 +117,7 @@ class BatchWrite:
     """Everything one append writes, committed in one transaction."""
 
     entries: list[EntryRow] = field(default_factory=list)
-    envelope: EnvelopeRow | None = None
+    envelopes: list[EnvelopeRow] = field(default_factory=list)
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     checkpoint: CheckpointRow | None = None
     policies: list[PolicyRow] = field(default_factory=list)

@@ -434,9 +434,9 @@ class PostgresStore:
                     for link in batch.links:
                         copy.write_row(link)
             with cur.connection.pipeline():
-                if batch.envelope is not None:
-                    cur.execute(
-                        f"INSERT INTO envelopes ({_ENVELOPE_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)", batch.envelope
+                if batch.envelopes:
+                    cur.executemany(
+                        f"INSERT INTO envelopes ({_ENVELOPE_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)", batch.envelopes
                     )
                 if batch.nodes:
                     cur.executemany("INSERT INTO nodes (level, idx, hash) VALUES (%s, %s, %s)", batch.nodes)

@@ -261,8 +261,8 @@ class SQLiteStore:
     def write(self, batch: BatchWrite) -> None:
         def body(db: sqlite3.Connection) -> None:
             db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.entries)
-            if batch.envelope is not None:
-                db.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, ?)", batch.envelope)
+            if batch.envelopes:
+                db.executemany("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, ?)", batch.envelopes)
             if batch.nodes:
                 db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", batch.nodes)
             if batch.policies:

@@ -50,6 +50,8 @@ except ModuleNotFoundError:  # run as a script: the repository root is not on th
     from tests.services_kafka import KafkaCluster, running_kafka
 
 PARTITIONS = 4
+WARMUP_MESSAGES = 8
+"""The first two 1,000-event batches (as 4 messages each) warm the pipe up before the clock starts."""
 LOG_SEED = bytes(range(7, 39))
 PRODUCER_SEED = bytes(range(9, 41))
 SETTINGS = LedgerSettings(block_size=10_000, block_seconds=2.0)
@@ -70,18 +72,22 @@ def _messages(events: int) -> list[tuple[bytes, int, int]]:
     return out
 
 
-def _consume_shard(url: str, bootstrap: str, topic: str, partitions: list[int], expected: int, ready: Any) -> Any:
-    """One shard's consumer process: returns (events, first commit, last commit, latencies in ms)."""
+def _consume_shard(
+    url: str, bootstrap: str, topic: str, partitions: list[int], warm: int, expected: int, ready: Any, warmed: Any
+) -> Any:
+    """One shard's consumer process: returns (events, first commit, last commit, latencies in ms) of the timed
+    part, after its first ``warm`` events (the warm-up: connections, caches) are in."""
     from lineage_ledger.kafka.consumer import ConsumeStats, LedgerConsumer
 
     ledger = Ledger.open(url, Ed25519Signer("bench.lineage-ledger/kafka", LOG_SEED), settings=SETTINGS)
     stop = __import__("threading").Event()
-    marks: list[float] = []
+    skip: list[int] = []
 
     def check(stats: ConsumeStats) -> None:
-        if not marks:
-            marks.append(time.time())
-        if stats.events >= expected:
+        if not skip and stats.events >= warm:
+            skip.append(len(stats.latencies_ms))
+            warmed.set()
+        if stats.events >= warm + expected:
             stop.set()
 
     with LedgerConsumer(ledger, bootstrap, topic, partitions=partitions, measure=True) as consumer:
@@ -89,7 +95,7 @@ def _consume_shard(url: str, bootstrap: str, topic: str, partitions: list[int], 
         stats = consumer.run(stop=stop, idle_timeout=120.0, on_commit=check)
     ledger.seal()
     ledger.close()
-    return stats.events, marks[0] if marks else 0.0, time.time(), stats.latencies_ms
+    return stats.events - warm, time.time(), stats.latencies_ms[skip[0] if skip else 0 :]
 
 
 def _ledger_urls(backend: str, shards: int, admin: str | None, tmp: Path) -> str:
@@ -116,15 +122,27 @@ def _run(
     sharded.register_key(BENCH_PRODUCER, BENCH_KEY_ID, Ed25519Signer(BENCH_PRODUCER, PRODUCER_SEED).public_key)
     layout: ShardLayout = sharded.layout
     sharded.close()
-    expected = [sum(n for _, p, n in messages if p % shards == s) for s in range(shards)]
+    warmup, timed = messages[:WARMUP_MESSAGES], messages[WARMUP_MESSAGES:]
+    warm = [sum(n for _, p, n in warmup if p % shards == s) for s in range(shards)]
+    expected = [sum(n for _, p, n in timed if p % shards == s) for s in range(shards)]
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         readies = [manager.Event() for _ in range(shards)]
+        warmeds = [manager.Event() for _ in range(shards)]
         with ctx.Pool(shards) as pool:
             results = [
                 pool.apply_async(
                     _consume_shard,
-                    (shard_url(url, s), cluster.bootstrap, topic, layout.partitions_of(s), expected[s], readies[s]),
+                    (
+                        shard_url(url, s),
+                        cluster.bootstrap,
+                        topic,
+                        layout.partitions_of(s),
+                        warm[s],
+                        expected[s],
+                        readies[s],
+                        warmeds[s],
+                    ),
                 )
                 for s in range(shards)
             ]
@@ -134,10 +152,16 @@ def _run(
             producer = Producer(
                 {"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
             )
-            total = sum(n for _, _, n in messages)
+            for value, partition, _ in warmup:
+                producer.produce(topic, value=value, partition=partition)
+            producer.flush(120)
+            for warmed in warmeds:
+                if not warmed.wait(120):
+                    raise RuntimeError("a shard consumer did not take the warm-up batch")
+            total = sum(n for _, _, n in timed)
             started = time.time()
             sent = 0
-            for value, partition, count in messages:
+            for value, partition, count in timed:
                 if rate:
                     ahead = sent / rate - (time.time() - started)
                     if ahead > 0:
@@ -154,8 +178,10 @@ def _run(
             produced = time.time() - started
             outcomes = [r.get(timeout=600) for r in results]
     events = sum(o[0] for o in outcomes)
-    finished = max(o[2] for o in outcomes)
-    latencies = sorted(x for o in outcomes for x in o[3])
+    finished = max(o[1] for o in outcomes)
+    latencies = sorted(x for o in outcomes for x in o[2])
+    in_order = outcomes[0][2]
+    slowest = sorted(range(len(in_order)), key=lambda i: -in_order[i])[:3]
     collect_root = ShardedLedger.open(url, log, settings=SETTINGS)
     root_checkpoint = collect_root.seal()
     collect_root.close()
@@ -169,7 +195,10 @@ def _run(
         "seconds": round(finished - started, 2),
         "events_per_s": round(events / (finished - started)),
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p90_ms": round(latencies[int(len(latencies) * 0.9) - 1], 1) if latencies else None,
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 1) if latencies else None,
+        "max_ms": round(latencies[-1], 1) if latencies else None,
+        "slowest_of_shard_0": [(i, round(in_order[i])) for i in slowest],
         "messages": len(latencies),
         "root_size": root_checkpoint.size if root_checkpoint else None,
     }

@@ -179,7 +179,13 @@ class LedgerConsumer:
             if want <= 0:
                 break
             try:
-                messages = self._consumer.consume(num_messages=want, timeout=0.2)
+                # what has arrived, without waiting for a full batch (that wait would add latency); if
+                # nothing has, wait for one message, then take whatever came with it
+                messages = self._consumer.consume(num_messages=want, timeout=0)
+                if not messages:
+                    messages = self._consumer.consume(num_messages=1, timeout=0.2)
+                    if messages and want > 1:
+                        messages += self._consumer.consume(num_messages=want - 1, timeout=0)
             except self._kafka.KafkaException as e:
                 raise TransportError(f"consuming {self.topic!r} from {self.bootstrap}: {e}") from e
             if not messages:

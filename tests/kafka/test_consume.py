@@ -178,6 +178,37 @@ def test_refused_messages_are_quarantined_and_passed(
     ledger.close()
 
 
+def test_raw_tokens_in_refused_messages_reach_no_store_and_no_log(
+    kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a producer that bypasses the emitter puts raw tokens where fingerprints belong: an opaque session token
+    # as token_id, and a JWT in a payload field; the ledger refuses both batches and must not keep the tokens
+    opaque = "sess_" + "Zx9" * 20
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz"
+    good = json.loads(token_events(1, label="victim")[0])
+    bad_id = {**good, "token_id": opaque}
+    bad_payload = {**good, "payload": {**good["payload"], "user_agent": jwt}}
+    envelopes = [
+        _sealed([json.dumps(e, separators=(",", ":"), sort_keys=True).encode()]) for e in (bad_id, bad_payload)
+    ]
+    _produce(kafka_server.bootstrap, kafka_topic, [(encode_envelope(e, V1), 0) for e in envelopes])
+    ledger = _ledger(tmp_path / "ledger.db")
+    with (
+        caplog.at_level("DEBUG"),
+        LedgerConsumer(ledger, kafka_server.bootstrap, kafka_topic, config={"logger": CLIENT_LOGGER}) as consumer,
+    ):
+        stop = threading.Event()
+        stats = consumer.run(stop=stop, idle_timeout=WAIT_SECONDS, on_commit=lambda s: s.messages >= 2 and stop.set())
+    assert (stats.messages, stats.quarantined, stats.events) == (2, 2, 0)
+    reasons = [r.reason for r in ledger.store.quarantined(kafka_topic)]
+    assert "token_id" in reasons[0] and "JWT" in reasons[1]
+    ledger.close()
+    stored = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("ledger.db"))
+    for secret in (opaque, jwt):
+        assert secret.encode() not in stored
+        assert secret not in caplog.text
+
+
 def test_a_batch_published_twice_is_recorded_once(kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path) -> None:
     # a producer that re-sends after a lost acknowledgement publishes the same batch twice; the second copy
     # is read in the same poll as the first, so the combined commit conflicts and the batches go one by one

@@ -42,6 +42,7 @@ __all__ = [
     "encode_event",
     "read_event",
     "read_subject",
+    "redact",
     "subject_of",
 ]
 
@@ -175,6 +176,8 @@ _ENCODER = msgspec.json.Encoder(order="sorted")
 # A JWT's header and claims both begin with '{"' whose base64url is "eyJ"; three dot-separated segments.
 _JWT_RE = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")
 _JWT_TEXT_RE = re.compile(_JWT_RE.pattern.decode())
+_QUOTED_RE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_JWT_ANY_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 _AT_RE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
 _MISSING_RE = re.compile(r"^Object missing required field `(.*)`$", re.DOTALL)
 
@@ -203,6 +206,12 @@ def _jwt_path(value: Any, path: str) -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def redact(text: str) -> str:
+    """``text`` without quoted values or JWT-shaped strings: safe to log or store even if the input that
+    caused an error held a raw token (error messages quote the offending value)."""
+    return _JWT_ANY_RE.sub("<jwt>", _QUOTED_RE.sub("<value>", text))
 
 
 def subject_of(event: Event) -> str:

@@ -46,7 +46,7 @@ from lineage_ledger.core.crypto import Signer
 from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.hlc import HybridClock
-from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event
+from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event, redact
 from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
 from lineage_ledger.emitter.transport import GroupingTransport, Transport
 from lineage_ledger.errors import (
@@ -68,8 +68,6 @@ Overflow = Literal["spool", "drop", "block"]
 _RETRYABLE: Final = (TransportError, PushbackError, KeyringError, SignatureError)
 _ACCEPTED: Final = frozenset({TokenEvent, PolicyEvent, DataEvent, dict, bytes})
 _EVENT_AT = re.compile(r"^events\[([0-9]+)\]")
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 _PRODUCER_RE = re.compile(PRODUCER_PATTERN)
 _KEY_ID_RE = re.compile(KEY_ID_PATTERN)
@@ -109,12 +107,6 @@ class _Marker:
     def __init__(self) -> None:
         self.spooled = threading.Event()
         self.delivered = threading.Event()
-
-
-def redact(text: str) -> str:
-    """``text`` without quoted values or JWT-shaped strings: safe to log or store even if the input that
-    caused an error held a raw token."""
-    return _JWT.sub("<jwt>", _QUOTED.sub("<value>", text))
 
 
 def _event_id_of(item: object) -> str | None:

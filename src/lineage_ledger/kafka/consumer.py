@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from lineage_ledger.core.model import redact
 from lineage_ledger.errors import (
     ConflictError,
     InputError,
@@ -243,7 +244,7 @@ class LedgerConsumer:
     def _quarantine(self, message: Any, error: LedgerError, stats: ConsumeStats) -> None:
         partition, offset = message.partition(), message.offset()
         value: bytes = message.value() or b""
-        reason = f"{type(error).__name__}: {error}"
+        reason = f"{type(error).__name__}: {redact(str(error))}"  # errors quote values: never a token
         _log.warning("refused %s[%d]@%d: %s", self.topic, partition, offset, reason)
         row = QuarantineRow(
             self.topic, partition, offset, reason, hashlib.sha256(value).digest(), value if self._keep else None

@@ -163,6 +163,15 @@ def test_a_rolled_back_shard_is_caught_by_collect_and_by_verify(sharded: Sharded
     root.close()
 
 
+def test_the_root_log_takes_no_events(sharded: ShardedLedger) -> None:
+    envelope = seal_batch(token_events(3), producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+    size = sharded.root.size
+    with pytest.raises(InputError, match="root log of a sharded ledger"):
+        sharded.root.append(envelope)
+    assert sharded.root.size == size
+    sharded.close()
+
+
 def test_layout_is_written_once_and_checked(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="multiple of shards"):
         ShardedLedger.create(str(tmp_path / "bad.db"), make_log_signer(), shards=3, partitions=4)

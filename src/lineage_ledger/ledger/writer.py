@@ -162,6 +162,8 @@ class Ledger:
         if not meta:
             raise NotFoundError(f"{store.url} holds no ledger; create it with Ledger.create")
         self.origin = meta["origin"]
+        self.shard_root = "shards" in meta
+        """True for the root log of a sharded ledger, which records shard checkpoints and never events."""
         self.verifier = parse_verifier_key(meta["verifier_key"])
         if self.verifier.public_key != signer.public_key or self.verifier.name != signer.name:
             raise KeyringError(
@@ -443,6 +445,8 @@ class Ledger:
     def check(self, envelope: bytes) -> CheckedBatch:
         """The checks of ``append`` that need no sequencing: envelope structure, the producer's key valid now,
         the signature, every event's validity, no event id twice. Raises as ``append`` does; writes nothing."""
+        if self.shard_root:
+            raise InputError("ledger", f"{self.store.url} is the root log of a sharded ledger: events go to its shards")
         opened = open_envelope(envelope)
         stmt = opened.statement
         key = self.keyring.signing_key(stmt.key_id, stmt.producer, self._clock.now())

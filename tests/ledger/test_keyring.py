@@ -176,3 +176,32 @@ class TestRotation:
             ring.signing_key("k1", PRODUCER, at(250))
         assert ring.signing_key("k2", PRODUCER, at(250)).key_id == "k2"
         assert ring.get("k1").public_key == PUBLIC_1
+
+
+class TestMalformedChanges:
+    """Key entries a verifier replays from a log it does not trust: ones no ledger writes are refused."""
+
+    def test_a_revocation_must_say_when(self) -> None:
+        ring = Keyring([register("k1", at(0))])
+        change = KeyChange(action="revoke", producer=PRODUCER, key_id="k1", public_key=PUBLIC_1.hex(), valid_from=at(0))
+        with pytest.raises(KeyringError, match="revoked_at is missing"):
+            ring.apply(change)
+        assert ring.get("k1").revoked_at is None
+
+    def test_a_revocation_must_name_the_registered_public_key(self) -> None:
+        ring = Keyring([register("k1", at(0))])
+        with pytest.raises(KeyringError, match="another public key"):
+            ring.apply(revoke("k1", at(5), public_key=PUBLIC_2))
+        assert ring.signing_key("k1", PRODUCER, at(10)).revoked_at is None
+
+    def test_a_registration_cannot_carry_a_revocation(self) -> None:
+        change = KeyChange(
+            action="register",
+            producer=PRODUCER,
+            key_id="k1",
+            public_key=PUBLIC_1.hex(),
+            valid_from=at(0),
+            revoked_at=at(1),
+        )
+        with pytest.raises(KeyringError, match="carries revoked_at"):
+            Keyring([change])

@@ -53,6 +53,8 @@ class Keyring:
         """Fold one key change in; ConflictError if it contradicts what is known."""
         known = self._keys.get(change.key_id)
         if change.action == "register":
+            if change.revoked_at is not None:
+                raise KeyringError(f"a registration of key {change.key_id!r} carries revoked_at")
             if known is not None:
                 raise ConflictError(f"key id {change.key_id!r} is already registered")
             self._keys[change.key_id] = ProducerKey(
@@ -67,6 +69,10 @@ class Keyring:
             raise KeyringError(f"cannot revoke unknown key {change.key_id!r} of producer {change.producer!r}")
         if known.revoked_at is not None:
             raise ConflictError(f"key {change.key_id!r} was already revoked at {known.revoked_at}")
+        if change.revoked_at is None:
+            raise KeyringError(f"a revocation of key {change.key_id!r} says not when (revoked_at is missing)")
+        if bytes.fromhex(change.public_key) != known.public_key:
+            raise KeyringError(f"a revocation of key {change.key_id!r} names another public key")
         self._keys[change.key_id] = ProducerKey(
             producer=known.producer,
             key_id=known.key_id,

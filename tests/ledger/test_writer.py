@@ -21,6 +21,7 @@ from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store.base import BatchWrite
+from lineage_ledger.store.sqlite import SQLiteStore
 
 SECRET = b"test-fingerprint-secret"
 T0 = 1_763_891_234_000_000_000
@@ -230,3 +231,40 @@ def test_revocation_set_and_token_state_follow_the_log(ledger: Ledger, producer:
     assert ledger.token_state(b).state == "REVOKED"
     assert not ledger.is_active(b, now_ns=T0 + 4)
     assert not ledger.is_active(token_fingerprint(SECRET, "never"), now_ns=T0)
+
+
+class _CommitsThenFails(SQLiteStore):
+    """A real SQLite store whose next write commits and then reports a failure, as a connection that breaks
+    while COMMIT's answer is on its way does (the outcome is unknown to the writer)."""
+
+    fail_next = False
+
+    def write(self, batch: BatchWrite) -> None:
+        super().write(batch)
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("write failed with the connection, the batch may or may not be stored")
+
+
+def test_a_write_of_unknown_outcome_makes_the_ledger_reload_before_the_next(
+    tmp_path: Path, producer: Ed25519Signer, log_signer: Ed25519Signer
+) -> None:
+    url = str(tmp_path / "l.db")
+    Ledger.create(url, log_signer).close()
+    store = _CommitsThenFails(url)
+    ledger = Ledger(store, log_signer, settings=LedgerSettings(block_size=8, block_seconds=1e9), clock=_Clock())
+    ledger.register_key("svc-a", "svc-a-1", producer.public_key)
+    first = [_event("ISSUED", "t1", T0), _event("USED", "t1", T0 + 1)]
+    second = [_event("USED", "t1", T0 + 2), _event("REVOKED", "t1", T0 + 3)]
+    store.fail_next = True
+    with pytest.raises(StoreError):
+        _append(ledger, producer, first)  # committed, though the ledger was told otherwise
+    # the next append reloads the state (size, chain heads, token state) from the store first
+    assert _append(ledger, producer, second) == [3, 4]
+    assert ledger.token_state(token_fingerprint(SECRET, "t1")).state == "REVOKED"
+    # the producer's retry of the first batch finds it recorded once
+    retry = ledger.append(seal_batch(first, producer="svc-a", key_id="svc-a-1", signer=producer))
+    assert [(r.index, r.duplicate) for r in retry.receipts] == [(1, True), (2, True)]
+    ledger.seal()
+    ledger.close()
+    assert verify_ledger(url).ok

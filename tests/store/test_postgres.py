@@ -36,7 +36,7 @@ from lineage_ledger.store.base import (
     SchemaRow,
 )
 from lineage_ledger.workload import PRODUCERS, batches, generate
-from tests.conftest import make_log_signer, token_events
+from tests.conftest import make_log_signer, make_producer_signer, token_events
 from tests.services import AUDITOR_ROLE, WRITER_ROLE, PostgresLedger, sql, with_database
 
 LEDGER_TABLES = (
@@ -439,3 +439,37 @@ def test_cli_init_then_ingest_on_postgresql(
     # without a producer key path there is nowhere beside a database to put one: a clear usage error
     code, out = _lineage(capsys, "init", "--ledger", url, "--log-key", str(tmp_path / "log.key"))
     assert code == 2, out
+
+
+# -- a connection that breaks -------------------------------------------------------------------------------
+
+
+def _terminate_writer_sessions(postgres_server: str, database: str) -> int:
+    """What a server restart or an administrator does to the ledger's sessions: end them (their count)."""
+    rows = sql(
+        postgres_server,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND usename = %s",
+        (database, WRITER_ROLE),
+    )
+    return len(rows)
+
+
+def test_a_broken_connection_is_reopened_and_the_ledger_carries_on(
+    postgres_server: str, postgres_ledger: PostgresLedger
+) -> None:
+    signer = make_producer_signer()
+    ledger = Ledger.create(postgres_ledger.writer_url, make_log_signer())
+    ledger.register_key("test-producer", "test-producer-1", signer.public_key)
+    batches = [_seal(token_events(10, start_ns=T0 + i * 10**12, label=f"c{i}"), signer) for i in range(3)]
+    ledger.append(batches[0])
+    assert _terminate_writer_sessions(postgres_server, postgres_ledger.database) == 1
+    assert ledger.store.size() == 11  # a read finds the connection broken and repeats itself on a new one
+    ledger.append(batches[1])
+    assert _terminate_writer_sessions(postgres_server, postgres_ledger.database) == 1
+    # the append's first read finds the connection broken and reconnects; the batch lands once, in order
+    result = ledger.append(batches[2])
+    assert not any(r.duplicate for r in result.receipts)
+    assert [r.index for r in result.receipts] == list(range(21, 31))
+    ledger.seal()
+    ledger.close()
+    assert verify_ledger(postgres_ledger.auditor_url).ok

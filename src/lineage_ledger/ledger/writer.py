@@ -54,7 +54,7 @@ from lineage_ledger.core.merkle import (
 )
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, parse_verifier_key, sign_note, verifier_key
-from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError
+from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError, StoreError
 from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.store import open_store
@@ -172,6 +172,8 @@ class Ledger:
             )
         self._cache: OrderedDict[str, _Subject] = OrderedDict()
         self._listeners: list[Callable[[list[EntryRow]], object]] = []
+        self._clock_source = clock
+        self._stale = False
         self._load(clock)
 
     # -- construction -----------------------------------------------------------------------------------
@@ -279,6 +281,25 @@ class Ledger:
             self._key_heads[row.subject] = row.leaf
             self._key_counts[row.subject] = self._key_counts.get(row.subject, 0) + 1
 
+    def _write(self, batch: BatchWrite) -> None:
+        """store.write, remembering a failure whose outcome is unknown (the connection broke around COMMIT):
+        the state in memory may then be behind the store, and is reloaded before the next write."""
+        try:
+            self.store.write(batch)
+        except ConflictError:
+            raise  # refused by a constraint: rolled back, nothing written
+        except StoreError:
+            self._stale = True
+            raise
+
+    def _fresh(self) -> None:
+        """Reload the state from the store if a write failed with an unknown outcome (see _write)."""
+        if self._stale:
+            self._cache.clear()
+            self._load(self._clock_source)
+            self._stale = False
+            _log.warning("reloaded the ledger's state from %s after a failed write: size %d", self.store.url, self.size)
+
     def add_listener(self, listener: Callable[[list[EntryRow]], object]) -> None:
         """Call ``listener(rows)`` after every commit with the rows just made durable, in log order.
 
@@ -384,6 +405,7 @@ class Ledger:
         valid_until: str | None = None,
     ) -> int:
         """Record a producer signing key as a ledger entry; returns its index. ConflictError if the id exists."""
+        self._fresh()
         now = self._clock.now()
         change = KeyChange(
             action="register",
@@ -397,6 +419,7 @@ class Ledger:
 
     def revoke_key(self, key_id: str, *, at: str | None = None) -> int:
         """Record that ``key_id`` signs nothing from ``at`` (default now); history it signed stays valid."""
+        self._fresh()
         key = self.keyring.get(key_id)
         now = self._clock.now()
         change = KeyChange(
@@ -414,6 +437,7 @@ class Ledger:
         """Record a shard log's signed checkpoint in this (root) log as a ``shard`` entry; returns its index.
 
         The caller (ledger.shards) has checked the note; this writes it, chained per shard."""
+        self._fresh()
         subject = shard_subject(shard)
         head = self.store.subject_entries([subject])
         prev = head[-1].leaf if head else ZERO_HASH
@@ -445,6 +469,7 @@ class Ledger:
     def check(self, envelope: bytes) -> CheckedBatch:
         """The checks of ``append`` that need no sequencing: envelope structure, the producer's key valid now,
         the signature, every event's validity, no event id twice. Raises as ``append`` does; writes nothing."""
+        self._fresh()
         if self.shard_root:
             raise InputError("ledger", f"{self.store.url} is the root log of a sharded ledger: events go to its shards")
         opened = open_envelope(envelope)
@@ -537,6 +562,7 @@ class Ledger:
 
     def _sequence_many(self, parts: Sequence[_Part], offsets: Sequence[OffsetRow]) -> list[AppendResult]:
         """Sequence the given events of several checked batches, in order, and commit them in one transaction."""
+        self._fresh()
         subjects: set[str] = set()
         latest = ""
         for part in parts:
@@ -688,7 +714,7 @@ class Ledger:
             batch.entries = [*rows, seal[0]]
             batch.checkpoint = seal[1]
             batch.map_nodes = [(h, encode_node(n)) for h, n in seal[3].items()]
-        self.store.write(batch)
+        self._write(batch)
         # adopt
         self._tree = tree
         self.size = batch.entries[-1].index + 1
@@ -755,6 +781,7 @@ class Ledger:
 
     def seal(self) -> CheckpointRow | None:
         """Seal the open block now (if it holds any entry) and return the new signed checkpoint."""
+        self._fresh()
         if self.size == self._block_first:
             return None
         nodes: list[tuple[int, int, bytes]] = []
@@ -766,7 +793,7 @@ class Ledger:
         tree = self._tree.copy()
         last = decode_entry(self.store.entry(self.size - 1).body).recorded_at
         seal = self._seal_rows(tree, self._block, self.size, self._block_hlc_first or last, last, visit, self._touched)
-        self.store.write(
+        self._write(
             BatchWrite(
                 entries=[seal[0]],
                 nodes=nodes,

@@ -346,6 +346,8 @@ class PostgresStore:
         self.url = url
         self._where = _describe(url)
         self._lock = threading.RLock()
+        self._readonly = readonly
+        self._closed = False
         self._db = _connect(url)
         try:
             self._open(readonly)
@@ -404,10 +406,25 @@ class PostgresStore:
 
     # -- writes -----------------------------------------------------------------------------------------
 
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection, opened again if the last one broke (server restart, network, an administrator
+        terminating the session). Called with the lock held. StoreError if the store was closed."""
+        if self._closed:
+            raise StoreError(f"the store {self._where} is closed")
+        if self._db.closed or self._db.broken:
+            db = _connect(self.url)
+            if self._readonly:
+                try:
+                    db.execute("SET default_transaction_read_only = on")
+                except psycopg.Error as e:
+                    db.close()
+                    raise StoreError(f"cannot reopen PostgreSQL ledger {self._where}: {e}") from e
+            self._db = db
+        return self._db
+
     def _transaction(self, body: Callable[[psycopg.Cursor[tuple[Any, ...]]], None]) -> None:
         with self._lock:
-            if self._db.closed:
-                raise StoreError(f"the store {self._where} is closed")
+            self._connection()
             try:
                 with self._db.transaction(), self._db.cursor() as cur:
                     body(cur)
@@ -480,13 +497,18 @@ class PostgresStore:
 
     def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            if self._db.closed:
-                raise StoreError(f"the store {self._where} is closed")
-            try:
-                # binary: no hex round trip for bytea, no per-element escaping of array parameters
-                return self._db.execute(query, params, binary=True).fetchall()
-            except psycopg.Error as e:
-                raise StoreError(f"read failed: {e}") from e
+            for attempt in (1, 2):
+                db = self._connection()
+                try:
+                    # binary: no hex round trip for bytea, no per-element escaping of array parameters
+                    return db.execute(query, params, binary=True).fetchall()
+                except psycopg.OperationalError as e:
+                    if attempt == 2 or not db.broken:
+                        raise StoreError(f"read failed: {e}") from e
+                    # the connection broke: a read is safe to repeat on a new one
+                except psycopg.Error as e:
+                    raise StoreError(f"read failed: {e}") from e
+            raise AssertionError("unreachable")
 
     def size(self) -> int:
         row = self._all("SELECT max(idx) FROM entries")[0]
@@ -646,4 +668,5 @@ class PostgresStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()

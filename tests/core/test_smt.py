@@ -341,7 +341,8 @@ def tampered_proofs(proof: MapProof, data: st.DataObject) -> Iterator[tuple[str,
     else:
         yield "terminal removed", dataclasses.replace(proof, terminal=None)
         value = terminal.value
-        more = SubjectHead(value.head, value.count + 1, value.index + 1) if value.index < MAX_SAFE else head(8)
+        grows = value.index < MAX_SAFE and value.count < MAX_SAFE
+        more = SubjectHead(value.head, value.count + 1, value.index + 1) if grows else head(8)
         yield "terminal value changed", dataclasses.replace(proof, terminal=Leaf(terminal.key, more))
         flipped_head = SubjectHead(bytes([value.head[0] ^ 1]) + value.head[1:], value.count, value.index)
         yield "terminal head changed", dataclasses.replace(proof, terminal=Leaf(terminal.key, flipped_head))

@@ -26,7 +26,7 @@ from lineage_ledger.core.lifecycle import TokenState
 from lineage_ledger.core.model import TokenEvent, read_event
 from lineage_ledger.errors import StoreError
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
-from lineage_ledger.state import EmbeddedIntrospector, RedisTokenState, open_introspector
+from lineage_ledger.state import EmbeddedIntrospector, RedisFollower, RedisTokenState, open_introspector
 from lineage_ledger.store.base import EntryRow, Store
 from lineage_ledger.workload import PRODUCERS, batches, generate
 from tests.conftest import make_log_signer, token_event
@@ -268,12 +268,46 @@ def test_introspectors_agree(built: Built, tmp_path: Path) -> None:
         events = [token_event("ISSUED", fp, t), token_event("REVOKED", fp, t + S, reason="logout")]
         ledger.append(seal_batch(events[:1], producer="auth-server", key_id="k1", signer=producer))
         hot = open_introspector(ledger, built.url, prefix="lineage-open:")
-        assert isinstance(hot, RedisTokenState)
+        assert isinstance(hot, RedisFollower)
         try:
             assert hot.is_active(fp, t + S // 2)  # caught up with what the ledger held before it was attached
             ledger.append(seal_batch(events[1:], producer="auth-server", key_id="k1", signer=producer))
             assert not hot.is_active(fp, t + 2 * S)  # and follows every later commit
-            assert hot.is_revoked(fp)
+            assert hot.state.is_revoked(fp)
         finally:
-            hot.clear()
+            hot.state.clear()
             hot.close()
+
+
+def test_a_redis_that_missed_commits_never_answers_stale(built: Built, tmp_path: Path) -> None:
+    import redis
+
+    with Ledger.create(str(tmp_path / "follow.db"), make_log_signer()) as ledger:
+        producer = Ed25519Signer.generate("auth-server")
+        ledger.register_key("auth-server", "k1", producer.public_key)
+        fp = token_fingerprint(SECRET, JWT_RAW[1])
+        t = START_NS
+        issued, revoked = token_event("ISSUED", fp, t), token_event("REVOKED", fp, t + S, reason="stolen")
+        hot = open_introspector(ledger, built.url, prefix="lineage-follow:")
+        assert isinstance(hot, RedisFollower)
+        admin = redis.Redis.from_url(built.url)
+        try:
+            ledger.append(seal_batch([issued], producer="auth-server", key_id="k1", signer=producer))
+            assert hot.is_active(fp, t + S // 2)
+            # Redis starts refusing the follower (a password set by an operator, its connections dropped) ...
+            admin.config_set("requirepass", "rotated-password")
+            admin.client_kill_filter(_type="normal", skipme=True)
+            # ... so the revocation is committed in the ledger but cannot reach Redis
+            ledger.append(seal_batch([revoked], producer="auth-server", key_id="k1", signer=producer))
+            assert hot.behind
+            with pytest.raises(StoreError, match="behind the ledger"):
+                hot.is_active(fp, t + 2 * S)  # not "active": the ledger says revoked
+            admin.config_set("requirepass", "")
+            assert not hot.is_active(fp, t + 2 * S)  # caught up from the ledger, then answered
+            assert not hot.behind
+            assert hot.state.applied_index() == ledger.size - 1
+        finally:
+            admin.config_set("requirepass", "")
+            hot.state.clear()
+            hot.close()
+            admin.close()

@@ -6,7 +6,7 @@ the driver.
 
 from __future__ import annotations
 
-from lineage_ledger.state.introspection import EmbeddedIntrospector, Introspector, open_introspector
+from lineage_ledger.state.introspection import EmbeddedIntrospector, Introspector, RedisFollower, open_introspector
 from lineage_ledger.state.redis_state import RedisTokenState
 
-__all__ = ["EmbeddedIntrospector", "Introspector", "RedisTokenState", "open_introspector"]
+__all__ = ["EmbeddedIntrospector", "Introspector", "RedisFollower", "RedisTokenState", "open_introspector"]

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.model import TokenEvent
+from lineage_ledger.errors import InputError
 
 __all__ = [
     "NEVER_SEEN",
@@ -89,6 +91,26 @@ class LifecyclePolicy:
 
     activation_window_ns: int = 15 * 60 * 1_000_000_000
     require_mfa_for_activation: bool = True
+
+    def to_text(self) -> str:
+        """The policy as the ledger's settings record it (canonical JSON), so a verifier judges alike."""
+        return canonical_bytes(
+            {
+                "activation_window_ns": self.activation_window_ns,
+                "require_mfa_for_activation": self.require_mfa_for_activation,
+            }
+        ).decode()
+
+    @classmethod
+    def from_text(cls, text: str) -> LifecyclePolicy:
+        """The policy ``to_text`` wrote; InputError if it is not one."""
+        value = decode_json(text.encode(), field="lifecycle")
+        if not isinstance(value, dict) or set(value) != {"activation_window_ns", "require_mfa_for_activation"}:
+            raise InputError("lifecycle", "not a lifecycle policy")
+        window, mfa = value["activation_window_ns"], value["require_mfa_for_activation"]
+        if type(window) is not int or window < 0 or type(mfa) is not bool:
+            raise InputError("lifecycle", "activation_window_ns must be a non-negative integer, the other a boolean")
+        return cls(activation_window_ns=window, require_mfa_for_activation=mfa)
 
 
 def _expiry(event: TokenEvent) -> int:

@@ -13,6 +13,9 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
 * every checkpoint: its signature under the log's verifier key, and its root against the root recomputed
   from the leaves at its size, which makes consecutive checkpoints consistent; a consistency proof built
   from the stored nodes is also checked for each consecutive pair;
+* every lifecycle verdict: the token events are judged again, in log order, by the state machine under the
+  policy recorded when the ledger was created, and each result must equal the verdict the entry records,
+  so a sequencer that recorded "ok" for a use after revocation (or flagged an honest event) is caught;
 * optionally, a checkpoint saved earlier: the ledger must be an append-only extension of it, so truncation
   and rollback are caught even when the attacker also removed the later checkpoints.
 
@@ -34,7 +37,7 @@ from typing import Any, Final
 
 import msgspec
 
-from lineage_ledger.core import smt
+from lineage_ledger.core import lifecycle, smt
 from lineage_ledger.core.crypto import BATCH_PAYLOAD_TYPE, pae
 from lineage_ledger.core.encoding import decode_json
 from lineage_ledger.core.entry import (
@@ -46,9 +49,11 @@ from lineage_ledger.core.entry import (
     decode_entry,
     header_hash,
     producer_subject,
+    read_event_entry,
     shard_subject,
 )
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
+from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.merkle import (
     CompactRange,
     TiledNodeReader,
@@ -56,6 +61,7 @@ from lineage_ledger.core.merkle import (
     root_of,
     verify_consistency,
 )
+from lineage_ledger.core.model import TokenEvent, read_event
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.keyring import Keyring
@@ -86,6 +92,8 @@ class VerifyReport:
     checkpoints: int = 0
     envelopes: int = 0
     chains_checked: bool = False
+    verdicts: int = 0
+    """Token events whose lifecycle verdict was judged again."""
     key_source: str = ""
     trusted_size: int | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -111,6 +119,7 @@ class VerifyReport:
             "blocks": self.blocks,
             "checkpoints": self.checkpoints,
             "envelopes": self.envelopes,
+            "verdicts": self.verdicts,
             "key_source": self.key_source,
             "trusted_size": self.trusted_size,
             "first_bad_index": self.first_bad_index,
@@ -342,6 +351,40 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
     return _ChunkResult(start, tree.end, tree.hashes, cuts, seals, problems, refs)
 
 
+def _check_verdicts(store: Any, size: int, policy: LifecyclePolicy) -> tuple[list[Problem], int]:
+    """Judge every token event again in log order; the entries whose recorded verdict differs, and how many
+    were judged. Reads the entries as stored (the chunk workers check that their bytes are the logged ones)."""
+    states: dict[str, TokenState] = {}
+    problems: list[Problem] = []
+    judged = 0
+
+    def state_of(token_id: str) -> TokenState:
+        return states.get(token_id, lifecycle.NEVER_SEEN)
+
+    for row in store.entries(0, size):
+        if row.event_id is None or not row.subject.startswith("token:"):
+            continue
+        try:
+            entry = read_event_entry(row.body)
+            event = read_event(bytes(entry.event)) if entry is not None else None
+        except LedgerError:
+            continue  # not an event entry: the chunk checks report it
+        if entry is None or type(event) is not TokenEvent:
+            continue
+        verdict, changes = lifecycle.apply(event, state_of, policy)
+        states.update(changes)
+        judged += 1
+        if verdict != entry.verdict and len(problems) < _MAX_PROBLEMS:
+            problems.append(
+                Problem(
+                    "verdict",
+                    f"entry {row.index}: records verdict {entry.verdict!r}; the lifecycle rules give {verdict!r}",
+                    row.index,
+                )
+            )
+    return problems, judged
+
+
 def _chunks(size: int, seal_indices: list[int], target: int) -> list[tuple[int, int]]:
     """Split [0, size) into ranges of about ``target`` entries that each start at a block boundary."""
     starts = [0] + [i + 1 for i in seal_indices if i + 1 < size]
@@ -388,6 +431,11 @@ def verify_ledger(
                     Problem("meta", "the verifier key copy in the database differs from the key given")
                 )
         origin = meta["origin"]
+        try:
+            policy = LifecyclePolicy.from_text(meta["lifecycle"]) if "lifecycle" in meta else LifecyclePolicy()
+        except LedgerError as e:
+            report.problems.append(Problem("meta", f"the recorded lifecycle policy: {e}"))
+            policy = LifecyclePolicy()
         size = store.size()
         report.size = size
         seal_rows = store.subject_entries([BLOCKS_SUBJECT])
@@ -462,6 +510,7 @@ def verify_ledger(
                 }
                 # while workers hash, this process checks what needs the whole log
                 breaks = store.chain_breaks()
+                verdict_problems, report.verdicts = _check_verdicts(store, size, policy)
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
@@ -474,7 +523,9 @@ def verify_ledger(
         report.envelopes = len({ref[0] for res in results.values() for ref in res.envelope_refs})
         if n_workers == 1 or len(chunks) == 1:
             breaks = store.chain_breaks()
+            verdict_problems, report.verdicts = _check_verdicts(store, size, policy)
         report.chains_checked = True
+        report.problems.extend(verdict_problems)
         for br in breaks:
             report.problems.append(
                 Problem(

@@ -14,6 +14,7 @@ In-memory state changes only after the store commits, so a failed write leaves t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -163,6 +164,10 @@ class Ledger:
             raise NotFoundError(f"{store.url} holds no ledger; create it with Ledger.create")
         self.origin = meta["origin"]
         self.shard_root = "shards" in meta
+        if "lifecycle" in meta:  # fixed when the ledger was created: every verdict is judged by the same rules
+            policy = LifecyclePolicy.from_text(meta["lifecycle"])
+            if policy != self.settings.lifecycle:
+                self.settings = dataclasses.replace(self.settings, lifecycle=policy)
         """True for the root log of a sharded ledger, which records shard checkpoints and never events."""
         self.verifier = parse_verifier_key(meta["verifier_key"])
         if self.verifier.public_key != signer.public_key or self.verifier.name != signer.name:
@@ -193,9 +198,12 @@ class Ledger:
         ``meta`` adds settings written once with the ledger (a sharded ledger's layout)."""
         store = open_store(url)
         try:
+            settings = kwargs.get("settings")
+            policy = settings.lifecycle if isinstance(settings, LedgerSettings) else LifecyclePolicy()
             store.initialise(
                 {
                     **(meta or {}),
+                    "lifecycle": policy.to_text(),
                     "format": FORMAT,
                     "origin": origin or signer.name,
                     "verifier_key": verifier_key(signer.name, signer.public_key),

@@ -56,9 +56,12 @@ def test_a_sequencer_that_records_ok_for_a_use_after_revoke_is_caught(
     later = token_event("USED", other, T0 + 3 * S, resource="/v1/cart", outcome="ALLOW")
 
     def lying_apply(
-        event: TokenEvent, state_of: Callable[[str], TokenState], policy: LifecyclePolicy
+        event: TokenEvent,
+        state_of: Callable[[str], TokenState],
+        policy: LifecyclePolicy,
+        local: Callable[[str], bool] | None = None,
     ) -> tuple[str, dict[str, TokenState]]:
-        _, changes = lifecycle.apply(event, state_of, policy)
+        _, changes = lifecycle.apply(event, state_of, policy, local)
         return "ok", changes  # whatever the rules say, record "ok"
 
     path = tmp_path / "lied.db"

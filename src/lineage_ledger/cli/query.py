@@ -13,7 +13,7 @@ from rich.table import Table
 
 from lineage_ledger.errors import InputError
 from lineage_ledger.ledger.lineage import Lineage, Record
-from lineage_ledger.ledger.shards import layout_of, shard_url
+from lineage_ledger.ledger.shards import ShardLayout, layout_of, shard_url
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import Store
 
@@ -58,7 +58,54 @@ def _open_for(args: argparse.Namespace) -> Store:
     return open_store(shard_url(args.ledger, layout.shard_of("token:" + token)), readonly=True)
 
 
+_ACROSS_SHARDS = frozenset({"family", "blast-radius", "since-refresh"})
+"""Queries whose answer spans a token's descendants, which may live in other shards."""
+
+
+def _run_sharded(args: argparse.Namespace, layout: ShardLayout) -> int:
+    """A family question on a sharded ledger's root: asked of every shard, evidence as (shard, index)."""
+    from lineage_ledger.ledger.sharded_lineage import ShardedLineage
+
+    if args.proofs:
+        raise InputError("--proofs", "a sharded answer cites entries of several logs: prove them per shard")
+    stores = [open_store(shard_url(args.ledger, n), readonly=True) for n in range(layout.shards)]
+    try:
+        lineage = ShardedLineage(layout, stores)
+        if args.query == "family":
+            fam = lineage.family(args.token_id)
+            answer, evidence = fam.to_json(), fam.evidence
+            lines = [f"[bold]family of {args.token_id}[/] (root {fam.root}, {len(fam.tokens)} tokens)"]
+            lines += [f"  {p} --{k}@{s}:{i}--> {c}" for p, c, k, s, i in fam.edges]
+        else:
+            if args.query == "blast-radius":
+                br = lineage.blast_radius(args.token_id, args.start, args.end)
+            else:
+                br = lineage.since_last_refresh(args.token_id)
+            answer, evidence = br.to_json(), br.evidence
+            lines = [
+                f"[bold]{args.token_id}[/]: {len(br.tokens)} tokens over {layout.shards} shards, {len(br.uses)} uses",
+                "  resources: " + (", ".join(br.resources) or "none"),
+            ]
+    finally:
+        for store in stores:
+            store.close()
+    if args.json:
+        _print_json({"answer": answer, "evidence": [{"shard": s, "index": i} for s, i in evidence]})
+    else:
+        for line in lines:
+            _out.print(line)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.query in _ACROSS_SHARDS:
+        root = open_store(args.ledger, readonly=True)
+        try:
+            layout = layout_of(root)
+        finally:
+            root.close()
+        if layout is not None:
+            return _run_sharded(args, layout)
     store = _open_for(args)
     try:
         lineage = Lineage(store)

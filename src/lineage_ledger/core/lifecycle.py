@@ -126,11 +126,16 @@ def apply(
     event: TokenEvent,
     state_of: Callable[[str], TokenState],
     policy: LifecyclePolicy,
+    local: Callable[[str], bool] | None = None,
 ) -> tuple[str, dict[str, TokenState]]:
     """Judge one token event.
 
     ``state_of(token_id)`` gives the current state of any token. Returns the verdict ("ok" or a rule id in
     RULES) and the new states of the tokens the event changes (its own token, and for ROTATED its parent).
+
+    ``local(token_id)`` (a shard of a sharded ledger) says whether a token's events are in this log. A parent
+    that is not local is not judged here: its state is unknown to this log, so the parent rules are not
+    applied and a rotation does not change it (ledger.shards documents the consequence).
     """
     kind = event.event_type
     tid = event.token_id
@@ -142,7 +147,7 @@ def apply(
             return "token.reissued", {}
         new = TokenState(ISSUED if kind == "ISSUED" else ACTIVE, _ns(event.occurred_at), _expiry(event))
         parent = event.payload.parent_token_id
-        if parent is not None:
+        if parent is not None and (local is None or local(parent)):
             pstate = state_of(parent).state
             if pstate in _PARENT_RULE:
                 return _PARENT_RULE[pstate], {tid: new}
@@ -155,6 +160,8 @@ def apply(
         parent = event.payload.parent_token_id
         if parent is None:
             return "token.orphan_child", {tid: new}
+        if local is not None and not local(parent):
+            return "ok", {tid: new}
         pcur = state_of(parent)
         if pcur.state in _PARENT_RULE:
             return _PARENT_RULE[pcur.state], {tid: new}

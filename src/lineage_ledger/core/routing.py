@@ -12,11 +12,12 @@ the same number of partitions, and a subject's shard follows from its partition.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from lineage_ledger.errors import InputError
 
-__all__ = ["murmur2", "partition_for", "shard_of", "subject_key"]
+__all__ = ["local_tokens", "murmur2", "partition_for", "shard_of", "subject_key"]
 
 _SEED: Final = 0x9747B28C
 _M: Final = 0x5BD1E995
@@ -82,3 +83,16 @@ def shard_of(subject: str, partitions: int, shards: int) -> int:
             "shards", f"{partitions} partitions cannot be split evenly over {shards} shards; use a divisor"
         )
     return partition_for(subject_key(subject), partitions) % shards
+
+
+def local_tokens(meta: Mapping[str, str]) -> Callable[[str], bool] | None:
+    """For the settings of one shard of a sharded ledger (``shard_index``, ``shard_count``,
+    ``shard_partitions``), a test of whether a token's events belong in that shard; None for any other log."""
+    if "shard_index" not in meta:
+        return None
+    shard, shards, partitions = int(meta["shard_index"]), int(meta["shard_count"]), int(meta["shard_partitions"])
+
+    def local(token_id: str) -> bool:
+        return shard_of("token:" + token_id, partitions, shards) == shard
+
+    return local

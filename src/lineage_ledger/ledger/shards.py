@@ -182,8 +182,11 @@ class ShardedLedger:
         opened: list[Ledger] = []
         try:
             for n in range(shards):
+                where = {"shard_index": str(n), "shard_count": str(shards), "shard_partitions": str(partitions)}
                 opened.append(
-                    Ledger.create(shard_url(url, n), signer, origin=layout.shard_origin(n), settings=settings)
+                    Ledger.create(
+                        shard_url(url, n), signer, origin=layout.shard_origin(n), meta=where, settings=settings
+                    )
                 )
             meta = {"shards": str(shards), "partitions": str(partitions)}
             root = Ledger.create(url, signer, origin=name, meta=meta, settings=settings)

@@ -63,6 +63,7 @@ from lineage_ledger.core.merkle import (
 )
 from lineage_ledger.core.model import TokenEvent, read_event
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
+from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.store import open_store
@@ -351,7 +352,9 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
     return _ChunkResult(start, tree.end, tree.hashes, cuts, seals, problems, refs)
 
 
-def _check_verdicts(store: Any, size: int, policy: LifecyclePolicy) -> tuple[list[Problem], int]:
+def _check_verdicts(
+    store: Any, size: int, policy: LifecyclePolicy, local: Callable[[str], bool] | None = None
+) -> tuple[list[Problem], int]:
     """Judge every token event again in log order; the entries whose recorded verdict differs, and how many
     were judged. Reads the entries as stored (the chunk workers check that their bytes are the logged ones)."""
     states: dict[str, TokenState] = {}
@@ -371,7 +374,7 @@ def _check_verdicts(store: Any, size: int, policy: LifecyclePolicy) -> tuple[lis
             continue  # not an event entry: the chunk checks report it
         if entry is None or type(event) is not TokenEvent:
             continue
-        verdict, changes = lifecycle.apply(event, state_of, policy)
+        verdict, changes = lifecycle.apply(event, state_of, policy, local)
         states.update(changes)
         judged += 1
         if verdict != entry.verdict and len(problems) < _MAX_PROBLEMS:
@@ -510,7 +513,7 @@ def verify_ledger(
                 }
                 # while workers hash, this process checks what needs the whole log
                 breaks = store.chain_breaks()
-                verdict_problems, report.verdicts = _check_verdicts(store, size, policy)
+                verdict_problems, report.verdicts = _check_verdicts(store, size, policy, local_tokens(meta))
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
@@ -523,7 +526,7 @@ def verify_ledger(
         report.envelopes = len({ref[0] for res in results.values() for ref in res.envelope_refs})
         if n_workers == 1 or len(chunks) == 1:
             breaks = store.chain_breaks()
-            verdict_problems, report.verdicts = _check_verdicts(store, size, policy)
+            verdict_problems, report.verdicts = _check_verdicts(store, size, policy, local_tokens(meta))
         report.chains_checked = True
         report.problems.extend(verdict_problems)
         for br in breaks:

@@ -55,6 +55,7 @@ from lineage_ledger.core.merkle import (
 )
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, parse_verifier_key, sign_note, verifier_key
+from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError, StoreError
 from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes
 from lineage_ledger.ledger.keyring import Keyring
@@ -164,6 +165,8 @@ class Ledger:
             raise NotFoundError(f"{store.url} holds no ledger; create it with Ledger.create")
         self.origin = meta["origin"]
         self.shard_root = "shards" in meta
+        self._local = local_tokens(meta)
+        """In one shard of a sharded ledger: whether a token's events are in this shard (parents may not be)."""
         if "lifecycle" in meta:  # fixed when the ledger was created: every verdict is judged by the same rules
             policy = LifecyclePolicy.from_text(meta["lifecycle"])
             if policy != self.settings.lifecycle:
@@ -594,6 +597,7 @@ class Ledger:
         cache = self._cache
         overlay: dict[str, _Subject] = {}
         policy = self.settings.lifecycle
+        local = self._local
 
         def state_of(token_id: str) -> TokenState:
             subj = "token:" + token_id
@@ -622,7 +626,7 @@ class Ledger:
                 parent_subject = None
                 if type(ev) is TokenEvent:
                     subject = "token:" + ev.token_id
-                    verdict, changes = lifecycle.apply(ev, state_of, policy)
+                    verdict, changes = lifecycle.apply(ev, state_of, policy, local)
                     for tid, st in changes.items():
                         s = "token:" + tid
                         cur = overlay.get(s) or cache[s]

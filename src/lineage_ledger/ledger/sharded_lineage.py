@@ -1,0 +1,183 @@
+"""Token families and blast radius across the shards of a sharded ledger.
+
+A refreshed, rotated or exchanged token hashes to a shard of its own, so its family is spread over shards:
+its birth event (which names the parent) lives in the child's shard. The family is found breadth first:
+for each generation, every shard is asked for the births whose parent is in the frontier (one
+``children_of_many`` query per shard and generation); the ancestors are found by asking each token's own
+shard for its birth. Every cited entry is named by (shard, log index): an index alone is ambiguous across
+shards, and each shard proves its own entries (``lineage prove --ledger <shard>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lineage_ledger.core.model import TokenEvent
+from lineage_ledger.errors import NotFoundError
+from lineage_ledger.ledger.lineage import Lineage, Record, Time, _hlc, _tid
+from lineage_ledger.ledger.shards import ShardLayout
+from lineage_ledger.store.base import Store
+
+__all__ = ["ShardedBlastRadius", "ShardedFamily", "ShardedLineage"]
+
+_BIRTHS = frozenset({"ISSUED", "REFRESHED", "ROTATED"})
+
+
+@dataclass(slots=True)
+class ShardedFamily:
+    """A token family over shards: edges (parent, child, kind, shard, log index of the child's birth)."""
+
+    root: str
+    tokens: list[str] = field(default_factory=list)
+    edges: list[tuple[str, str, str, int, int]] = field(default_factory=list)
+
+    @property
+    def evidence(self) -> list[tuple[int, int]]:
+        """(shard, index) of the entries that establish the edges."""
+        return sorted({(e[3], e[4]) for e in self.edges})
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for --json output."""
+        return {
+            "root": self.root,
+            "tokens": self.tokens,
+            "edges": [{"parent": p, "child": c, "kind": k, "shard": s, "index": i} for p, c, k, s, i in self.edges],
+        }
+
+
+@dataclass(slots=True)
+class ShardedBlastRadius:
+    """Every use, in a window, of a token and all tokens derived from it, wherever their shards are."""
+
+    token_id: str
+    start: str
+    end: str
+    tokens: list[str]
+    uses: list[tuple[int, Record]]
+    """(shard, record) of each USED event, in time order."""
+
+    @property
+    def resources(self) -> list[str]:
+        """Distinct resources touched, in order of first use."""
+        seen: dict[str, None] = {}
+        for _, r in self.uses:
+            assert isinstance(r.event, TokenEvent)
+            if r.event.payload.resource is not None:
+                seen[r.event.payload.resource] = None
+        return list(seen)
+
+    @property
+    def evidence(self) -> list[tuple[int, int]]:
+        """(shard, index) of the USED entries the answer rests on."""
+        return [(s, r.index) for s, r in self.uses]
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for --json output."""
+        return {
+            "token_id": self.token_id,
+            "start": self.start,
+            "end": self.end,
+            "tokens": self.tokens,
+            "resources": self.resources,
+            "uses": [{"shard": s, **r.to_json()} for s, r in self.uses],
+        }
+
+
+class ShardedLineage:
+    """Family questions over every shard of a sharded ledger (read-only; one store per shard)."""
+
+    def __init__(self, layout: ShardLayout, stores: Sequence[Store]) -> None:
+        self.layout = layout
+        self.shards = [Lineage(store) for store in stores]
+
+    def _home(self, token_id: str) -> Lineage:
+        return self.shards[self.layout.shard_of("token:" + token_id)]
+
+    def timeline(self, token_id: str) -> list[Record]:
+        """A token's events, from its shard (NotFoundError if none)."""
+        return self._home(_tid(token_id)).timeline(token_id)
+
+    def _parent_of(self, token_id: str) -> str | None:
+        home = self._home(token_id)
+        for rec in home.records(home.store.subject_entries(["token:" + token_id])):
+            assert isinstance(rec.event, TokenEvent)
+            if rec.event.event_type in _BIRTHS and rec.event.payload.parent_token_id:
+                return rec.event.payload.parent_token_id
+        return None
+
+    def family(self, token_id: str) -> ShardedFamily:
+        """The whole family of a token: up to its root ancestor, then every descendant, over all shards."""
+        root = _tid(token_id)
+        seen = {root}
+        while (parent := self._parent_of(root)) is not None and parent not in seen:
+            seen.add(parent)
+            root = parent
+        return self.descendants(root)
+
+    def descendants(self, token_id: str) -> ShardedFamily:
+        """A token and every token derived from it, generation by generation over all shards."""
+        root = _tid(token_id)
+        fam = ShardedFamily(root=root, tokens=[root])
+        seen = {root}
+        frontier = [root]
+        while frontier:
+            subjects = ["token:" + t for t in frontier]
+            births: list[tuple[str, int, int, Record]] = []
+            for n, lineage in enumerate(self.shards):
+                for rec in lineage.records(lineage.store.children_of_many(subjects)):
+                    births.append((rec.event.occurred_at, n, rec.index, rec))
+            births.sort(key=lambda b: b[:3])
+            frontier = []
+            for _, n, index, rec in births:
+                ev = rec.event
+                if not isinstance(ev, TokenEvent) or ev.payload.parent_token_id is None:
+                    continue
+                kind = "EXCHANGED" if ev.event_type == "ISSUED" else ev.event_type
+                fam.edges.append((ev.payload.parent_token_id, ev.token_id, kind, n, index))
+                if ev.payload.actor_token_id:
+                    fam.edges.append((ev.payload.actor_token_id, ev.token_id, "ACTOR", n, index))
+                if ev.token_id not in seen:
+                    seen.add(ev.token_id)
+                    fam.tokens.append(ev.token_id)
+                    frontier.append(ev.token_id)
+        return fam
+
+    def blast_radius(self, token_id: str, start: Time | None = None, end: Time | None = None) -> ShardedBlastRadius:
+        """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window."""
+        lo, hi = _hlc(start, ""), _hlc(end, "~")
+        fam = self.descendants(token_id)
+        by_shard: dict[int, list[str]] = {}
+        for t in fam.tokens:
+            by_shard.setdefault(self.layout.shard_of("token:" + t), []).append("token:" + t)
+        uses: list[tuple[int, Record]] = []
+        for n, subjects in by_shard.items():
+            lineage = self.shards[n]
+            for rec in lineage.records(lineage.store.subject_entries(subjects)):
+                ev = rec.event
+                if isinstance(ev, TokenEvent) and ev.event_type == "USED" and lo <= ev.occurred_at < hi:
+                    uses.append((n, rec))
+        uses.sort(key=lambda u: (u[1].event.occurred_at, u[0], u[1].index))
+        return ShardedBlastRadius(_tid(token_id), lo, hi, fam.tokens, uses)
+
+    def since_last_refresh(self, token_id: str) -> ShardedBlastRadius:
+        """As ``Lineage.since_last_refresh``: from the latest refresh or rotation in the token's life (its own
+        birth, or a child's, in any shard) to its REVOKED event, every use by it and its descendants."""
+        tid = _tid(token_id)
+        own = self.timeline(tid)
+        start, end = "", "~"
+        for rec in own:
+            assert isinstance(rec.event, TokenEvent)
+            if rec.event.event_type in {"REFRESHED", "ROTATED"}:
+                start = max(start, rec.event.occurred_at)
+            if rec.event.event_type == "REVOKED" and rec.verdict == "ok" and end == "~":
+                end = rec.event.occurred_at
+        for lineage in self.shards:
+            for rec in lineage.records(lineage.store.children_of("token:" + tid)):
+                assert isinstance(rec.event, TokenEvent)
+                if rec.event.event_type in {"REFRESHED", "ROTATED"} and rec.event.occurred_at < end:
+                    start = max(start, rec.event.occurred_at)
+        if not own:
+            raise NotFoundError(f"no events for token {tid}")
+        return self.blast_radius(tid, start, end)

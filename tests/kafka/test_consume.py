@@ -18,7 +18,7 @@ from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.model import read_subject
 from lineage_ledger.core.routing import partition_for, subject_key
 from lineage_ledger.emitter import Emitter
-from lineage_ledger.errors import KeyringError
+from lineage_ledger.errors import KeyringError, TransportError
 from lineage_ledger.kafka.avro import V1, UnknownSchemaError, decode_envelope, encode_envelope
 from lineage_ledger.kafka.consumer import ConsumeStats, LedgerConsumer, register_schema
 from lineage_ledger.kafka.producer import KafkaTransport
@@ -445,4 +445,14 @@ def test_three_brokers_one_killed_every_acknowledged_event_arrives_once(
     ids = _event_ids(ledger)
     assert len(ids) == len(set(ids)) == 3000  # every acknowledged event, once
     assert set(ids) == {read_subject(e)[1] for e in events}
+    ledger.close()
+
+
+def test_a_missing_topic_is_named_by_both_ends(kafka_server: KafkaCluster, tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path / "ledger.db")
+    with pytest.raises(TransportError, match=r"'no-such-topic' on 127\.0\.0\.1"):
+        LedgerConsumer(ledger, kafka_server.bootstrap, "no-such-topic", config={"logger": CLIENT_LOGGER})
+    with pytest.raises(TransportError, match=r"'no-such-topic' on 127\.0\.0\.1"):
+        KafkaTransport(kafka_server.bootstrap, "no-such-topic", config={"logger": CLIENT_LOGGER}, timeout=10)
+    assert ledger.store.schemas() != []  # the consumer registered its schema before it looked for the topic
     ledger.close()

@@ -40,6 +40,7 @@ from lineage_ledger.errors import (
     VerificationError,
 )
 from lineage_ledger.kafka.avro import V1, Schema, UnknownSchemaError, decode_envelope, schema_from_json
+from lineage_ledger.kafka.topics import topic_partitions
 from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.store.base import OffsetRow, QuarantineRow, SchemaRow
 
@@ -126,7 +127,9 @@ class LedgerConsumer:
             register_schema(ledger, V1)
             self._schemas: dict[bytes, Schema] = {}
             self._load_schemas()
-            self.partitions = sorted(partitions) if partitions is not None else self._discover()
+            self.partitions = (
+                sorted(partitions) if partitions is not None else topic_partitions(self._consumer, topic, bootstrap)
+            )
             positions = ledger.store.offsets(topic)
             self._consumer.assign(
                 [
@@ -146,17 +149,6 @@ class LedgerConsumer:
 
     def _load_schemas(self) -> None:
         self._schemas = {row.fingerprint: schema_from_json(row.text) for row in self.ledger.store.schemas()}
-
-    def _discover(self) -> list[int]:
-        try:
-            metadata = self._consumer.list_topics(self.topic, timeout=30)
-        except self._kafka.KafkaException as e:
-            raise TransportError(f"cannot read the metadata of topic {self.topic!r} from {self.bootstrap}: {e}") from e
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            why = topic.error if topic is not None and topic.error is not None else "no such topic"
-            raise TransportError(f"topic {self.topic!r} on {self.bootstrap}: {why}")
-        return sorted(topic.partitions)
 
     def positions(self) -> dict[int, int]:
         """partition -> next offset, as committed in the ledger's store."""

@@ -31,6 +31,7 @@ from lineage_ledger.core.model import read_subject
 from lineage_ledger.core.routing import partition_for, subject_key
 from lineage_ledger.errors import InputError, TransportError
 from lineage_ledger.kafka.avro import V1, Schema, encode_envelope
+from lineage_ledger.kafka.topics import topic_partitions
 from lineage_ledger.ledger.writer import Receipt
 
 __all__ = ["PRODUCER_DEFAULTS", "KafkaTransport"]
@@ -82,20 +83,11 @@ class KafkaTransport:
         self._timeout = timeout
         self._producer = confluent_kafka.Producer(settings)
         self._lock = threading.Lock()
-        self.partitions = partitions if partitions is not None else self._discover(timeout)
+        self.partitions = (
+            partitions if partitions is not None else len(topic_partitions(self._producer, topic, bootstrap, timeout))
+        )
         if self.partitions < 1:
             raise InputError("partitions", "must be at least 1")
-
-    def _discover(self, timeout: float) -> int:
-        try:
-            metadata = self._producer.list_topics(self.topic, timeout=timeout)
-        except self._kafka.KafkaException as e:
-            raise TransportError(f"cannot read the metadata of topic {self.topic!r} from {self.bootstrap}: {e}") from e
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            why = topic.error if topic is not None and topic.error is not None else "no such topic"
-            raise TransportError(f"topic {self.topic!r} on {self.bootstrap}: {why}")
-        return len(topic.partitions)
 
     # -- the grouping protocol the emitter uses ----------------------------------------------------------
 

@@ -93,6 +93,34 @@ class Family:
         }
 
 
+def resources_of(uses: Iterable[Record]) -> list[str]:
+    """Distinct resources of USED records, in order of first use."""
+    seen: dict[str, None] = {}
+    for r in uses:
+        assert isinstance(r.event, TokenEvent)
+        if r.event.payload.resource is not None:
+            seen[r.event.payload.resource] = None
+    return list(seen)
+
+
+def refresh_window(own: Iterable[Record], children: Iterable[Record]) -> tuple[str, str]:
+    """(start, end) of "since the last refresh": from the latest refresh or rotation in a token's life (its
+    own REFRESHED/ROTATED birth, or a child refreshed or rotated from it before the end) to its first valid
+    REVOKED ("~", open, if never revoked)."""
+    start, end = "", "~"
+    for rec in own:
+        assert isinstance(rec.event, TokenEvent)
+        if rec.event.event_type in {"REFRESHED", "ROTATED"}:
+            start = max(start, rec.event.occurred_at)
+        if rec.event.event_type == "REVOKED" and rec.verdict == "ok" and end == "~":
+            end = rec.event.occurred_at
+    for rec in children:
+        assert isinstance(rec.event, TokenEvent)
+        if rec.event.event_type in {"REFRESHED", "ROTATED"} and rec.event.occurred_at < end:
+            start = max(start, rec.event.occurred_at)
+    return start, end
+
+
 @dataclass(slots=True)
 class BlastRadius:
     """Everything a leaked token and all tokens derived from it touched in a window."""
@@ -106,12 +134,7 @@ class BlastRadius:
     @property
     def resources(self) -> list[str]:
         """Distinct resources touched, in order of first use."""
-        seen: dict[str, None] = {}
-        for r in self.uses:
-            assert isinstance(r.event, TokenEvent)
-            if r.event.payload.resource is not None:
-                seen[r.event.payload.resource] = None
-        return list(seen)
+        return resources_of(self.uses)
 
     @property
     def evidence(self) -> list[int]:
@@ -299,19 +322,7 @@ class Lineage:
         (open-ended if it was never revoked).
         """
         tid = _tid(token_id)
-        own = self.timeline(tid)
-        start = ""
-        end = "~"
-        for rec in own:
-            assert isinstance(rec.event, TokenEvent)
-            if rec.event.event_type in {"REFRESHED", "ROTATED"}:
-                start = max(start, rec.event.occurred_at)
-            if rec.event.event_type == "REVOKED" and rec.verdict == "ok" and end == "~":
-                end = rec.event.occurred_at
-        for rec in self.records(self.store.children_of("token:" + tid)):
-            assert isinstance(rec.event, TokenEvent)
-            if rec.event.event_type in {"REFRESHED", "ROTATED"} and rec.event.occurred_at < end:
-                start = max(start, rec.event.occurred_at)
+        start, end = refresh_window(self.timeline(tid), self.records(self.store.children_of("token:" + tid)))
         return self.blast_radius(tid, start, end)
 
     # -- resources, users, policies ---------------------------------------------------------------------

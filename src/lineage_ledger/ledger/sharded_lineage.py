@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lineage_ledger.core.model import TokenEvent
-from lineage_ledger.errors import NotFoundError
-from lineage_ledger.ledger.lineage import Lineage, Record, Time, _hlc, _tid
+from lineage_ledger.ledger.lineage import Lineage, Record, Time, _hlc, _tid, refresh_window, resources_of
 from lineage_ledger.ledger.shards import ShardLayout
 from lineage_ledger.store.base import Store
 
@@ -61,12 +60,7 @@ class ShardedBlastRadius:
     @property
     def resources(self) -> list[str]:
         """Distinct resources touched, in order of first use."""
-        seen: dict[str, None] = {}
-        for _, r in self.uses:
-            assert isinstance(r.event, TokenEvent)
-            if r.event.payload.resource is not None:
-                seen[r.event.payload.resource] = None
-        return list(seen)
+        return resources_of(r for _, r in self.uses)
 
     @property
     def evidence(self) -> list[tuple[int, int]]:
@@ -165,19 +159,8 @@ class ShardedLineage:
         """As ``Lineage.since_last_refresh``: from the latest refresh or rotation in the token's life (its own
         birth, or a child's, in any shard) to its REVOKED event, every use by it and its descendants."""
         tid = _tid(token_id)
-        own = self.timeline(tid)
-        start, end = "", "~"
-        for rec in own:
-            assert isinstance(rec.event, TokenEvent)
-            if rec.event.event_type in {"REFRESHED", "ROTATED"}:
-                start = max(start, rec.event.occurred_at)
-            if rec.event.event_type == "REVOKED" and rec.verdict == "ok" and end == "~":
-                end = rec.event.occurred_at
-        for lineage in self.shards:
-            for rec in lineage.records(lineage.store.children_of("token:" + tid)):
-                assert isinstance(rec.event, TokenEvent)
-                if rec.event.event_type in {"REFRESHED", "ROTATED"} and rec.event.occurred_at < end:
-                    start = max(start, rec.event.occurred_at)
-        if not own:
-            raise NotFoundError(f"no events for token {tid}")
+        children = [
+            rec for lineage in self.shards for rec in lineage.records(lineage.store.children_of("token:" + tid))
+        ]
+        start, end = refresh_window(self.timeline(tid), sorted(children, key=lambda r: r.event.occurred_at))
         return self.blast_radius(tid, start, end)

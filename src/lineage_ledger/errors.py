@@ -14,6 +14,7 @@
     ├── StoreError                  the backing store failed or refused
     │   ├── ConflictError           an id already holds different bytes
     │   └── NotFoundError           no such entry, checkpoint or key
+    ├── RoutingError                an event reached a shard that does not hold its subject
     ├── TransportError              a remote ledger could not be reached
     └── PushbackError               the ledger is busy; retry after ``retry_after`` seconds
 
@@ -35,6 +36,7 @@ __all__ = [
     "ProofError",
     "PushbackError",
     "RootMismatchError",
+    "RoutingError",
     "SignatureError",
     "StoreError",
     "TransportError",
@@ -106,6 +108,11 @@ class ConflictError(StoreError):
 
 class NotFoundError(StoreError, LookupError):
     """No such entry, checkpoint, token or key."""
+
+
+class RoutingError(LedgerError):
+    """An event reached a shard of a sharded ledger that does not hold its subject (its producer partitions
+    by another function than the ledger's); nothing was written."""
 
 
 class TransportError(LedgerError):

@@ -18,7 +18,7 @@ from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.model import read_subject
 from lineage_ledger.core.routing import partition_for, subject_key
 from lineage_ledger.emitter import Emitter
-from lineage_ledger.errors import KeyringError, TransportError
+from lineage_ledger.errors import InputError, KeyringError, RoutingError, TransportError
 from lineage_ledger.kafka.avro import V1, UnknownSchemaError, decode_envelope, encode_envelope
 from lineage_ledger.kafka.consumer import ConsumeStats, LedgerConsumer, register_schema
 from lineage_ledger.kafka.producer import KafkaTransport
@@ -456,3 +456,35 @@ def test_a_missing_topic_is_named_by_both_ends(kafka_server: KafkaCluster, tmp_p
         KafkaTransport(kafka_server.bootstrap, "no-such-topic", config={"logger": CLIENT_LOGGER}, timeout=10)
     assert ledger.store.schemas() != []  # the consumer registered its schema before it looked for the topic
     ledger.close()
+
+
+def test_an_event_of_another_shard_stops_the_shard_consumer(
+    kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path
+) -> None:
+    # a producer that partitions with librdkafka's default (CRC32) instead of murmur2 puts a token's batch
+    # in a partition of the other shard: that shard must not file it, and must not skip it
+    url = str(tmp_path / "root.db")
+    sharded = ShardedLedger.create(url, make_log_signer(), shards=2, partitions=4, settings=SETTINGS)
+    sharded.register_key(PRODUCER, PRODUCER_KEY_ID, make_producer_signer().public_key)
+    events = token_events(4, tokens=1, label="misrouted")
+    home = sharded.layout.shard_of(read_subject(events[0])[0])
+    wrong_partition = next(p for p in range(4) if p % 2 != home)
+    _produce(kafka_server.bootstrap, kafka_topic, [(encode_envelope(_sealed(events), V1), wrong_partition)])
+    wrong = sharded.shards[1 - home]
+    with pytest.raises(InputError, match="consume into a shard"):
+        LedgerConsumer(sharded.root, kafka_server.bootstrap, kafka_topic, config={"logger": CLIENT_LOGGER})
+    with (
+        LedgerConsumer(
+            wrong,
+            kafka_server.bootstrap,
+            kafka_topic,
+            partitions=sharded.layout.partitions_of(1 - home),
+            config={"logger": CLIENT_LOGGER},
+        ) as consumer,
+        pytest.raises(RoutingError, match=rf"{kafka_topic}\[{wrong_partition}\]@0: .*belongs to shard {home}"),
+    ):
+        consumer.run(idle_timeout=WAIT_SECONDS)
+    assert wrong.store.offsets(kafka_topic) == {}  # not skipped
+    assert wrong.store.quarantined() == []
+    assert _event_ids(wrong) == []
+    sharded.close()

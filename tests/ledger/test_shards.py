@@ -13,7 +13,7 @@ from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.model import read_subject
 from lineage_ledger.core.note import Checkpoint, open_note, parse_verifier_key, verifier_key
 from lineage_ledger.core.routing import partition_for, subject_key
-from lineage_ledger.errors import ConflictError, InputError, VerificationError
+from lineage_ledger.errors import ConflictError, InputError, RoutingError, VerificationError
 from lineage_ledger.ledger.shards import ShardedLedger, collect, layout_of, shard_url, verify_sharded
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.store import open_store
@@ -161,6 +161,19 @@ def test_a_rolled_back_shard_is_caught_by_collect_and_by_verify(sharded: Sharded
     with pytest.raises(VerificationError, match="root recorded size"):
         collect(root.root, [s.store for s in root.shards])
     root.close()
+
+
+def test_a_shard_refuses_an_event_of_another_shard(sharded: ShardedLedger) -> None:
+    events = token_events(3, tokens=1, label="elsewhere")
+    home = sharded.layout.shard_of(read_subject(events[0])[0])
+    other = sharded.shards[1 - home]
+    envelope = seal_batch(events, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+    size = other.size
+    with pytest.raises(RoutingError, match=f"belongs to shard {home}, not to this shard {1 - home}"):
+        other.append(envelope)
+    assert other.size == size
+    assert [r.verdict for r in sharded.shards[home].append(envelope).receipts] == ["ok"] * 3
+    sharded.close()
 
 
 def test_the_root_log_takes_no_events(sharded: ShardedLedger) -> None:

@@ -11,13 +11,14 @@ the same number of partitions, and a subject's shard follows from its partition.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Mapping
 from typing import Final
 
 from lineage_ledger.errors import InputError
 
-__all__ = ["local_tokens", "murmur2", "partition_for", "shard_of", "subject_key"]
+__all__ = ["local_tokens", "murmur2", "partition_for", "shard_of", "shard_test", "subject_key"]
 
 _SEED: Final = 0x9747B28C
 _M: Final = 0x5BD1E995
@@ -85,14 +86,30 @@ def shard_of(subject: str, partitions: int, shards: int) -> int:
     return partition_for(subject_key(subject), partitions) % shards
 
 
-def local_tokens(meta: Mapping[str, str]) -> Callable[[str], bool] | None:
+def shard_test(meta: Mapping[str, str]) -> tuple[int, Callable[[str], int]] | None:
     """For the settings of one shard of a sharded ledger (``shard_index``, ``shard_count``,
-    ``shard_partitions``), a test of whether a token's events belong in that shard; None for any other log."""
+    ``shard_partitions``): its index and the shard of any subject (cached: a subject's events come in runs);
+    None for any other log."""
     if "shard_index" not in meta:
         return None
     shard, shards, partitions = int(meta["shard_index"]), int(meta["shard_count"]), int(meta["shard_partitions"])
 
+    @functools.lru_cache(maxsize=1 << 18)
+    def home(subject: str) -> int:
+        return shard_of(subject, partitions, shards)
+
+    return shard, home
+
+
+def local_tokens(meta: Mapping[str, str]) -> Callable[[str], bool] | None:
+    """For the settings of one shard (see ``shard_test``), a test of whether a token's events belong in that
+    shard; None for any other log."""
+    test = shard_test(meta)
+    if test is None:
+        return None
+    shard, home = test
+
     def local(token_id: str) -> bool:
-        return shard_of("token:" + token_id, partitions, shards) == shard
+        return home("token:" + token_id) == shard
 
     return local

@@ -15,9 +15,12 @@ What a message can be:
   event, an event id already recorded with other bytes): recorded in the store's quarantine (position,
   reason, SHA-256 of the message, and the message itself only with ``keep_refused``), position moved on;
 * a batch the ledger cannot judge *yet*: signed by a producer key it does not know, or written with an Avro
-  schema that is not registered. The consumer stops with KeyringError or UnknownSchemaError naming the
-  partition and offset, without moving the position: an operator registers the key (``lineage keys register``) or
-  the schema (``lineage schemas add``) and restarts it. Nothing authentic is ever skipped.
+  schema that is not registered; or one that does not belong here: an event of another shard (RoutingError:
+  its producer partitions by another function than the ledger's, so the right shard's consumer never sees
+  it). The consumer stops with KeyringError, UnknownSchemaError or RoutingError naming the partition and
+  offset, without moving the position: an operator registers the key (``lineage keys register``) or the
+  schema (``lineage schemas add``), or fixes the producer, and restarts it. Nothing authentic is ever
+  skipped or filed in the wrong shard.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from lineage_ledger.errors import (
     InputError,
     KeyringError,
     LedgerError,
+    RoutingError,
     TransportError,
     VerificationError,
 )
@@ -108,6 +112,8 @@ class LedgerConsumer:
         except ImportError as e:  # pragma: no cover - depends on the installed extras
             raise TransportError("lineage consume needs confluent-kafka: pip install 'lineage-ledger[kafka]'") from e
         self._kafka = confluent_kafka
+        if ledger.shard_root:
+            raise InputError("ledger", f"{ledger.store.url} is a sharded ledger's root: consume into a shard (--shard)")
         self.ledger = ledger
         self.topic = topic
         self.bootstrap = bootstrap
@@ -222,6 +228,12 @@ class LedgerConsumer:
             self._flush(pending, stats)
             raise UnknownSchemaError(
                 e.field, f"{where}: {e.reason}; register the schema (lineage schemas add) and restart"
+            ) from e
+        except RoutingError as e:
+            self._flush(pending, stats)
+            raise RoutingError(
+                f"{where}: {e}; the message stays unread: fix the producer's partitioner, then move the message "
+                "to the right partition"
             ) from e
         except KeyringError as e:
             self._flush(pending, stats)

@@ -53,10 +53,18 @@ from lineage_ledger.core.merkle import (
     inclusion_proof,
     leaf_hash,
 )
-from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event
+from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, subject_of
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, parse_verifier_key, sign_note, verifier_key
-from lineage_ledger.core.routing import local_tokens
-from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError, StoreError
+from lineage_ledger.core.routing import local_tokens, shard_test
+from lineage_ledger.errors import (
+    ConflictError,
+    InputError,
+    KeyringError,
+    LedgerError,
+    NotFoundError,
+    RoutingError,
+    StoreError,
+)
 from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.store import open_store
@@ -166,6 +174,7 @@ class Ledger:
         self.origin = meta["origin"]
         self.shard_root = "shards" in meta
         self._local = local_tokens(meta)
+        self._shard = shard_test(meta)
         """In one shard of a sharded ledger: whether a token's events are in this shard (parents may not be)."""
         if "lifecycle" in meta:  # fixed when the ledger was created: every verdict is judged by the same rules
             policy = LifecyclePolicy.from_text(meta["lifecycle"])
@@ -488,6 +497,15 @@ class Ledger:
         key = self.keyring.signing_key(stmt.key_id, stmt.producer, self._clock.now())
         verify_batch_signature(opened, key.public_key)
         events = [decode_event(raw, field=f"events[{i}]") for i, raw in enumerate(opened.events)]
+        if self._shard is not None:
+            shard, home = self._shard
+            for i, event in enumerate(events):
+                subject = subject_of(event)
+                if home(subject) != shard:
+                    raise RoutingError(
+                        f"events[{i}]: {subject} belongs to shard {home(subject)}, not to this shard {shard}: its "
+                        "producer does not partition by Kafka's murmur2 of the token fingerprint; nothing was written"
+                    )
         ids = [e.event_id for e in events]
         if len(set(ids)) != len(ids):
             seen: set[str] = set()

@@ -168,8 +168,35 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provision(args: argparse.Namespace) -> int:
+    from lineage_ledger.store.postgres import provision
+
+    def secret(path: str | None) -> str | None:
+        return Path(path).read_text(encoding="utf-8").strip() if path else None
+
+    names = [args.database] + [f"{args.database}_shard_{n}" for n in range(args.shards or 0)]
+    applied = {
+        name: provision(
+            args.admin_url,
+            name,
+            args.writer_role,
+            args.auditor_role,
+            writer_password=secret(args.writer_password_file),
+            auditor_password=secret(args.auditor_password_file),
+        )
+        for name in names
+    }
+    if args.json:
+        sys.stdout.write(json.dumps({"databases": applied}) + "\n")
+    else:
+        for name, steps in applied.items():
+            said = f"migrations {steps} applied" if steps else "already up to date"
+            _out.print(f"{name}: {said}; writer role {args.writer_role}, auditor role {args.auditor_role}")
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the ``consume``, ``schemas`` and ``shards`` commands."""
+    """Add the ``consume``, ``schemas``, ``shards`` and ``provision`` commands."""
     p = sub.add_parser("consume", parents=[common], help="ingest a Kafka topic into the ledger, exactly once")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port...]")
     p.add_argument("--topic", required=True)
@@ -196,3 +223,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = ss.add_parser("collect", parents=[common], help="record the shards' new checkpoints in the root log; seal it")
     s.add_argument("--every", type=float, metavar="SECONDS", help="keep collecting at this interval until stopped")
     s.set_defaults(func=_collect)
+
+    p = sub.add_parser(
+        "provision", help="create (or migrate) PostgreSQL ledger databases and their writer and auditor roles"
+    )
+    p.add_argument("--admin-url", required=True, help="a role that may create roles and databases (it owns the tables)")
+    p.add_argument("--database", required=True, help="the ledger's database (a sharded ledger's root)")
+    p.add_argument("--shards", type=int, help="also the shard databases <database>_shard_0 .. _<shards-1>")
+    p.add_argument("--writer-role", default="lineage_writer", help="may only INSERT and SELECT ledger rows")
+    p.add_argument("--auditor-role", default="lineage_auditor", help="may only SELECT")
+    p.add_argument("--writer-password-file", help="set the writer role's password from this file")
+    p.add_argument("--auditor-password-file", help="set the auditor role's password from this file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_provision)

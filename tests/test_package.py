@@ -57,7 +57,14 @@ def test_core_is_pure() -> None:
 
 def test_layers_point_downwards() -> None:
     """store/ may use core/, ledger/ may use store/ and core/; none of them may import an adapter."""
-    adapters = ("lineage_ledger.cli", "lineage_ledger.service", "lineage_ledger.emitter", "lineage_ledger.webhook")
+    adapters = (
+        "lineage_ledger.cli",
+        "lineage_ledger.service",
+        "lineage_ledger.emitter",
+        "lineage_ledger.webhook",
+        "lineage_ledger.kafka",
+        "lineage_ledger.state",
+    )
     offenders = []
     for layer in ("core", "store", "ledger"):
         for path in sorted((SRC / layer).glob("*.py")):
@@ -71,7 +78,8 @@ def test_importing_the_package_loads_no_driver() -> None:
     """Optional integrations are extras, imported only inside their adapter modules."""
     probe = (
         "import sys, lineage_ledger, lineage_ledger.store, lineage_ledger.ledger.lineage;"
-        "print(sorted(m for m in ('psycopg', 'redis', 'fastapi', 'uvicorn', 'httpx', 'flask') if m in sys.modules))"
+        "print(sorted(m for m in ('psycopg', 'redis', 'fastapi', 'uvicorn', 'httpx', 'flask', 'confluent_kafka', "
+        "'fastavro') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -488,3 +488,35 @@ def test_an_event_of_another_shard_stops_the_shard_consumer(
     assert wrong.store.quarantined() == []
     assert _event_ids(wrong) == []
     sharded.close()
+
+
+def test_consumer_metrics_show_positions_and_no_lag_once_caught_up(
+    kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path
+) -> None:
+    from lineage_ledger.metrics import LedgerMetrics
+
+    batches = [_sealed(token_events(5, tokens=1, label=f"m{i}")) for i in range(3)]
+    _produce(kafka_server.bootstrap, kafka_topic, [(encode_envelope(b, V1), 2) for b in batches] + [(b"junk", 1)])
+    ledger = _ledger(tmp_path / "ledger.db")
+    metrics = LedgerMetrics(ledger.origin)
+    metrics.attach(ledger)
+    with LedgerConsumer(
+        ledger, kafka_server.bootstrap, kafka_topic, config={"logger": CLIENT_LOGGER}, metrics=metrics
+    ) as consumer:
+        stop = threading.Event()
+
+        def all_four(seen: ConsumeStats) -> None:
+            if seen.messages >= 4:
+                stop.set()
+
+        stats = consumer.run(stop=stop, idle_timeout=WAIT_SECONDS, on_commit=all_four)
+    assert (stats.messages, stats.events, stats.quarantined) == (4, 15, 1)
+    value = metrics.registry.get_sample_value
+    base = {"log": ledger.origin, "topic": kafka_topic}
+    assert value("lineage_consumed_messages_total", base) == 4
+    assert value("lineage_refused_messages_total", base) == 1
+    assert value("lineage_entries_total", {"log": ledger.origin, "kind": "event"}) == 15
+    for partition, end in _high_watermarks(kafka_server, kafka_topic, 4).items():
+        assert value("lineage_consumer_position", {**base, "partition": str(partition)}) == end
+        assert value("lineage_consumer_lag", {**base, "partition": str(partition)}) == 0
+    ledger.close()

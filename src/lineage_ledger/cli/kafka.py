@@ -57,6 +57,13 @@ def _consume(args: argparse.Namespace) -> int:
     else:
         ledger = _open(args)
     try:
+        metrics = None
+        if args.metrics_port is not None:
+            from lineage_ledger.metrics import LedgerMetrics
+
+            metrics = LedgerMetrics(ledger.origin)
+            metrics.attach(ledger)
+            metrics.serve(args.metrics_port, args.metrics_addr)
         consumer = LedgerConsumer(
             ledger,
             args.bootstrap,
@@ -64,6 +71,7 @@ def _consume(args: argparse.Namespace) -> int:
             partitions=partitions,
             config=_config(args.kafka_config),
             keep_refused=args.keep_refused,
+            metrics=metrics,
         )
         with consumer:
             if not args.json:
@@ -205,6 +213,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a message")
     p.add_argument("--max-messages", type=int, help="stop after this many messages")
     p.add_argument("--keep-refused", action="store_true", help="keep refused messages' bytes in the quarantine")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics (lag, positions, entries) on this port")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="address of the metrics port (default loopback)")
     p.add_argument("--kafka-config", action="append", metavar="KEY=VALUE", help="a librdkafka setting (repeatable)")
     p.add_argument("--block-size", type=int, help="seal at this many entries (default 10000)")
     p.add_argument("--block-seconds", type=float, help="... or at this block age (default 5)")

@@ -589,6 +589,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from lineage_ledger.state import open_introspector
 
             introspector = open_introspector(ledger, args.redis)  # catches up, then follows every commit
+        if args.metrics_port is not None:
+            from lineage_ledger.metrics import LedgerMetrics
+
+            metrics = LedgerMetrics(ledger.origin)
+            metrics.attach(ledger)
+            metrics.serve(args.metrics_port, args.metrics_addr)
         app = create_app(
             ledger,
             api_keys=api_keys,
@@ -918,6 +924,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--service-key", help="the service's own producer key (default <ledger>.service.key, created)")
     p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port, apart from the API")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="address of the metrics port (default loopback)")
     p.add_argument("--block-size", type=int, help="seal at this many entries (default 10000)")
     p.add_argument("--block-seconds", type=float, help="... or at this block age (default 5)")
     p.set_defaults(func=cmd_serve)

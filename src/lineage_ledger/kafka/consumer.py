@@ -46,6 +46,7 @@ from lineage_ledger.errors import (
 from lineage_ledger.kafka.avro import V1, Schema, UnknownSchemaError, decode_envelope, schema_from_json
 from lineage_ledger.kafka.topics import topic_partitions
 from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
+from lineage_ledger.metrics import LedgerMetrics
 from lineage_ledger.store.base import OffsetRow, QuarantineRow, SchemaRow
 
 __all__ = ["CONSUMER_DEFAULTS", "ConsumeStats", "LedgerConsumer", "register_schema"]
@@ -105,6 +106,7 @@ class LedgerConsumer:
         per_commit: int = 4000,
         keep_refused: bool = False,
         measure: bool = False,
+        metrics: LedgerMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         try:
@@ -119,6 +121,7 @@ class LedgerConsumer:
         self.bootstrap = bootstrap
         self._batch = batch
         self._per_commit = per_commit
+        self._metrics = metrics
         self._keep = keep_refused
         self._measure = measure
         self._clock = clock
@@ -193,6 +196,7 @@ class LedgerConsumer:
                     break
                 continue
             idle_since = time.monotonic()
+            before = (stats.messages, stats.duplicates, stats.quarantined)
             pending: list[tuple[Any, CheckedBatch]] = []
             for message in messages:
                 error = message.error()
@@ -208,9 +212,34 @@ class LedgerConsumer:
                     if sum(len(c.events) for _, c in pending) >= self._per_commit:
                         self._flush(pending, stats)
             self._flush(pending, stats)
+            if self._metrics is not None:
+                self._report(stats, before)
             if on_commit is not None:
                 on_commit(stats)
         return stats
+
+    def _report(self, stats: ConsumeStats, before: tuple[int, int, int]) -> None:
+        """Hand this poll's work, the committed positions and the lag to the metrics."""
+        assert self._metrics is not None
+        positions = self.ledger.store.offsets(self.topic)
+        ends: dict[int, int] = {}
+        for partition in self.partitions:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    self._kafka.TopicPartition(self.topic, partition), cached=True
+                )
+            except self._kafka.KafkaException:
+                continue
+            if high >= 0:
+                ends[partition] = high
+        self._metrics.consumed(
+            self.topic,
+            messages=stats.messages - before[0],
+            duplicates=stats.duplicates - before[1],
+            refused=stats.quarantined - before[2],
+            positions={p: positions.get(p, 0) for p in self.partitions},
+            ends=ends,
+        )
 
     def _check(self, message: Any, pending: list[tuple[Any, CheckedBatch]], stats: ConsumeStats) -> CheckedBatch | None:
         """The message's batch, checked; None if it was refused (and quarantined, after what came before it)."""

@@ -124,6 +124,10 @@ def test_family_answers_across_shards_equal_one_ledgers(tmp_path: Path) -> None:
             s.close()
     report = verify_sharded(root)
     assert report.ok, report.to_json()  # the verdicts are judged again per shard, with the same rule for parents
+    again = [open_store(shard_url(root, n), readonly=True) for n in range(SHARDS)]
+    assert ShardedLineage(layout, again).cross_shard_findings() == []  # an honest family breaks no rule
+    for s in again:
+        s.close()
 
 
 def test_family_query_on_a_root_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,3 +144,65 @@ def test_family_query_on_a_root_from_the_command_line(tmp_path: Path, capsys: py
     out = json.loads(capsys.readouterr().out)
     assert out["answer"]["resources"] == ["/v1/a", "/v1/b", "/v1/c", "/v1/d"]
     assert main(["query", "family", c, "--ledger", root, "--proofs"]) == 2  # prove per shard instead
+
+
+def _in_shards(shards: list[int]) -> list[str]:
+    """Token ids in the given shards, in order."""
+    out: list[str] = []
+    i = 0
+    while len(out) < len(shards):
+        tid = token_id(f"rules-{i}")
+        if shard_of("token:" + tid, PARTITIONS, SHARDS) == shards[len(out)]:
+            out.append(tid)
+        i += 1
+    return out
+
+
+def test_cross_shard_rules_are_found_as_one_ledger_judges_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A (shard 0) is revoked, then B (shard 1) is refreshed from it; Q (shard 1) rotates P (shard 0) away,
+    # then P is used and R (shard 0, the parent's own shard) is refreshed from P again
+    a, b, p, q, r = _in_shards([0, 1, 0, 1, 0])
+    t = T0
+    events = [
+        token_event("ISSUED", a, t),
+        token_event("REVOKED", a, t + S),
+        token_event("REFRESHED", b, t + 2 * S, parent_token_id=a),
+        token_event("ISSUED", p, t + 3 * S),
+        token_event("ROTATED", q, t + 4 * S, parent_token_id=p),
+        token_event("USED", p, t + 5 * S, resource="/v1/after-rotation", outcome="ALLOW"),
+        token_event("REFRESHED", r, t + 6 * S, parent_token_id=p),
+    ]
+    signer = make_producer_signer()
+    single = str(tmp_path / "single.db")
+    with Ledger.create(single, make_log_signer(), settings=SETTINGS) as ledger:
+        ledger.register_key(PRODUCER, PRODUCER_KEY_ID, signer.public_key)
+        receipts = ledger.append(seal_batch(events, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=signer)).receipts
+    one_ledger = {(read_subject(e)[0], r.verdict) for e, r in zip(events, receipts, strict=True) if r.verdict != "ok"}
+    assert one_ledger == {
+        ("token:" + b, "token.parent_revoked"),
+        ("token:" + p, "token.use_after_rotation"),
+        ("token:" + r, "token.refresh_after_rotation"),
+    }
+
+    root = str(tmp_path / "root.db")
+    sharded = ShardedLedger.create(root, make_log_signer(), shards=SHARDS, partitions=PARTITIONS, settings=SETTINGS)
+    sharded.register_key(PRODUCER, PRODUCER_KEY_ID, signer.public_key)
+    for event in events:
+        result = sharded.append(seal_batch([event], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=signer))
+        assert [x.verdict for x in result.receipts] == ["ok"]  # no shard can judge these alone
+    stores = [shard.store for shard in sharded.shards]
+    findings = ShardedLineage(sharded.layout, stores).cross_shard_findings()
+    assert {(f.subject, f.rule) for f in findings} == one_ledger
+    by_rule = {f.rule: f for f in findings}
+    assert by_rule["token.use_after_rotation"].evidence[0][0] == 0  # P's use, in P's shard ...
+    assert by_rule["token.use_after_rotation"].evidence[1][0] == 1  # ... after Q's rotation, in Q's
+    sharded.close()
+
+    # lineage findings scan on the root: each shard's findings, and these
+    capsys.readouterr()
+    assert main(["findings", "scan", "--ledger", root, "--json", "--fail-on", "high"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    across = {(f["subject"], f["rule"]) for f in out["findings"] if "shard" not in f}
+    assert across == one_ledger

@@ -22,6 +22,7 @@ from lineage_ledger.ledger.findings import (
     RuleSet,
     Severity,
 )
+from lineage_ledger.ledger.shards import ShardLayout, layout_of, shard_url
 from lineage_ledger.store import open_store
 from lineage_ledger.webhook import WebhookSink
 
@@ -107,12 +108,49 @@ def _table(findings: list[Finding]) -> None:
     _out.print(table)
 
 
+def _scan_sharded(args: argparse.Namespace, layout: ShardLayout, rules: RuleSet, now: str | int | None) -> int:
+    """Every shard's own findings, and the lifecycle rules that span shards (ledger.sharded_lineage)."""
+    from lineage_ledger.ledger.sharded_lineage import ShardedLineage
+
+    if args.jsonl or args.webhook:
+        raise InputError("--jsonl", "on a sharded ledger, scan each shard for sinks; the root scan prints only")
+    floor: Severity = args.min_severity
+    stores = [open_store(shard_url(args.ledger, n), readonly=True) for n in range(layout.shards)]
+    try:
+        found: list[tuple[Severity, dict[str, Any]]] = []
+        for n, store in enumerate(stores):
+            for finding in FindingsEngine(rules).scan(store, now=now):
+                found.append((finding.severity, {"shard": n, **finding.to_json()}))
+        for c in ShardedLineage(layout, stores).cross_shard_findings():
+            found.append((rules.severity_of(c.rule), {"severity": rules.severity_of(c.rule), **c.to_json()}))
+    finally:
+        for store in stores:
+            store.close()
+    found = [(sev, f) for sev, f in found if _rank(sev) >= _rank(floor)]
+    if args.json:
+        print(json.dumps({"shards": layout.shards, "findings": [f for _, f in found]}))
+    else:
+        for sev, item in found:
+            where = f"shard {item['shard']}" if "shard" in item else "across shards"
+            _out.print(
+                f"[{_COLOURS[sev]}]{sev:>8}[/] {item['rule']:<32} {item['subject'][:40]:<40} {where}: {item['message']}"
+            )
+        _out.print(f"{len(found)} findings over {layout.shards} shards")
+    if args.fail_on is not None and any(_rank(sev) >= _rank(args.fail_on) for sev, _ in found):
+        return 1
+    return 0
+
+
 def _scan(args: argparse.Namespace) -> int:
     rules = _rules(args)
     now = _now(args.now)
     floor: Severity = args.min_severity
     sinks: list[FindingSink] = []
     store = open_store(args.ledger, readonly=True)
+    layout = layout_of(store)
+    if layout is not None:
+        store.close()
+        return _scan_sharded(args, layout, rules, now)
     try:
         if args.jsonl:
             sinks.append(_AtLeast(JsonLinesSink(args.jsonl), floor))

@@ -23,6 +23,7 @@ from lineage_ledger.errors import InputError
 
 __all__ = [
     "NEVER_SEEN",
+    "PARENT_RULES",
     "RULES",
     "LifecyclePolicy",
     "TokenState",
@@ -58,7 +59,7 @@ _TERMINAL_RULE: Final = {
     EXPIRED: "token.use_after_expiry",
     ROTATED: "token.use_after_rotation",
 }
-_PARENT_RULE: Final = {
+PARENT_RULES: Final = {  # the rule a birth breaks, by the state its parent is in
     NONE: "token.parent_unknown",
     REVOKED: "token.parent_revoked",
     EXPIRED: "token.parent_expired",
@@ -149,8 +150,8 @@ def apply(
         parent = event.payload.parent_token_id
         if parent is not None and (local is None or local(parent)):
             pstate = state_of(parent).state
-            if pstate in _PARENT_RULE:
-                return _PARENT_RULE[pstate], {tid: new}
+            if pstate in PARENT_RULES:
+                return PARENT_RULES[pstate], {tid: new}
         return "ok", {tid: new}
 
     if kind in {"REFRESHED", "ROTATED"}:
@@ -163,8 +164,8 @@ def apply(
         if local is not None and not local(parent):
             return "ok", {tid: new}
         pcur = state_of(parent)
-        if pcur.state in _PARENT_RULE:
-            return _PARENT_RULE[pcur.state], {tid: new}
+        if pcur.state in PARENT_RULES:
+            return PARENT_RULES[pcur.state], {tid: new}
         changes = {tid: new}
         if kind == "ROTATED":
             changes[parent] = TokenState(ROTATED, pcur.issued_ns, pcur.expires_ns)

@@ -14,14 +14,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lineage_ledger.core import lifecycle
 from lineage_ledger.core.model import TokenEvent
 from lineage_ledger.ledger.lineage import Lineage, Record, Time, _hlc, _tid, refresh_window, resources_of
 from lineage_ledger.ledger.shards import ShardLayout
 from lineage_ledger.store.base import Store
 
-__all__ = ["ShardedBlastRadius", "ShardedFamily", "ShardedLineage"]
+__all__ = ["CrossShardFinding", "ShardedBlastRadius", "ShardedFamily", "ShardedLineage"]
 
 _BIRTHS = frozenset({"ISSUED", "REFRESHED", "ROTATED"})
+
+
+@dataclass(frozen=True, slots=True)
+class CrossShardFinding:
+    """A lifecycle rule broken across shards, which neither shard could judge alone."""
+
+    rule: str
+    subject: str
+    evidence: tuple[tuple[int, int], ...]
+    """(shard, log index) of the entries involved."""
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for --json output."""
+        return {
+            "rule": self.rule,
+            "subject": self.subject,
+            "evidence": [{"shard": s, "index": i} for s, i in self.evidence],
+            "message": self.message,
+        }
 
 
 @dataclass(slots=True)
@@ -164,3 +185,54 @@ class ShardedLineage:
         ]
         start, end = refresh_window(self.timeline(tid), sorted(children, key=lambda r: r.event.occurred_at))
         return self.blast_radius(tid, start, end)
+
+    def cross_shard_findings(self) -> list[CrossShardFinding]:
+        """The lifecycle rules about a parent that a child's shard does not judge (the parent lives in another
+        shard): a refresh, rotation or exchange from a parent that was never issued, revoked, expired or
+        already rotated away at that time, and a parent's own use after a child in another shard rotated it.
+        Reads every shard in full (an audit pass, like ``lineage findings scan``)."""
+        births: list[tuple[str, int, int, TokenEvent]] = []
+        for n, lineage in enumerate(self.shards):
+            store = lineage.store
+            for rec in lineage.records(r for r in store.entries(0, store.size()) if r.parent is not None):
+                ev = rec.event
+                if isinstance(ev, TokenEvent) and ev.payload.parent_token_id is not None:
+                    births.append((ev.occurred_at, n, rec.index, ev))
+        births.sort(key=lambda b: b[:3])
+        out: list[CrossShardFinding] = []
+        rotated: dict[str, tuple[str, int, int]] = {}
+        for at, n, index, ev in births:
+            parent = ev.payload.parent_token_id
+            assert parent is not None
+            home = self.layout.shard_of("token:" + parent)
+            rotated_elsewhere = parent in rotated and rotated[parent][0] < at
+            if home == n and not rotated_elsewhere:
+                continue  # judged by the shard itself, which holds both
+            state = lifecycle.ROTATED if rotated_elsewhere else self.shards[home].state_at(parent, at).state
+            rule = lifecycle.PARENT_RULES.get(state)
+            if rule is not None:
+                out.append(
+                    CrossShardFinding(
+                        rule,
+                        "token:" + ev.token_id,
+                        ((n, index),),
+                        f"{ev.event_type} from parent {parent} (shard {home}), which was {state} at {at}",
+                    )
+                )
+            elif ev.event_type == "ROTATED" and home != n and parent not in rotated:
+                rotated[parent] = (at, n, index)
+        for parent, (at, n, index) in rotated.items():
+            home = self.layout.shard_of("token:" + parent)
+            for rec in self.shards[home].timeline(parent):
+                assert isinstance(rec.event, TokenEvent)
+                if rec.event.occurred_at > at and rec.event.event_type in {"USED", "ACTIVATED"}:
+                    out.append(
+                        CrossShardFinding(
+                            "token.use_after_rotation",
+                            "token:" + parent,
+                            ((home, rec.index), (n, index)),
+                            f"{rec.event.event_type} at {rec.event.occurred_at} after a child in shard {n} rotated "
+                            f"it at {at}",
+                        )
+                    )
+        return out

@@ -55,5 +55,5 @@ def test_an_envelope_spanning_partitions_is_refused_before_sending(
 
 def test_idempotence_and_acks_all_cannot_be_turned_off() -> None:
     for config in ({"enable.idempotence": False}, {"acks": "1"}):
-        with pytest.raises(InputError, match="enable.idempotence=true and acks=all"):
+        with pytest.raises(InputError, match=r"enable\.idempotence=true and acks=all"):
             KafkaTransport(UNREACHABLE, "t", partitions=4, config={**config, "logger": QUIET})

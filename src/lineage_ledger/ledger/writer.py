@@ -173,14 +173,15 @@ class Ledger:
             raise NotFoundError(f"{store.url} holds no ledger; create it with Ledger.create")
         self.origin = meta["origin"]
         self.shard_root = "shards" in meta
+        """True for the root log of a sharded ledger, which records shard checkpoints and never events."""
         self._local = local_tokens(meta)
-        self._shard = shard_test(meta)
         """In one shard of a sharded ledger: whether a token's events are in this shard (parents may not be)."""
+        self._shard = shard_test(meta)
+        """In one shard: its index and the shard of any subject (events of other shards are refused)."""
         if "lifecycle" in meta:  # fixed when the ledger was created: every verdict is judged by the same rules
             policy = LifecyclePolicy.from_text(meta["lifecycle"])
             if policy != self.settings.lifecycle:
                 self.settings = dataclasses.replace(self.settings, lifecycle=policy)
-        """True for the root log of a sharded ledger, which records shard checkpoints and never events."""
         self.verifier = parse_verifier_key(meta["verifier_key"])
         if self.verifier.public_key != signer.public_key or self.verifier.name != signer.name:
             raise KeyringError(

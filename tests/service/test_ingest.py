@@ -309,3 +309,62 @@ def test_an_event_twice_in_one_batch_is_422(service: Harness) -> None:
     size = service.stored_size()
     assert_problem(service.post_batch(service.batch([event, event])), 422, "invalid-input", "events[1].event_id")
     assert service.stored_size() == size
+
+
+def _post_together(service: Harness, envelopes: list[bytes]) -> list[httpx.Response]:
+    """POST every envelope at once while the writer is held, so they all wait for the same turn."""
+    release = threading.Event()
+    blocked = threading.Thread(target=lambda: service.on_writer(lambda: release.wait(30)))
+    blocked.start()
+    responses: list[httpx.Response | None] = [None] * len(envelopes)
+
+    def post(i: int) -> None:
+        responses[i] = service.post_batch(envelopes[i])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(envelopes))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10  # bounded: every request is accepted and waiting
+    while service.app.state.lineage._queued < len(envelopes) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert service.app.state.lineage._queued == len(envelopes)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    blocked.join(30)
+    answered = [r for r in responses if r is not None]
+    assert len(answered) == len(envelopes)
+    return answered
+
+
+def test_batches_that_arrive_together_are_committed_together_and_answered_apart(service: Harness) -> None:
+    ledger = service.ledger
+    commits: list[int] = []
+    real_append_many = ledger.append_many
+
+    def counting(batches: Any, **kwargs: Any) -> Any:
+        commits.append(len(batches))
+        return real_append_many(batches, **kwargs)
+
+    ledger.append_many = counting  # type: ignore[method-assign]
+    good = [service.batch(token_events(3, tokens=1, label=f"group-{i}")) for i in range(12)]
+    forged = service.batch(token_events(2, label="forged"), signer=Ed25519Signer.generate(PRODUCER))
+    before = service.stored_size()
+    answered = _post_together(service, [*good[:6], forged, *good[6:]])
+    assert_problem(answered[6], 403, "bad-signature")  # refused alone; the others are not affected
+    bodies = [r.json() for i, r in enumerate(answered) if i != 6]
+    assert all(r.status_code == 200 for i, r in enumerate(answered) if i != 6)
+    runs = [[x["index"] for x in b["receipts"]] for b in bodies]
+    assert all(run == list(range(run[0], run[0] + 3)) for run in runs)  # each batch's events stay together
+    assert sorted(i for run in runs for i in run) == list(range(before, before + 36))  # each event once
+    assert commits == [12]  # one turn, one transaction for the twelve accepted batches
+    assert service.stored_size() == before + 36
+
+    # a batch and its retry in the same turn: the combined commit finds the id and they go one by one
+    again = service.batch(token_events(3, tokens=1, label="retried"))
+    answered = _post_together(service, [again, again, good[0]])
+    assert [r.status_code for r in answered] == [200, 200, 200]
+    flags = sorted(tuple(x["duplicate"] for x in r.json()["receipts"]) for r in answered[:2])
+    assert flags == [(False,) * 3, (True,) * 3]  # whichever came second is the duplicate
+    assert all(x["duplicate"] for x in answered[2].json()["receipts"])
+    assert service.stored_size() == before + 36 + 3

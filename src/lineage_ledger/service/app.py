@@ -60,7 +60,7 @@ from lineage_ledger.errors import ConflictError, InputError, KeyringError, Ledge
 from lineage_ledger.ledger.keyring import Keyring, ProducerKey
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
-from lineage_ledger.ledger.writer import AppendResult, Ledger
+from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
@@ -232,6 +232,103 @@ class _Service:
         self.introspector: Introspector | None = None
         self._reads: Store | None = None
         self._reads_lock = threading.Lock()
+        self._max_batches = max_pending_writes
+        self._waiting: list[tuple[bytes, asyncio.Future[tuple[AppendResult, int, int]]]] = []
+        self._waiting_lock = threading.Lock()  # appended to on the event loop, taken on the writer thread
+        self._draining = False  # only touched on the event loop's thread
+        self._drainer: asyncio.Future[None] | None = None
+        self._queued = 0
+        """Batches accepted and not yet answered (waiting or being appended): at most max_pending_writes."""
+
+    async def append_batch(self, envelope: bytes) -> tuple[AppendResult, int, int]:
+        """Append a batch with group commit: the batches that arrive while the writer is busy wait together,
+        and when its turn comes the writer checks them one by one and commits the accepted ones in one
+        transaction (one fsync). Each request still gets its own result or error, as if appended alone."""
+        if self._queued >= self._max_batches:
+            raise PushbackError(f"{self._queued} batches are already queued for the ledger", retry_after=1.0)
+        future: asyncio.Future[tuple[AppendResult, int, int]] = asyncio.get_running_loop().create_future()
+        with self._waiting_lock:
+            self._waiting.append((envelope, future))
+        self._queued += 1
+        if not self._draining:
+            self._draining = True
+            self._drainer = asyncio.ensure_future(self._drain())  # kept: a task nobody holds may be collected
+        return await future
+
+    async def _drain(self) -> None:
+        """On the event loop: give the writer turns until no batch is waiting; answer each batch's request."""
+        try:
+            while True:
+                with self._waiting_lock:
+                    if not self._waiting:
+                        break
+                try:
+                    answered = await self.writer.run(self._take_and_append)
+                except Exception as e:  # the writer refused the turn (busy) or failed: fail what waits
+                    with self._waiting_lock:
+                        taken, self._waiting = self._waiting, []
+                    answered = [(future, e) for _, future in taken]
+                self._queued -= len(answered)
+                for future, outcome in answered:
+                    if future.done():  # the client went away
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._draining = False
+
+    def _take_and_append(
+        self,
+    ) -> list[tuple[asyncio.Future[tuple[AppendResult, int, int]], tuple[AppendResult, int, int] | BaseException]]:
+        """On the writer thread: take every batch waiting now and append them together."""
+        with self._waiting_lock:
+            taken, self._waiting = self._waiting, []
+        outcomes: list[tuple[AppendResult, int, int] | BaseException]
+        try:
+            outcomes = list(self._append_together([envelope for envelope, _ in taken]))
+        except Exception as e:  # a bug, not a refusal: every batch of this turn gets the error
+            outcomes = [e] * len(taken)
+        return [(future, outcome) for (_, future), outcome in zip(taken, outcomes, strict=True)]
+
+    def _append_together(self, envelopes: list[bytes]) -> list[tuple[AppendResult, int, int] | LedgerError]:
+        """On the writer thread: check each batch, then commit the accepted ones in one transaction (one by
+        one if an event id is already recorded, so retries and conflicts are answered per batch)."""
+        ledger = self.ledger
+        outcomes: list[AppendResult | LedgerError | None] = [None] * len(envelopes)
+        checked: list[tuple[int, CheckedBatch]] = []
+        for i, envelope in enumerate(envelopes):
+            try:
+                checked.append((i, ledger.check(envelope)))
+            except LedgerError as e:
+                outcomes[i] = e
+        if len(checked) == 1:
+            i, batch = checked[0]
+            try:
+                outcomes[i] = ledger.append_checked(batch)
+            except LedgerError as e:
+                outcomes[i] = e
+        elif checked:
+            try:
+                results = ledger.append_many([batch for _, batch in checked])
+                for (i, _), result in zip(checked, results, strict=True):
+                    outcomes[i] = result
+            except ConflictError:
+                for i, batch in checked:
+                    try:
+                        outcomes[i] = ledger.append_checked(batch)
+                    except LedgerError as e:
+                        outcomes[i] = e
+            except LedgerError as e:
+                for i, _ in checked:
+                    outcomes[i] = e
+        size, sealed = ledger.size, ledger.sealed_size
+        out: list[tuple[AppendResult, int, int] | LedgerError] = []
+        for outcome in outcomes:
+            assert outcome is not None
+            out.append(outcome if isinstance(outcome, LedgerError) else (outcome, size, sealed))
+        return out
 
     @property
     def reads(self) -> Store:
@@ -282,10 +379,6 @@ class _Service:
         envelope = seal_batch([event], producer=SERVICE_PRODUCER, key_id=self.key_id, signer=self.signer)
         self.ledger.append(envelope)
         return True
-
-    def append(self, envelope: bytes) -> tuple[AppendResult, int, int]:
-        result = self.ledger.append(envelope)
-        return result, self.ledger.size, self.ledger.sealed_size
 
     def register_key(self, key: KeyRegistration) -> tuple[int, ProducerKey]:
         index = self.ledger.register_key(
@@ -774,7 +867,7 @@ def _add_write_routes(app: FastAPI, service: _Service) -> None:
                 f"this API key may append only for producer {principal.producer}",
                 field="payload.producer",
             )
-        result, size, sealed = await service.writer.run(partial(service.append, envelope))
+        result, size, sealed = await service.append_batch(envelope)
         body = {
             "receipts": [
                 {

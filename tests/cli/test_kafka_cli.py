@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lineage_ledger.core.model import read_subject
+from lineage_ledger.core.routing import shard_of
 from lineage_ledger.kafka.avro import V1
 from lineage_ledger.ledger.shards import layout_of, shard_url
 from lineage_ledger.store import open_store
@@ -139,3 +140,53 @@ def test_sharded_kafka_pipeline_from_the_command_line(
         store = open_store(shard_url(root, n), readonly=True)
         assert [r.fingerprint.hex() for r in store.schemas()] == [V1.fingerprint.hex(), added.json()["fingerprint"]]
         store.close()
+
+
+def test_one_consume_command_runs_every_shard_and_collects_the_root(
+    kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(tmp_path / "root.db")
+    made = run(capsys, "init", "--ledger", root, "--origin", ORIGIN, "--shards", "2", "--partitions", "4", "--json")
+    assert made.code == 0, made.err
+    events = token_events(90, tokens=12, label="all-shards")
+    source = write_jsonl(tmp_path / "events.jsonl", events)
+    sent = run(
+        capsys,
+        "emit",
+        str(source),
+        "--kafka",
+        kafka_server.bootstrap,
+        "--topic",
+        kafka_topic,
+        "--producer",
+        "lineage-cli",
+        "--key",
+        str(tmp_path / "root.db.producer.key"),
+        "--json",
+    )
+    assert sent.code == 0, sent.err
+    got = run(
+        capsys,
+        "consume",
+        "--ledger",
+        root,
+        "--bootstrap",
+        kafka_server.bootstrap,
+        "--topic",
+        kafka_topic,
+        "--idle-timeout",
+        "3",
+        "--collect-every",
+        "0.5",
+        "--json",
+    )
+    assert got.code == 0, got.err
+    summary = got.json()
+    assert summary["failed_shards"] == []
+    assert summary["events"] == 90
+    assert [s["events"] for s in summary["shards"]] == [
+        sum(1 for e in events if shard_of(read_subject(e)[0], 4, 2) == n) for n in range(2)
+    ]
+    assert summary["root_size"] > 0  # the shards' final checkpoints are in the root
+    verified = run(capsys, "verify", "--ledger", root, "--key", made.json()["verifier_key"], "--json")
+    assert verified.code == 0, verified.out

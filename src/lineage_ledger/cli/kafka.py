@@ -31,10 +31,103 @@ def _config(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _child_argv(args: argparse.Namespace, shard: int) -> list[str]:
+    """The command line of the consumer of one shard, from the supervisor's own options."""
+    argv = [sys.executable, "-m", "lineage_ledger.cli.main", "consume", "--ledger", args.ledger, "--shard", str(shard)]
+    argv += ["--bootstrap", args.bootstrap, "--topic", args.topic, "--json"]
+    for flag, value in (
+        ("--log-key", args.log_key),
+        ("--idle-timeout", args.idle_timeout),
+        ("--block-size", args.block_size),
+        ("--block-seconds", args.block_seconds),
+        ("--metrics-port", None if args.metrics_port is None else args.metrics_port + 1 + shard),
+        ("--metrics-addr", args.metrics_addr if args.metrics_port is not None else None),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    for pair in args.kafka_config or []:
+        argv += ["--kafka-config", pair]
+    if args.keep_refused:
+        argv.append("--keep-refused")
+    return argv
+
+
+def _consume_all(args: argparse.Namespace, shards: int) -> int:
+    """A sharded root without --shard: one consumer process per shard, and the root's collector here."""
+    import subprocess
+
+    from lineage_ledger.cli.main import _open
+    from lineage_ledger.ledger.shards import collect, shard_url
+    from lineage_ledger.store import open_store
+
+    if args.partition or args.max_messages is not None:
+        raise InputError("--partition", "give --shard N to choose partitions or a message count for one shard")
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    children = [
+        subprocess.Popen(_child_argv(args, n), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) for n in range(shards)
+    ]
+    root = _open(args)
+    stores = [open_store(shard_url(args.ledger, n), readonly=True) for n in range(shards)]
+    try:
+        while any(child.poll() is None for child in children):
+            if stop.wait(args.collect_every):
+                for child in children:
+                    if child.poll() is None:
+                        child.send_signal(signal.SIGTERM)
+                for child in children:
+                    child.wait()
+                break
+            collect(root, stores)
+        summaries = []
+        for child in children:
+            out, _ = child.communicate()
+            summaries.append(json.loads(out) if child.returncode == 0 and out.strip() else None)
+        checkpoint = collect(root, stores)
+        latest = root.store.latest_checkpoint()
+    finally:
+        for store in stores:
+            store.close()
+        root.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    failed = [n for n, child in enumerate(children) if child.returncode != 0]
+    total = {
+        key: sum(s[key] for s in summaries if s is not None)
+        for key in ("messages", "events", "duplicates", "quarantined")
+    }
+    summary = {
+        **total,
+        "shards": summaries,
+        "failed_shards": failed,
+        "root_size": latest.size if latest else 0,
+        "root_sealed": checkpoint is not None or latest is not None,
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+    else:
+        _out.print(
+            f"{total['messages']} messages, {total['events']} events over {shards} shards; root checkpoint "
+            f"{summary['root_size']}" + (f"; shards {failed} failed (see their errors above)" if failed else "")
+        )
+    return 3 if failed else 0
+
+
 def _consume(args: argparse.Namespace) -> int:
     from lineage_ledger.cli.main import _open
     from lineage_ledger.kafka.consumer import LedgerConsumer
 
+    if args.shard is None:
+        from lineage_ledger.ledger.shards import layout_of
+        from lineage_ledger.store import open_store
+
+        store = open_store(args.ledger, readonly=True)
+        try:
+            layout = layout_of(store)
+        finally:
+            store.close()
+        if layout is not None:
+            return _consume_all(args, layout.shards)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -209,7 +302,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port...]")
     p.add_argument("--topic", required=True)
     p.add_argument("--partition", type=int, action="append", help="consume only this partition (repeatable)")
-    p.add_argument("--shard", type=int, help="of a sharded ledger: write this shard, reading its partitions")
+    p.add_argument(
+        "--shard",
+        type=int,
+        help="of a sharded ledger: write this shard, reading its partitions (without it: one process per shard, "
+        "and the root's checkpoints collected here)",
+    )
+    p.add_argument(
+        "--collect-every", type=float, default=5.0, metavar="SECONDS", help="root collection interval (all shards)"
+    )
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a message")
     p.add_argument("--max-messages", type=int, help="stop after this many messages")
     p.add_argument("--keep-refused", action="store_true", help="keep refused messages' bytes in the quarantine")

@@ -21,19 +21,15 @@ from tests.services_kafka import KafkaCluster
 ORIGIN = "kafka.cli.test/log"
 
 
-def test_sharded_kafka_pipeline_from_the_command_line(
-    kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _sharded_and_sent(
+    kafka_server: KafkaCluster, topic: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], events: list[bytes]
+) -> tuple[str, str]:
+    """``lineage init`` a 2-shard ledger over 4 partitions, then ``lineage emit --kafka`` the events to
+    ``topic`` with the CLI's own producer key; (root ledger path, the log's verifier key)."""
     root = str(tmp_path / "root.db")
     made = run(capsys, "init", "--ledger", root, "--origin", ORIGIN, "--shards", "2", "--partitions", "4", "--json")
     assert made.code == 0, made.err
-    verifier = made.json()["verifier_key"]
-    for n in range(2):
-        assert Path(shard_url(root, n)).exists()
-
-    events = token_events(120, tokens=16)
     source = write_jsonl(tmp_path / "events.jsonl", events)
-    producer_key = str(tmp_path / "root.db.producer.key")
     sent = run(
         capsys,
         "emit",
@@ -41,15 +37,25 @@ def test_sharded_kafka_pipeline_from_the_command_line(
         "--kafka",
         kafka_server.bootstrap,
         "--topic",
-        kafka_topic,
+        topic,
         "--producer",
         "lineage-cli",
         "--key",
-        producer_key,
+        str(tmp_path / "root.db.producer.key"),
         "--json",
     )
     assert sent.code == 0, sent.err
-    assert json.loads(sent.out)["sent"] == 120
+    assert json.loads(sent.out)["sent"] == len(events)
+    return root, str(made.json()["verifier_key"])
+
+
+def test_sharded_kafka_pipeline_from_the_command_line(
+    kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = token_events(120, tokens=16)
+    root, verifier = _sharded_and_sent(kafka_server, kafka_topic, tmp_path, capsys, events)
+    for n in range(2):
+        assert Path(shard_url(root, n)).exists()
 
     consumed = 0
     for shard in (0, 1):
@@ -145,26 +151,8 @@ def test_sharded_kafka_pipeline_from_the_command_line(
 def test_one_consume_command_runs_every_shard_and_collects_the_root(
     kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = str(tmp_path / "root.db")
-    made = run(capsys, "init", "--ledger", root, "--origin", ORIGIN, "--shards", "2", "--partitions", "4", "--json")
-    assert made.code == 0, made.err
     events = token_events(90, tokens=12, label="all-shards")
-    source = write_jsonl(tmp_path / "events.jsonl", events)
-    sent = run(
-        capsys,
-        "emit",
-        str(source),
-        "--kafka",
-        kafka_server.bootstrap,
-        "--topic",
-        kafka_topic,
-        "--producer",
-        "lineage-cli",
-        "--key",
-        str(tmp_path / "root.db.producer.key"),
-        "--json",
-    )
-    assert sent.code == 0, sent.err
+    root, verifier = _sharded_and_sent(kafka_server, kafka_topic, tmp_path, capsys, events)
     got = run(
         capsys,
         "consume",
@@ -188,5 +176,5 @@ def test_one_consume_command_runs_every_shard_and_collects_the_root(
         sum(1 for e in events if shard_of(read_subject(e)[0], 4, 2) == n) for n in range(2)
     ]
     assert summary["root_size"] > 0  # the shards' final checkpoints are in the root
-    verified = run(capsys, "verify", "--ledger", root, "--key", made.json()["verifier_key"], "--json")
+    verified = run(capsys, "verify", "--ledger", root, "--key", verifier, "--json")
     assert verified.code == 0, verified.out

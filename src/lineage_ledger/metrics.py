@@ -87,6 +87,14 @@ class LedgerMetrics:
         )
         self._ledger: Ledger | None = None
 
+    @classmethod
+    def serving(cls, ledger: Ledger, port: int, addr: str = "127.0.0.1") -> LedgerMetrics:
+        """The metrics of ``ledger``, attached to it and served at ``addr:port`` (what --metrics-port does)."""
+        metrics = cls(ledger.origin)
+        metrics.attach(ledger)
+        metrics.serve(port, addr)
+        return metrics
+
     def attach(self, ledger: Ledger) -> None:
         """Follow every commit of ``ledger`` (a listener) and set the size gauges now."""
         self._ledger = ledger

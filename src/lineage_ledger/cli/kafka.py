@@ -118,14 +118,9 @@ def _consume(args: argparse.Namespace) -> int:
     from lineage_ledger.kafka.consumer import LedgerConsumer
 
     if args.shard is None:
-        from lineage_ledger.ledger.shards import layout_of
-        from lineage_ledger.store import open_store
+        from lineage_ledger.ledger.shards import read_layout
 
-        store = open_store(args.ledger, readonly=True)
-        try:
-            layout = layout_of(store)
-        finally:
-            store.close()
+        layout = read_layout(args.ledger)
         if layout is not None:
             return _consume_all(args, layout.shards)
     stop = threading.Event()
@@ -154,9 +149,7 @@ def _consume(args: argparse.Namespace) -> int:
         if args.metrics_port is not None:
             from lineage_ledger.metrics import LedgerMetrics
 
-            metrics = LedgerMetrics(ledger.origin)
-            metrics.attach(ledger)
-            metrics.serve(args.metrics_port, args.metrics_addr)
+            metrics = LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
         consumer = LedgerConsumer(
             ledger,
             args.bootstrap,

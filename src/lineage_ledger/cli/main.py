@@ -287,13 +287,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _sharded(url: str) -> bool:
-    from lineage_ledger.ledger.shards import layout_of
+    from lineage_ledger.ledger.shards import read_layout
 
-    store = open_store(url, readonly=True)
-    try:
-        return layout_of(store) is not None
-    finally:
-        store.close()
+    return read_layout(url) is not None
 
 
 def _verify_sharded(args: argparse.Namespace) -> int:
@@ -592,9 +588,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.metrics_port is not None:
             from lineage_ledger.metrics import LedgerMetrics
 
-            metrics = LedgerMetrics(ledger.origin)
-            metrics.attach(ledger)
-            metrics.serve(args.metrics_port, args.metrics_addr)
+            LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
         app = create_app(
             ledger,
             api_keys=api_keys,

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from lineage_ledger.errors import InputError
 from lineage_ledger.ledger.lineage import Lineage, Record
-from lineage_ledger.ledger.shards import ShardLayout, layout_of, shard_url
+from lineage_ledger.ledger.shards import ShardLayout, layout_of, read_layout, shard_url
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import Store
 
@@ -99,11 +99,7 @@ def _run_sharded(args: argparse.Namespace, layout: ShardLayout) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.query in _ACROSS_SHARDS:
-        root = open_store(args.ledger, readonly=True)
-        try:
-            layout = layout_of(root)
-        finally:
-            root.close()
+        layout = read_layout(args.ledger)
         if layout is not None:
             return _run_sharded(args, layout)
     store = _open_for(args)

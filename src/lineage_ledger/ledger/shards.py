@@ -46,6 +46,7 @@ __all__ = [
     "ShardedReport",
     "collect",
     "layout_of",
+    "read_layout",
     "shard_url",
     "verify_sharded",
 ]
@@ -97,6 +98,15 @@ def layout_of(store: Store) -> ShardLayout | None:
     if "shards" not in meta:
         return None
     return ShardLayout(meta["origin"], int(meta["shards"]), int(meta["partitions"]))
+
+
+def read_layout(url: str) -> ShardLayout | None:
+    """The layout of the ledger at ``url`` if it is a sharded ledger's root, else None (read-only)."""
+    store = open_store(url, readonly=True)
+    try:
+        return layout_of(store)
+    finally:
+        store.close()
 
 
 def _checkpoint(note: str, key: NoteVerifier) -> Checkpoint:

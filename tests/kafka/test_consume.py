@@ -39,7 +39,7 @@ from tests.services_kafka import CLIENT_LOGGER, KafkaCluster
 WAIT_SECONDS = 60.0
 
 
-def _ledger(path: Path) -> Ledger:
+def _ledger(path: Path | str) -> Ledger:
     ledger = Ledger.create(str(path), make_log_signer(), settings=SETTINGS)
     ledger.register_key(PRODUCER, PRODUCER_KEY_ID, make_producer_signer().public_key)
     return ledger
@@ -306,8 +306,9 @@ def v2_schema_text() -> str:
 
 
 @pytest.mark.crash
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_consumer_killed_at_any_moment_neither_loses_nor_duplicates(
-    kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path
+    kafka_server: KafkaCluster, kafka_topic: str, tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     events = token_events(3000, tokens=200)
     batches = [events[i : i + 10] for i in range(0, len(events), 10)]
@@ -319,8 +320,9 @@ def test_a_consumer_killed_at_any_moment_neither_loses_nor_duplicates(
         messages.extend((encode_envelope(_sealed(group), V1), p) for p, group in by_partition.items())
     _produce(kafka_server.bootstrap, kafka_topic, messages)
 
-    url = str(tmp_path / "ledger.db")
-    _ledger(tmp_path / "ledger.db").close()
+    # the offsets are committed in the same transaction as the rows on either store
+    url = str(tmp_path / "ledger.db") if backend == "sqlite" else request.getfixturevalue("postgres_ledger").writer_url
+    _ledger(url).close()
     key = tmp_path / "log.key"
     from lineage_ledger.keys import write_signer_key
 

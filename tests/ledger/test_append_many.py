@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,35 @@ def test_check_refuses_what_append_refuses_and_writes_nothing(tmp_path: Path) ->
     with pytest.raises(KeyringError):
         ledger.check(envelope)
     assert ledger.size == 1
+
+
+def test_append_together_answers_each_batch(tmp_path: Path) -> None:
+    from lineage_ledger.core.model import read_subject
+    from lineage_ledger.errors import ConflictError as Conflict
+
+    ledger = _ledger(tmp_path / "l.db")
+    first, second = _envelopes(token_events(20, tokens=2), 10)
+    # together, in one transaction, with each batch's own position
+    results = ledger.append_together([ledger.check(first), ledger.check(second)], [[OffsetRow("t", 0, 1)], []])
+    assert [type(r).__name__ for r in results] == ["AppendResult", "AppendResult"]
+    assert ledger.store.offsets("t") == {0: 1}
+    # a retry of one, a new batch and one reusing an event id with other bytes: answered one by one
+    events = token_events(10, tokens=1, label="fresh")
+    fresh = _envelopes(events, 10)[0]
+    reused = json.loads(events[0])
+    reused["payload"] = {"reason": "other bytes"}
+    reused["event_type"] = "REVOKED"
+    clash = _envelopes([json.dumps(reused, separators=(",", ":"), sort_keys=True).encode()], 1)[0]
+    results = ledger.append_together(
+        [ledger.check(first), ledger.check(fresh), ledger.check(clash)],
+        [[OffsetRow("t", 0, 2)], [OffsetRow("t", 0, 3)], [OffsetRow("t", 0, 4)]],
+    )
+    assert not isinstance(results[0], Exception)
+    assert all(r.duplicate for r in results[0].receipts)
+    assert not isinstance(results[1], Exception)
+    assert not any(r.duplicate for r in results[1].receipts)
+    assert isinstance(results[2], Conflict)
+    assert ledger.store.offsets("t") == {0: 3}  # the conflicting batch moved no position
+    assert len(_log(ledger)) == 30
+    assert read_subject(events[0])[1] in {r.event_id for r in ledger.store.entries(0, ledger.size)}
+    ledger.close()

@@ -287,27 +287,23 @@ class LedgerConsumer:
         stats.quarantined += 1
 
     def _flush(self, pending: list[tuple[Any, CheckedBatch]], stats: ConsumeStats) -> None:
-        """Append the checked batches of ``pending`` with their positions in one transaction (one by one if
-        some event is already recorded, so duplicates and conflicts are sorted out per batch)."""
+        """Append the checked batches of ``pending`` with their positions as one group commit
+        (``Ledger.append_together``); quarantine a batch that conflicts with a recorded event."""
         if not pending:
             return
-        ends: dict[int, int] = {}
-        for message, _ in pending:
-            ends[message.partition()] = max(ends.get(message.partition(), 0), message.offset() + 1)
-        batches = [checked for _, checked in pending]
-        try:
-            results: list[AppendResult | None] = list(
-                self.ledger.append_many(batches, offsets=[OffsetRow(self.topic, p, o) for p, o in ends.items()])
-            )
-        except ConflictError:
-            results = []
-            for message, checked in pending:
-                position = [OffsetRow(self.topic, message.partition(), message.offset() + 1)]
-                try:
-                    results.append(self.ledger.append_checked(checked, offsets=position))
-                except ConflictError as e:
-                    self._quarantine(message, e, stats)
-                    results.append(None)
+        outcomes = self.ledger.append_together(
+            [checked for _, checked in pending],
+            [[OffsetRow(self.topic, message.partition(), message.offset() + 1)] for message, _ in pending],
+        )
+        results: list[AppendResult | None] = []
+        for (message, _), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, ConflictError):  # an event id recorded with other bytes: not authentic
+                self._quarantine(message, outcome, stats)
+                results.append(None)
+            elif isinstance(outcome, LedgerError):  # the store failed: stop; what came before is committed
+                raise outcome
+            else:
+                results.append(outcome)
         now_ms = self._clock() * 1000.0
         for (message, _), result in zip(pending, results, strict=True):
             if result is None:

@@ -539,6 +539,30 @@ class Ledger:
         parts = [_Part(b.opened, b.events, list(range(len(b.events))), {}) for b in batches]
         return self._sequence_many(parts, offsets)
 
+    def append_together(
+        self, batches: Sequence[CheckedBatch], offsets: Sequence[Sequence[OffsetRow]] | None = None
+    ) -> list[AppendResult | LedgerError]:
+        """Append checked batches (each with its own transport positions) as one group commit, answering each.
+
+        All of them in one transaction when none repeats a recorded event id; otherwise (a retry among them)
+        one transaction per batch, so duplicates come back as duplicates and a batch whose event id holds
+        other bytes gets its ConflictError in its place while the others are written. A failure of the
+        one-transaction attempt other than a conflict raises, having written nothing.
+        """
+        positions = list(offsets) if offsets is not None else [() for _ in batches]
+        if len(batches) > 1:
+            try:
+                return list(self.append_many(batches, offsets=[row for rows in positions for row in rows]))
+            except ConflictError:
+                pass
+        out: list[AppendResult | LedgerError] = []
+        for batch, rows in zip(batches, positions, strict=True):
+            try:
+                out.append(self.append_checked(batch, offsets=rows))
+            except LedgerError as e:
+                out.append(e)
+        return out
+
     def append_checked(self, checked: CheckedBatch, *, offsets: Sequence[OffsetRow] = ()) -> AppendResult:
         """``append`` for a batch ``check`` accepted."""
         opened, events = checked.opened, checked.events

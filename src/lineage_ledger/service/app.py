@@ -293,8 +293,8 @@ class _Service:
         return [(future, outcome) for (_, future), outcome in zip(taken, outcomes, strict=True)]
 
     def _append_together(self, envelopes: list[bytes]) -> list[tuple[AppendResult, int, int] | LedgerError]:
-        """On the writer thread: check each batch, then commit the accepted ones in one transaction (one by
-        one if an event id is already recorded, so retries and conflicts are answered per batch)."""
+        """On the writer thread: check each batch, then append the accepted ones as one group commit
+        (``Ledger.append_together``); every batch gets its own result or error."""
         ledger = self.ledger
         outcomes: list[AppendResult | LedgerError | None] = [None] * len(envelopes)
         checked: list[tuple[int, CheckedBatch]] = []
@@ -303,26 +303,12 @@ class _Service:
                 checked.append((i, ledger.check(envelope)))
             except LedgerError as e:
                 outcomes[i] = e
-        if len(checked) == 1:
-            i, batch = checked[0]
-            try:
-                outcomes[i] = ledger.append_checked(batch)
-            except LedgerError as e:
-                outcomes[i] = e
-        elif checked:
-            try:
-                results = ledger.append_many([batch for _, batch in checked])
-                for (i, _), result in zip(checked, results, strict=True):
-                    outcomes[i] = result
-            except ConflictError:
-                for i, batch in checked:
-                    try:
-                        outcomes[i] = ledger.append_checked(batch)
-                    except LedgerError as e:
-                        outcomes[i] = e
-            except LedgerError as e:
-                for i, _ in checked:
-                    outcomes[i] = e
+        try:
+            appended = ledger.append_together([batch for _, batch in checked])
+        except LedgerError as e:  # the one transaction failed for all of them; nothing was written
+            appended = [e] * len(checked)
+        for (i, _), result in zip(checked, appended, strict=True):
+            outcomes[i] = result
         size, sealed = ledger.size, ledger.sealed_size
         out: list[tuple[AppendResult, int, int] | LedgerError] = []
         for outcome in outcomes:

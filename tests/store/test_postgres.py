@@ -462,11 +462,13 @@ def test_a_broken_connection_is_reopened_and_the_ledger_carries_on(
     ledger.register_key("test-producer", "test-producer-1", signer.public_key)
     batches = [_seal(token_events(10, start_ns=T0 + i * 10**12, label=f"c{i}"), signer) for i in range(3)]
     ledger.append(batches[0])
-    assert _terminate_writer_sessions(postgres_server, postgres_ledger.database) == 1
+    # the store's two sessions: the one that writes and the one that reads
+    assert _terminate_writer_sessions(postgres_server, postgres_ledger.database) == 2
     assert ledger.store.size() == 11  # a read finds the connection broken and repeats itself on a new one
+    # the write's BEGIN finds its connection broken: nothing was sent, so it goes again on a new one
     ledger.append(batches[1])
-    assert _terminate_writer_sessions(postgres_server, postgres_ledger.database) == 1
-    # the append's first read finds the connection broken and reconnects; the batch lands once, in order
+    assert _terminate_writer_sessions(postgres_server, postgres_ledger.database) == 2
+    # both at once: the batch lands once, in order
     result = ledger.append(batches[2])
     assert not any(r.duplicate for r in result.receipts)
     assert [r.index for r in result.receipts] == list(range(21, 31))

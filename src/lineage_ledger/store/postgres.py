@@ -354,6 +354,10 @@ class PostgresStore:
         except BaseException:
             self._db.close()
             raise
+        # Reads use a connection of their own, opened on first use, so a read made while a batch is being
+        # committed on another thread (Ledger.pipeline) does not wait for that commit; it sees committed data.
+        self._reads: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._read_lock = threading.RLock()
 
     def _open(self, readonly: bool) -> None:
         db = self._db
@@ -407,34 +411,54 @@ class PostgresStore:
     # -- writes -----------------------------------------------------------------------------------------
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
-        """The connection, opened again if the last one broke (server restart, network, an administrator
-        terminating the session). Called with the lock held. StoreError if the store was closed."""
+        """The writing connection, opened again if the last one broke (server restart, network, an
+        administrator terminating the session). Called with the lock held. StoreError if the store was closed."""
         if self._closed:
             raise StoreError(f"the store {self._where} is closed")
         if self._db.closed or self._db.broken:
-            db = _connect(self.url)
-            if self._readonly:
-                try:
-                    db.execute("SET default_transaction_read_only = on")
-                except psycopg.Error as e:
-                    db.close()
-                    raise StoreError(f"cannot reopen PostgreSQL ledger {self._where}: {e}") from e
-            self._db = db
+            self._db = self._reopen(read_only=self._readonly)
         return self._db
+
+    def _reader(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The reading connection (opened on first use, again if it broke). Called with the read lock held."""
+        if self._closed:
+            raise StoreError(f"the store {self._where} is closed")
+        if self._reads is None or self._reads.closed or self._reads.broken:
+            self._reads = self._reopen(read_only=True)
+        return self._reads
+
+    def _reopen(self, *, read_only: bool) -> psycopg.Connection[tuple[Any, ...]]:
+        db = _connect(self.url)
+        if read_only:
+            try:
+                db.execute("SET default_transaction_read_only = on")
+            except psycopg.Error as e:
+                db.close()
+                raise StoreError(f"cannot reopen PostgreSQL ledger {self._where}: {e}") from e
+        return db
 
     def _transaction(self, body: Callable[[psycopg.Cursor[tuple[Any, ...]]], None]) -> None:
         with self._lock:
-            self._connection()
-            try:
-                with self._db.transaction(), self._db.cursor() as cur:
-                    body(cur)
-            except psycopg.errors.UniqueViolation as e:
-                raise ConflictError(f"write refused, nothing was written: {e}") from e
-            except psycopg.OperationalError as e:
-                # the connection failed: the server may or may not have committed before it did
-                raise StoreError(f"write failed with the connection, the batch may or may not be stored: {e}") from e
-            except psycopg.Error as e:
-                raise StoreError(f"write failed, nothing was written: {e}") from e
+            for attempt in (1, 2):
+                db = self._connection()
+                begun = False
+                try:
+                    with db.transaction():
+                        begun = True
+                        with db.cursor() as cur:
+                            body(cur)
+                    return
+                except psycopg.errors.UniqueViolation as e:
+                    raise ConflictError(f"write refused, nothing was written: {e}") from e
+                except psycopg.OperationalError as e:
+                    if not begun and attempt == 1 and db.broken:
+                        continue  # it broke while idle (BEGIN failed): nothing was sent, so try a new connection
+                    # the connection failed: the server may or may not have committed before it did
+                    raise StoreError(
+                        f"write failed with the connection, the batch may or may not be stored: {e}"
+                    ) from e
+                except psycopg.Error as e:
+                    raise StoreError(f"write failed, nothing was written: {e}") from e
 
     def write(self, batch: BatchWrite) -> None:
         def body(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
@@ -496,9 +520,9 @@ class PostgresStore:
     # -- reads ------------------------------------------------------------------------------------------
 
     def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._read_lock:
             for attempt in (1, 2):
-                db = self._connection()
+                db = self._reader()
                 try:
                     # binary: no hex round trip for bytea, no per-element escaping of array parameters
                     return db.execute(query, params, binary=True).fetchall()
@@ -667,6 +691,8 @@ class PostgresStore:
         return [ChainBreak(*r) for r in rows]
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._closed = True
             self._db.close()
+            if self._reads is not None:
+                self._reads.close()

@@ -176,6 +176,20 @@ def sqlite_path_from_url(url: str) -> str:
 
 
 _ENTRY_COLS: Final = "idx, subject, event_id, parent, prev, leaf, verdict, body"
+_ROWS_PER_INSERT: Final = 500
+
+
+def _insert_rows(
+    db: sqlite3.Connection, table: str, width: int, rows: Sequence[Sequence[Any]], *, verb: str = "INSERT"
+) -> None:
+    """INSERT many rows with multi-row VALUES statements of up to _ROWS_PER_INSERT rows: one sqlite3_step per
+    statement instead of one per row, so the driver gives up and takes back the GIL a few times per batch
+    instead of once per row (which, with another thread busy in Python, is where a commit thread's time went)."""
+    one = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        params = [value for row in chunk for value in row]
+        db.execute(f"{verb} INTO {table} VALUES " + ", ".join([one] * len(chunk)), params)
 
 
 def _entry(row: Any) -> EntryRow:
@@ -212,6 +226,21 @@ class SQLiteStore:
                 self._db.executescript(_SCHEMA + _triggers())
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite ledger {self.path}: {e}") from e
+        # Reads go through a connection of their own (WAL: readers never wait for the writer), so a read made
+        # while a batch is being committed on another thread (Ledger.pipeline) does not queue behind the fsync.
+        # It sees only committed data, which is what a read of the store means. In memory there is one.
+        self._reads = self._db
+        self._read_lock = self._lock
+        if not readonly and self.path != ":memory:":
+            try:
+                self._reads = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._reads.execute("PRAGMA busy_timeout = 10000")
+                self._reads.execute("PRAGMA cache_size = -65536")
+                self._reads.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as e:
+                self._db.close()
+                raise StoreError(f"cannot open SQLite ledger {self.path}: {e}") from e
+            self._read_lock = threading.RLock()
         self._checkpointer: _Checkpointer | None = None
         if not readonly and self.path != ":memory:":
             # Copying the WAL back into the database ("checkpointing") happens on a thread of its own, so a
@@ -260,28 +289,28 @@ class SQLiteStore:
 
     def write(self, batch: BatchWrite) -> None:
         def body(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.entries)
+            _insert_rows(db, "entries", 8, batch.entries)
             if batch.envelopes:
-                db.executemany("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, ?)", batch.envelopes)
+                _insert_rows(db, "envelopes", 7, batch.envelopes)
             if batch.nodes:
-                db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", batch.nodes)
+                _insert_rows(db, "nodes", 3, batch.nodes)
             if batch.policies:
-                db.executemany("INSERT OR IGNORE INTO policies VALUES (?, ?, ?, ?, ?)", batch.policies)
+                _insert_rows(db, "policies", 5, batch.policies, verb="INSERT OR IGNORE")
             if batch.revocations:
-                db.executemany("INSERT INTO revocations VALUES (?, ?)", batch.revocations)
+                _insert_rows(db, "revocations", 2, batch.revocations)
             if batch.map_nodes:
-                db.executemany("INSERT OR IGNORE INTO map_nodes VALUES (?, ?)", batch.map_nodes)
+                _insert_rows(db, "map_nodes", 2, batch.map_nodes, verb="INSERT OR IGNORE")
             if batch.links:
-                db.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?)", batch.links)
+                _insert_rows(db, "links", 5, batch.links)
             if batch.offsets:
-                db.executemany("INSERT INTO offsets VALUES (?, ?, ?)", batch.offsets)
+                _insert_rows(db, "offsets", 3, batch.offsets)
             if batch.schemas:
                 db.executemany(
                     "INSERT OR IGNORE INTO schemas SELECT ?, ?, ?, ?, coalesce(max(seq), 0) + 1 FROM schemas",
                     batch.schemas,
                 )
             if batch.quarantine:
-                db.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?)", batch.quarantine)
+                _insert_rows(db, "quarantine", 6, batch.quarantine)
             if batch.checkpoint is not None:
                 db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
 
@@ -291,9 +320,9 @@ class SQLiteStore:
     # -- reads ------------------------------------------------------------------------------------------
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+        with self._read_lock:
             try:
-                return self._db.execute(sql, params).fetchall()
+                return self._reads.execute(sql, params).fetchall()
             except sqlite3.Error as e:
                 raise StoreError(f"read failed: {e}") from e
 
@@ -503,4 +532,7 @@ class SQLiteStore:
             if self._checkpointer is not None:
                 self._checkpointer.stop()
                 self._checkpointer = None
+            with self._read_lock:
+                if self._reads is not self._db:
+                    self._reads.close()
             self._db.close()

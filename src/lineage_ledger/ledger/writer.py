@@ -10,6 +10,8 @@ One Ledger instance is the single sequencer of its log. Per batch:
 5. publish: a block that has reached its size or age gets a seal entry and a signed checkpoint.
 
 In-memory state changes only after the store commits, so a failed write leaves the ledger as it was.
+The exception is ``ledger.pipeline`` (a Pipeline), which sequences the next group of batches on top of the
+state the group being committed will leave, and reloads the state from the store if that commit fails.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from lineage_ledger.core import lifecycle, smt
 from lineage_ledger.core.crypto import Signer
@@ -79,6 +81,9 @@ from lineage_ledger.store.base import (
     SchemaRow,
     Store,
 )
+
+if TYPE_CHECKING:
+    from lineage_ledger.ledger.pipeline import Pipeline
 
 __all__ = ["AppendResult", "CheckedBatch", "Ledger", "LedgerSettings", "Receipt"]
 
@@ -192,6 +197,8 @@ class Ledger:
         self._listeners: list[Callable[[list[EntryRow]], object]] = []
         self._clock_source = clock
         self._stale = False
+        self._pipeline: Pipeline[object] | None = None
+        """The open pipeline, if any: writes made outside it first wait for what it has in flight."""
         self._load(clock)
 
     # -- construction -----------------------------------------------------------------------------------
@@ -238,8 +245,13 @@ class Ledger:
             raise
 
     def close(self) -> None:
-        """Close the store. Pending entries stay pending until the next seal."""
-        self.store.close()
+        """Close the store (after any open pipeline's writes land). Pending entries stay pending until the next
+        seal."""
+        try:
+            if self._pipeline is not None:
+                self._pipeline.close()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -312,6 +324,12 @@ class Ledger:
         except StoreError:
             self._stale = True
             raise
+
+    def _settle(self) -> None:
+        """Before a write outside the open pipeline (or a read that must see durable state): let the pipeline's
+        writes land, so this one goes after them and sees their outcome."""
+        if self._pipeline is not None:
+            self._pipeline.settle()
 
     def _fresh(self) -> None:
         """Reload the state from the store if a write failed with an unknown outcome (see _write)."""
@@ -407,6 +425,7 @@ class Ledger:
     def token_state(self, token_id: str) -> TokenState:
         """The lifecycle state the ledger derived for ``token_id`` from every event recorded so far."""
         subject = "token:" + token_id.removeprefix("token:")
+        self._settle()
         self._preload({subject})
         return self._cache[subject].token or lifecycle.NEVER_SEEN
 
@@ -426,6 +445,7 @@ class Ledger:
         valid_until: str | None = None,
     ) -> int:
         """Record a producer signing key as a ledger entry; returns its index. ConflictError if the id exists."""
+        self._settle()
         self._fresh()
         now = self._clock.now()
         change = KeyChange(
@@ -440,6 +460,7 @@ class Ledger:
 
     def revoke_key(self, key_id: str, *, at: str | None = None) -> int:
         """Record that ``key_id`` signs nothing from ``at`` (default now); history it signed stays valid."""
+        self._settle()
         self._fresh()
         key = self.keyring.get(key_id)
         now = self._clock.now()
@@ -458,6 +479,7 @@ class Ledger:
         """Record a shard log's signed checkpoint in this (root) log as a ``shard`` entry; returns its index.
 
         The caller (ledger.shards) has checked the note; this writes it, chained per shard."""
+        self._settle()
         self._fresh()
         subject = shard_subject(shard)
         head = self.store.subject_entries([subject])
@@ -533,6 +555,7 @@ class Ledger:
         nothing; if any event id is already recorded (a retried batch) it raises ConflictError having written
         nothing, and the caller appends the batches one by one, which sorts out duplicates.
         """
+        self._settle()
         if not batches:
             self.record_transport(offsets=offsets)
             return []
@@ -549,6 +572,7 @@ class Ledger:
         other bytes gets its ConflictError in its place while the others are written. A failure of the
         one-transaction attempt other than a conflict raises, having written nothing.
         """
+        self._settle()
         positions = list(offsets) if offsets is not None else [() for _ in batches]
         if len(batches) > 1:
             try:
@@ -565,6 +589,7 @@ class Ledger:
 
     def append_checked(self, checked: CheckedBatch, *, offsets: Sequence[OffsetRow] = ()) -> AppendResult:
         """``append`` for a batch ``check`` accepted."""
+        self._settle()
         opened, events = checked.opened, checked.events
         ids = [e.event_id for e in events]
         try:
@@ -601,6 +626,7 @@ class Ledger:
     ) -> None:
         """Commit transport bookkeeping that carries no entry, in one transaction: positions consumed past
         messages that held no batch, refused messages, and transport schemas to register."""
+        self._settle()
         if offsets or quarantine or schemas:
             self.store.write(BatchWrite(offsets=list(offsets), quarantine=list(quarantine), schemas=list(schemas)))
 
@@ -614,8 +640,21 @@ class Ledger:
     ) -> AppendResult:
         return self._sequence_many([_Part(opened, events, positions, duplicates)], offsets)[0]
 
-    def _sequence_many(self, parts: Sequence[_Part], offsets: Sequence[OffsetRow]) -> list[AppendResult]:
-        """Sequence the given events of several checked batches, in order, and commit them in one transaction."""
+    def _stage_together(
+        self, batches: Sequence[CheckedBatch], offsets: Sequence[OffsetRow]
+    ) -> tuple[list[AppendResult], BatchWrite]:
+        """For Pipeline: sequence ``batches`` as append_many would and adopt the resulting state now, returning
+        the results and the one write that makes them durable (the caller writes it, or reloads on failure)."""
+        parts = [_Part(b.opened, b.events, list(range(len(b.events))), {}) for b in batches]
+        deferred: list[BatchWrite] = []
+        results = self._sequence_many(parts, offsets, deferred)
+        return results, deferred[0]
+
+    def _sequence_many(
+        self, parts: Sequence[_Part], offsets: Sequence[OffsetRow], deferred: list[BatchWrite] | None = None
+    ) -> list[AppendResult]:
+        """Sequence the given events of several checked batches, in order, and commit them in one transaction
+        (or, given ``deferred``, put that transaction's write there and adopt the state without writing)."""
         self._fresh()
         subjects: set[str] = set()
         latest = ""
@@ -727,7 +766,7 @@ class Ledger:
 
         extra = BatchWrite(policies=policies, revocations=revocations, links=links, offsets=list(offsets))
         touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
-        self._commit(rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched)
+        self._commit(rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched, deferred)
         return [
             AppendResult(tuple(receipts[p] for p in range(len(part.events))), self.sealed_size)
             for part, receipts in zip(parts, all_receipts, strict=True)
@@ -742,8 +781,10 @@ class Ledger:
         first_recorded: str,
         last_recorded: str,
         touched: dict[str, tuple[bytes, int, int]],
+        deferred: list[BatchWrite] | None = None,
     ) -> None:
-        """Integrate ``rows`` into copies of the tree state, seal if due, write, then adopt the new state."""
+        """Integrate ``rows`` into copies of the tree state, seal if due, write, then adopt the new state.
+        Given ``deferred``, the write goes there instead (and the listeners hear of it when it lands)."""
         nodes: list[tuple[int, int, bytes]] = []
 
         def visit(level: int, index: int, digest: bytes) -> None:
@@ -769,7 +810,10 @@ class Ledger:
             batch.entries = [*rows, seal[0]]
             batch.checkpoint = seal[1]
             batch.map_nodes = [(h, encode_node(n)) for h, n in seal[3].items()]
-        self._write(batch)
+        if deferred is None:
+            self._write(batch)
+        else:
+            deferred.append(batch)
         # adopt
         self._tree = tree
         self.size = batch.entries[-1].index + 1
@@ -781,7 +825,7 @@ class Ledger:
             self._touched.update(touched)
             self._block = block
             self._block_hlc_first = hlc_first
-        if self._listeners:
+        if self._listeners and deferred is None:
             self._notify(batch.entries)
 
     def _seal_rows(
@@ -836,6 +880,7 @@ class Ledger:
 
     def seal(self) -> CheckpointRow | None:
         """Seal the open block now (if it holds any entry) and return the new signed checkpoint."""
+        self._settle()
         self._fresh()
         if self.size == self._block_first:
             return None
@@ -865,6 +910,7 @@ class Ledger:
 
     def tick(self) -> CheckpointRow | None:
         """Seal if the open block is older than the configured age; call this periodically."""
+        self._settle()
         if self.size > self._block_first and self._monotonic() - self._block_started >= self.settings.block_seconds:
             return self.seal()
         return None

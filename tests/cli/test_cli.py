@@ -222,6 +222,25 @@ def test_reingest_records_nothing_new(
     assert summary["size"] == before == ledger_size(ingested.path)
 
 
+def test_ingest_records_every_batch_but_one_whose_event_id_holds_other_bytes(
+    ingested: CliLedger, story_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = ledger_size(ingested.path)
+    fresh = [json.loads(e) for e in canonical_story(STORY, T0 + 10**12)]  # new event ids ...
+    clash = json.loads(story_file.read_text("utf-8").splitlines()[0])
+    clash["payload"]["client_id"] = "someone-else"  # ... and a recorded one with other bytes
+    events = [*fresh[:2], clash, *fresh[2:]]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(e) + "\n" for e in events), "utf-8")
+    result = run(capsys, "ingest", str(mixed), "--ledger", str(ingested.path), "--batch", "2", "--json")
+    assert result.code == 3
+    assert "events 3 to 4 of the file: ConflictError" in result.err
+    summary = result.json()
+    assert summary["refused_batches"] == 1
+    assert summary["recorded"] == len(fresh) - 1  # the refused batch's other event is not written either
+    assert ledger_size(ingested.path) == before + summary["recorded"] + 1  # and a seal
+
+
 # -- verify, checkpoint, prove ------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from lineage_ledger.core.model import decode_event
 from lineage_ledger.core.note import NoteVerifier, parse_verifier_key
 from lineage_ledger.errors import InputError, LedgerError, NotFoundError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_signer_key
+from lineage_ledger.ledger.pipeline import Done, Pipeline
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
@@ -193,16 +194,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     name = args.producer or producer.name
     key_id = args.key_id or _key_id(producer)
     recorded = duplicates = violations = 0
+    refused: list[tuple[int, LedgerError]] = []
     started = time.perf_counter()
-    with ledger, _progress(args, "ingest", len(events)) as advance:
-        for i in range(0, len(events), args.batch):
-            envelope = seal_batch(events[i : i + args.batch], producer=name, key_id=key_id, signer=producer)
-            result = ledger.append(envelope)
-            for r in result.receipts:
+
+    def tally(landed: list[Done[int]]) -> None:
+        nonlocal recorded, duplicates, violations
+        for done in landed:
+            (outcome,) = done.outcomes
+            if isinstance(outcome, LedgerError):
+                refused.append((done.tag, outcome))
+                continue
+            for r in outcome.receipts:
                 duplicates += r.duplicate
                 recorded += not r.duplicate
                 violations += r.verdict != "ok" and not r.duplicate
-            advance(i + args.batch)
+            advance(done.tag + args.batch)
+
+    # the store commits each batch while the next one is signed, checked and sequenced (ledger.pipeline)
+    with ledger, _progress(args, "ingest", len(events)) as advance, Pipeline[int](ledger) as pipe:
+        for i in range(0, len(events), args.batch):
+            envelope = seal_batch(events[i : i + args.batch], producer=name, key_id=key_id, signer=producer)
+            tally(pipe.submit([ledger.check(envelope)], tag=i))
+        tally(pipe.drain())
         checkpoint = None if args.no_seal else ledger.seal()
         size, sealed = ledger.size, ledger.sealed_size
     summary = {
@@ -212,6 +225,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         "violations": violations,
         "size": size,
         "sealed_size": sealed,
+        "refused_batches": len(refused),
         "checkpoint_size": checkpoint.size if checkpoint else None,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -222,6 +236,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"recorded {recorded} events ({duplicates} already present, {violations} flagged as violations); "
             f"log size {size}, sealed {sealed}"
         )
+    if refused:  # the other batches are recorded; these are not, and nothing of them was written
+        for first, error in refused:
+            last = min(first + args.batch, len(events))
+            err.print(
+                f"[red]error:[/] events {first + 1} to {last} of the file: {type(error).__name__}: {escape(str(error))}"
+            )
+        return 3
     return 0
 
 

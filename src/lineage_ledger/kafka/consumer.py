@@ -2,8 +2,9 @@
 
 The consumer assigns itself the topic's partitions (all of them, or a shard's group) at the positions the
 ledger's store holds, checks each message's batch (:meth:`Ledger.check`) and appends the batches of one
-poll together (:meth:`Ledger.append_many`) with each partition's next offset: the positions are committed
-in the same store transaction as the batches' rows, in message order. A consumer killed
+poll together (one group commit through a :class:`~lineage_ledger.ledger.pipeline.Pipeline`, so the
+store commits a poll while the next one is decoded and checked) with each partition's next offset: the
+positions are committed in the same store transaction as the batches' rows, in message order. A consumer killed
 at any moment restarts at the last committed position, so no event is lost and none is recorded twice (a
 batch the ledger already holds, such as a producer's retry, comes back as duplicates and only moves the
 position on). Kafka's own consumer-group offsets are not used.
@@ -45,7 +46,8 @@ from lineage_ledger.errors import (
 )
 from lineage_ledger.kafka.avro import V1, Schema, UnknownSchemaError, decode_envelope, schema_from_json
 from lineage_ledger.kafka.topics import topic_partitions
-from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
+from lineage_ledger.ledger.pipeline import Done, Pipeline
+from lineage_ledger.ledger.writer import CheckedBatch, Ledger
 from lineage_ledger.metrics import LedgerMetrics
 from lineage_ledger.store.base import OffsetRow, QuarantineRow, SchemaRow
 
@@ -125,6 +127,8 @@ class LedgerConsumer:
         self._keep = keep_refused
         self._measure = measure
         self._clock = clock
+        self._pipe: Pipeline[list[Any]]  # one per run()
+        self._reported = (0, 0, 0)  # (messages, duplicates, refused) at the last metrics report
         settings = {
             **CONSUMER_DEFAULTS,
             "group.id": f"lineage-ledger:{ledger.origin}",
@@ -175,16 +179,34 @@ class LedgerConsumer:
         seconds (None: keep waiting). Seals the open block (if due) between polls, so checkpoints keep coming
         while the topic is quiet."""
         stats = ConsumeStats()
+        with Pipeline[list[Any]](self.ledger) as self._pipe:
+            self._reported = (0, 0, 0)
+            self._consume(stats, idle_timeout, max_messages, stop, on_commit)
+            self._account(self._pipe.drain(), stats, on_commit)
+        return stats
+
+    def _consume(
+        self,
+        stats: ConsumeStats,
+        idle_timeout: float | None,
+        max_messages: int | None,
+        stop: threading.Event | None,
+        on_commit: Callable[[ConsumeStats], object] | None,
+    ) -> None:
         idle_since = time.monotonic()
+        taken = 0  # messages read, including those whose commit has not landed yet
         while not (stop is not None and stop.is_set()):
-            want = self._batch if max_messages is None else min(self._batch, max_messages - stats.messages)
+            want = self._batch if max_messages is None else min(self._batch, max_messages - taken)
             if want <= 0:
                 break
             try:
                 # what has arrived, without waiting for a full batch (that wait would add latency); if
-                # nothing has, wait for one message, then take whatever came with it
+                # nothing has, let the commit in flight land (nothing is left to overlap it with), then wait
+                # for one message and take whatever came with it
                 messages = self._consumer.consume(num_messages=want, timeout=0)
                 if not messages:
+                    if self._pipe.in_flight:
+                        self._account(self._pipe.drain(), stats, on_commit)
                     messages = self._consumer.consume(num_messages=1, timeout=0.2)
                     if messages and want > 1:
                         messages += self._consumer.consume(num_messages=want - 1, timeout=0)
@@ -196,13 +218,13 @@ class LedgerConsumer:
                     break
                 continue
             idle_since = time.monotonic()
-            before = (stats.messages, stats.duplicates, stats.quarantined)
+            taken += len(messages)
             pending: list[tuple[Any, CheckedBatch]] = []
             for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.fatal() or not error.retriable():
-                        self._flush(pending, stats)
+                        self._flush(pending, stats, wait=True)
                         raise TransportError(f"consuming {self.topic!r}: {error}")
                     _log.warning("consuming %s: %s (retrying)", self.topic, error)
                     continue
@@ -213,14 +235,26 @@ class LedgerConsumer:
                         self._flush(pending, stats)
             self._flush(pending, stats)
             if self._metrics is not None:
-                self._report(stats, before)
+                self._report(stats)
             if on_commit is not None:
                 on_commit(stats)
-        return stats
 
-    def _report(self, stats: ConsumeStats, before: tuple[int, int, int]) -> None:
-        """Hand this poll's work, the committed positions and the lag to the metrics."""
+    def _account(
+        self, landed: list[Done[list[Any]]], stats: ConsumeStats, on_commit: Callable[[ConsumeStats], object] | None
+    ) -> None:
+        """Account for groups that landed outside a poll's own flush, and tell the metrics and ``on_commit``."""
+        if not landed:
+            return
+        self._landed(landed, stats)
+        if self._metrics is not None:
+            self._report(stats)
+        if on_commit is not None:
+            on_commit(stats)
+
+    def _report(self, stats: ConsumeStats) -> None:
+        """Hand the work committed since the last report, the committed positions and the lag to the metrics."""
         assert self._metrics is not None
+        before, self._reported = self._reported, (stats.messages, stats.duplicates, stats.quarantined)
         positions = self.ledger.store.offsets(self.topic)
         ends: dict[int, int] = {}
         for partition in self.partitions:
@@ -254,23 +288,23 @@ class LedgerConsumer:
                 envelope = decode_envelope(value, self._schemas)
             return self.ledger.check(envelope)
         except UnknownSchemaError as e:
-            self._flush(pending, stats)
+            self._flush(pending, stats, wait=True)
             raise UnknownSchemaError(
                 e.field, f"{where}: {e.reason}; register the schema (lineage schemas add) and restart"
             ) from e
         except RoutingError as e:
-            self._flush(pending, stats)
+            self._flush(pending, stats, wait=True)
             raise RoutingError(
                 f"{where}: {e}; the message stays unread: fix the producer's partitioner, then move the message "
                 "to the right partition"
             ) from e
         except KeyringError as e:
-            self._flush(pending, stats)
+            self._flush(pending, stats, wait=True)
             raise KeyringError(
                 f"{where}: {e}; register the producer's key (lineage keys register) and restart; nothing was skipped"
             ) from e
         except (InputError, VerificationError) as e:
-            self._flush(pending, stats)  # positions are committed in order: what came before goes first
+            self._flush(pending, stats, wait=True)  # positions are committed in order: what came before goes first
             self._quarantine(message, e, stats)
             return None
 
@@ -286,36 +320,37 @@ class LedgerConsumer:
         stats.messages += 1
         stats.quarantined += 1
 
-    def _flush(self, pending: list[tuple[Any, CheckedBatch]], stats: ConsumeStats) -> None:
-        """Append the checked batches of ``pending`` with their positions as one group commit
-        (``Ledger.append_together``); quarantine a batch that conflicts with a recorded event."""
-        if not pending:
-            return
-        outcomes = self.ledger.append_together(
-            [checked for _, checked in pending],
-            [[OffsetRow(self.topic, message.partition(), message.offset() + 1)] for message, _ in pending],
-        )
-        results: list[AppendResult | None] = []
-        for (message, _), outcome in zip(pending, outcomes, strict=True):
-            if isinstance(outcome, ConflictError):  # an event id recorded with other bytes: not authentic
-                self._quarantine(message, outcome, stats)
-                results.append(None)
-            elif isinstance(outcome, LedgerError):  # the store failed: stop; what came before is committed
-                raise outcome
-            else:
-                results.append(outcome)
+    def _flush(self, pending: list[tuple[Any, CheckedBatch]], stats: ConsumeStats, *, wait: bool = False) -> None:
+        """Submit the checked batches of ``pending`` with their positions as one group commit, and account for
+        the groups that have landed (all of them, with ``wait``: before a refusal or a stop is recorded)."""
+        if pending:
+            landed = self._pipe.submit(
+                [checked for _, checked in pending],
+                [[OffsetRow(self.topic, message.partition(), message.offset() + 1)] for message, _ in pending],
+                tag=[message for message, _ in pending],
+            )
+            pending.clear()
+            self._landed(landed, stats)
+        if wait:
+            self._landed(self._pipe.drain(), stats)
+
+    def _landed(self, landed: list[Done[list[Any]]], stats: ConsumeStats) -> None:
+        """Account for committed groups; quarantine a batch that conflicts with a recorded event."""
         now_ms = self._clock() * 1000.0
-        for (message, _), result in zip(pending, results, strict=True):
-            if result is None:
-                continue
-            stats.messages += 1
-            stats.events += len(result.receipts)
-            stats.duplicates += sum(r.duplicate for r in result.receipts)
-            if self._measure:
-                kind, stamp = message.timestamp()
-                if kind != self._kafka.TIMESTAMP_NOT_AVAILABLE:
-                    stats.latencies_ms.append(now_ms - stamp)
-        pending.clear()
+        for done in landed:
+            for message, outcome in zip(done.tag, done.outcomes, strict=True):
+                if isinstance(outcome, ConflictError):  # an event id recorded with other bytes: not authentic
+                    self._quarantine(message, outcome, stats)
+                    continue
+                if isinstance(outcome, LedgerError):  # the store failed: stop; what came before is committed
+                    raise outcome
+                stats.messages += 1
+                stats.events += len(outcome.receipts)
+                stats.duplicates += sum(r.duplicate for r in outcome.receipts)
+                if self._measure:
+                    kind, stamp = message.timestamp()
+                    if kind != self._kafka.TIMESTAMP_NOT_AVAILABLE:
+                        stats.latencies_ms.append(now_ms - stamp)
 
     def close(self) -> None:
         """Leave the cluster; the ledger stays open (it belongs to the caller)."""

@@ -48,7 +48,7 @@ from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
 from lineage_ledger.emitter import Emitter, HttpTransport, LineageASGIMiddleware, LocalTransport, Transport
 from lineage_ledger.keys import write_signer_key
-from lineage_ledger.ledger.writer import Ledger, Receipt
+from lineage_ledger.ledger.writer import Ledger, LedgerSettings, Receipt
 from lineage_ledger.service.auth import ApiKeyStore
 
 PRODUCER = "bench-emitter"
@@ -112,7 +112,9 @@ LINGER_MS = 10.0
 
 def _setup(directory: Path) -> tuple[Ledger, Ed25519Signer]:
     log = Ed25519Signer.generate("bench.lineage-ledger.local/log")
-    ledger = Ledger.create(str(directory / "ledger.db"), log)  # synchronous=FULL, the default
+    # synchronous=FULL, the default; a latency-sensitive service embedding the ledger freezes the collector
+    # at seals, as lineage serve does (LedgerSettings.freeze_gc_at_seal)
+    ledger = Ledger.create(str(directory / "ledger.db"), log, settings=LedgerSettings(freeze_gc_at_seal=True))
     producer = Ed25519Signer.generate(PRODUCER)
     ledger.register_key(PRODUCER, KEY_ID, producer.public_key)
     return ledger, producer

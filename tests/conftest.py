@@ -8,9 +8,10 @@ stored tree nodes.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -145,6 +146,15 @@ def build_ledger(path: Path, events: int = LEDGER_EVENTS) -> BuiltLedger:
         verifier = ledger.log_verifier()
     assert all(r.verdict == "ok" and not r.duplicate for r in receipts)
     return BuiltLedger(path, verifier, tuple(bodies), tuple(receipts), size, checkpoints)
+
+
+@pytest.fixture(autouse=True)
+def _thawed_collector() -> Iterator[None]:
+    """A command run in-process (serve, consume) may freeze the garbage collector at seals: undo it after
+    each test, so frozen objects do not outlive the test that made them."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

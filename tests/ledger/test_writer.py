@@ -268,3 +268,24 @@ def test_a_write_of_unknown_outcome_makes_the_ledger_reload_before_the_next(
     ledger.seal()
     ledger.close()
     assert verify_ledger(url).ok
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freezing_the_collector_at_each_seal_is_a_setting(
+    tmp_path: Path, producer: Ed25519Signer, log_signer: Ed25519Signer, freeze: bool
+) -> None:
+    import gc
+
+    gc.unfreeze()
+    settings = LedgerSettings(block_size=10, block_seconds=1e9, freeze_gc_at_seal=freeze)
+    ledger = Ledger.create(str(tmp_path / "gc.db"), log_signer, settings=settings)
+    ledger.register_key("svc-a", "svc-a-1", producer.public_key)
+    events = [_event("USED" if i else "ISSUED", "tok-gc", T0 + i, resource="/r") for i in range(12)]
+    try:
+        assert gc.get_freeze_count() == 0
+        _append(ledger, producer, events)  # fills a block: sealed
+        assert ledger.sealed_size == ledger.size
+        assert (gc.get_freeze_count() > 0) is freeze
+    finally:
+        gc.unfreeze()
+        ledger.close()

@@ -141,9 +141,11 @@ def _consume(args: argparse.Namespace) -> int:
         if layout is None or not 0 <= args.shard < layout.shards:
             raise InputError("--shard", f"{args.ledger} has no shard {args.shard}")
         partitions = layout.partitions_of(args.shard)
-        ledger = Ledger.open(shard_url(args.ledger, args.shard), _log_signer(args), settings=_settings(args))
+        ledger = Ledger.open(
+            shard_url(args.ledger, args.shard), _log_signer(args), settings=_settings(args, long_running=True)
+        )
     else:
-        ledger = _open(args)
+        ledger = _open(args, long_running=True)
     try:
         metrics = None
         if args.metrics_port is not None:

@@ -143,15 +143,18 @@ def _key_id(signer: Signer) -> str:
     return f"{signer.name}-{leaf_hash(signer.public_key)[:4].hex()}"
 
 
-def _settings(args: argparse.Namespace) -> LedgerSettings:
+def _settings(args: argparse.Namespace, *, long_running: bool = False) -> LedgerSettings:
+    """The ledger settings from the command line; ``long_running`` for a process that is the sequencer for
+    as long as it runs (serve, consume), which may then tune the process for steady latency."""
     return LedgerSettings(
         block_size=getattr(args, "block_size", None) or 10_000,
         block_seconds=getattr(args, "block_seconds", None) or 5.0,
+        freeze_gc_at_seal=long_running,
     )
 
 
-def _open(args: argparse.Namespace) -> Ledger:
-    return Ledger.open(args.ledger, _log_signer(args), settings=_settings(args))
+def _open(args: argparse.Namespace, *, long_running: bool = False) -> Ledger:
+    return Ledger.open(args.ledger, _log_signer(args), settings=_settings(args, long_running=long_running))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -600,7 +603,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from lineage_ledger.service.app import SERVICE_PRODUCER
 
         write_signer_key(service_key, Ed25519Signer.generate(SERVICE_PRODUCER))
-    with _open(args) as ledger:
+    with _open(args, long_running=True) as ledger:
         introspector = None
         if args.redis:
             from lineage_ledger.state import open_introspector

@@ -17,6 +17,7 @@ state the group being committed will leave, and reloads the state from the store
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import logging
 import time
@@ -106,6 +107,14 @@ class LedgerSettings:
     """occurred_at readings further ahead than this are not merged into the ledger's clock."""
     subject_cache: int = 200_000
     """How many subjects' chain heads and token states stay in memory (bounded, so memory stays flat)."""
+    freeze_gc_at_seal: bool = False
+    """After each seal, collect the young generations and move every object the process holds into the
+    garbage collector's permanent generation (``gc.freeze``). The subject cache and the subject map's nodes
+    are hundreds of thousands of long-lived objects; without this, each full collection walks all of them
+    (pauses of 50 to 150 ms measured here, 19 in 300,000 events; 1 of 17 ms with it). Their memory is still
+    freed when they are evicted (they hold no reference cycles); only cyclic garbage still uncollected at a
+    seal would stay. Process-wide, so off for a ledger embedded in someone else's process and on in
+    ``lineage serve`` and ``lineage consume``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -877,6 +886,9 @@ class Ledger:
         self._block_hlc_first = ""
         self._block_started = self._monotonic()
         self.sealed_size = checkpoint.size
+        if self.settings.freeze_gc_at_seal:
+            gc.collect(1)
+            gc.freeze()
 
     def seal(self) -> CheckpointRow | None:
         """Seal the open block now (if it holds any entry) and return the new signed checkpoint."""

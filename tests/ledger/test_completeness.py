@@ -52,3 +52,32 @@ def test_prefetch_loads_every_node_an_update_needs_with_one_query_per_level(tmp_
     assert new_root == expected_root
     assert counting.single == 0  # everything the update read was already in memory
     store.close()
+
+
+def test_a_stored_node_that_does_not_hash_to_its_name_is_refused_as_it_is_loaded(tmp_path: Path) -> None:
+    import pytest
+
+    from lineage_ledger.errors import RootMismatchError
+
+    store = open_store(str(tmp_path / "m.db"))
+    store.initialise({"origin": "map.example/log", "verifier_key": "unused"})
+    heads = [(f"token:{i:064x}", hashlib.sha256(bytes([i])).digest(), 1, i) for i in range(40)]
+    nothing: dict[bytes, smt.Node] = {}
+    root, nodes = smt.update(smt.EMPTY, map_changes(heads), nothing.__getitem__)
+    # one interior node stored under its name but with its children swapped: what an edit of the file does
+    victim, node = next((h, n) for h, n in nodes.items() if isinstance(n, smt.Interior) and h != root)
+    assert isinstance(node, smt.Interior)
+    forged = {**nodes, victim: smt.Interior(node.right, node.left)}
+    body = b"{}"
+    store.write(
+        BatchWrite(
+            entries=[EntryRow(0, "ledger:blocks", None, None, bytes(32), hashlib.sha256(body).digest(), "ok", body)],
+            map_nodes=[(h, encode_node(n)) for h, n in forged.items()],
+        )
+    )
+    changed = map_changes((s, hashlib.sha256(s.encode()).digest(), 2, i + 100) for s, _, _, i in heads)
+    with pytest.raises(RootMismatchError, match="does not hash to its name"):
+        MapReader(store).prefetch(root, changed)  # loaded in bulk, level by level
+    with pytest.raises(RootMismatchError, match="does not hash to its name"):
+        smt.update(root, changed, MapReader(store), checked_reader=True)  # loaded one by one
+    store.close()

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from lineage_ledger.core import smt
-from lineage_ledger.errors import NotFoundError, StoreError
+from lineage_ledger.errors import NotFoundError, RootMismatchError, StoreError
 from lineage_ledger.store.base import Store
 
 __all__ = ["MapReader", "decode_node", "encode_node", "map_changes"]
@@ -48,7 +48,9 @@ def decode_node(data: bytes) -> smt.Leaf | smt.Interior:
 
 
 class MapReader:
-    """Reads map nodes from a store, with a bounded cache (nodes are immutable, so caching is safe)."""
+    """Reads map nodes from a store, with a bounded cache (nodes are immutable, so caching is safe). Every
+    node loaded from the store is checked against the hash it is stored under before it enters the cache,
+    so its answers are checked (``smt.update(..., checked_reader=True)``)."""
 
     def __init__(self, store: Store, cache_size: int = 100_000) -> None:
         self._store = store
@@ -67,8 +69,8 @@ class MapReader:
 
     def prefetch(self, root: bytes, keys: Iterable[bytes]) -> None:
         """Load the nodes on the paths of ``keys`` level by level, one store query per level, so an update
-        of thousands of keys reads from memory instead of making one round trip per node. Nodes are still
-        checked against their hashes when the update reads them."""
+        of thousands of keys reads from memory instead of making one round trip per node. Each node is
+        checked against its hash as it is loaded."""
         frontier: dict[bytes, list[int]] = {}
         if root != smt.EMPTY:
             frontier[root] = [int.from_bytes(k, "big") for k in keys]
@@ -77,7 +79,7 @@ class MapReader:
             missing = [h for h in frontier if h not in self._cache]
             if missing:
                 for digest, data in self._store.map_nodes(missing).items():
-                    self._remember(digest, decode_node(data))
+                    self._remember(digest, _checked(digest, data))
             below: dict[bytes, list[int]] = {}
             shift = smt.KEY_BITS - 1 - depth
             for digest, paths in frontier.items():
@@ -97,9 +99,18 @@ class MapReader:
             data = self._store.map_node(digest)
             if data is None:
                 raise NotFoundError(f"subject-map node {digest.hex()} is missing")
-            node = decode_node(data)
+            node = _checked(digest, data)
             self._remember(digest, node)
         return node
+
+
+def _checked(digest: bytes, data: bytes) -> smt.Leaf | smt.Interior:
+    """The node stored as ``data`` under ``digest``; RootMismatchError if it does not hash to ``digest``."""
+    node = decode_node(data)
+    calculated = node.node_hash()
+    if calculated != digest:
+        raise RootMismatchError("a stored subject-map node does not hash to its name", digest, calculated)
+    return node
 
 
 def map_changes(heads: Iterable[tuple[str, bytes, int, int]]) -> dict[bytes, smt.SubjectHead]:

@@ -849,7 +849,7 @@ class Ledger:
     ) -> tuple[EntryRow, CheckpointRow, BlockHeader, dict[bytes, smt.Leaf | smt.Interior]]:
         changes = map_changes((subject, *head) for subject, head in touched.items())
         self._map_reader.prefetch(self._map_root, changes)
-        map_root, map_nodes = smt.update(self._map_root, changes, self._map_reader)
+        map_root, map_nodes = smt.update(self._map_root, changes, self._map_reader, checked_reader=True)
         header = BlockHeader(
             number=self._block_number,
             first=self._block_first,

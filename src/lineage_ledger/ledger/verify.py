@@ -7,8 +7,10 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
 * every envelope: its producer key (from the key entries in the log itself) was valid when the batch was
   recorded, its Ed25519 signature, its batch root over the events' leaf hashes, and that each event entry
   holds exactly the event bytes at its position;
-* every per-subject hash chain (token, asset, policy, producer-key and seal chains);
+* every per-subject hash chain (token, asset, policy, producer-key and seal chains): each entry's stored
+  prev must be the stored leaf of the subject's previous entry (64 zeros for its first);
 * every block: its root over exactly its entries, its entry range and HLC range, and the chain of headers;
+* every block's subject map root: the verifier's own copy of the map of chain heads after the block;
 * every stored tree node against the tree recomputed from the leaves;
 * every checkpoint: its signature under the log's verifier key, and its root against the root recomputed
   from the leaves at its size, which makes consecutive checkpoints consistent; a consistency proof built
@@ -19,20 +21,37 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
 * optionally, a checkpoint saved earlier: the ledger must be an append-only extension of it, so truncation
   and rollback are caught even when the attacker also removed the later checkpoints.
 
-Work is split over processes by ranges of whole blocks; each returns a compact range that the coordinator
-merges, so memory stays flat however long the log is.
+How the work is split. The log is cut into chunks of whole blocks. A worker process reads each chunk once
+and does everything that needs only the chunk: hashes, columns, blocks, tree nodes, the envelopes the chunk
+refers to (each checked at its first use in the chunk), the chain links inside the chunk. It hands back
+compact summaries: the chunk's compact range, the first link and the last leaf of each subject it touched,
+the changes each block makes to the subject map, and the bytes of its token events with their recorded
+verdicts. The coordinator folds those in log order while the workers go on with later chunks: the chain
+links across chunks, the subject map roots, the verdicts (the state machine needs every earlier token
+event), the block header chain and the tree. So each entry is read once, and both cores work from start to
+end. Workers are forked where that is safe (see _start_method), else spawned.
+
+Memory grows with the number of subjects (chain heads, subject map, token states) and with the longest
+block (a chunk's result holds its token events), not with the number of entries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import itertools
 import os
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.context import BaseContext
 from typing import Any, Final
 
 import msgspec
@@ -49,7 +68,6 @@ from lineage_ledger.core.entry import (
     decode_entry,
     header_hash,
     producer_subject,
-    read_event_entry,
     shard_subject,
 )
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
@@ -58,15 +76,15 @@ from lineage_ledger.core.merkle import (
     CompactRange,
     TiledNodeReader,
     consistency_proof,
-    root_of,
     verify_consistency,
 )
-from lineage_ledger.core.model import TokenEvent, read_event
+from lineage_ledger.core.model import Event, TokenEvent, head_ok
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
 from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.store import open_store
+from lineage_ledger.store.base import EnvelopeRow
 
 __all__ = ["Problem", "VerifyReport", "verify_ledger"]
 
@@ -132,11 +150,11 @@ class VerifyReport:
         }
 
 
-class _LeanPayload(msgspec.Struct):
+class _LeanPayload(msgspec.Struct, gc=False):
     parent_token_id: str | None = None
 
 
-class _LeanEvent(msgspec.Struct):
+class _LeanEvent(msgspec.Struct, gc=False):
     kind: str
     event_id: str
     token_id: str | None = None
@@ -145,9 +163,10 @@ class _LeanEvent(msgspec.Struct):
     payload: _LeanPayload | None = None
 
 
-class _LeanEventEntry(msgspec.Struct, tag_field="type", tag="event"):
+class _LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
     """Just what verification compares, decoded without the write path's pattern checks (the bytes are
-    already pinned by their hash, which is what is being verified)."""
+    already pinned by their hash, which is what is being verified). Not tracked by the garbage collector
+    (these structs hold no references that could form a cycle), so decoding them triggers no collections."""
 
     envelope: str
     event: _LeanEvent
@@ -161,8 +180,25 @@ class _LeanEventEntry(msgspec.Struct, tag_field="type", tag="event"):
 
 
 _LEAN = msgspec.json.Decoder(_LeanEventEntry | SealEntry | KeyEntry | ShardEntry)
+# The coordinator reads token events as model.read_event does (same type, same checks), a chunk's at once.
+_EVENTS = msgspec.json.Decoder(list[Event])
+_EVENT = msgspec.json.Decoder(Event)
 _EVENT_START: Final = len(b'{"envelope":"') + 64 + len(b'","event":')
 _MAX_PROBLEMS: Final = 50
+_MAX_CHAIN_BREAKS: Final = 10
+_FLUSH_LEAVES: Final = 16 * 256
+"""Inside a long block, the chunk's tree takes its pending leaves every this many entries."""
+_MIN_CHUNK: Final = 8_192
+"""Entries per chunk at least."""
+_MIN_SPAWNED: Final = 50_000
+"""Entries a log needs before spawned workers pay for themselves (each costs a fresh interpreter and its
+imports, a fraction of a second); a forked worker starts in milliseconds."""
+_CHUNKS_PER_WORKER: Final = 8
+"""Chunks aim at size / (workers * this): enough to balance the workers and to overlap the coordinator."""
+_MAX_CHUNK: Final = 65_536
+"""Entries per chunk at most (unless one block is longer): a chunk's result holds its token events."""
+_IN_FLIGHT_PER_WORKER: Final = 2
+"""Chunks submitted ahead of the one the coordinator waits for, per worker."""
 
 
 def _subject_and_parent(event: _LeanEvent) -> tuple[str, str | None]:
@@ -174,6 +210,80 @@ def _subject_and_parent(event: _LeanEvent) -> tuple[str, str | None]:
     return "asset:" + str(event.asset_id), None
 
 
+def _map_key(subject: object) -> bytes:
+    """The subject map key of a subject column; a column rewritten with another SQL type (already reported
+    as a derived column that differs) still gets a key, so the map check goes on."""
+    return smt.key_of(subject) if type(subject) is str else hashlib.sha256(repr(subject).encode()).digest()
+
+
+# -- Merkle hashing in bulk --------------------------------------------------------------------------------
+
+_sha256 = hashlib.sha256
+_EMPTY_ROOT: Final = _sha256(b"").digest()
+_TILE: Final = 1 << TILE_STRIDE
+
+
+def _mth(leaves: list[bytes]) -> bytes:
+    """RFC 9162 MTH over leaf hashes, level by level: pairs from the left, an odd last node carried up
+    unchanged. That is the same tree as the recursive definition (its left subtrees are the largest perfect
+    ones), and a list comprehension per level costs a fraction of a Python-level push per leaf."""
+    if not leaves:
+        return _EMPTY_ROOT
+    sha = _sha256
+    nodes = leaves
+    while len(nodes) > 1:
+        pairs = iter(nodes)
+        upper = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
+        if len(nodes) & 1:
+            upper.append(nodes[-1])
+        nodes = upper
+    return nodes[0]
+
+
+class _TreeFeed:
+    """The chunk's CompactRange, fed in bulk: each whole aligned tile of 256 leaves is hashed level by level
+    and merged as one node; only leaves outside whole tiles go through CompactRange.append. ``visit`` hears
+    of every node the range creates at levels 8, 16, ..., as when appending leaf by leaf (of the nodes below
+    level 8 only those outside whole tiles)."""
+
+    __slots__ = ("pending", "range", "visit")
+
+    def __init__(self, begin: int, visit: Callable[[int, int, bytes], None]) -> None:
+        self.range = CompactRange(begin)
+        self.visit = visit
+        self.pending: list[bytes] = []
+
+    @property
+    def end(self) -> int:
+        return self.range.end + len(self.pending)
+
+    def flush(self, *, everything: bool) -> None:
+        """Merge the pending leaves: all of them, or (``everything`` False) only up to the last whole tile."""
+        tree, leaves, visit = self.range, self.pending, self.visit
+        at, count = 0, len(leaves)
+        while at < count and tree.end % _TILE:
+            tree.append(leaves[at], visit)
+            at += 1
+        while count - at >= _TILE:
+            first = tree.end
+            node = _mth(leaves[at : at + _TILE])
+            visit(TILE_STRIDE, first >> TILE_STRIDE, node)
+            tree.merge(CompactRange.from_hashes(first, first + _TILE, [node]), visit)
+            at += _TILE
+        if everything:
+            for leaf in leaves[at:]:
+                tree.append(leaf, visit)
+            at = count
+        del leaves[:at]
+
+    def hashes(self) -> tuple[bytes, ...]:
+        self.flush(everything=True)
+        return self.range.hashes
+
+
+# -- one chunk, in a worker --------------------------------------------------------------------------------
+
+
 @dataclass(slots=True)
 class _Seal:
     index: int
@@ -181,8 +291,8 @@ class _Seal:
     prev_header: str
     header_hash: bytes
     subjects_root: str
-    touched: dict[str, tuple[bytes, int, int]]
-    """Subjects with entries in the block: (last leaf, entries in the block, last index)."""
+    touched: dict[bytes, tuple[bytes, int, int]]
+    """Map key of each subject with entries in the block: (last leaf, entries in the block, last index)."""
 
 
 @dataclass(slots=True)
@@ -193,26 +303,70 @@ class _ChunkResult:
     cuts: dict[int, tuple[bytes, ...]]
     seals: list[_Seal]
     problems: list[Problem]
-    envelope_refs: list[tuple[bytes, int, str, str, str]]
+    envelope_problems: list[Problem]
+    envelopes: list[bytes]
+    """Digests of the envelopes the chunk's events refer to."""
+    first_links: dict[Any, tuple[int, Any]]
+    """Subject column -> (index, prev column) of the subject's first entry in the chunk."""
+    last_links: dict[Any, Any]
+    """Subject column -> leaf column of the subject's last entry in the chunk."""
+    chain_breaks: list[tuple[int, Any]]
+    """(index, subject) of the first links broken inside the chunk."""
+    token_indices: list[int]
+    """The entries whose columns name a token event, in log order ..."""
+    token_verdicts: list[str]
+    """... the verdict each one's bytes record ..."""
+    token_events: bytes
+    """... and their event bytes, as one JSON array ..."""
+    token_sizes: list[int]
+    """... of elements this long (to read them one by one if the array as a whole does not decode)."""
 
 
-def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _ChunkResult:
+def _envelope_problem(
+    env: EnvelopeRow, digest: bytes, producer: str, key_id: str, recorded: str, keyring: Keyring
+) -> str | None:
+    """Why an envelope fails its checks at a use by ``producer``/``key_id`` recorded at ``recorded``, or None."""
+    try:
+        statement = msgspec.convert(decode_json(env.payload), type=BatchStatement)
+        if hashlib.sha256(pae(BATCH_PAYLOAD_TYPE, env.payload)).digest() != digest:
+            raise LedgerError("envelope digest does not match its payload")
+        blob = env.event_leaves
+        if len(blob) % 32:
+            raise LedgerError(f"the event leaves are {len(blob)} bytes, not a whole number of 32-byte hashes")
+        leaves = [blob[i : i + 32] for i in range(0, len(blob), 32)]
+        if statement.count != len(leaves) or _mth(leaves).hex() != statement.root:
+            raise LedgerError("batch root or count does not match the signed statement")
+        if statement.producer != producer or statement.key_id != key_id:
+            raise LedgerError("producer or key id differs from the signed statement")
+        key = keyring.get(key_id)
+        if key.producer != producer or not key.usable_at(recorded):
+            raise LedgerError(f"key {key_id} was not valid for {producer} at {recorded}")
+        opened = OpenedEnvelope(statement, env.payload, env.signature, (), tuple(leaves), digest)
+        verify_batch_signature(opened, key.public_key)
+    except (LedgerError, msgspec.ValidationError) as e:
+        return str(e)
+    return None
+
+
+def _resume_at(store: Any, index: int, end: int) -> int:
+    """The first stored index in [index, end), or ``end``. store.entries pages through a range and stops at
+    the first empty page, so after a long run of deleted entries the chunk goes on reading from here
+    (entries_at answers for every index it is asked about, whatever the paging)."""
+    step = 512
+    while index < end:
+        found = store.entries_at(range(index, min(end, index + step)))
+        if found:
+            return int(found[0].index)
+        index += step
+    return end
+
+
+def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int], keyring: Keyring) -> _ChunkResult:
     """Check entries [start, end), which begin at a block boundary; runs in a worker process."""
     store = open_store(url, readonly=True)
     problems: list[Problem] = []
-    tree = CompactRange(start)
-    block = CompactRange()
-    block_first = start
-    block_hlc_first = ""
-    last_recorded = ""
-    cuts: dict[int, tuple[bytes, ...]] = {}
-    cut_set = set(cut_sizes)
-    seals: list[_Seal] = []
-    touched: dict[str, tuple[bytes, int, int]] = {}
+    envelope_problems: list[Problem] = []
     computed_nodes: dict[tuple[int, int], bytes] = {}
-    # (envelope digest, index, producer, key_id, recorded_at) of the first event seen of each envelope
-    refs: list[tuple[bytes, int, str, str, str]] = []
-    envelope_cache: dict[str, tuple[bytes, str, str] | None] = {}
 
     def visit(level: int, index: int, digest: bytes) -> None:
         if level % TILE_STRIDE == 0:
@@ -222,124 +376,184 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
         if len(problems) < _MAX_PROBLEMS:
             problems.append(Problem(kind, message, index, blk))
 
-    sha256 = hashlib.sha256
+    tree = _TreeFeed(start, visit)
+    tree_leaves = tree.pending
+    block_leaves: list[bytes] = []
+    block_first = start
+    block_hlc_first = ""
+    last_recorded = ""
+    cuts: dict[int, tuple[bytes, ...]] = {}
+    cuts_ahead = sorted(c for c in set(cut_sizes) if c > start)
+    next_cut = cuts_ahead.pop(0) if cuts_ahead else -1
+    seals: list[_Seal] = []
+    touched: dict[Any, tuple[bytes, int, int]] = {}
+    first_links: dict[Any, tuple[int, Any]] = {}
+    last_links: dict[Any, Any] = {}
+    chain_breaks: list[tuple[int, Any]] = []
+    token_indices: list[int] = []
+    token_verdicts: list[str] = []
+    token_events: list[bytes] = []
+    token_sizes: list[int] = []
+    # envelope digest (hex) -> (event leaves, producer, key id); the digests of envelopes not in the store
+    envelope_cache: dict[str, tuple[bytes, str, str]] = {}
+    envelopes_missing: set[str] = set()
+    envelope_digests: list[bytes] = []
+
+    def first_use(entry: _LeanEventEntry, idx: int) -> tuple[bytes, str, str] | None:
+        """An envelope first named in this chunk: read it and check it at this use (its first use in the log
+        is the first in some chunk)."""
+        hex_digest = entry.envelope
+        if hex_digest in envelopes_missing:
+            return None
+        try:
+            digest = bytes.fromhex(hex_digest)
+            e_row = store.envelope(digest)
+        except (LedgerError, ValueError):
+            envelopes_missing.add(hex_digest)
+            return None
+        env = envelope_cache[hex_digest] = (e_row.event_leaves, e_row.producer, e_row.key_id)
+        envelope_digests.append(digest)
+        why = _envelope_problem(e_row, digest, entry.producer, entry.key_id, entry.recorded_at, keyring)
+        if why is not None:
+            envelope_problems.append(
+                Problem("envelope", f"envelope {digest.hex()[:16]} (first entry {idx}): {why}", idx)
+            )
+        return env
+
+    sha256 = _sha256
+    decode = _LEAN.decode
     expected = start
+    position = start  # leaves read so far: the end of the chunk's tree
     try:
-        for row in store.entries(start, end):
-            idx, subject, event_id, parent, prev, leaf_col, verdict, body = row
-            if idx != expected:
-                problem("missing", f"entries {expected}..{idx - 1} are missing (deleted)", expected)
-                expected = idx
-            expected += 1
-            if type(body) is not bytes:  # someone rewrote the column with another SQL type
-                problem("entry_format", f"entry {idx}: stored bytes have the wrong type", idx)
-                body = str(body).encode()
-            leaf = sha256(b"\x00" + body).digest()
-            if leaf != leaf_col:
-                problem("entry_hash", f"entry {idx}: stored leaf hash does not match its bytes", idx)
-            tree.append(leaf, visit)
-            try:
-                entry = _LEAN.decode(body)
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as e:
-                problem("entry_format", f"entry {idx}: bytes are not an entry ({e})", idx)
-                block.append(leaf)
-                continue
-            if entry.index != idx:
-                problem("position", f"entry {idx}: its bytes say index {entry.index} (moved or reordered)", idx)
-            if entry.prev != prev.hex():
-                problem("derived_column", f"entry {idx}: prev column differs from its bytes", idx)
-            if not block_hlc_first:
-                block_hlc_first = entry.recorded_at
-            if entry.recorded_at < last_recorded:
-                problem("clock", f"entry {idx}: recorded_at goes backwards", idx)
-            if type(entry) is _LeanEventEntry:
-                last_recorded = entry.recorded_at
-                block.append(leaf)
-                seen = touched.get(subject)
-                touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
-                # The event's bytes sit between the fixed-width envelope field and the last ',"index":' (no
-                # field after the event can contain that text).
-                event_end = body.rfind(b',"index":')
-                if not body.startswith(b'{"envelope":"') or event_end < _EVENT_START:
-                    problem("entry_format", f"entry {idx}: bytes are not laid out as an event entry", idx)
+        resume = start
+        while resume < end:
+            for row in store.entries(resume, end):
+                idx, subject, event_id, parent, prev, leaf_col, verdict, body = row
+                if idx != expected:
+                    problem("missing", f"entries {expected}..{idx - 1} are missing (deleted)", expected)
+                expected = idx + 1
+                if type(body) is not bytes:  # someone rewrote the column with another SQL type
+                    problem("entry_format", f"entry {idx}: stored bytes have the wrong type", idx)
+                    body = str(body).encode()
+                leaf = sha256(b"\x00" + body).digest()
+                if leaf != leaf_col:
+                    problem("entry_hash", f"entry {idx}: stored leaf hash does not match its bytes", idx)
+                tree_leaves.append(leaf)
+                position += 1
+                if position == next_cut:
+                    cuts[position] = tree.hashes()
+                    next_cut = cuts_ahead.pop(0) if cuts_ahead else -1
+                elif not position % _FLUSH_LEAVES:
+                    tree.flush(everything=False)  # inside a long block: keep the pending leaves bounded
+                # The chain, from the stored columns as the store keeps them: prev must be the leaf column of the
+                # subject's previous entry (zeros for its first). Links into earlier chunks: see _Chains.
+                last = last_links.get(subject)
+                if last is None:
+                    first_links[subject] = (idx, prev)
+                elif prev != last and len(chain_breaks) < _MAX_CHAIN_BREAKS:
+                    chain_breaks.append((idx, subject))
+                last_links[subject] = ZERO_HASH if leaf_col is None else leaf_col
+                try:
+                    entry = decode(body)
+                except (msgspec.DecodeError, UnicodeDecodeError) as e:
+                    problem("entry_format", f"entry {idx}: bytes are not an entry ({e})", idx)
+                    block_leaves.append(leaf)
                     continue
-                raw = body[_EVENT_START:event_end]
-                subj, par = _subject_and_parent(entry.event)
-                if subj != subject or par != parent or entry.event.event_id != event_id or entry.verdict != verdict:
-                    problem("derived_column", f"entry {idx}: subject/event id/parent/verdict columns differ", idx)
-                hex_digest = entry.envelope
-                if hex_digest not in envelope_cache:
-                    try:
-                        digest = bytes.fromhex(hex_digest)
-                        e_row = store.envelope(digest)
-                        envelope_cache[hex_digest] = (e_row.event_leaves, e_row.producer, e_row.key_id)
-                        refs.append((digest, idx, entry.producer, entry.key_id, entry.recorded_at))
-                    except (LedgerError, ValueError):
-                        envelope_cache[hex_digest] = None
-                env = envelope_cache[hex_digest]
-                if env is None:
-                    problem("envelope", f"entry {idx}: its envelope {entry.envelope} is missing", idx)
-                    continue
-                leaves, producer, key_id = env
-                event_leaf = sha256(b"\x00" + raw).digest()
-                pos = entry.position
-                if (
-                    leaves[pos * 32 : pos * 32 + 32] != event_leaf
-                    or producer != entry.producer
-                    or (key_id != entry.key_id)
-                ):
-                    problem("envelope", f"entry {idx}: event is not what its signed envelope holds", idx)
-            elif type(entry) is SealEntry:
-                h = entry.block
-                blk = h.number
-                if subject != BLOCKS_SUBJECT or event_id is not None or parent is not None:
-                    problem("derived_column", f"seal {idx}: derived columns differ from its bytes", idx, blk)
-                if h.first != block_first or h.last != idx - 1:
-                    problem(
-                        "block",
-                        f"block {blk}: covers {h.first}..{h.last}, expected {block_first}..{idx - 1}",
-                        idx,
-                        blk,
-                    )
-                root = block.root()
-                if h.root != root.hex():
-                    # a bad entry inside the block explains the root; otherwise the seal itself is wrong
-                    inside = [p.index for p in problems if p.index is not None and p.index >= block_first]
-                    problem("block", f"block {blk}: root does not match its entries", min(inside, default=idx), blk)
-                if h.hlc_first != block_hlc_first or h.hlc_last != last_recorded:
-                    problem("block", f"block {blk}: HLC range does not match its entries", idx, blk)
-                seals.append(_Seal(idx, blk, h.prev_header, header_hash(h), h.subjects_root, touched))
-                touched = {}
-                block = CompactRange()
-                block_first = idx + 1
-                block_hlc_first = ""
-                last_recorded = entry.recorded_at
-            else:
-                block.append(leaf)
-                last_recorded = entry.recorded_at
-                seen = touched.get(subject)
-                touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
-                if type(entry) is KeyEntry:
-                    kind, own = "key", producer_subject(entry.change.producer)
+                if entry.index != idx:
+                    problem("position", f"entry {idx}: its bytes say index {entry.index} (moved or reordered)", idx)
+                if type(prev) is not bytes or entry.prev != prev.hex():
+                    problem("derived_column", f"entry {idx}: prev column differs from its bytes", idx)
+                if not block_hlc_first:
+                    block_hlc_first = entry.recorded_at
+                if entry.recorded_at < last_recorded:
+                    problem("clock", f"entry {idx}: recorded_at goes backwards", idx)
+                if type(entry) is _LeanEventEntry:
+                    last_recorded = entry.recorded_at
+                    block_leaves.append(leaf)
+                    seen = touched.get(subject)
+                    touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
+                    subj, par = _subject_and_parent(entry.event)
+                    if subj != subject or par != parent or entry.event.event_id != event_id or entry.verdict != verdict:
+                        problem("derived_column", f"entry {idx}: subject/event id/parent/verdict columns differ", idx)
+                    # The event's bytes sit between the fixed-width envelope field and the last ',"index":' (no
+                    # field after the event can contain that text).
+                    event_end = body.rfind(b',"index":')
+                    if not body.startswith(b'{"envelope":"') or event_end < _EVENT_START:
+                        problem("entry_format", f"entry {idx}: bytes are not laid out as an event entry", idx)
+                        continue
+                    raw = body[_EVENT_START:event_end]
+                    if event_id is not None and type(subject) is str and subject.startswith("token:"):
+                        # judged again by the coordinator, in log order; the envelope check below pins these
+                        # bytes to the event the producer signed
+                        token_indices.append(idx)
+                        token_verdicts.append(entry.verdict)
+                        token_events.append(raw)
+                        token_sizes.append(len(raw))
+                    env = envelope_cache.get(entry.envelope)
+                    if env is None:
+                        env = first_use(entry, idx)
+                    if env is None:
+                        problem("envelope", f"entry {idx}: its envelope {entry.envelope} is missing", idx)
+                        continue
+                    leaves, producer, key_id = env
+                    at = entry.position * 32
+                    if (
+                        leaves[at : at + 32] != sha256(b"\x00" + raw).digest()
+                        or producer != entry.producer
+                        or key_id != entry.key_id
+                    ):
+                        problem("envelope", f"entry {idx}: event is not what its signed envelope holds", idx)
+                elif type(entry) is SealEntry:
+                    h = entry.block
+                    blk = h.number
+                    if subject != BLOCKS_SUBJECT or event_id is not None or parent is not None:
+                        problem("derived_column", f"seal {idx}: derived columns differ from its bytes", idx, blk)
+                    if h.first != block_first or h.last != idx - 1:
+                        problem(
+                            "block",
+                            f"block {blk}: covers {h.first}..{h.last}, expected {block_first}..{idx - 1}",
+                            idx,
+                            blk,
+                        )
+                    if h.root != _mth(block_leaves).hex():
+                        # a bad entry inside the block explains the root; otherwise the seal itself is wrong
+                        inside = [p.index for p in problems if p.index is not None and p.index >= block_first]
+                        problem("block", f"block {blk}: root does not match its entries", min(inside, default=idx), blk)
+                    if h.hlc_first != block_hlc_first or h.hlc_last != last_recorded:
+                        problem("block", f"block {blk}: HLC range does not match its entries", idx, blk)
+                    keyed = {_map_key(s): head for s, head in touched.items()}
+                    seals.append(_Seal(idx, blk, h.prev_header, header_hash(h), h.subjects_root, keyed))
+                    touched = {}
+                    block_leaves = []
+                    block_first = idx + 1
+                    block_hlc_first = ""
+                    last_recorded = entry.recorded_at
+                    tree.flush(everything=False)
                 else:
-                    assert type(entry) is ShardEntry
-                    kind, own = "shard", shard_subject(entry.shard)
-                if subject != own or event_id is not None:
-                    problem("derived_column", f"{kind} entry {idx}: derived columns differ from its bytes", idx)
-            if tree.end in cut_set:
-                cuts[tree.end] = tree.hashes
+                    block_leaves.append(leaf)
+                    last_recorded = entry.recorded_at
+                    seen = touched.get(subject)
+                    touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
+                    if type(entry) is KeyEntry:
+                        what, own = "key", producer_subject(entry.change.producer)
+                    else:
+                        what, own = "shard", shard_subject(entry.shard)
+                    if subject != own or event_id is not None:
+                        problem("derived_column", f"{what} entry {idx}: derived columns differ from its bytes", idx)
+            resume = _resume_at(store, expected, end)
         if expected < end:
             problem("missing", f"entries {expected}..{end - 1} are missing (deleted)", expected)
+        hashes = tree.hashes()
         # Stored nodes inside this chunk must equal the recomputed ones. Once an entry is known bad, the
         # nodes above it differ as a consequence, so only a chunk with sound entries is checked node by node.
         levels = range(TILE_STRIDE, 64, TILE_STRIDE) if not problems else range(0)
         for level in levels:
             first = -(-start // (1 << level))
-            last = expected // (1 << level)
-            if first >= last:
+            last_node = expected // (1 << level)
+            if first >= last_node:
                 break
             try:
-                stored = store.nodes(level, first, last - first)
+                stored = store.nodes(level, first, last_node - first)
             except LedgerError as e:
                 problem("tree_node", f"stored tree nodes at level {level} are missing: {e}", first << level)
                 continue
@@ -349,43 +563,342 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int]) -> _
                     break
     finally:
         store.close()
-    return _ChunkResult(start, tree.end, tree.hashes, cuts, seals, problems, refs)
+    return _ChunkResult(
+        start=start,
+        end=tree.range.end,
+        hashes=hashes,
+        cuts=cuts,
+        seals=seals,
+        problems=problems,
+        envelope_problems=envelope_problems,
+        envelopes=envelope_digests,
+        first_links=first_links,
+        last_links=last_links,
+        chain_breaks=chain_breaks,
+        token_indices=token_indices,
+        token_verdicts=token_verdicts,
+        token_events=b"[" + b",".join(token_events) + b"]",
+        token_sizes=token_sizes,
+    )
 
 
-def _check_verdicts(
-    store: Any, size: int, policy: LifecyclePolicy, local: Callable[[str], bool] | None = None
-) -> tuple[list[Problem], int]:
-    """Judge every token event again in log order; the entries whose recorded verdict differs, and how many
-    were judged. Reads the entries as stored (the chunk workers check that their bytes are the logged ones)."""
-    states: dict[str, TokenState] = {}
-    problems: list[Problem] = []
-    judged = 0
+# -- the coordinator's share -------------------------------------------------------------------------------
 
-    def state_of(token_id: str) -> TokenState:
-        return states.get(token_id, lifecycle.NEVER_SEEN)
 
-    for row in store.entries(0, size):
-        if row.event_id is None or not row.subject.startswith("token:"):
-            continue
-        try:
-            entry = read_event_entry(row.body)
-            event = read_event(bytes(entry.event)) if entry is not None else None
-        except LedgerError:
-            continue  # not an event entry: the chunk checks report it
-        if entry is None or type(event) is not TokenEvent:
-            continue
-        verdict, changes = lifecycle.apply(event, state_of, policy, local)
-        states.update(changes)
-        judged += 1
-        if verdict != entry.verdict and len(problems) < _MAX_PROBLEMS:
-            problems.append(
-                Problem(
-                    "verdict",
-                    f"entry {row.index}: records verdict {entry.verdict!r}; the lifecycle rules give {verdict!r}",
-                    row.index,
+class _Verdicts:
+    """Judges every token event again, in log order, from the events the chunks read."""
+
+    def __init__(self, policy: LifecyclePolicy, local: Callable[[str], bool] | None) -> None:
+        self.policy = policy
+        self.local = local
+        self.states: dict[str, TokenState] = {}
+        self.problems: list[Problem] = []
+        self.judged = 0
+
+    def absorb(self, res: _ChunkResult) -> None:
+        """Judge the chunk's token events."""
+        states, policy, local, problems = self.states, self.policy, self.local, self.problems
+        get = states.get
+        never = lifecycle.NEVER_SEEN
+        apply = lifecycle.apply
+
+        def state_of(token_id: str) -> TokenState:
+            return get(token_id, never)
+
+        events: list[Event | None] = []
+        with contextlib.suppress(msgspec.DecodeError, UnicodeDecodeError):
+            events = list(_EVENTS.decode(res.token_events))
+        if len(events) != len(res.token_sizes):
+            # Some event is not one the event model accepts (or not even JSON): read them one by one, as
+            # model.read_event would, and leave out those that fail.
+            events = []
+            at = 1
+            for size in res.token_sizes:
+                try:
+                    events.append(_EVENT.decode(res.token_events[at : at + size]))
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    events.append(None)
+                at += size + 1
+        judged = 0
+        for idx, said, event in zip(res.token_indices, res.token_verdicts, events, strict=True):
+            if type(event) is not TokenEvent or not head_ok(event):
+                continue  # not a token event after all, or bytes the event model rejects: not judged
+            verdict, changes = apply(event, state_of, policy, local)
+            if changes:
+                states.update(changes)
+            judged += 1
+            if verdict != said and len(problems) < _MAX_PROBLEMS:
+                problems.append(
+                    Problem(
+                        "verdict",
+                        f"entry {idx}: records verdict {said!r}; the lifecycle rules give {verdict!r}",
+                        idx,
+                    )
                 )
-            )
-    return problems, judged
+        self.judged += judged
+
+
+class _Chains:
+    """Joins the chunks' chain links: a subject's first entry in a chunk must link to its last leaf in the
+    chunks before (zeros if none). Reports the first breaks in log order, as many as the store's own
+    chain query reports."""
+
+    def __init__(self) -> None:
+        self.heads: dict[Any, Any] = {}
+        self.breaks: list[tuple[int, Any]] = []
+
+    def absorb(self, result: _ChunkResult) -> None:
+        heads = self.heads
+        for subject, (idx, prev) in result.first_links.items():
+            if prev != heads.get(subject, ZERO_HASH):
+                self.breaks.append((idx, subject))
+        heads.update(result.last_links)
+        self.breaks.extend(result.chain_breaks)
+
+    def problems(self) -> list[Problem]:
+        first = sorted(self.breaks, key=lambda br: br[0])[:_MAX_CHAIN_BREAKS]
+        return [
+            Problem("chain", f"entry {idx}: chain of {subject} is broken (prev does not link)", idx)
+            for idx, subject in first
+        ]
+
+
+_MAP_LEAF: Final = b"\x10"
+_MAP_INTERIOR: Final = b"\x11"
+_MAP_TOP_BIT: Final = smt.KEY_BITS - 1
+
+
+_MapLeaf = tuple[int, bytes]
+"""A leaf of the verifier's subject map: (its key as an integer, its node hash)."""
+_MapInterior = list[Any]
+"""An interior node of the verifier's subject map: [left, right, node hash], children as _MapNode."""
+_MapNode = _MapLeaf | _MapInterior | None
+"""None for an empty subtree."""
+
+
+class _SubjectMap:
+    """The verifier's own copy of the subject map, rebuilt block by block from verified entries.
+
+    The same tree as core.smt (see its module docstring for the format: compressed sparse Merkle tree, leaf
+    SHA-256(0x10 || key || value hash), interior SHA-256(0x11 || left || right), EMPTY for no subtree), held
+    as linked nodes that each update changes in place: this process computed every node itself, so unlike
+    core.smt reading a store's nodes it need not look them up by hash and hash them again, and only the
+    current tree is kept. A test holds the two implementations to the same roots.
+
+    Memory grows with the number of subjects (a leaf and about one interior node each): verification trades
+    memory for never trusting a stored map node.
+    """
+
+    def __init__(self) -> None:
+        self.tree: _MapNode = None
+        self.counts: dict[bytes, int] = {}
+
+    @property
+    def root(self) -> bytes:
+        return smt.EMPTY if self.tree is None else self.tree[-1]
+
+    def advance(self, touched: dict[bytes, tuple[bytes, int, int]]) -> str:
+        """Set the heads of the subjects a block touched; the root after the block, in hex."""
+        if not touched:
+            return self.root.hex()
+        counts = self.counts
+        sha = _sha256
+        empty = smt.EMPTY
+        keys = sorted(touched)
+        leaves: list[bytes] = []
+        for key in keys:
+            head, added, index = touched[key]
+            count = counts.get(key, 0) + added
+            counts[key] = count
+            value = sha(head + count.to_bytes(8, "big") + index.to_bytes(8, "big")).digest()
+            leaves.append(sha(_MAP_LEAF + key + value).digest())
+        ints = [int.from_bytes(key, "big") for key in keys]
+
+        def interior(left: _MapNode, right: _MapNode) -> bytes:
+            return sha(
+                _MAP_INTERIOR + (empty if left is None else left[-1]) + (empty if right is None else right[-1])
+            ).digest()
+
+        def build(lo: int, hi: int, depth: int, resident: _MapLeaf | None) -> _MapNode:
+            """A subtree that held at most the leaf ``resident``, now also holding the new leaves [lo, hi)."""
+            count = hi - lo
+            if resident is None:
+                if count == 1:
+                    return (ints[lo], leaves[lo])
+                if count == 0:
+                    return None
+            elif count == 0:
+                return resident  # moved down unchanged
+            # two or more leaves: split them at bit ``depth`` (the new ones share the bits above it)
+            shift = _MAP_TOP_BIT - depth
+            boundary = ((ints[lo] >> shift) | 1) << shift
+            mid = bisect_left(ints, boundary, lo, hi)
+            if resident is not None and resident[0] < boundary:
+                left, right = build(lo, mid, depth + 1, resident), build(mid, hi, depth + 1, None)
+            else:
+                left, right = build(lo, mid, depth + 1, None), build(mid, hi, depth + 1, resident)
+            return [left, right, interior(left, right)]
+
+        def apply(node: _MapNode, depth: int, lo: int, hi: int) -> _MapNode:
+            """``node``'s subtree with the new leaves [lo, hi) (not none) set in it."""
+            if node is None:
+                return build(lo, hi, depth, None)
+            if type(node) is tuple:  # a leaf, alone in its subtree
+                at = bisect_left(ints, node[0], lo, hi)
+                if at < hi and ints[at] == node[0]:
+                    return build(lo, hi, depth, None)  # its own value changes
+                return build(lo, hi, depth, node)
+            assert type(node) is list
+            shift = _MAP_TOP_BIT - depth
+            mid = bisect_left(ints, ((ints[lo] >> shift) | 1) << shift, lo, hi)
+            if lo < mid:
+                node[0] = apply(node[0], depth + 1, lo, mid)
+            if mid < hi:
+                node[1] = apply(node[1], depth + 1, mid, hi)
+            node[2] = interior(node[0], node[1])
+            return node
+
+        self.tree = apply(self.tree, 0, 0, len(keys))
+        return self.root.hex()
+
+
+class _Merge:
+    """Folds the chunk results, in log order, into the whole log's checks."""
+
+    def __init__(self, report: VerifyReport, verdicts: _Verdicts) -> None:
+        self.report = report
+        self.verdicts = verdicts
+        self.chains = _Chains()
+        self.tree = CompactRange()
+        self.roots: dict[int, bytes] = {0: self.tree.root()}
+        self.prev_header = ZERO_HASH
+        self.next_number = 0
+        self.subject_map = _SubjectMap()
+        self.crossing: list[tuple[int, int, bytes]] = []
+        self.contiguous = True
+        self.envelopes: set[bytes] = set()
+
+    def _visit(self, level: int, index: int, digest: bytes) -> None:
+        if level % TILE_STRIDE == 0:
+            self.crossing.append((level, index, digest))
+
+    def absorb(self, res: _ChunkResult) -> None:
+        report = self.report
+        report.problems.extend(res.problems)
+        report.problems.extend(res.envelope_problems)
+        self.envelopes.update(res.envelopes)
+        self.chains.absorb(res)
+        self.verdicts.absorb(res)
+        self.contiguous = self.contiguous and res.start == self.tree.end
+        for cut, hashes in sorted(res.cuts.items()):
+            if not self.contiguous:
+                break
+            partial = self.tree.copy()
+            partial.merge(CompactRange.from_hashes(res.start, cut, hashes))
+            self.roots[cut] = partial.root()
+        for seal in res.seals:
+            if seal.number != self.next_number or seal.prev_header != self.prev_header.hex():
+                report.problems.append(
+                    Problem(
+                        "block",
+                        f"block {seal.number}: header chain broken at seal {seal.index}",
+                        seal.index,
+                        seal.number,
+                    )
+                )
+            if self.subject_map.advance(seal.touched) != seal.subjects_root:
+                report.problems.append(
+                    Problem(
+                        "subject_map",
+                        f"block {seal.number}: subjects_root is not the map of chain heads after the block",
+                        seal.index,
+                        seal.number,
+                    )
+                )
+            self.prev_header = seal.header_hash
+            self.next_number = seal.number + 1
+        if self.contiguous:
+            self.tree.merge(CompactRange.from_hashes(res.start, res.end, res.hashes), self._visit)
+
+
+def _start_method() -> str:
+    """How to start worker processes: fork where that is safe, spawn elsewhere.
+
+    A forked worker starts in milliseconds and imports nothing; a spawned one pays for a fresh interpreter,
+    this package and the caller's ``__main__`` (the CLI's, about 0.3 s each). Forking is safe on Linux when
+    this process runs a single thread (a lock held by another thread would stay held in the child) and has
+    no store connection of ours open (the caller closes it first); a threaded host, such as the HTTP
+    service, gets spawn.
+    """
+    return "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """While forked workers run, keep the collector off the objects this process already holds.
+
+    A forked worker shares this process's memory page by page until either side writes to a page. A full
+    collection writes to every object it scans, so in this process (or in a worker, whose initializer
+    freezes what it inherited) it would copy nearly every page of a large heap, such as the benchmark's.
+    gc.freeze sets the existing objects aside until gc.unfreeze (CPython's advice for forking servers);
+    objects made meanwhile are collected as usual. Only for fork, so only in a single-threaded process;
+    left alone if something else froze objects already.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _chunk_results(
+    url: str,
+    chunks: list[tuple[int, int]],
+    cut_sizes: list[int],
+    keyring: Keyring,
+    n_workers: int,
+    context: BaseContext | None,
+) -> Iterator[_ChunkResult]:
+    """The chunks' results in log order: from a process pool (later chunks go on in the workers while the
+    caller folds earlier results) or, without ``context``, computed here one after another."""
+
+    def cuts_in(a: int, b: int) -> list[int]:
+        return [c for c in cut_sizes if a < c <= b]
+
+    if context is None:
+        for a, b in chunks:
+            yield _verify_chunk(url, a, b, cuts_in(a, b), keyring)
+        return
+    workers = min(n_workers, len(chunks))
+    forked = context.get_start_method() == "fork"
+    with (
+        _frozen_heap() if forked else contextlib.nullcontext(),
+        ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=gc.freeze if forked else None) as pool,
+    ):
+        # A window of chunks in flight: the workers never wait for work, and results the caller has not yet
+        # folded stay few, so memory does not grow with the log.
+        queue = iter(chunks)
+
+        def submit(chunk: tuple[int, int]) -> Future[_ChunkResult]:
+            a, b = chunk
+            return pool.submit(_verify_chunk, url, a, b, cuts_in(a, b), keyring)
+
+        ahead: deque[Future[_ChunkResult]] = deque(
+            map(submit, itertools.islice(queue, _IN_FLIGHT_PER_WORKER * workers))
+        )
+        try:
+            while ahead:
+                result = ahead.popleft().result()
+                following = next(queue, None)
+                if following is not None:
+                    ahead.append(submit(following))
+                yield result
+        finally:
+            for fut in ahead:
+                fut.cancel()
 
 
 def _chunks(size: int, seal_indices: list[int], target: int) -> list[tuple[int, int]]:
@@ -399,6 +912,20 @@ def _chunks(size: int, seal_indices: list[int], target: int) -> list[tuple[int, 
             begin = s
     out.append((begin, size))
     return [c for c in out if c[0] < c[1]]
+
+
+def _keyring(store: Any, report: VerifyReport) -> Keyring:
+    """The producer keys, from the key entries in the log itself."""
+    keyring = Keyring()
+    for row in store.subjects_with_prefix("producer:"):
+        try:
+            entry = decode_entry(row.body)
+            if not isinstance(entry, KeyEntry):
+                raise LedgerError("not a key entry")
+            keyring.apply(entry.change)
+        except LedgerError as e:
+            report.problems.append(Problem("key", f"key entry {row.index}: {e}", row.index))
+    return keyring
 
 
 def verify_ledger(
@@ -441,153 +968,93 @@ def verify_ledger(
             policy = LifecyclePolicy()
         size = store.size()
         report.size = size
+        # the log is indexes 0 .. size-1; a row below 0 is outside it, so nothing else would look at it
+        lowest = store.lowest_index()
+        if lowest is not None and lowest < 0:
+            report.problems.append(
+                Problem("insertion", f"the store holds a row at index {lowest}, outside the log", lowest)
+            )
         seal_rows = store.subject_entries([BLOCKS_SUBJECT])
         checkpoints = store.checkpoints()
         report.checkpoints = len(checkpoints)
+        keyring = _keyring(store, report)
+    finally:
+        store.close()  # no connection of ours stays open across a fork
 
-        cut_sizes: list[int] = []
-        signed: list[Checkpoint] = []
-        for row in checkpoints:
-            try:
-                text, _ = open_note(row.note, [verifier])
-                cp = Checkpoint.from_text(text)
-            except LedgerError as e:
-                report.problems.append(Problem("checkpoint", f"checkpoint {row.size}: {e}", None))
-                continue
-            if cp.size != row.size or cp.origin != origin:
-                report.problems.append(Problem("checkpoint", f"checkpoint {row.size}: size or origin mismatch"))
-                continue
-            if cp.size > size:
+    cut_sizes: list[int] = []
+    signed: list[Checkpoint] = []
+    for row in checkpoints:
+        try:
+            text, _ = open_note(row.note, [verifier])
+            cp = Checkpoint.from_text(text)
+        except LedgerError as e:
+            report.problems.append(Problem("checkpoint", f"checkpoint {row.size}: {e}", None))
+            continue
+        if cp.size != row.size or cp.origin != origin:
+            report.problems.append(Problem("checkpoint", f"checkpoint {row.size}: size or origin mismatch"))
+            continue
+        if cp.size > size:
+            report.problems.append(
+                Problem(
+                    "truncation",
+                    f"a checkpoint signs {cp.size} entries but the log holds {size}: entries were removed",
+                    size,
+                )
+            )
+            continue
+        signed.append(cp)
+        cut_sizes.append(cp.size)
+    trusted: Checkpoint | None = None
+    if trusted_checkpoint is not None:
+        try:
+            text, _ = open_note(trusted_checkpoint, [verifier])
+            trusted = Checkpoint.from_text(text)
+        except LedgerError as e:
+            report.problems.append(Problem("trusted_checkpoint", f"the trusted checkpoint does not verify: {e}"))
+        if trusted is not None:
+            report.trusted_size = trusted.size
+            if trusted.origin != origin:
+                report.problems.append(Problem("trusted_checkpoint", "the trusted checkpoint is of another log"))
+                trusted = None
+            elif trusted.size > size:
                 report.problems.append(
                     Problem(
                         "truncation",
-                        f"a checkpoint signs {cp.size} entries but the log holds {size}: entries were removed",
+                        f"the trusted checkpoint has {trusted.size} entries, the ledger only {size}: "
+                        "it was truncated or rolled back",
                         size,
                     )
                 )
-                continue
-            signed.append(cp)
-            cut_sizes.append(cp.size)
-        trusted: Checkpoint | None = None
-        if trusted_checkpoint is not None:
-            try:
-                text, _ = open_note(trusted_checkpoint, [verifier])
-                trusted = Checkpoint.from_text(text)
-            except LedgerError as e:
-                report.problems.append(Problem("trusted_checkpoint", f"the trusted checkpoint does not verify: {e}"))
-            if trusted is not None:
-                report.trusted_size = trusted.size
-                if trusted.origin != origin:
-                    report.problems.append(Problem("trusted_checkpoint", "the trusted checkpoint is of another log"))
-                    trusted = None
-                elif trusted.size > size:
-                    report.problems.append(
-                        Problem(
-                            "truncation",
-                            f"the trusted checkpoint has {trusted.size} entries, the ledger only {size}: "
-                            "it was truncated or rolled back",
-                            size,
-                        )
-                    )
-                    trusted = None
-                else:
-                    cut_sizes.append(trusted.size)
+                trusted = None
+            else:
+                cut_sizes.append(trusted.size)
 
-        n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-        target = max(50_000, size // (n_workers * 4) + 1)
-        chunks = _chunks(size, [r.index for r in seal_rows], target)
-        results: dict[int, _ChunkResult] = {}
-        done = 0
-        if n_workers == 1 or len(chunks) == 1:
-            for a, b in chunks:
-                results[a] = _verify_chunk(url, a, b, [c for c in cut_sizes if a < c <= b])
-                done += b - a
-                if progress:
-                    progress(done, size)
-        else:
-            ctx = get_context("spawn")
-            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-                pending: dict[Future[_ChunkResult], tuple[int, int]] = {
-                    pool.submit(_verify_chunk, url, a, b, [c for c in cut_sizes if a < c <= b]): (a, b)
-                    for a, b in chunks
-                }
-                # while workers hash, this process checks what needs the whole log
-                breaks = store.chain_breaks()
-                verdict_problems, report.verdicts = _check_verdicts(store, size, policy, local_tokens(meta))
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        a, b = pending.pop(fut)
-                        results[a] = fut.result()
-                        done += b - a
-                        if progress:
-                            progress(done, size)
-        envelope_problems = _check_envelopes(store, results)
-        report.envelopes = len({ref[0] for res in results.values() for ref in res.envelope_refs})
-        if n_workers == 1 or len(chunks) == 1:
-            breaks = store.chain_breaks()
-            verdict_problems, report.verdicts = _check_verdicts(store, size, policy, local_tokens(meta))
-        report.chains_checked = True
-        report.problems.extend(verdict_problems)
-        for br in breaks:
-            report.problems.append(
-                Problem(
-                    "chain",
-                    f"entry {br.index}: chain of {br.subject} is broken (prev does not link)",
-                    br.index,
-                )
-            )
-        report.problems.extend(envelope_problems)
+    n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    method = _start_method() if n_workers > 1 else None
+    target = min(_MAX_CHUNK, max(_MIN_CHUNK, size // (n_workers * _CHUNKS_PER_WORKER) + 1))
+    if method == "spawn" and size < _MIN_SPAWNED:
+        target = size  # one chunk, verified here
+    chunks = _chunks(size, [r.index for r in seal_rows], target)
+    context = get_context(method) if method is not None and len(chunks) > 1 else None
+    merge = _Merge(report, _Verdicts(policy, local_tokens(meta)))
+    done = 0
+    for res in _chunk_results(url, chunks, cut_sizes, keyring, n_workers, context):
+        merge.absorb(res)
+        done += res.end - res.start
+        if progress:
+            progress(done, size)
+    report.envelopes = len(merge.envelopes)
+    report.verdicts = merge.verdicts.judged
+    report.chains_checked = True
+    report.problems.extend(merge.verdicts.problems)
+    report.problems.extend(merge.chains.problems())
+    report.blocks = merge.next_number
+    tree, roots = merge.tree, merge.roots
 
-        # merge chunk results in order
-        tree = CompactRange()
-        roots: dict[int, bytes] = {0: tree.root()}
-        prev_header = ZERO_HASH
-        next_number = 0
-        subject_map = _SubjectMap()
-        crossing: list[tuple[int, int, bytes]] = []
-
-        def visit(level: int, index: int, digest: bytes) -> None:
-            if level % TILE_STRIDE == 0:
-                crossing.append((level, index, digest))
-
-        contiguous = True
-        for a in sorted(results):
-            res = results[a]
-            report.problems.extend(res.problems)
-            contiguous = contiguous and res.start == tree.end
-            for cut, hashes in sorted(res.cuts.items()):
-                if not contiguous:
-                    break
-                partial = tree.copy()
-                partial.merge(CompactRange.from_hashes(res.start, cut, hashes))
-                roots[cut] = partial.root()
-            for seal in res.seals:
-                if seal.number != next_number or seal.prev_header != prev_header.hex():
-                    report.problems.append(
-                        Problem(
-                            "block",
-                            f"block {seal.number}: header chain broken at seal {seal.index}",
-                            seal.index,
-                            seal.number,
-                        )
-                    )
-                if subject_map.advance(seal.touched) != seal.subjects_root:
-                    report.problems.append(
-                        Problem(
-                            "subject_map",
-                            f"block {seal.number}: subjects_root is not the map of chain heads after the block",
-                            seal.index,
-                            seal.number,
-                        )
-                    )
-                prev_header = seal.header_hash
-                next_number = seal.number + 1
-            if contiguous:
-                tree.merge(CompactRange.from_hashes(res.start, res.end, res.hashes), visit)
-        report.blocks = next_number
-        if contiguous and not report.problems:
-            for level, index, digest in crossing:
+    store = open_store(url, readonly=True)
+    try:
+        if merge.contiguous and not report.problems:
+            for level, index, digest in merge.crossing:
                 try:
                     stored = store.nodes(level, index, 1)[0]
                 except LedgerError:
@@ -624,84 +1091,9 @@ def verify_ledger(
     return report
 
 
-class _SubjectMap:
-    """The verifier's own copy of the subject map, rebuilt block by block from verified entries.
-
-    Memory grows with the number of subjects (about 300 bytes each): verification trades memory for never
-    trusting a stored map node.
-    """
-
-    def __init__(self) -> None:
-        self.root = smt.EMPTY
-        self.counts: dict[str, int] = {}
-        self.nodes: dict[bytes, smt.Leaf | smt.Interior] = {}
-
-    def advance(self, touched: dict[str, tuple[bytes, int, int]]) -> str:
-        changes = {}
-        for subject, (leaf, added, index) in touched.items():
-            count = self.counts.get(subject, 0) + added
-            self.counts[subject] = count
-            changes[smt.key_of(subject)] = smt.SubjectHead(leaf, count, index)
-        read: set[bytes] = set()
-
-        def reader(digest: bytes) -> smt.Leaf | smt.Interior:
-            read.add(digest)
-            return self.nodes[digest]
-
-        self.root, new = smt.update(self.root, changes, reader)
-        # Nodes on the changed paths were replaced; drop those no new node refers to, so memory follows the
-        # current map rather than every version of it.
-        referenced = {self.root}
-        for node in new.values():
-            if isinstance(node, smt.Interior):
-                referenced.update((node.left, node.right))
-        for digest in read - referenced:
-            del self.nodes[digest]
-        self.nodes.update(new)
-        return self.root.hex()
-
-
 def _first_index_hint(report: VerifyReport, size: int) -> int | None:
     bad = report.first_bad_index
     return bad if bad is not None and bad < size else max(0, size - 1)
-
-
-def _check_envelopes(store: Any, results: dict[int, _ChunkResult]) -> list[Problem]:
-    """Signature, batch root and key validity of every envelope the entries refer to."""
-    problems: list[Problem] = []
-    keyring = Keyring()
-    for row in store.subjects_with_prefix("producer:"):
-        try:
-            entry = decode_entry(row.body)
-            if not isinstance(entry, KeyEntry):
-                raise LedgerError("not a key entry")
-            keyring.apply(entry.change)
-        except LedgerError as e:
-            problems.append(Problem("key", f"key entry {row.index}: {e}", row.index))
-    first_use: dict[bytes, tuple[int, str, str, str]] = {}
-    for res in results.values():
-        for digest, idx, producer, key_id, recorded in res.envelope_refs:
-            if digest not in first_use or idx < first_use[digest][0]:
-                first_use[digest] = (idx, producer, key_id, recorded)
-    for digest, (idx, producer, key_id, recorded) in sorted(first_use.items(), key=lambda kv: kv[1][0]):
-        try:
-            env = store.envelope(digest)
-            statement = msgspec.convert(decode_json(env.payload), type=BatchStatement)
-            if hashlib.sha256(pae(BATCH_PAYLOAD_TYPE, env.payload)).digest() != digest:
-                raise LedgerError("envelope digest does not match its payload")
-            leaves = [env.event_leaves[i : i + 32] for i in range(0, len(env.event_leaves), 32)]
-            if statement.count != len(leaves) or root_of(leaves).hex() != statement.root:
-                raise LedgerError("batch root or count does not match the signed statement")
-            if statement.producer != producer or statement.key_id != key_id:
-                raise LedgerError("producer or key id differs from the signed statement")
-            key = keyring.get(key_id)
-            if key.producer != producer or not key.usable_at(recorded):
-                raise LedgerError(f"key {key_id} was not valid for {producer} at {recorded}")
-            opened = OpenedEnvelope(statement, env.payload, env.signature, (), tuple(leaves), digest)
-            verify_batch_signature(opened, key.public_key)
-        except (LedgerError, msgspec.ValidationError) as e:
-            problems.append(Problem("envelope", f"envelope {digest.hex()[:16]} (first entry {idx}): {e}", idx))
-    return problems
 
 
 def _check_consistency(store: Any, signed: list[Checkpoint], trusted: Checkpoint | None, report: VerifyReport) -> None:

@@ -277,6 +277,34 @@ def test_deleted_middle_row(built_ledger: BuiltLedger, verify: Verifier) -> None
     assert report.first_bad_index == index
 
 
+def test_a_reading_spoilt_into_a_non_number_is_reported_not_a_crash(
+    built_ledger: BuiltLedger, verify: Verifier
+) -> None:
+    index = event_index(built_ledger, 0)  # an ISSUED event: the rules read its occurred_at as a number
+    with tampering(built_ledger) as db:
+        body = body_at(db, index)
+        at = body.index(b'"occurred_at":"') + len(b'"occurred_at":"')
+        db.execute("UPDATE entries SET body = ? WHERE idx = ?", (body[:at] + b"x" + body[at + 1 :], index))
+    report = verify(built_ledger)
+    assert not report.ok
+    assert report.first_bad_index == index
+
+
+def test_row_slipped_in_below_index_zero(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    # outside the log (sizes count from 0), so no chunk reads it: verify still reports it
+    index = event_index(built_ledger, TARGET)
+    with tampering(built_ledger) as db:
+        db.execute(
+            "INSERT INTO entries SELECT -5, subject, event_id || '-copy', parent, prev, leaf, verdict, body "
+            "FROM entries WHERE idx = ?",
+            (index,),
+        )
+    report = verify(built_ledger)
+    assert not report.ok
+    assert kinds(report) == {"insertion"}
+    assert report.first_bad_index == -5
+
+
 def test_swapped_rows(built_ledger: BuiltLedger, verify: Verifier) -> None:
     """Reordering: two entries trade places, every column but the index going along with the bytes."""
     a, b = event_index(built_ledger, 100), event_index(built_ledger, 103)

@@ -97,6 +97,7 @@ def test_meta_is_written_once(backend: tuple[Store, Raw]) -> None:
 def test_entries_round_trip_and_read_paths(backend: tuple[Store, Raw]) -> None:
     store, _ = backend
     assert store.size() == 0
+    assert store.lowest_index() is None
     rows = [
         _row(0, "token:a", "e0"),
         _row(1, "token:b", "e1"),
@@ -107,6 +108,7 @@ def test_entries_round_trip_and_read_paths(backend: tuple[Store, Raw]) -> None:
     ]
     store.write(_batch(0, rows))
     assert store.size() == 6
+    assert store.lowest_index() == 0
     assert store.entry(3) == rows[3]
     assert list(store.entries(1, 4)) == rows[1:4]
     assert list(store.entries(0, 100)) == rows

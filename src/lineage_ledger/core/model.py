@@ -40,6 +40,7 @@ __all__ = [
     "TokenPayload",
     "decode_event",
     "encode_event",
+    "head_ok",
     "read_event",
     "read_subject",
     "redact",
@@ -241,11 +242,7 @@ def decode_event(data: bytes, *, field: str = "event") -> Event:
         raise InputError(field, f"not valid UTF-8 at byte {e.start}") from e
     except msgspec.DecodeError as e:
         raise InputError(field, f"not valid JSON ({e})") from e
-    if type(event) is TokenEvent:
-        head_ok = _TOKEN_HEAD_RE.fullmatch(f"{event.event_id} {event.occurred_at} {event.token_id}")
-    else:
-        head_ok = _OTHER_HEAD_RE.fullmatch(f"{event.event_id} {event.occurred_at}")
-    if not head_ok:
+    if not head_ok(event):
         _name_bad_head(event, field)
     # Fast path: re-encoding the typed view reproduces the bytes. Otherwise (unknown fields, explicit nulls,
     # free-form policy documents) the whole value is checked.
@@ -258,6 +255,15 @@ def decode_event(data: bytes, *, field: str = "event") -> Event:
             "holds what looks like a raw JWT bearer token; record token_fingerprint(secret, token) instead",
         )
     return event
+
+
+def head_ok(event: Event) -> bool:
+    """True if the event id, the occurred_at reading (and a token event's token id) have the forms
+    decode_event requires; a typed view decoded without decode_event (a verifier's fast path) needs this
+    before anything reads the reading as a number."""
+    if type(event) is TokenEvent:
+        return _TOKEN_HEAD_RE.fullmatch(f"{event.event_id} {event.occurred_at} {event.token_id}") is not None
+    return _OTHER_HEAD_RE.fullmatch(f"{event.event_id} {event.occurred_at}") is not None
 
 
 def _name_bad_head(event: Event, field: str) -> None:

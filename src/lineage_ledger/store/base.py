@@ -153,6 +153,11 @@ class Store(Protocol):
         """Number of entries (the tree size)."""
         ...
 
+    def lowest_index(self) -> int | None:
+        """The lowest index any stored row has (None when there is none): 0 in an intact log, since the log
+        is indexes 0 .. size-1; verification uses it to find rows slipped in below."""
+        ...
+
     def write(self, batch: BatchWrite) -> None:
         """Commit the batch atomically and durably; ConflictError if an event id or index exists."""
         ...

@@ -330,6 +330,10 @@ class SQLiteStore:
         row = self._all("SELECT max(idx) FROM entries")[0]
         return 0 if row[0] is None else int(row[0]) + 1
 
+    def lowest_index(self) -> int | None:
+        row = self._all("SELECT min(idx) FROM entries")[0]
+        return None if row[0] is None else int(row[0])
+
     def entry(self, index: int) -> EntryRow:
         rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE idx = ?", (index,))
         if not rows:

@@ -235,7 +235,7 @@ class SQLiteStore:
             try:
                 self._reads = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 self._reads.execute("PRAGMA busy_timeout = 10000")
-                self._reads.execute("PRAGMA cache_size = -65536")
+                self._reads.execute("PRAGMA cache_size = -16384")  # lookups; the writer keeps the big cache
                 self._reads.execute("PRAGMA query_only = ON")
             except sqlite3.Error as e:
                 self._db.close()

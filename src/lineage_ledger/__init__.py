@@ -19,6 +19,7 @@ from lineage_ledger.core.model import (
 )
 from lineage_ledger.core.note import Checkpoint, NoteVerifier
 from lineage_ledger.errors import LedgerError
+from lineage_ledger.ledger.pipeline import Done, Pipeline
 from lineage_ledger.ledger.query import TokenTrace, trace_token
 from lineage_ledger.ledger.verify import VerifyReport, verify_ledger
 from lineage_ledger.ledger.writer import AppendResult, Ledger, LedgerSettings, Receipt
@@ -28,11 +29,13 @@ __all__ = [
     "Checkpoint",
     "DataEvent",
     "DataPayload",
+    "Done",
     "Ed25519Signer",
     "Ledger",
     "LedgerError",
     "LedgerSettings",
     "NoteVerifier",
+    "Pipeline",
     "PolicyEvent",
     "PolicyPayload",
     "Receipt",

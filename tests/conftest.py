@@ -20,6 +20,7 @@ import uuid_utils
 from hypothesis import settings
 
 from lineage_ledger.core.crypto import Ed25519Signer, token_fingerprint
+from lineage_ledger.core.entry import EventEntry, decode_entry
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
@@ -179,3 +180,23 @@ def log_signer() -> Ed25519Signer:
 def producer_signer() -> Ed25519Signer:
     """The producer key registered in ``built_ledger`` as ``PRODUCER_KEY_ID``."""
     return make_producer_signer()
+
+
+def signed_envelopes(events: Sequence[bytes], size: int) -> list[bytes]:
+    """``events`` in signed batches of ``size`` (the test producer's key)."""
+    signer = make_producer_signer()
+    return [
+        seal_batch(list(events[i : i + size]), producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=signer)
+        for i in range(0, len(events), size)
+    ]
+
+
+def event_log(ledger: Ledger) -> list[tuple[str, str, bytes]]:
+    """(subject, verdict, event bytes) of every event entry, in log order. Two ledgers fed the same batches
+    differently differ in indices (where seals fall) and recorded_at, so in hashes; not in this."""
+    out = []
+    for row in ledger.store.entries(0, ledger.size):
+        entry = decode_entry(row.body)
+        if isinstance(entry, EventEntry):
+            out.append((row.subject, row.verdict, bytes(entry.event)))
+    return out

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from lineage_ledger.core.entry import EventEntry, decode_entry
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.errors import ConflictError, KeyringError
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store.base import OffsetRow
-from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_log_signer, make_producer_signer, token_events
+from tests.conftest import (
+    PRODUCER,
+    PRODUCER_KEY_ID,
+    event_log,
+    make_log_signer,
+    make_producer_signer,
+    signed_envelopes,
+    token_events,
+)
 
 SETTINGS = LedgerSettings(block_size=30, block_seconds=1e9)
 
@@ -24,28 +31,9 @@ def _ledger(path: Path) -> Ledger:
     return ledger
 
 
-def _envelopes(events: list[bytes], size: int) -> list[bytes]:
-    signer = make_producer_signer()
-    return [
-        seal_batch(events[i : i + size], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=signer)
-        for i in range(0, len(events), size)
-    ]
-
-
-def _log(ledger: Ledger) -> list[tuple[str, str, bytes]]:
-    """(subject, verdict, event bytes) of every event entry, in log order. Indices differ where seals fall
-    (a block closes at a commit boundary), and recorded_at, so the hashes; verify checks each chain."""
-    out = []
-    for row in ledger.store.entries(0, ledger.size):
-        entry = decode_entry(row.body)
-        if isinstance(entry, EventEntry):
-            out.append((row.subject, row.verdict, bytes(entry.event)))
-    return out
-
-
 def test_many_batches_in_one_commit_make_the_same_log(tmp_path: Path) -> None:
     events = token_events(100, tokens=9)
-    envelopes = _envelopes(events, 7)
+    envelopes = signed_envelopes(events, 7)
     one_by_one = _ledger(tmp_path / "a.db")
     for envelope in envelopes:
         one_by_one.append(envelope)
@@ -55,7 +43,7 @@ def test_many_batches_in_one_commit_make_the_same_log(tmp_path: Path) -> None:
     )
     results += together.append_many([together.check(e) for e in envelopes[10:]])
     # the same events, subjects, verdicts and chains, in the same order
-    assert _log(together) == _log(one_by_one)
+    assert event_log(together) == event_log(one_by_one)
     assert [r.event_id for res in results for r in res.receipts] == [
         r.event_id for r in together.store.entries(0, together.size) if r.event_id
     ]
@@ -71,7 +59,7 @@ def test_many_batches_in_one_commit_make_the_same_log(tmp_path: Path) -> None:
 
 def test_a_recorded_event_in_any_batch_writes_nothing(tmp_path: Path) -> None:
     events = token_events(30, tokens=3)
-    envelopes = _envelopes(events, 10)
+    envelopes = signed_envelopes(events, 10)
     ledger = _ledger(tmp_path / "l.db")
     ledger.append(envelopes[1])
     size = ledger.size
@@ -82,7 +70,7 @@ def test_a_recorded_event_in_any_batch_writes_nothing(tmp_path: Path) -> None:
     # one by one, the recorded batch comes back as duplicates and the others are written
     results = [ledger.append_checked(ledger.check(e)) for e in envelopes]
     assert [all(r.duplicate for r in res.receipts) for res in results] == [False, True, False]
-    assert len(_log(ledger)) == 30
+    assert len(event_log(ledger)) == 30
     ledger.close()
 
 
@@ -114,18 +102,18 @@ def test_append_together_answers_each_batch(tmp_path: Path) -> None:
     from lineage_ledger.errors import ConflictError as Conflict
 
     ledger = _ledger(tmp_path / "l.db")
-    first, second = _envelopes(token_events(20, tokens=2), 10)
+    first, second = signed_envelopes(token_events(20, tokens=2), 10)
     # together, in one transaction, with each batch's own position
     results = ledger.append_together([ledger.check(first), ledger.check(second)], [[OffsetRow("t", 0, 1)], []])
     assert [type(r).__name__ for r in results] == ["AppendResult", "AppendResult"]
     assert ledger.store.offsets("t") == {0: 1}
     # a retry of one, a new batch and one reusing an event id with other bytes: answered one by one
     events = token_events(10, tokens=1, label="fresh")
-    fresh = _envelopes(events, 10)[0]
+    fresh = signed_envelopes(events, 10)[0]
     reused = json.loads(events[0])
     reused["payload"] = {"reason": "other bytes"}
     reused["event_type"] = "REVOKED"
-    clash = _envelopes([json.dumps(reused, separators=(",", ":"), sort_keys=True).encode()], 1)[0]
+    clash = signed_envelopes([json.dumps(reused, separators=(",", ":"), sort_keys=True).encode()], 1)[0]
     results = ledger.append_together(
         [ledger.check(first), ledger.check(fresh), ledger.check(clash)],
         [[OffsetRow("t", 0, 2)], [OffsetRow("t", 0, 3)], [OffsetRow("t", 0, 4)]],
@@ -136,6 +124,6 @@ def test_append_together_answers_each_batch(tmp_path: Path) -> None:
     assert not any(r.duplicate for r in results[1].receipts)
     assert isinstance(results[2], Conflict)
     assert ledger.store.offsets("t") == {0: 3}  # the conflicting batch moved no position
-    assert len(_log(ledger)) == 30
+    assert len(event_log(ledger)) == 30
     assert read_subject(events[0])[1] in {r.event_id for r in ledger.store.entries(0, ledger.size)}
     ledger.close()

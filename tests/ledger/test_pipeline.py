@@ -9,15 +9,21 @@ from typing import Any
 
 import pytest
 
-from lineage_ledger.core.entry import EventEntry, decode_entry
-from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.errors import ConflictError, LedgerError, StoreError
 from lineage_ledger.ledger.pipeline import Done, Pipeline, PipelineError
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import AppendResult, Ledger, LedgerSettings
 from lineage_ledger.store.base import BatchWrite, EntryRow, OffsetRow
 from lineage_ledger.store.sqlite import SQLiteStore
-from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_log_signer, make_producer_signer, token_events
+from tests.conftest import (
+    PRODUCER,
+    PRODUCER_KEY_ID,
+    event_log,
+    make_log_signer,
+    make_producer_signer,
+    signed_envelopes,
+    token_events,
+)
 
 SETTINGS = LedgerSettings(block_size=25, block_seconds=1e9)
 
@@ -45,23 +51,6 @@ def _ledger(path: Path, fail_at: set[int] | None = None) -> Ledger:
     return ledger
 
 
-def _envelopes(events: list[bytes], size: int) -> list[bytes]:
-    signer = make_producer_signer()
-    return [
-        seal_batch(events[i : i + size], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=signer)
-        for i in range(0, len(events), size)
-    ]
-
-
-def _log(ledger: Ledger) -> list[tuple[str, str, bytes]]:
-    out = []
-    for row in ledger.store.entries(0, ledger.size):
-        entry = decode_entry(row.body)
-        if isinstance(entry, EventEntry):
-            out.append((row.subject, row.verdict, bytes(entry.event)))
-    return out
-
-
 def _results(done: Sequence[Done[Any]]) -> list[AppendResult]:
     out = []
     for d in done:
@@ -72,7 +61,7 @@ def _results(done: Sequence[Done[Any]]) -> list[AppendResult]:
 
 
 def test_pipelined_appends_make_the_same_log_and_answer_in_order(tmp_path: Path) -> None:
-    envelopes = _envelopes(token_events(120, tokens=7), 6)
+    envelopes = signed_envelopes(token_events(120, tokens=7), 6)
     plain = _ledger(tmp_path / "plain.db")
     for envelope in envelopes:
         plain.append(envelope)
@@ -84,7 +73,7 @@ def test_pipelined_appends_make_the_same_log_and_answer_in_order(tmp_path: Path)
             assert pipe.in_flight <= 1
         landed += pipe.drain()
     assert [d.tag for d in landed] == list(range(len(envelopes)))
-    assert _log(ledger) == _log(plain)
+    assert event_log(ledger) == event_log(plain)
     receipts = [r for res in _results(landed) for r in res.receipts]
     assert [r.event_id for r in receipts] == [r.event_id for r in ledger.store.entries(0, ledger.size) if r.event_id]
     assert ledger.store.offsets("t") == {0: len(envelopes)}
@@ -97,7 +86,7 @@ def test_pipelined_appends_make_the_same_log_and_answer_in_order(tmp_path: Path)
 
 
 def test_a_group_is_answered_only_once_it_is_durable(tmp_path: Path) -> None:
-    envelopes = _envelopes(token_events(60, tokens=5), 5)
+    envelopes = signed_envelopes(token_events(60, tokens=5), 5)
     ledger = _ledger(tmp_path / "l.db")
     reader = SQLiteStore(str(tmp_path / "l.db"), readonly=True)  # another connection: sees only commits
     answered = 0
@@ -119,7 +108,7 @@ def test_a_group_is_answered_only_once_it_is_durable(tmp_path: Path) -> None:
 
 
 def test_a_retried_batch_in_flight_comes_back_as_duplicates(tmp_path: Path) -> None:
-    first, second = _envelopes(token_events(20, tokens=2), 10)
+    first, second = signed_envelopes(token_events(20, tokens=2), 10)
     ledger = _ledger(tmp_path / "l.db")
     with Pipeline[str](ledger) as pipe:
         landed = pipe.submit([ledger.check(first)], tag="first")
@@ -133,7 +122,7 @@ def test_a_retried_batch_in_flight_comes_back_as_duplicates(tmp_path: Path) -> N
     assert [r.index for r in again.receipts] == [
         r.index for r in _results(landed[:1])[0].receipts
     ]  # the original receipts
-    assert len(_log(ledger)) == 20
+    assert len(event_log(ledger)) == 20
     ledger.close()
     assert verify_ledger(str(tmp_path / "l.db")).ok
 
@@ -143,9 +132,9 @@ def test_an_event_id_with_other_bytes_refuses_its_batch_only(tmp_path: Path) -> 
     reused = json.loads(events[3])
     reused["payload"] = {"reason": "other bytes"}
     reused["event_type"] = "REVOKED"
-    (batch,) = _envelopes(events, 10)
-    (clash,) = _envelopes([json.dumps(reused, separators=(",", ":"), sort_keys=True).encode()], 1)
-    (later,) = _envelopes(token_events(5, tokens=1, label="later"), 5)
+    (batch,) = signed_envelopes(events, 10)
+    (clash,) = signed_envelopes([json.dumps(reused, separators=(",", ":"), sort_keys=True).encode()], 1)
+    (later,) = signed_envelopes(token_events(5, tokens=1, label="later"), 5)
     ledger = _ledger(tmp_path / "l.db")
     with Pipeline[int](ledger) as pipe:
         landed = pipe.submit([ledger.check(batch)], [[OffsetRow("t", 0, 1)]], tag=0)
@@ -157,13 +146,13 @@ def test_an_event_id_with_other_bytes_refuses_its_batch_only(tmp_path: Path) -> 
     assert isinstance(written, AppendResult)
     assert not any(r.duplicate for r in written.receipts)
     assert ledger.store.offsets("t") == {0: 1}  # the refused batch moved no position
-    assert len(_log(ledger)) == 15
+    assert len(event_log(ledger)) == 15
     ledger.close()
     assert verify_ledger(str(tmp_path / "l.db")).ok
 
 
 def test_a_failed_write_is_appended_again_with_what_was_sequenced_on_top(tmp_path: Path) -> None:
-    envelopes = _envelopes(token_events(80, tokens=6), 8)
+    envelopes = signed_envelopes(token_events(80, tokens=6), 8)
     plain = _ledger(tmp_path / "plain.db")
     for envelope in envelopes:
         plain.append(envelope)
@@ -176,7 +165,7 @@ def test_a_failed_write_is_appended_again_with_what_was_sequenced_on_top(tmp_pat
         landed += pipe.drain()
     assert [d.tag for d in landed] == list(range(len(envelopes)))
     assert all(isinstance(o, AppendResult) for d in landed for o in d.outcomes)
-    assert _log(ledger) == _log(plain)
+    assert event_log(ledger) == event_log(plain)
     # the listeners heard of every entry once, in log order
     assert [r.index for r in seen] == list(range(1, ledger.size))
     ledger.close()
@@ -185,7 +174,7 @@ def test_a_failed_write_is_appended_again_with_what_was_sequenced_on_top(tmp_pat
 
 
 def test_a_store_that_keeps_failing_names_the_groups_not_known_to_be_stored(tmp_path: Path) -> None:
-    envelopes = _envelopes(token_events(40, tokens=4), 10)
+    envelopes = signed_envelopes(token_events(40, tokens=4), 10)
     # group 2 (write 3) fails, and so does appending it again (write 4)
     ledger = _ledger(tmp_path / "l.db", fail_at={3, 4})
     pipe = Pipeline[int](ledger)
@@ -205,13 +194,13 @@ def test_a_store_that_keeps_failing_names_the_groups_not_known_to_be_stored(tmp_
     landed += pipe.drain()
     assert sorted(d.tag for d in landed) == [0, 1, 2, 3]
     pipe.close()
-    assert len(_log(ledger)) == 40
+    assert len(event_log(ledger)) == 40
     ledger.close()
     assert verify_ledger(str(tmp_path / "l.db")).ok
 
 
 def test_writes_outside_the_pipeline_wait_for_it(tmp_path: Path) -> None:
-    envelopes = _envelopes(token_events(30, tokens=3), 10)
+    envelopes = signed_envelopes(token_events(30, tokens=3), 10)
     ledger = _ledger(tmp_path / "l.db")
     with Pipeline[int](ledger) as pipe:
         landed = pipe.submit([ledger.check(envelopes[0])], tag=0)
@@ -232,7 +221,7 @@ def test_writes_outside_the_pipeline_wait_for_it(tmp_path: Path) -> None:
 
 
 def test_closing_the_ledger_lands_what_is_in_flight(tmp_path: Path) -> None:
-    (envelope,) = _envelopes(token_events(10, tokens=2), 10)
+    (envelope,) = signed_envelopes(token_events(10, tokens=2), 10)
     ledger = _ledger(tmp_path / "l.db")
     pipe = Pipeline[int](ledger)
     pipe.submit([ledger.check(envelope)], tag=0)

@@ -240,3 +240,22 @@ def test_one_pipeline_per_ledger(tmp_path: Path) -> None:
     with Pipeline[int](ledger) as pipe:  # closed, another may open
         assert pipe.in_flight == 0
     ledger.close()
+
+
+def test_a_group_too_big_for_the_subject_cache_is_appended_at_once(tmp_path: Path) -> None:
+    small = LedgerSettings(block_size=25, block_seconds=1e9, subject_cache=40)
+    Ledger.create(str(tmp_path / "l.db"), make_log_signer(), settings=small).close()
+    ledger = Ledger(SQLiteStore(str(tmp_path / "l.db")), make_log_signer(), settings=small)
+    ledger.register_key(PRODUCER, PRODUCER_KEY_ID, make_producer_signer().public_key)
+    little, big = signed_envelopes(token_events(5, tokens=5, label="s"), 5) + signed_envelopes(
+        token_events(20, tokens=20, label="b"), 20
+    )
+    with Pipeline[str](ledger) as pipe:
+        landed = pipe.submit([ledger.check(little)], tag="little")
+        assert pipe.in_flight == 1  # 5 events x (depth 1 + 1) x 2 = 20 subjects: fits in 40
+        landed += pipe.submit([ledger.check(big)], tag="big")  # 80 > 40: lands what is in flight, then itself
+        assert pipe.in_flight == 0
+        assert [d.tag for d in landed] == ["little", "big"]
+    assert len(event_log(ledger)) == 25
+    ledger.close()
+    assert verify_ledger(str(tmp_path / "l.db")).ok

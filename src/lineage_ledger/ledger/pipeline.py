@@ -120,7 +120,9 @@ class Pipeline(Generic[T]):
         if not batches:
             return self._take()
         ledger = self._ledger
-        if sum(len(b.events) for b in batches) * 4 > ledger.settings.subject_cache:
+        # the subjects of every group in flight must stay in the cache until they land (the store does not
+        # have them yet): keep the groups in flight to half of it, with room for the cache's own eviction
+        if sum(len(b.events) for b in batches) * (self._depth + 1) * 2 > ledger.settings.subject_cache:
             self.settle()
             outcomes = ledger.append_together(batches, positions)
             self._done.append(Done(tag, outcomes, ledger.size, ledger.sealed_size))

@@ -15,6 +15,7 @@ A subject absent from the map (a non-membership proof) has no entries at all as 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final
@@ -71,25 +72,31 @@ class MapReader:
         """Load the nodes on the paths of ``keys`` level by level, one store query per level, so an update
         of thousands of keys reads from memory instead of making one round trip per node. Each node is
         checked against its hash as it is loaded."""
-        frontier: dict[bytes, list[int]] = {}
-        if root != smt.EMPTY:
-            frontier[root] = [int.from_bytes(k, "big") for k in keys]
+        if root == smt.EMPTY:
+            return
+        paths = sorted({int.from_bytes(k, "big") for k in keys})
+        if not paths:
+            return
+        # each node of the frontier with the slice [lo, hi) of the sorted paths that pass through it: the
+        # paths under a node share its prefix, so one bisection splits them between its children
+        frontier: list[tuple[bytes, int, int]] = [(root, 0, len(paths))]
         depth = 0
         while frontier and depth < smt.KEY_BITS:
-            missing = [h for h in frontier if h not in self._cache]
+            missing = [h for h, _, _ in frontier if h not in self._cache]
             if missing:
                 for digest, data in self._store.map_nodes(missing).items():
                     self._remember(digest, _checked(digest, data))
-            below: dict[bytes, list[int]] = {}
+            below: list[tuple[bytes, int, int]] = []
             shift = smt.KEY_BITS - 1 - depth
-            for digest, paths in frontier.items():
+            for digest, lo, hi in frontier:
                 node = self._cache.get(digest)
                 if not isinstance(node, smt.Interior):
                     continue
-                for path in paths:
-                    child = node.right if (path >> shift) & 1 else node.left
-                    if child != smt.EMPTY:
-                        below.setdefault(child, []).append(path)
+                mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
+                if lo < mid and node.left != smt.EMPTY:
+                    below.append((node.left, lo, mid))
+                if mid < hi and node.right != smt.EMPTY:
+                    below.append((node.right, mid, hi))
             frontier = below
             depth += 1
 

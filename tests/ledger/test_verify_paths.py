@@ -321,8 +321,10 @@ def test_frozen_heap_sets_existing_objects_aside_and_back() -> None:
     gc.freeze()  # someone else's frozen objects are theirs to unfreeze
     try:
         frozen = gc.get_freeze_count()
+        # frozen objects freed meanwhile leave the count, so it may only fall a little: not to 0 (unfrozen by
+        # _frozen_heap) and not above (frozen again)
         with verify_module._frozen_heap():
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen
+            assert 0 < gc.get_freeze_count() <= frozen
+        assert 0 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()

@@ -10,7 +10,7 @@ One Ledger instance is the single sequencer of its log. Per batch:
 5. publish: a block that has reached its size or age gets a seal entry and a signed checkpoint.
 
 In-memory state changes only after the store commits, so a failed write leaves the ledger as it was.
-The exception is ``ledger.pipeline`` (a Pipeline), which sequences the next group of batches on top of the
+The exception is a Pipeline (ledger/pipeline.py), which sequences the next group of batches on top of the
 state the group being committed will leave, and reloads the state from the store if that commit fails.
 """
 

@@ -284,3 +284,17 @@ def test_map_nodes_read_back_one_by_one_and_in_bulk(backend: tuple[Store, Raw]) 
     assert store.map_node(_h("absent")) is None
     wanted = [nodes[4][0], _h("absent"), nodes[0][0]]
     assert store.map_nodes(wanted) == {nodes[4][0]: nodes[4][1], nodes[0][0]: nodes[0][1]}
+
+
+def test_batches_of_every_awkward_size_go_in_whole(backend: tuple[Store, Raw]) -> None:
+    # SQLite writes rows in multi-row statements of 500 and the rest in powers of two: every size around
+    # those boundaries must land row for row, in order
+    store, _ = backend
+    sizes = [1, 2, 3, 255, 256, 257, 499, 500, 501, 777, 1000, 1023]
+    start = 0
+    for size in sizes:
+        rows = [_row(start + i, f"token:{(start + i) % 7}", f"e{start + i}") for i in range(size)]
+        store.write(_batch(start, rows))
+        start += size
+    assert store.size() == start
+    assert list(store.entries(0, start)) == [_row(i, f"token:{i % 7}", f"e{i}") for i in range(start)]

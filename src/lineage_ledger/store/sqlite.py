@@ -184,12 +184,20 @@ def _insert_rows(
 ) -> None:
     """INSERT many rows with multi-row VALUES statements of up to _ROWS_PER_INSERT rows: one sqlite3_step per
     statement instead of one per row, so the driver gives up and takes back the GIL a few times per batch
-    instead of once per row (which, with another thread busy in Python, is where a commit thread's time went)."""
+    instead of once per row (which, with another thread busy in Python, is where a commit thread's time went).
+
+    The rest after the full statements goes in chunks of powers of two, so each table has at most a dozen
+    statement shapes: the connection caches its prepared statements, and one per remainder size (each with
+    thousands of parameters) held tens of megabytes."""
     one = "(" + ", ".join("?" * width) + ")"
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
+    start, total = 0, len(rows)
+    while start < total:
+        left = total - start
+        size = _ROWS_PER_INSERT if left >= _ROWS_PER_INSERT else 1 << (left.bit_length() - 1)
+        chunk = rows[start : start + size]
         params = [value for row in chunk for value in row]
-        db.execute(f"{verb} INTO {table} VALUES " + ", ".join([one] * len(chunk)), params)
+        db.execute(f"{verb} INTO {table} VALUES " + ", ".join([one] * size), params)
+        start += size
 
 
 def _entry(row: Any) -> EntryRow:

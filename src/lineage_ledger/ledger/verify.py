@@ -348,19 +348,6 @@ def _envelope_problem(
     return None
 
 
-def _resume_at(store: Any, index: int, end: int) -> int:
-    """The first stored index in [index, end), or ``end``. store.entries pages through a range and stops at
-    the first empty page, so after a long run of deleted entries the chunk goes on reading from here
-    (entries_at answers for every index it is asked about, whatever the paging)."""
-    step = 512
-    while index < end:
-        found = store.entries_at(range(index, min(end, index + step)))
-        if found:
-            return int(found[0].index)
-        index += step
-    return end
-
-
 def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int], keyring: Keyring) -> _ChunkResult:
     """Check entries [start, end), which begin at a block boundary; runs in a worker process."""
     store = open_store(url, readonly=True)
@@ -425,122 +412,119 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int], keyr
     expected = start
     position = start  # leaves read so far: the end of the chunk's tree
     try:
-        resume = start
-        while resume < end:
-            for row in store.entries(resume, end):
-                idx, subject, event_id, parent, prev, leaf_col, verdict, body = row
-                if idx != expected:
-                    problem("missing", f"entries {expected}..{idx - 1} are missing (deleted)", expected)
-                expected = idx + 1
-                if type(body) is not bytes:  # someone rewrote the column with another SQL type
-                    problem("entry_format", f"entry {idx}: stored bytes have the wrong type", idx)
-                    body = str(body).encode()
-                leaf = sha256(b"\x00" + body).digest()
-                if leaf != leaf_col:
-                    problem("entry_hash", f"entry {idx}: stored leaf hash does not match its bytes", idx)
-                tree_leaves.append(leaf)
-                position += 1
-                if position == next_cut:
-                    cuts[position] = tree.hashes()
-                    next_cut = cuts_ahead.pop(0) if cuts_ahead else -1
-                elif not position % _FLUSH_LEAVES:
-                    tree.flush(everything=False)  # inside a long block: keep the pending leaves bounded
-                # The chain, from the stored columns as the store keeps them: prev must be the leaf column of the
-                # subject's previous entry (zeros for its first). Links into earlier chunks: see _Chains.
-                last = last_links.get(subject)
-                if last is None:
-                    first_links[subject] = (idx, prev)
-                elif prev != last and len(chain_breaks) < _MAX_CHAIN_BREAKS:
-                    chain_breaks.append((idx, subject))
-                last_links[subject] = ZERO_HASH if leaf_col is None else leaf_col
-                try:
-                    entry = decode(body)
-                except (msgspec.DecodeError, UnicodeDecodeError) as e:
-                    problem("entry_format", f"entry {idx}: bytes are not an entry ({e})", idx)
-                    block_leaves.append(leaf)
+        for row in store.entries(start, end):
+            idx, subject, event_id, parent, prev, leaf_col, verdict, body = row
+            if idx != expected:
+                problem("missing", f"entries {expected}..{idx - 1} are missing (deleted)", expected)
+            expected = idx + 1
+            if type(body) is not bytes:  # someone rewrote the column with another SQL type
+                problem("entry_format", f"entry {idx}: stored bytes have the wrong type", idx)
+                body = str(body).encode()
+            leaf = sha256(b"\x00" + body).digest()
+            if leaf != leaf_col:
+                problem("entry_hash", f"entry {idx}: stored leaf hash does not match its bytes", idx)
+            tree_leaves.append(leaf)
+            position += 1
+            if position == next_cut:
+                cuts[position] = tree.hashes()
+                next_cut = cuts_ahead.pop(0) if cuts_ahead else -1
+            elif not position % _FLUSH_LEAVES:
+                tree.flush(everything=False)  # inside a long block: keep the pending leaves bounded
+            # The chain, from the stored columns as the store keeps them: prev must be the leaf column of the
+            # subject's previous entry (zeros for its first). Links into earlier chunks: see _Chains.
+            last = last_links.get(subject)
+            if last is None:
+                first_links[subject] = (idx, prev)
+            elif prev != last and len(chain_breaks) < _MAX_CHAIN_BREAKS:
+                chain_breaks.append((idx, subject))
+            last_links[subject] = ZERO_HASH if leaf_col is None else leaf_col
+            try:
+                entry = decode(body)
+            except (msgspec.DecodeError, UnicodeDecodeError) as e:
+                problem("entry_format", f"entry {idx}: bytes are not an entry ({e})", idx)
+                block_leaves.append(leaf)
+                continue
+            if entry.index != idx:
+                problem("position", f"entry {idx}: its bytes say index {entry.index} (moved or reordered)", idx)
+            if type(prev) is not bytes or entry.prev != prev.hex():
+                problem("derived_column", f"entry {idx}: prev column differs from its bytes", idx)
+            if not block_hlc_first:
+                block_hlc_first = entry.recorded_at
+            if entry.recorded_at < last_recorded:
+                problem("clock", f"entry {idx}: recorded_at goes backwards", idx)
+            if type(entry) is _LeanEventEntry:
+                last_recorded = entry.recorded_at
+                block_leaves.append(leaf)
+                seen = touched.get(subject)
+                touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
+                subj, par = _subject_and_parent(entry.event)
+                if subj != subject or par != parent or entry.event.event_id != event_id or entry.verdict != verdict:
+                    problem("derived_column", f"entry {idx}: subject/event id/parent/verdict columns differ", idx)
+                # The event's bytes sit between the fixed-width envelope field and the last ',"index":' (no
+                # field after the event can contain that text).
+                event_end = body.rfind(b',"index":')
+                if not body.startswith(b'{"envelope":"') or event_end < _EVENT_START:
+                    problem("entry_format", f"entry {idx}: bytes are not laid out as an event entry", idx)
                     continue
-                if entry.index != idx:
-                    problem("position", f"entry {idx}: its bytes say index {entry.index} (moved or reordered)", idx)
-                if type(prev) is not bytes or entry.prev != prev.hex():
-                    problem("derived_column", f"entry {idx}: prev column differs from its bytes", idx)
-                if not block_hlc_first:
-                    block_hlc_first = entry.recorded_at
-                if entry.recorded_at < last_recorded:
-                    problem("clock", f"entry {idx}: recorded_at goes backwards", idx)
-                if type(entry) is _LeanEventEntry:
-                    last_recorded = entry.recorded_at
-                    block_leaves.append(leaf)
-                    seen = touched.get(subject)
-                    touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
-                    subj, par = _subject_and_parent(entry.event)
-                    if subj != subject or par != parent or entry.event.event_id != event_id or entry.verdict != verdict:
-                        problem("derived_column", f"entry {idx}: subject/event id/parent/verdict columns differ", idx)
-                    # The event's bytes sit between the fixed-width envelope field and the last ',"index":' (no
-                    # field after the event can contain that text).
-                    event_end = body.rfind(b',"index":')
-                    if not body.startswith(b'{"envelope":"') or event_end < _EVENT_START:
-                        problem("entry_format", f"entry {idx}: bytes are not laid out as an event entry", idx)
-                        continue
-                    raw = body[_EVENT_START:event_end]
-                    if event_id is not None and type(subject) is str and subject.startswith("token:"):
-                        # judged again by the coordinator, in log order; the envelope check below pins these
-                        # bytes to the event the producer signed
-                        token_indices.append(idx)
-                        token_verdicts.append(entry.verdict)
-                        token_events.append(raw)
-                        token_sizes.append(len(raw))
-                    env = envelope_cache.get(entry.envelope)
-                    if env is None:
-                        env = first_use(entry, idx)
-                    if env is None:
-                        problem("envelope", f"entry {idx}: its envelope {entry.envelope} is missing", idx)
-                        continue
-                    leaves, producer, key_id = env
-                    at = entry.position * 32
-                    if (
-                        leaves[at : at + 32] != sha256(b"\x00" + raw).digest()
-                        or producer != entry.producer
-                        or key_id != entry.key_id
-                    ):
-                        problem("envelope", f"entry {idx}: event is not what its signed envelope holds", idx)
-                elif type(entry) is SealEntry:
-                    h = entry.block
-                    blk = h.number
-                    if subject != BLOCKS_SUBJECT or event_id is not None or parent is not None:
-                        problem("derived_column", f"seal {idx}: derived columns differ from its bytes", idx, blk)
-                    if h.first != block_first or h.last != idx - 1:
-                        problem(
-                            "block",
-                            f"block {blk}: covers {h.first}..{h.last}, expected {block_first}..{idx - 1}",
-                            idx,
-                            blk,
-                        )
-                    if h.root != _mth(block_leaves).hex():
-                        # a bad entry inside the block explains the root; otherwise the seal itself is wrong
-                        inside = [p.index for p in problems if p.index is not None and p.index >= block_first]
-                        problem("block", f"block {blk}: root does not match its entries", min(inside, default=idx), blk)
-                    if h.hlc_first != block_hlc_first or h.hlc_last != last_recorded:
-                        problem("block", f"block {blk}: HLC range does not match its entries", idx, blk)
-                    keyed = {_map_key(s): head for s, head in touched.items()}
-                    seals.append(_Seal(idx, blk, h.prev_header, header_hash(h), h.subjects_root, keyed))
-                    touched = {}
-                    block_leaves = []
-                    block_first = idx + 1
-                    block_hlc_first = ""
-                    last_recorded = entry.recorded_at
-                    tree.flush(everything=False)
+                raw = body[_EVENT_START:event_end]
+                if event_id is not None and type(subject) is str and subject.startswith("token:"):
+                    # judged again by the coordinator, in log order; the envelope check below pins these
+                    # bytes to the event the producer signed
+                    token_indices.append(idx)
+                    token_verdicts.append(entry.verdict)
+                    token_events.append(raw)
+                    token_sizes.append(len(raw))
+                env = envelope_cache.get(entry.envelope)
+                if env is None:
+                    env = first_use(entry, idx)
+                if env is None:
+                    problem("envelope", f"entry {idx}: its envelope {entry.envelope} is missing", idx)
+                    continue
+                leaves, producer, key_id = env
+                at = entry.position * 32
+                if (
+                    leaves[at : at + 32] != sha256(b"\x00" + raw).digest()
+                    or producer != entry.producer
+                    or key_id != entry.key_id
+                ):
+                    problem("envelope", f"entry {idx}: event is not what its signed envelope holds", idx)
+            elif type(entry) is SealEntry:
+                h = entry.block
+                blk = h.number
+                if subject != BLOCKS_SUBJECT or event_id is not None or parent is not None:
+                    problem("derived_column", f"seal {idx}: derived columns differ from its bytes", idx, blk)
+                if h.first != block_first or h.last != idx - 1:
+                    problem(
+                        "block",
+                        f"block {blk}: covers {h.first}..{h.last}, expected {block_first}..{idx - 1}",
+                        idx,
+                        blk,
+                    )
+                if h.root != _mth(block_leaves).hex():
+                    # a bad entry inside the block explains the root; otherwise the seal itself is wrong
+                    inside = [p.index for p in problems if p.index is not None and p.index >= block_first]
+                    problem("block", f"block {blk}: root does not match its entries", min(inside, default=idx), blk)
+                if h.hlc_first != block_hlc_first or h.hlc_last != last_recorded:
+                    problem("block", f"block {blk}: HLC range does not match its entries", idx, blk)
+                keyed = {_map_key(s): head for s, head in touched.items()}
+                seals.append(_Seal(idx, blk, h.prev_header, header_hash(h), h.subjects_root, keyed))
+                touched = {}
+                block_leaves = []
+                block_first = idx + 1
+                block_hlc_first = ""
+                last_recorded = entry.recorded_at
+                tree.flush(everything=False)
+            else:
+                block_leaves.append(leaf)
+                last_recorded = entry.recorded_at
+                seen = touched.get(subject)
+                touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
+                if type(entry) is KeyEntry:
+                    what, own = "key", producer_subject(entry.change.producer)
                 else:
-                    block_leaves.append(leaf)
-                    last_recorded = entry.recorded_at
-                    seen = touched.get(subject)
-                    touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
-                    if type(entry) is KeyEntry:
-                        what, own = "key", producer_subject(entry.change.producer)
-                    else:
-                        what, own = "shard", shard_subject(entry.shard)
-                    if subject != own or event_id is not None:
-                        problem("derived_column", f"{what} entry {idx}: derived columns differ from its bytes", idx)
-            resume = _resume_at(store, expected, end)
+                    what, own = "shard", shard_subject(entry.shard)
+                if subject != own or event_id is not None:
+                    problem("derived_column", f"{what} entry {idx}: derived columns differ from its bytes", idx)
         if expected < end:
             problem("missing", f"entries {expected}..{end - 1} are missing (deleted)", expected)
         hashes = tree.hashes()

@@ -551,14 +551,15 @@ class PostgresStore:
     def entries(self, start: int, end: int) -> Iterator[EntryRow]:
         pos = start
         while pos < end:
+            # pages of rows, not of indices: a run of missing indices does not end the range
             rows = self._all(
-                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx >= %s AND idx < %s ORDER BY idx",
-                (pos, min(end, pos + _PAGE)),
+                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx >= %s AND idx < %s ORDER BY idx LIMIT %s",
+                (pos, end, _PAGE),
             )
-            if not rows:
-                return
             for row in rows:
                 yield _entry(row)
+            if len(rows) < _PAGE:
+                return
             pos = int(rows[-1][0]) + 1
 
     def events_by_id(self, event_ids: Sequence[str]) -> dict[str, EntryRow]:

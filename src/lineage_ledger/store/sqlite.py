@@ -352,14 +352,15 @@ class SQLiteStore:
         step = 4096
         pos = start
         while pos < end:
+            # pages of rows, not of indices: a run of missing indices does not end the range
             rows = self._all(
-                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (pos, min(end, pos + step)),
+                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?",
+                (pos, end, step),
             )
-            if not rows:
-                return
             for row in rows:
                 yield EntryRow(*row)
+            if len(rows) < step:
+                return
             pos = rows[-1][0] + 1
 
     def events_by_id(self, event_ids: Sequence[str]) -> dict[str, EntryRow]:

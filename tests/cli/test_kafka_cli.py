@@ -178,3 +178,25 @@ def test_one_consume_command_runs_every_shard_and_collects_the_root(
     assert summary["root_size"] > 0  # the shards' final checkpoints are in the root
     verified = run(capsys, "verify", "--ledger", root, "--key", verifier, "--json")
     assert verified.code == 0, verified.out
+
+
+def test_a_stop_signal_sets_the_event_and_the_old_handlers_come_back_even_on_error() -> None:
+    import os
+    import signal
+
+    from lineage_ledger.cli.kafka import _stopped_by_signals
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    signalled: list[bool] = []
+
+    def command() -> None:
+        with _stopped_by_signals() as stop:
+            assert signal.getsignal(signal.SIGTERM) not in before
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to this thread before kill returns
+            signalled.append(stop.is_set())
+            raise RuntimeError("opening failed")  # as a ledger that cannot be opened does
+
+    with pytest.raises(RuntimeError, match="opening failed"):
+        command()
+    assert signalled == [True]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

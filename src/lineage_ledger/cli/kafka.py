@@ -7,6 +7,8 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -19,6 +21,23 @@ __all__ = ["register"]
 
 _out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 _err = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT or SIGTERM sets while the block runs; the previous handlers are back after it,
+    however the block ends."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _config(pairs: list[str] | None) -> dict[str, str]:
@@ -62,35 +81,33 @@ def _consume_all(args: argparse.Namespace, shards: int) -> int:
 
     if args.partition or args.max_messages is not None:
         raise InputError("--partition", "give --shard N to choose partitions or a message count for one shard")
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    children = [
-        subprocess.Popen(_child_argv(args, n), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) for n in range(shards)
-    ]
-    root = _open(args)
-    stores = [open_store(shard_url(args.ledger, n), readonly=True) for n in range(shards)]
-    try:
-        while any(child.poll() is None for child in children):
-            if stop.wait(args.collect_every):
-                for child in children:
-                    if child.poll() is None:
-                        child.send_signal(signal.SIGTERM)
-                for child in children:
-                    child.wait()
-                break
-            collect(root, stores)
-        summaries = []
-        for child in children:
-            out, _ = child.communicate()
-            summaries.append(json.loads(out) if child.returncode == 0 and out.strip() else None)
-        checkpoint = collect(root, stores)
-        latest = root.store.latest_checkpoint()
-    finally:
-        for store in stores:
-            store.close()
-        root.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with _stopped_by_signals() as stop:
+        children = [
+            subprocess.Popen(_child_argv(args, n), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            for n in range(shards)
+        ]
+        root = _open(args)
+        stores = [open_store(shard_url(args.ledger, n), readonly=True) for n in range(shards)]
+        try:
+            while any(child.poll() is None for child in children):
+                if stop.wait(args.collect_every):
+                    for child in children:
+                        if child.poll() is None:
+                            child.send_signal(signal.SIGTERM)
+                    for child in children:
+                        child.wait()
+                    break
+                collect(root, stores)
+            summaries = []
+            for child in children:
+                out, _ = child.communicate()
+                summaries.append(json.loads(out) if child.returncode == 0 and out.strip() else None)
+            checkpoint = collect(root, stores)
+            latest = root.store.latest_checkpoint()
+        finally:
+            for store in stores:
+                store.close()
+            root.close()
     failed = [n for n, child in enumerate(children) if child.returncode != 0]
     total = {
         key: sum(s[key] for s in summaries if s is not None)
@@ -123,62 +140,55 @@ def _consume(args: argparse.Namespace) -> int:
         layout = read_layout(args.ledger)
         if layout is not None:
             return _consume_all(args, layout.shards)
-    stop = threading.Event()
+    with _stopped_by_signals() as stop:
+        partitions = args.partition
+        if args.shard is not None:
+            from lineage_ledger.cli.main import _log_signer, _settings
+            from lineage_ledger.ledger.shards import layout_of, shard_url
+            from lineage_ledger.ledger.writer import Ledger
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+            root = _open(args)
+            layout = layout_of(root.store)
+            root.close()
+            if layout is None or not 0 <= args.shard < layout.shards:
+                raise InputError("--shard", f"{args.ledger} has no shard {args.shard}")
+            partitions = layout.partitions_of(args.shard)
+            ledger = Ledger.open(
+                shard_url(args.ledger, args.shard), _log_signer(args), settings=_settings(args, long_running=True)
+            )
+        else:
+            ledger = _open(args, long_running=True)
+        try:
+            metrics = None
+            if args.metrics_port is not None:
+                from lineage_ledger.metrics import LedgerMetrics
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    partitions = args.partition
-    if args.shard is not None:
-        from lineage_ledger.cli.main import _log_signer, _settings
-        from lineage_ledger.ledger.shards import layout_of, shard_url
-        from lineage_ledger.ledger.writer import Ledger
-
-        root = _open(args)
-        layout = layout_of(root.store)
-        root.close()
-        if layout is None or not 0 <= args.shard < layout.shards:
-            raise InputError("--shard", f"{args.ledger} has no shard {args.shard}")
-        partitions = layout.partitions_of(args.shard)
-        ledger = Ledger.open(
-            shard_url(args.ledger, args.shard), _log_signer(args), settings=_settings(args, long_running=True)
-        )
-    else:
-        ledger = _open(args, long_running=True)
-    try:
-        metrics = None
-        if args.metrics_port is not None:
-            from lineage_ledger.metrics import LedgerMetrics
-
-            metrics = LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
-        consumer = LedgerConsumer(
-            ledger,
-            args.bootstrap,
-            args.topic,
-            partitions=partitions,
-            config=_config(args.kafka_config),
-            keep_refused=args.keep_refused,
-            metrics=metrics,
-        )
-        with consumer:
-            if not args.json:
-                _err.print(f"[dim]consuming {args.topic} partitions {consumer.partitions} into {args.ledger}[/]")
-            stats = consumer.run(idle_timeout=args.idle_timeout, max_messages=args.max_messages, stop=stop)
-        checkpoint = ledger.seal()
-        summary: dict[str, Any] = {
-            "messages": stats.messages,
-            "events": stats.events,
-            "duplicates": stats.duplicates,
-            "quarantined": stats.quarantined,
-            "positions": {str(p): o for p, o in sorted(ledger.store.offsets(args.topic).items())},
-            "size": ledger.size,
-            "sealed": checkpoint is not None or ledger.sealed_size == ledger.size,
-        }
-    finally:
-        ledger.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+                metrics = LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
+            consumer = LedgerConsumer(
+                ledger,
+                args.bootstrap,
+                args.topic,
+                partitions=partitions,
+                config=_config(args.kafka_config),
+                keep_refused=args.keep_refused,
+                metrics=metrics,
+            )
+            with consumer:
+                if not args.json:
+                    _err.print(f"[dim]consuming {args.topic} partitions {consumer.partitions} into {args.ledger}[/]")
+                stats = consumer.run(idle_timeout=args.idle_timeout, max_messages=args.max_messages, stop=stop)
+            checkpoint = ledger.seal()
+            summary: dict[str, Any] = {
+                "messages": stats.messages,
+                "events": stats.events,
+                "duplicates": stats.duplicates,
+                "quarantined": stats.quarantined,
+                "positions": {str(p): o for p, o in sorted(ledger.store.offsets(args.topic).items())},
+                "size": ledger.size,
+                "sealed": checkpoint is not None or ledger.sealed_size == ledger.size,
+            }
+        finally:
+            ledger.close()
     if args.json:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     else:
@@ -237,28 +247,25 @@ def _collect(args: argparse.Namespace) -> int:
     from lineage_ledger.ledger.shards import collect, layout_of, shard_url
     from lineage_ledger.store import open_store
 
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    root = _open(args)
-    layout = layout_of(root.store)
-    if layout is None:
-        root.close()
-        raise InputError("--ledger", f"{args.ledger} is not the root of a sharded ledger")
-    stores = [open_store(shard_url(args.ledger, n), readonly=True) for n in range(layout.shards)]
-    try:
-        while True:
-            checkpoint = collect(root, stores)
-            if checkpoint is not None and not args.json:
-                _out.print(f"root checkpoint {checkpoint.size} covers {layout.shards} shards")
-            if args.every is None or stop.wait(args.every):
-                break
-        latest = root.store.latest_checkpoint()
-    finally:
-        for store in stores:
-            store.close()
-        root.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with _stopped_by_signals() as stop:
+        root = _open(args)
+        layout = layout_of(root.store)
+        if layout is None:
+            root.close()
+            raise InputError("--ledger", f"{args.ledger} is not the root of a sharded ledger")
+        stores = [open_store(shard_url(args.ledger, n), readonly=True) for n in range(layout.shards)]
+        try:
+            while True:
+                checkpoint = collect(root, stores)
+                if checkpoint is not None and not args.json:
+                    _out.print(f"root checkpoint {checkpoint.size} covers {layout.shards} shards")
+                if args.every is None or stop.wait(args.every):
+                    break
+            latest = root.store.latest_checkpoint()
+        finally:
+            for store in stores:
+                store.close()
+            root.close()
     if args.json:
         sys.stdout.write(json.dumps({"root_size": latest.size if latest else 0}) + "\n")
     return 0

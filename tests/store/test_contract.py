@@ -176,6 +176,9 @@ def test_side_tables(backend: tuple[Store, Raw]) -> None:
         ("0000000000000000010.00000", 0, "token:a")
     ]
     assert store.links("user", "/x") == []
+    # links are derived data written at seals, possibly again (ledger.links): a stored one is skipped
+    store.write(BatchWrite(links=[batch.links[0], ("resource", "/x", "0000000000000000030.00000", 2, "token:c")]))
+    assert [idx for _, idx, _ in store.links("resource", "/x")] == [0, 1, 2]
 
 
 def test_transport_positions_schemas_and_quarantine(backend: tuple[Store, Raw]) -> None:

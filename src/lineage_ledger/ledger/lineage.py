@@ -24,6 +24,7 @@ from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, read_event
 from lineage_ledger.errors import NotFoundError
+from lineage_ledger.ledger.links import find_links
 from lineage_ledger.store.base import EntryRow, Store
 
 __all__ = [
@@ -329,7 +330,7 @@ class Lineage:
 
     def tokens_for_resource(self, resource: str, start: Time | None = None, end: Time | None = None) -> list[Record]:
         """Every USED event of ``resource`` in the window, any token, in time order."""
-        links = self.store.links("resource", resource, _hlc(start, ""), _hlc(end, "~"))
+        links = find_links(self.store, "resource", resource, _hlc(start, ""), _hlc(end, "~"))
         return self.records(self.store.entries_at([i for _, i, _ in links]))
 
     def policy_history(self, policy_id: str | None = None) -> list[PolicyVersion]:
@@ -374,7 +375,7 @@ class Lineage:
         (revoked, expired or rotated away) or, for a live token, at any time up to ``end``.
         """
         lo, hi = _hlc(start, ""), _hlc(end, "~")
-        born = self.store.links("user", user_id, lo, hi)
+        born = find_links(self.store, "user", user_id, lo, hi)
         if not born:
             return []
         subjects = sorted({s for _, _, s in born})
@@ -441,7 +442,7 @@ class Lineage:
         queue = deque([asset_id])
         while queue:
             asset = queue.popleft()
-            links = self.store.links("input", asset)
+            links = find_links(self.store, "input", asset)
             for rec in self.records(self.store.entries_at([i for _, i, _ in links])):
                 ev = rec.event
                 assert isinstance(ev, DataEvent)

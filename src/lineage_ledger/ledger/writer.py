@@ -70,6 +70,7 @@ from lineage_ledger.errors import (
 )
 from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes
 from lineage_ledger.ledger.keyring import Keyring
+from lineage_ledger.ledger.links import Link, entry_links, event_links
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -90,7 +91,6 @@ __all__ = ["AppendResult", "CheckedBatch", "Ledger", "LedgerSettings", "Receipt"
 
 TILE_STRIDE: Final = 8
 _log = logging.getLogger(__name__)
-_BIRTHS: Final = frozenset({"ISSUED", "ORIGIN", "REFRESHED", "ROTATED"})
 FORMAT: Final = "lineage-ledger/1"
 
 
@@ -300,6 +300,8 @@ class Ledger:
         # chain heads changed since the last seal, for the next seal's subject map
         self._touched: dict[str, tuple[bytes, int, int]] = {}
         pending = [r for r in store.entries(self._block_first, self.size) if r.subject != BLOCKS_SUBJECT]
+        # the open block's links are written with its seal (ledger.links): until then they are derived
+        self._pending_links: list[Link] = entry_links(pending)
         if pending:
             counts: dict[str, int] = {}
             for row in store.subject_entries({r.subject for r in pending}):
@@ -701,7 +703,7 @@ class Ledger:
         envelope_rows: list[EnvelopeRow] = []
         policies: list[PolicyRow] = []
         revocations: list[tuple[str, int]] = []
-        links: list[tuple[str, str, str, int, str]] = []
+        links: list[Link] = []
         all_receipts: list[dict[int, Receipt]] = []
         for part in parts:
             opened, events = part.opened, part.events
@@ -724,17 +726,13 @@ class Ledger:
                         overlay[s] = _Subject(cur.head, st, cur.count, cur.index)
                         if st.state == "REVOKED":
                             revocations.append((s, index))
-                    p = ev.payload
-                    if p.parent_token_id is not None:
-                        parent_subject = "token:" + p.parent_token_id
-                    if p.resource is not None and ev.event_type == "USED":
-                        links.append(("resource", p.resource, ev.occurred_at, index, subject))
-                    if p.user_id is not None and ev.event_type in _BIRTHS:
-                        links.append(("user", p.user_id, ev.occurred_at, index, subject))
+                    parent = ev.payload.parent_token_id
+                    if parent is not None:
+                        parent_subject = "token:" + parent
+                    event_links(ev, index, subject, links)
                 elif type(ev) is DataEvent:
                     subject = "asset:" + ev.asset_id
-                    for ref in ev.payload.inputs:
-                        links.append(("input", ref.asset_id, ev.occurred_at, index, subject))
+                    event_links(ev, index, subject, links)
                 else:
                     assert type(ev) is PolicyEvent
                     subject = "policy:" + ev.policy_id
@@ -810,12 +808,14 @@ class Ledger:
         batch.entries = rows
         batch.envelopes = envelope_rows
         batch.nodes = nodes
+        links, batch.links = batch.links, []  # held until the seal (ledger.links)
         seal = None
         block_len = size - self._block_first
         if block_len >= self.settings.block_size or (
             self._monotonic() - self._block_started >= self.settings.block_seconds
         ):
             seal = self._seal_rows(tree, block, size, hlc_first, last_recorded, visit, {**self._touched, **touched})
+            batch.links = sorted([*self._pending_links, *links])
             batch.entries = [*rows, seal[0]]
             batch.checkpoint = seal[1]
             batch.map_nodes = [(h, encode_node(n)) for h, n in seal[3].items()]
@@ -832,6 +832,7 @@ class Ledger:
             self._adopt_seal(seal)
         else:
             self._touched.update(touched)
+            self._pending_links.extend(links)
             self._block = block
             self._block_hlc_first = hlc_first
         if self._listeners and deferred is None:
@@ -878,6 +879,7 @@ class Ledger:
         self._map_reader.add(map_nodes)
         self._map_root = bytes.fromhex(header.subjects_root)
         self._touched = {}
+        self._pending_links = []
         self._seal_head = row.leaf
         self._prev_header = header_hash(header)
         self._block_number = header.number + 1
@@ -911,6 +913,7 @@ class Ledger:
                 nodes=nodes,
                 checkpoint=seal[1],
                 map_nodes=[(h, encode_node(n)) for h, n in seal[3].items()],
+                links=sorted(self._pending_links),
             )
         )
         self._tree = tree

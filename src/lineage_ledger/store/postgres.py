@@ -197,8 +197,6 @@ _ENVELOPE_COLS: Final = "digest, producer, key_id, payload, signature, event_lea
 _POLICY_COLS: Final = "digest, policy_id, version, idx, document"
 _COPY_ENTRIES: Final = f"COPY entries ({_ENTRY_COLS}) FROM STDIN (FORMAT BINARY)"
 _ENTRY_TYPES: Final = ("int8", "text", "text", "text", "bytea", "bytea", "text", "bytea")
-_COPY_LINKS: Final = "COPY links (kind, key, at, idx, subject) FROM STDIN (FORMAT BINARY)"
-_LINK_TYPES: Final = ("text", "text", "text", "int8", "text")
 _PAGE: Final = 4096
 
 
@@ -470,10 +468,14 @@ class PostgresStore:
                     for row in batch.entries:
                         copy.write_row(row)
             if batch.links:
-                with cur.copy(_COPY_LINKS) as copy:
-                    copy.set_types(list(_LINK_TYPES))
-                    for link in batch.links:
-                        copy.write_row(link)
+                # a block's worth at each seal, some possibly stored already by a version that wrote them with
+                # each batch: one statement that skips those (COPY cannot)
+                kinds, keys, ats, idxs, subjects = zip(*batch.links, strict=True)
+                cur.execute(
+                    "INSERT INTO links (kind, key, at, idx, subject) SELECT * FROM "
+                    "unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[]) ON CONFLICT DO NOTHING",
+                    (list(kinds), list(keys), list(ats), list(idxs), list(subjects)),
+                )
             with cur.connection.pipeline():
                 if batch.envelopes:
                     cur.executemany(

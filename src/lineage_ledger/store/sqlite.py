@@ -309,7 +309,8 @@ class SQLiteStore:
             if batch.map_nodes:
                 _insert_rows(db, "map_nodes", 2, batch.map_nodes, verb="INSERT OR IGNORE")
             if batch.links:
-                _insert_rows(db, "links", 5, batch.links)
+                # at seals, some possibly stored already by a version that wrote them with each batch
+                _insert_rows(db, "links", 5, batch.links, verb="INSERT OR IGNORE")
             if batch.offsets:
                 _insert_rows(db, "offsets", 3, batch.offsets)
             if batch.schemas:

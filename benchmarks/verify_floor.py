@@ -88,13 +88,14 @@ def main() -> None:
         verifier = parse_verifier_key(str(ledger.verifier))
         ledger.close()
         best: dict[str, float] = {}
+
+        def keep(name: str, rate: float) -> None:
+            best[name] = max(best.get(name, 0.0), rate)
+
         for _ in range(args.rounds):  # alternated, so a noisy neighbour hurts each figure alike
-            for name, run in (
-                ("floor_1_process", lambda: _floor(path, size, 1)),
-                ("floor_2_processes", lambda: _floor(path, size, 2)),
-                ("verify", lambda: size / verify_ledger(path, verifier=verifier).seconds),
-            ):
-                best[name] = max(best.get(name, 0.0), run())
+            keep("floor_1_process", _floor(path, size, 1))
+            keep("floor_2_processes", _floor(path, size, 2))
+            keep("verify", size / verify_ledger(path, verifier=verifier).seconds)
     print(
         json.dumps(
             {

@@ -127,7 +127,8 @@ class BatchWrite:
     """New nodes of the subject map (hash, stored bytes); see ledger.completeness."""
     links: list[tuple[str, str, str, int, str]] = field(default_factory=list)
     """Lineage lookups: (kind, key, occurred_at, log index, subject); kinds "resource" (a USED event's
-    resource), "user" (the user a token was issued to), "input" (an asset read by a data event)."""
+    resource), "user" (the user a token was issued to), "input" (an asset read by a data event). The ledger
+    writes a block's links with its seal (ledger.links); a link already stored is skipped, not refused."""
     offsets: list[OffsetRow] = field(default_factory=list)
     """Transport positions consumed by this write (exactly once: committed with the rows, or not at all)."""
     schemas: list[SchemaRow] = field(default_factory=list)
@@ -227,7 +228,8 @@ class Store(Protocol):
         ...
 
     def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
-        """(occurred_at, log index, subject) of ``kind`` links for ``key`` with start <= occurred_at < end."""
+        """(occurred_at, log index, subject) of the stored ``kind`` links for ``key`` with start <= occurred_at
+        < end. The open block's links are stored at its seal: ``ledger.links.find_links`` adds them."""
         ...
 
     def map_node(self, digest: bytes) -> bytes | None:

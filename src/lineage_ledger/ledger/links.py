@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterable
 from typing import Final
 
 from lineage_ledger.core.entry import EventEntry, decode_entry
@@ -51,7 +52,7 @@ def event_links(event: Event, index: int, subject: str, out: list[Link]) -> None
             out.append(("input", ref.asset_id, event.occurred_at, index, subject))
 
 
-def entry_links(rows: list[EntryRow]) -> list[Link]:
+def entry_links(rows: Iterable[EntryRow]) -> list[Link]:
     """The links of stored entries (seals, key and shard entries have none)."""
     out: list[Link] = []
     for row in rows:
@@ -85,7 +86,7 @@ class _Tail:
                 self.start = start
             begin = max(self.end, start)
             if begin < size:
-                self.links = self.links + entry_links(list(store.entries(begin, size)))
+                self.links = self.links + entry_links(store.entries(begin, size))
             self.end = max(self.end, size)
             return self.links
 

@@ -21,10 +21,11 @@ from collections.abc import Iterable
 from typing import Final
 
 from lineage_ledger.core import smt
-from lineage_ledger.errors import NotFoundError, RootMismatchError, StoreError
+from lineage_ledger.core.entry import BLOCKS_SUBJECT, SealEntry, decode_entry
+from lineage_ledger.errors import LedgerError, NotFoundError, RootMismatchError, StoreError
 from lineage_ledger.store.base import Store
 
-__all__ = ["MapReader", "decode_node", "encode_node", "map_changes"]
+__all__ = ["MapReader", "block_heads", "decode_node", "encode_node", "map_changes", "unwritten_map"]
 
 _LEAF: Final = b"L"
 _INTERIOR: Final = b"I"
@@ -57,11 +58,26 @@ class MapReader:
         self._store = store
         self._cache: OrderedDict[bytes, smt.Leaf | smt.Interior] = OrderedDict()
         self._cache_size = cache_size
+        self._held: dict[bytes, smt.Leaf | smt.Interior] = {}
 
     def add(self, nodes: dict[bytes, smt.Leaf | smt.Interior]) -> None:
         """Remember nodes just written (or about to be)."""
         for digest, node in nodes.items():
             self._remember(digest, node)
+
+    def hold(self, nodes: dict[bytes, smt.Leaf | smt.Interior]) -> None:
+        """Keep ``nodes`` outside the bounded cache until :meth:`release`: they are not all stored yet (the
+        writer writes a sealed block's nodes after its seal), so they must not be evicted and then missed."""
+        self._held.update(nodes)
+
+    def release(self) -> None:
+        """The held nodes are stored now: move them into the cache."""
+        held, self._held = self._held, {}
+        self.add(held)
+
+    def _get(self, digest: bytes) -> smt.Leaf | smt.Interior | None:
+        node = self._cache.get(digest)
+        return self._held.get(digest) if node is None else node
 
     def _remember(self, digest: bytes, node: smt.Leaf | smt.Interior) -> None:
         self._cache[digest] = node
@@ -82,14 +98,14 @@ class MapReader:
         frontier: list[tuple[bytes, int, int]] = [(root, 0, len(paths))]
         depth = 0
         while frontier and depth < smt.KEY_BITS:
-            missing = [h for h, _, _ in frontier if h not in self._cache]
+            missing = [h for h, _, _ in frontier if h not in self._cache and h not in self._held]
             if missing:
                 for digest, data in self._store.map_nodes(missing).items():
                     self._remember(digest, _checked(digest, data))
             below: list[tuple[bytes, int, int]] = []
             shift = smt.KEY_BITS - 1 - depth
             for digest, lo, hi in frontier:
-                node = self._cache.get(digest)
+                node = self._get(digest)
                 if not isinstance(node, smt.Interior):
                     continue
                 mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
@@ -101,7 +117,7 @@ class MapReader:
             depth += 1
 
     def __call__(self, digest: bytes) -> smt.Leaf | smt.Interior:
-        node = self._cache.get(digest)
+        node = self._get(digest)
         if node is None:
             data = self._store.map_node(digest)
             if data is None:
@@ -123,3 +139,48 @@ def _checked(digest: bytes, data: bytes) -> smt.Leaf | smt.Interior:
 def map_changes(heads: Iterable[tuple[str, bytes, int, int]]) -> dict[bytes, smt.SubjectHead]:
     """Map updates from (subject, head leaf, count, head index); later items win."""
     return {smt.key_of(subject): smt.SubjectHead(head, count, index) for subject, head, count, index in heads}
+
+
+def block_heads(store: Store, first: int, end: int) -> dict[str, tuple[bytes, int, int]]:
+    """(head leaf, count, head index) as of index ``end`` of every subject with an entry in [first, end),
+    seals excepted: the changes a block makes to the subject map."""
+    subjects = {row.subject for row in store.entries(first, end) if row.subject != BLOCKS_SUBJECT}
+    heads: dict[str, tuple[bytes, int, int]] = {}
+    for row in store.subject_entries(subjects):
+        if row.index < end:
+            seen = heads.get(row.subject)
+            heads[row.subject] = (row.leaf, seen[1] + 1 if seen else 1, row.index)
+    return heads
+
+
+def unwritten_map(
+    store: Store, seal_index: int, seal: SealEntry, reader: MapReader
+) -> dict[bytes, smt.Leaf | smt.Interior]:
+    """The map nodes of the seal at ``seal_index`` if they are not all stored yet, else {}.
+
+    The writer stores a sealed block's map nodes (and its lineage links) in slices with the commits after
+    the seal, the root last (ledger.writer, _SealDebt), so a stored root means all of them are. Until then
+    they follow from the block's entries: this rebuilds them on the previous seal's map (whose nodes are
+    all stored: a seal's commit carries what the one before it still owed), checks the result against the
+    seal's ``subjects_root``, and holds them in ``reader`` so proofs under this seal can be made now.
+    LedgerError if the entries do not give that root.
+    """
+    root = bytes.fromhex(seal.block.subjects_root)
+    if root == smt.EMPTY or store.map_node(root) is not None:
+        return {}
+    first = seal.block.first
+    previous = smt.EMPTY
+    if first > 0:
+        before = decode_entry(store.entry(first - 1).body)
+        if not isinstance(before, SealEntry):
+            raise LedgerError(f"entry {first - 1}, before block {seal.block.number}, is not a seal")
+        previous = bytes.fromhex(before.block.subjects_root)
+    changes = map_changes((subject, *head) for subject, head in block_heads(store, first, seal_index).items())
+    reader.prefetch(previous, changes)
+    rebuilt, nodes = smt.update(previous, changes, reader, checked_reader=True)
+    if rebuilt != root:
+        raise LedgerError(
+            f"block {seal.block.number}'s entries give subject-map root {rebuilt.hex()}, not its seal's {root.hex()}"
+        )
+    reader.hold(nodes)
+    return nodes

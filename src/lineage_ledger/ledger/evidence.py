@@ -24,7 +24,7 @@ from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import EventEntry, KeyEntry, SealEntry, decode_entry
 from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof, root_of
 from lineage_ledger.errors import InputError, NotFoundError
-from lineage_ledger.ledger.completeness import MapReader
+from lineage_ledger.ledger.completeness import MapReader, unwritten_map
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.store.base import Store
 
@@ -84,6 +84,7 @@ def export_evidence(store: Store, identifier: str, *, size: int | None = None) -
     reader = TiledNodeReader(store.nodes)
     map_root = bytes.fromhex(seal.block.subjects_root)
     map_read = MapReader(store)
+    unwritten_map(store, seal_row.index, seal, map_read)  # the latest seal's nodes may still be being written
     proof = smt.prove(map_root, smt.key_of(subject), map_read)
     head = smt.lookup(map_root, smt.key_of(subject), map_read)
     rows = [r for r in store.subject_entries([subject]) if head is not None and r.index <= head.index]

@@ -12,8 +12,12 @@ of the commit, the largest single cost of ingest. The writer therefore keeps the
 in memory and writes them, sorted by key, in the seal's transaction: each page is then written once per
 block, for all the block's rows on it.
 
-So the store holds the links of every entry below the latest checkpoint's size, and the links of the
-entries after it (at most one block) follow from those entries' bytes. :func:`find_links` answers from
+The seal's own commit does not carry them either: it would be the slowest commit by far, and every event
+queued behind it would wait for it. The writer writes them in slices with the commits after the seal
+(writer._SealDebt), together with the block's subject-map nodes, the map root last. So the store holds
+the links of every entry below the latest checkpoint's size once that seal's map root is stored, and below
+the previous checkpoint's size until then; the links of the entries after that point (one block, or two
+while a seal's are being written) follow from those entries' bytes. :func:`find_links` answers from
 both; a writer opening a ledger derives its pending links the same way (entry_links), so a writer that
 stopped before sealing loses nothing. Ledgers written before this change also hold links above the latest
 checkpoint: answers are merged by log index, and the seal writes links with "insert or ignore".
@@ -26,11 +30,11 @@ import weakref
 from collections.abc import Iterable
 from typing import Final
 
-from lineage_ledger.core.entry import EventEntry, decode_entry
+from lineage_ledger.core.entry import EventEntry, SealEntry, decode_entry
 from lineage_ledger.core.model import DataEvent, Event, TokenEvent, decode_event
 from lineage_ledger.store.base import EntryRow, Store
 
-__all__ = ["Link", "entry_links", "event_links", "find_links"]
+__all__ = ["Link", "entry_links", "event_links", "find_links", "stored_below"]
 
 Link = tuple[str, str, str, int, str]
 """(kind, key, occurred_at, log index, subject), as the store's links table holds it."""
@@ -64,20 +68,37 @@ def entry_links(rows: Iterable[EntryRow]) -> list[Link]:
     return out
 
 
+def stored_below(store: Store, size: int) -> int:
+    """Given a checkpoint's ``size``: the index below which every entry's links are stored. That is ``size``
+    once the checkpoint's seal has its map root stored (the writer writes a sealed block's links before its
+    map root), and the block's first index until then."""
+    if size == 0:
+        return 0
+    seal = decode_entry(store.entry(size - 1).body)
+    if not isinstance(seal, SealEntry):  # not a ledger this writer wrote; verify names what is wrong
+        return 0
+    return size if store.map_node(bytes.fromhex(seal.block.subjects_root)) is not None else seal.block.first
+
+
 class _Tail:
-    """The links of one store's entries from its latest checkpoint on, derived from their bytes and kept up to
-    date incrementally (a reader in a long-running service asks many times per block)."""
+    """The links of one store's entries whose links may not be stored yet, derived from their bytes and kept
+    up to date incrementally (a reader in a long-running service asks many times per block)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.start = 0  # the checkpoint size the links below are derived from
+        self.start = 0  # the links below are derived from this index on
         self.end = 0  # entries before this index are derived
         self.links: list[Link] = []
+        self.complete = 0  # the latest checkpoint size known to have all its links stored
 
     def refresh(self, store: Store) -> list[Link]:
         with self.lock:
             latest = store.latest_checkpoint()
             start = latest.size if latest is not None else 0
+            if start != self.complete:
+                start = stored_below(store, start)
+                if latest is not None and start == latest.size:
+                    self.complete = start
             size = store.size()
             if size < self.end or start < self.start:  # not the store it was (replaced, or a tampered copy)
                 self.start, self.end, self.links = 0, 0, []
@@ -97,8 +118,8 @@ _TAILS_LOCK: Final = threading.Lock()
 
 def find_links(store: Store, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
     """(occurred_at, log index, subject) of every ``kind`` link for ``key`` with start <= occurred_at < end,
-    ordered by occurred_at then index: those the store holds and those of the entries after its latest
-    checkpoint, whose links are written at the next seal."""
+    ordered by occurred_at then index: those the store holds and those of the entries whose links are not
+    written yet (see the module's docstring)."""
     with _TAILS_LOCK:
         tail = _TAILS.get(store)
         if tail is None:

@@ -6,7 +6,8 @@ One Ledger instance is the single sequencer of its log. Per batch:
    DSSE signature, and every event (model.decode_event);
 2. sequence: log index, recorded_at (the ledger's HLC), prev (per-subject chain link), lifecycle verdict;
 3. integrate: append leaf hashes to the compact range of the tree and of the current block (pure);
-4. commit: one store transaction holds the entries, the envelope, new tree nodes and any seal;
+4. commit: one store transaction holds the entries, the envelope, new tree nodes, any seal, and a slice of
+   the latest seal's lineage links and subject-map nodes (written after it, see _SealDebt);
 5. publish: a block that has reached its size or age gets a seal entry and a signed checkpoint.
 
 In-memory state changes only after the store commits, so a failed write leaves the ledger as it was.
@@ -68,7 +69,7 @@ from lineage_ledger.errors import (
     RoutingError,
     StoreError,
 )
-from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes
+from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes, unwritten_map
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, entry_links, event_links
 from lineage_ledger.store import open_store
@@ -154,6 +155,51 @@ class _Part:
     events: Sequence[Event]
     positions: list[int]
     duplicates: dict[int, Receipt]
+
+
+class _SealDebt:
+    """What the latest seal still owes the store: its block's lineage links and subject-map nodes.
+
+    Written in the seal's own commit, they made it the slowest commit by far (a block's links land on a page
+    per distinct key, and the nodes on a page per random hash): every event waiting behind it waited for
+    all of them. So they are written a slice with each commit after the seal instead, sorted so a slice
+    touches neighbouring pages, the map root last, and whatever is left goes with the next seal. A stored
+    root therefore means the block's links and nodes are all stored; until it is, readers derive them from
+    the block's entries (ledger.links, completeness.unwritten_map), and so does a writer opening the ledger.
+    """
+
+    __slots__ = ("link_pos", "links", "node_pos", "nodes")
+
+    def __init__(self, links: list[Link], nodes: dict[bytes, smt.Leaf | smt.Interior], root: bytes) -> None:
+        self.links = sorted(links)
+        self.nodes = sorted((h, encode_node(n)) for h, n in nodes.items() if h != root)
+        if root in nodes:
+            self.nodes.append((root, encode_node(nodes[root])))
+        self.link_pos = 0
+        self.node_pos = 0
+
+    def __len__(self) -> int:
+        return len(self.links) - self.link_pos + len(self.nodes) - self.node_pos
+
+    def slice(self, batch: BatchWrite, count: int) -> tuple[int, int]:
+        """Put the next ``count`` owed rows (links first) into ``batch``; returns the positions to
+        :meth:`advance` to once the batch is committed."""
+        links_end = min(len(self.links), self.link_pos + count)
+        batch.links.extend(self.links[self.link_pos : links_end])
+        count -= links_end - self.link_pos
+        nodes_end = min(len(self.nodes), self.node_pos + max(count, 0))
+        batch.map_nodes.extend(self.nodes[self.node_pos : nodes_end])
+        return links_end, nodes_end
+
+    def advance(self, to: tuple[int, int]) -> None:
+        self.link_pos, self.node_pos = to
+
+
+DEBT_SLICE_MIN: Final = 1024
+"""Owed rows (ledger._SealDebt) written with a commit after a seal: at least this many, and ..."""
+DEBT_SLICE_PER_ENTRY: Final = 4
+"""... this many per entry of the commit, so a block's debt (about one link per event and a few map nodes
+per subject) is paid well before the next seal even by small commits."""
 
 
 @dataclass(slots=True)
@@ -259,8 +305,24 @@ class Ledger:
         try:
             if self._pipeline is not None:
                 self._pipeline.close()
+            self._pay_debt()
         finally:
             self.store.close()
+
+    def _pay_debt(self) -> None:
+        """Write what the latest seal still owes (_SealDebt). A failure is logged, not raised: the debt
+        follows from the entries, and the next writer to open the ledger derives it again."""
+        debt = self._debt
+        if debt is None or not len(debt):
+            return
+        batch = BatchWrite()
+        to = debt.slice(batch, len(debt))
+        try:
+            self.store.write(batch)
+        except StoreError as e:
+            _log.warning("could not write the latest seal's links and map nodes (the next writer will): %s", e)
+            return
+        debt.advance(to)
 
     def __enter__(self) -> Ledger:
         return self
@@ -288,6 +350,7 @@ class Ledger:
         self._block_first = 0
         self._map_root = smt.EMPTY
         self._map_reader = MapReader(store)
+        self._debt: _SealDebt | None = None
         if seals:
             last = seals[-1]
             seal = decode_entry(last.body)
@@ -297,6 +360,9 @@ class Ledger:
             self._prev_header = header_hash(seal.block)
             self._block_first = seal.index + 1
             self._map_root = bytes.fromhex(seal.block.subjects_root)
+            owed = unwritten_map(store, last.index, seal, self._map_reader)
+            if owed:  # the writer stopped before the seal's links and map nodes were all written
+                self._debt = _SealDebt(entry_links(store.entries(seal.block.first, last.index)), owed, self._map_root)
         # chain heads changed since the last seal, for the next seal's subject map
         self._touched: dict[str, tuple[bytes, int, int]] = {}
         pending = [r for r in store.entries(self._block_first, self.size) if r.subject != BLOCKS_SUBJECT]
@@ -810,15 +876,19 @@ class Ledger:
         batch.nodes = nodes
         links, batch.links = batch.links, []  # held until the seal (ledger.links)
         seal = None
+        debt = self._debt
+        paid = (0, 0)
         block_len = size - self._block_first
         if block_len >= self.settings.block_size or (
             self._monotonic() - self._block_started >= self.settings.block_seconds
         ):
             seal = self._seal_rows(tree, block, size, hlc_first, last_recorded, visit, {**self._touched, **touched})
-            batch.links = sorted([*self._pending_links, *links])
             batch.entries = [*rows, seal[0]]
             batch.checkpoint = seal[1]
-            batch.map_nodes = [(h, encode_node(n)) for h, n in seal[3].items()]
+            if debt is not None:  # the previous seal's remainder: all of it, so at most one block is owed
+                paid = debt.slice(batch, len(debt))
+        elif debt is not None and len(debt):
+            paid = debt.slice(batch, max(DEBT_SLICE_MIN, DEBT_SLICE_PER_ENTRY * len(rows)))
         if deferred is None:
             self._write(batch)
         else:
@@ -828,8 +898,10 @@ class Ledger:
         self.size = batch.entries[-1].index + 1
         for subject, value in subject_updates:
             self._remember(subject, value)
+        if debt is not None:
+            debt.advance(paid)
         if seal is not None:
-            self._adopt_seal(seal)
+            self._adopt_seal(seal, [*self._pending_links, *links])
         else:
             self._touched.update(touched)
             self._pending_links.extend(links)
@@ -873,11 +945,21 @@ class Ledger:
         return row, CheckpointRow(size + 1, note), header, map_nodes
 
     def _adopt_seal(
-        self, seal: tuple[EntryRow, CheckpointRow, BlockHeader, dict[bytes, smt.Leaf | smt.Interior]]
+        self,
+        seal: tuple[EntryRow, CheckpointRow, BlockHeader, dict[bytes, smt.Leaf | smt.Interior]],
+        owed_links: list[Link] | None = None,
     ) -> None:
+        """Adopt a committed seal. Given ``owed_links``, its links and map nodes are still to be written
+        (_SealDebt); otherwise they were written with it."""
         row, checkpoint, header, map_nodes = seal
-        self._map_reader.add(map_nodes)
         self._map_root = bytes.fromhex(header.subjects_root)
+        self._map_reader.release()  # the previous seal's debt was paid with this commit at the latest
+        if owed_links is None:
+            self._map_reader.add(map_nodes)
+            self._debt = None
+        else:
+            self._map_reader.hold(map_nodes)
+            self._debt = _SealDebt(owed_links, map_nodes, self._map_root)
         self._touched = {}
         self._pending_links = []
         self._seal_head = row.leaf
@@ -893,7 +975,9 @@ class Ledger:
             gc.freeze()
 
     def seal(self) -> CheckpointRow | None:
-        """Seal the open block now (if it holds any entry) and return the new signed checkpoint."""
+        """Seal the open block now (if it holds any entry) and return the new signed checkpoint. Unlike the
+        seals appends make, this one writes the block's links and map nodes with it (and anything the previous
+        seal still owed)."""
         self._settle()
         self._fresh()
         if self.size == self._block_first:
@@ -907,15 +991,16 @@ class Ledger:
         tree = self._tree.copy()
         last = decode_entry(self.store.entry(self.size - 1).body).recorded_at
         seal = self._seal_rows(tree, self._block, self.size, self._block_hlc_first or last, last, visit, self._touched)
-        self._write(
-            BatchWrite(
-                entries=[seal[0]],
-                nodes=nodes,
-                checkpoint=seal[1],
-                map_nodes=[(h, encode_node(n)) for h, n in seal[3].items()],
-                links=sorted(self._pending_links),
-            )
+        batch = BatchWrite(
+            entries=[seal[0]],
+            nodes=nodes,
+            checkpoint=seal[1],
+            map_nodes=[(h, encode_node(n)) for h, n in seal[3].items()],
+            links=sorted(self._pending_links),
         )
+        if self._debt is not None:
+            self._debt.slice(batch, len(self._debt))
+        self._write(batch)
         self._tree = tree
         self.size += 1
         self._adopt_seal(seal)

@@ -473,6 +473,20 @@ class TestTypedRoundTrip:
         assert data == rfc8785.dumps(msgspec.to_builtins(event))
         assert decode_event(data) == event
 
+    def test_policy_document_keys_sort_by_utf16_code_units(self) -> None:
+        # U+10000 is D800 DC00 in UTF-16, so it sorts before U+E000 there, after it by code point
+        event = PolicyEvent(
+            event_id="00000000-0000-7000-8000-000000000000",
+            event_type="POLICY_CHANGED",
+            policy_id="0",
+            occurred_at=format_reading(0, 0),
+            schema_version=1,
+            payload=PolicyPayload(policy_version="0", document={"\ue000": None, "\U00010000": None}),
+        )
+        data = encode_event(event)
+        assert data.index("\U00010000".encode()) < data.index("\ue000".encode())
+        assert data == rfc8785.dumps(msgspec.to_builtins(event))
+
     @given(st.one_of(TOKEN_EVENTS, POLICY_EVENTS, DATA_EVENTS))
     def test_round_trip(self, event: Event) -> None:
         data = encode_event(event)

@@ -66,14 +66,15 @@ class MapReader:
             self._remember(digest, node)
 
     def hold(self, nodes: dict[bytes, smt.Leaf | smt.Interior]) -> None:
-        """Keep ``nodes`` outside the bounded cache until :meth:`release`: they are not all stored yet (the
-        writer writes a sealed block's nodes after its seal), so they must not be evicted and then missed."""
-        self._held.update(nodes)
+        """Cache ``nodes`` and keep answering from them until :meth:`release` even once the bounded cache
+        has evicted them: they are not all stored yet (the writer writes a sealed block's nodes after its
+        seal). Holds the caller's dict, not a copy."""
+        self.add(nodes)
+        self._held = nodes
 
     def release(self) -> None:
-        """The held nodes are stored now: move them into the cache."""
-        held, self._held = self._held, {}
-        self.add(held)
+        """The held nodes are all stored now: read them from the store once they leave the cache."""
+        self._held = {}
 
     def _get(self, digest: bytes) -> smt.Leaf | smt.Interior | None:
         node = self._cache.get(digest)

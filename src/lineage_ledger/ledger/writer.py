@@ -168,13 +168,14 @@ class _SealDebt:
     the block's entries (ledger.links, completeness.unwritten_map), and so does a writer opening the ledger.
     """
 
-    __slots__ = ("link_pos", "links", "node_pos", "nodes")
+    __slots__ = ("link_pos", "links", "node_of", "node_pos", "nodes")
 
     def __init__(self, links: list[Link], nodes: dict[bytes, smt.Leaf | smt.Interior], root: bytes) -> None:
         self.links = sorted(links)
-        self.nodes = sorted((h, encode_node(n)) for h, n in nodes.items() if h != root)
+        self.node_of = nodes
+        self.nodes = sorted(h for h in nodes if h != root)  # encoded a slice at a time
         if root in nodes:
-            self.nodes.append((root, encode_node(nodes[root])))
+            self.nodes.append(root)
         self.link_pos = 0
         self.node_pos = 0
 
@@ -188,7 +189,8 @@ class _SealDebt:
         batch.links.extend(self.links[self.link_pos : links_end])
         count -= links_end - self.link_pos
         nodes_end = min(len(self.nodes), self.node_pos + max(count, 0))
-        batch.map_nodes.extend(self.nodes[self.node_pos : nodes_end])
+        node_of = self.node_of
+        batch.map_nodes.extend((h, encode_node(node_of[h])) for h in self.nodes[self.node_pos : nodes_end])
         return links_end, nodes_end
 
     def advance(self, to: tuple[int, int]) -> None:

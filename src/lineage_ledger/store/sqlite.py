@@ -12,6 +12,7 @@ The subject index is written in runs, not with each entry (see :class:`_SubjectR
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import sqlite3
 import threading
@@ -147,18 +148,33 @@ class _SubjectRuns:
     the writer now gathers ``SUBJECT_RUN`` entries, sorts their (subject, idx) pairs, and writes them a
     slice with each later commit: each page then takes all of the run's rows for it at once. The last
     slice's commit records the run's end in ``subject_index_mark``. Reads take the indexed entries below
-    the mark from ``subject_index`` and scan the few thousand above it (a range of the primary key), in
-    one statement, so one snapshot. A writer killed mid-run leaves some of its rows and no mark: the next
-    one to open the file starts the run again and "insert or ignore" skips what is there.
+    the mark from ``subject_index``, and the few thousand above it from this object's map of them (in the
+    writer's process) or by scanning them (a range of the primary key; a reader elsewhere). A writer
+    killed mid-run leaves some of its rows and no mark: the next one to open the file starts the run again
+    and "insert or ignore" skips what is there.
     """
 
     def __init__(self, mark: int, tail: list[tuple[str, int]]) -> None:
+        self.lock = threading.Lock()
+        """Held while the committed state changes (adopt) and while a reader takes a snapshot of it."""
         self.mark = mark
         self.tail = tail
         """(subject, idx) of the entries at or above the mark, in log order."""
+        self.where: dict[str, list[int]] = {}
+        """subject -> idx of its entries in the tail, ascending."""
+        for subject, idx in tail:
+            self.where.setdefault(subject, []).append(idx)
         self.run: list[tuple[str, int]] = []
         self.pos = 0
         self.run_end = mark
+
+    def snapshot(self, subjects: Iterable[str]) -> tuple[int, list[int]]:
+        """The mark and the tail's entries of ``subjects``, as of the latest commit."""
+        with self.lock:
+            found: list[int] = []
+            for subject in subjects:
+                found.extend(self.where.get(subject, ()))
+            return self.mark, found
 
     def plan(self, entries: Sequence[EntryRow]) -> tuple[list[tuple[str, int]], int | None, int]:
         """The index rows to write with ``entries``, the mark to record with them (if the run ends), and the
@@ -177,13 +193,27 @@ class _SubjectRuns:
         return rows, self.run_end if end == len(self.run) else None, end
 
     def adopt(self, entries: Sequence[EntryRow], mark: int | None, pos: int) -> None:
-        self.tail.extend((e.subject, e.index) for e in entries if e.index >= self.mark)
-        self.pos = pos
-        if mark is not None:
-            self.mark = mark
-            self.tail = [item for item in self.tail if item[1] >= mark]
-            self.run = []
-            self.pos = 0
+        with self.lock:
+            where = self.where
+            for e in entries:
+                if e.index >= self.mark:
+                    self.tail.append((e.subject, e.index))
+                    found = where.get(e.subject)
+                    if found is None:
+                        where[e.subject] = [e.index]
+                    elif e.index > found[-1]:
+                        found.append(e.index)
+                    else:
+                        bisect.insort(found, e.index)
+            self.pos = pos
+            if mark is not None:
+                self.mark = mark
+                self.tail = [item for item in self.tail if item[1] >= mark]
+                self.where = {}
+                for subject, idx in sorted(self.tail, key=lambda item: item[1]):
+                    self.where.setdefault(subject, []).append(idx)
+                self.run = []
+                self.pos = 0
 
 
 def _triggers() -> str:
@@ -489,6 +519,21 @@ class SQLiteStore:
     def subject_entries(self, subjects: Iterable[str]) -> list[EntryRow]:
         wanted = list(dict.fromkeys(subjects))
         out: list[EntryRow] = []
+        if self._runs is not None:  # the writer's process: the tail's entries are known without a scan
+            mark, tail = self._runs.snapshot(wanted)
+            for i in range(0, len(wanted), 900):
+                chunk = wanted[i : i + 900]
+                out.extend(
+                    _entry(r)
+                    for r in self._all(
+                        f"SELECT {_ENTRY_COLS} FROM entries WHERE idx IN (SELECT idx FROM subject_index "
+                        f"WHERE subject IN ({','.join('?' * len(chunk))}) AND idx < ?)",
+                        [*chunk, mark],
+                    )
+                )
+            out.extend(self.entries_at(tail))
+            out.sort(key=lambda r: (r.subject, r.index))
+            return out
         for i in range(0, len(wanted), 450):
             chunk = wanted[i : i + 450]
             out.extend(_entry(r) for r in self._by_subject(f"subject IN ({','.join('?' * len(chunk))})", chunk))

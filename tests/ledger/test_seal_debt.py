@@ -19,7 +19,7 @@ from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.offline import verify_bundle
 from lineage_ledger.store import open_store
-from lineage_ledger.store.base import Store
+from lineage_ledger.store.base import BatchWrite, Store
 from tests.ledger.test_lineage import Book, tokens
 from tests.ledger.test_links import QUERIES, _answers, _workload
 
@@ -139,3 +139,23 @@ def test_a_block_whose_entries_do_not_give_its_seals_map_root_is_refused_on_open
         db.close()
     with pytest.raises(LedgerError, match="block 0's entries give subject-map root"):
         Ledger.open(sealing.url, sealing.log)
+
+
+def test_once_paid_the_debt_is_not_written_again(sealing: Book, monkeypatch: pytest.MonkeyPatch) -> None:
+    _workload(sealing, "one", 0)
+    sealing.ledger.settings = dataclasses.replace(sealing.ledger.settings, block_size=100_000)
+    store = sealing.ledger.store
+    owed: list[int] = []
+    write = store.write
+
+    def counting(batch: BatchWrite) -> None:
+        owed.append(len(batch.links) + len(batch.map_nodes))
+        write(batch)
+
+    monkeypatch.setattr(store, "write", counting)
+    a = tokens("one-a")[0]
+    for n in range(4):
+        sealing.token("USED", a, 50 + n, resource="/t", outcome="ALLOW")
+    assert owed[0] > 0  # the first commit after the seal pays it all (fewer than 1,024 rows)
+    assert owed[1:] == [0, 0, 0]
+    assert _root_stored(store)

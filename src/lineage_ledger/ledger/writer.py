@@ -879,7 +879,7 @@ class Ledger:
         links, batch.links = batch.links, []  # held until the seal (ledger.links)
         seal = None
         debt = self._debt
-        paid = (0, 0)
+        paid: tuple[int, int] | None = None
         block_len = size - self._block_first
         if block_len >= self.settings.block_size or (
             self._monotonic() - self._block_started >= self.settings.block_seconds
@@ -900,7 +900,7 @@ class Ledger:
         self.size = batch.entries[-1].index + 1
         for subject, value in subject_updates:
             self._remember(subject, value)
-        if debt is not None:
+        if debt is not None and paid is not None:
             debt.advance(paid)
         if seal is not None:
             self._adopt_seal(seal, [*self._pending_links, *links])

@@ -697,3 +697,5 @@ class SQLiteStore:
                 if self._reads is not self._db:
                     self._reads.close()
             self._db.close()
+            if self._runs is not None:  # its memory can go back to the system (the arena of the commit thread)
+                self._runs = _SubjectRuns(self._runs.mark, [])

@@ -148,10 +148,11 @@ class _SubjectRuns:
     the writer now gathers ``SUBJECT_RUN`` entries, sorts their (subject, idx) pairs, and writes them a
     slice with each later commit: each page then takes all of the run's rows for it at once. The last
     slice's commit records the run's end in ``subject_index_mark``. Reads take the indexed entries below
-    the mark from ``subject_index``, and the few thousand above it from this object's map of them (in the
-    writer's process) or by scanning them (a range of the primary key; a reader elsewhere). A writer
-    killed mid-run leaves some of its rows and no mark: the next one to open the file starts the run again
-    and "insert or ignore" skips what is there.
+    the mark from ``subject_index``, and the few thousand above it from this object's map of them: the
+    writer's store keeps it up to date as it commits, a read-only store reads the (subject, idx) of the
+    entries added since its last look before each answer (:meth:`SQLiteStore._tail`). A writer killed
+    mid-run leaves some of its rows and no mark: the next one to open the file starts the run again and
+    "insert or ignore" skips what is there.
     """
 
     def __init__(self, mark: int, tail: list[tuple[str, int]]) -> None:
@@ -164,6 +165,8 @@ class _SubjectRuns:
         """subject -> idx of its entries in the tail, ascending."""
         for subject, idx in tail:
             self.where.setdefault(subject, []).append(idx)
+        self.end = tail[-1][1] + 1 if tail else mark
+        """A reader's: the entries below this index have been looked at."""
         self.run: list[tuple[str, int]] = []
         self.pos = 0
         self.run_end = mark
@@ -175,6 +178,13 @@ class _SubjectRuns:
             for subject in subjects:
                 found.extend(self.where.get(subject, ()))
             return self.mark, found
+
+    def snapshot_prefix(self, prefix: str) -> tuple[int, list[int]]:
+        """The mark and the tail's entries of every subject starting with ``prefix``."""
+        with self.lock:
+            return self.mark, [
+                idx for subject, found in self.where.items() if subject.startswith(prefix) for idx in found
+            ]
 
     def plan(self, entries: Sequence[EntryRow]) -> tuple[list[tuple[str, int]], int | None, int]:
         """The index rows to write with ``entries``, the mark to record with them (if the run ends), and the
@@ -193,27 +203,39 @@ class _SubjectRuns:
         return rows, self.run_end if end == len(self.run) else None, end
 
     def adopt(self, entries: Sequence[EntryRow], mark: int | None, pos: int) -> None:
+        """The writer's: ``entries`` and the index rows planned with them are committed."""
         with self.lock:
-            where = self.where
-            for e in entries:
-                if e.index >= self.mark:
-                    self.tail.append((e.subject, e.index))
-                    found = where.get(e.subject)
-                    if found is None:
-                        where[e.subject] = [e.index]
-                    elif e.index > found[-1]:
-                        found.append(e.index)
-                    else:
-                        bisect.insort(found, e.index)
+            self.add((e.subject, e.index) for e in entries)
             self.pos = pos
             if mark is not None:
-                self.mark = mark
-                self.tail = [item for item in self.tail if item[1] >= mark]
-                self.where = {}
-                for subject, idx in sorted(self.tail, key=lambda item: item[1]):
-                    self.where.setdefault(subject, []).append(idx)
-                self.run = []
-                self.pos = 0
+                self.advance(mark)
+
+    def add(self, pairs: Iterable[tuple[str, int]]) -> None:
+        """Add committed entries' (subject, idx) to the tail (the caller holds the lock)."""
+        where = self.where
+        for subject, idx in pairs:
+            if idx < self.mark:
+                continue
+            self.tail.append((subject, idx))
+            self.end = max(self.end, idx + 1)
+            found = where.get(subject)
+            if found is None:
+                where[subject] = [idx]
+            elif idx > found[-1]:
+                found.append(idx)
+            else:
+                bisect.insort(found, idx)
+
+    def advance(self, mark: int) -> None:
+        """The entries below ``mark`` are indexed now: drop them from the tail (the caller holds the lock)."""
+        self.mark = mark
+        self.tail = [item for item in self.tail if item[1] >= mark]
+        self.where = {}
+        for subject, idx in sorted(self.tail, key=lambda item: item[1]):
+            self.where.setdefault(subject, []).append(idx)
+        self.end = max(self.end, mark)
+        self.run = []
+        self.pos = 0
 
 
 def _triggers() -> str:
@@ -331,6 +353,8 @@ class SQLiteStore:
                 self._db.executescript(_SCHEMA + _triggers())
                 self._runs = self._open_runs()
             self._legacy = not self._has("table", "subject_index")
+            self._seen: _SubjectRuns | None = None
+            """A read-only store's view of the unindexed tail (see _tail)."""
             """A ledger written before the subject index was written in runs, opened read-only: its entries
             carry the old index on (subject, idx) instead."""
         except sqlite3.Error as e:
@@ -505,22 +529,27 @@ class SQLiteStore:
                 out[row[2]] = _entry(row)
         return out
 
-    def _by_subject(self, condition: str, params: Sequence[Any]) -> list[Any]:
-        """Entries whose subject meets ``condition``: from subject_index below the mark, scanned above it."""
-        if self._legacy:
-            return self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE {condition}", params)
-        return self._all(
-            f"SELECT {_ENTRY_COLS} FROM entries WHERE idx IN "
-            f"(SELECT idx FROM subject_index WHERE {condition} AND idx < {_MARK}) "
-            f"UNION ALL SELECT {_ENTRY_COLS} FROM entries WHERE idx >= {_MARK} AND {condition}",
-            [*params, *params],
-        )
+    def _tail(self) -> _SubjectRuns:
+        """The unindexed tail's map: the writer's own, or, read-only, brought up to date with the entries
+        committed since the last call (usually none or a few: a query does not rescan the tail)."""
+        if self._runs is not None:
+            return self._runs
+        with self._read_lock:
+            mark = int(self._all(f"SELECT {_MARK}")[0][0])
+            seen = self._seen
+            if seen is None or mark < seen.mark:  # first use, or not the file it was
+                seen = self._seen = _SubjectRuns(mark, [])
+            with seen.lock:
+                if mark > seen.mark:
+                    seen.advance(mark)
+                seen.add(self._all("SELECT subject, idx FROM entries WHERE idx >= ? ORDER BY idx", (seen.end,)))
+            return seen
 
     def subject_entries(self, subjects: Iterable[str]) -> list[EntryRow]:
         wanted = list(dict.fromkeys(subjects))
         out: list[EntryRow] = []
-        if self._runs is not None:  # the writer's process: the tail's entries are known without a scan
-            mark, tail = self._runs.snapshot(wanted)
+        if not self._legacy:
+            mark, tail = self._tail().snapshot(wanted)
             for i in range(0, len(wanted), 900):
                 chunk = wanted[i : i + 900]
                 out.extend(
@@ -534,15 +563,30 @@ class SQLiteStore:
             out.extend(self.entries_at(tail))
             out.sort(key=lambda r: (r.subject, r.index))
             return out
-        for i in range(0, len(wanted), 450):
-            chunk = wanted[i : i + 450]
-            out.extend(_entry(r) for r in self._by_subject(f"subject IN ({','.join('?' * len(chunk))})", chunk))
+        for i in range(0, len(wanted), 900):  # a ledger from before the runs, read-only
+            chunk = wanted[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                _entry(r) for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE subject IN ({marks})", chunk)
+            )
         out.sort(key=lambda r: (r.subject, r.index))
         return out
 
     def subjects_with_prefix(self, prefix: str) -> list[EntryRow]:
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        out = [_entry(r) for r in self._by_subject("subject >= ? AND subject < ?", (prefix, upper))]
+        if self._legacy:
+            rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE subject >= ? AND subject < ?", (prefix, upper))
+            return sorted((_entry(r) for r in rows), key=lambda r: r.index)
+        mark, tail = self._tail().snapshot_prefix(prefix)
+        out = [
+            _entry(r)
+            for r in self._all(
+                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx IN "
+                "(SELECT idx FROM subject_index WHERE subject >= ? AND subject < ? AND idx < ?)",
+                (prefix, upper, mark),
+            )
+        ]
+        out.extend(self.entries_at(tail))
         out.sort(key=lambda r: r.index)
         return out
 

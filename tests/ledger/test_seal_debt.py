@@ -66,8 +66,8 @@ def _stored(store: Store) -> dict[tuple[str, str], list[tuple[str, int, str]]]:
 def test_an_automatic_seal_owes_its_links_and_readers_still_see_them(
     plain: Book, sealing: Book, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "DEBT_SLICE_MIN", 1)  # one owed row per commit, to watch it being paid
-    monkeypatch.setattr(writer, "DEBT_SLICE_PER_ENTRY", 0)
+    # one owed row per commit, to watch it being paid
+    monkeypatch.setattr(writer._SealDebt, "slice_for", lambda _debt, _entries, _block_size: 1)
     expected = _answers(plain)
     assert [i for _, i, _ in expected[("resource", "/r")]] == [4, 5]
     reader = open_store(sealing.url, readonly=True)
@@ -119,7 +119,7 @@ def test_a_writer_stopped_while_owing_loses_nothing(plain: Book, sealing: Book) 
     store = reopened.store
     assert not _root_stored(store)
     assert _answers(sealing) == _answers(plain)
-    # the reopened writer owes the same rows again: its next commit pays them (a slice of at least 1,024)
+    # the reopened writer owes the same rows again: its next commit pays them (a slice of at least 256)
     sealing.token("USED", tokens("one-a")[0], 50, resource="/t", outcome="ALLOW")
     assert _root_stored(store)
     assert _stored(store) == _answers(plain)
@@ -156,6 +156,6 @@ def test_once_paid_the_debt_is_not_written_again(sealing: Book, monkeypatch: pyt
     a = tokens("one-a")[0]
     for n in range(4):
         sealing.token("USED", a, 50 + n, resource="/t", outcome="ALLOW")
-    assert owed[0] > 0  # the first commit after the seal pays it all (fewer than 1,024 rows)
+    assert owed[0] > 0  # the first commit after the seal pays it all (fewer than 256 rows)
     assert owed[1:] == [0, 0, 0]
     assert _root_stored(store)

@@ -166,25 +166,40 @@ class _SealDebt:
     touches neighbouring pages, the map root last, and whatever is left goes with the next seal. A stored
     root therefore means the block's links and nodes are all stored; until it is, readers derive them from
     the block's entries (ledger.links, completeness.unwritten_map), and so does a writer opening the ledger.
+
+    Sorting waits for the first slice (the seal's own append is the one every queued event waits for), and
+    the slices are sized so the debt is paid over about half a block (``slice_for``).
     """
 
-    __slots__ = ("link_pos", "links", "node_of", "node_pos", "nodes")
+    __slots__ = ("link_pos", "links", "node_of", "node_pos", "nodes", "root", "sorted", "total")
 
     def __init__(self, links: list[Link], nodes: dict[bytes, smt.Leaf | smt.Interior], root: bytes) -> None:
-        self.links = sorted(links)
+        self.links = links
         self.node_of = nodes
-        self.nodes = sorted(h for h in nodes if h != root)  # encoded a slice at a time
-        if root in nodes:
-            self.nodes.append(root)
+        self.nodes: list[bytes] = []
+        self.root = root
+        self.sorted = False
+        self.total = len(links) + len(nodes)
         self.link_pos = 0
         self.node_pos = 0
 
     def __len__(self) -> int:
-        return len(self.links) - self.link_pos + len(self.nodes) - self.node_pos
+        return self.total - self.link_pos - self.node_pos
+
+    def slice_for(self, entries: int, block_size: int) -> int:
+        """How many owed rows go with a commit of ``entries`` entries: enough to pay the whole debt over half a
+        block's worth of entries, and at least DEBT_SLICE_MIN."""
+        return max(DEBT_SLICE_MIN, -(-2 * self.total * entries // max(block_size, 1)))
 
     def slice(self, batch: BatchWrite, count: int) -> tuple[int, int]:
         """Put the next ``count`` owed rows (links first) into ``batch``; returns the positions to
         :meth:`advance` to once the batch is committed."""
+        if not self.sorted:  # by kind and key only: that is what puts neighbouring rows on one page
+            self.links.sort(key=_link_page)
+            self.nodes = sorted(h for h in self.node_of if h != self.root)  # encoded a slice at a time
+            if self.root in self.node_of:
+                self.nodes.append(self.root)
+            self.sorted = True
         links_end = min(len(self.links), self.link_pos + count)
         batch.links.extend(self.links[self.link_pos : links_end])
         count -= links_end - self.link_pos
@@ -197,11 +212,12 @@ class _SealDebt:
         self.link_pos, self.node_pos = to
 
 
-DEBT_SLICE_MIN: Final = 1024
-"""Owed rows (ledger._SealDebt) written with a commit after a seal: at least this many, and ..."""
-DEBT_SLICE_PER_ENTRY: Final = 4
-"""... this many per entry of the commit, so a block's debt (about one link per event and a few map nodes
-per subject) is paid well before the next seal even by small commits."""
+DEBT_SLICE_MIN: Final = 256
+"""Owed rows (ledger._SealDebt) written with a commit after a seal: at least this many."""
+
+
+def _link_page(link: Link) -> str:
+    return link[0] + "\x00" + link[1]
 
 
 @dataclass(slots=True)
@@ -890,7 +906,7 @@ class Ledger:
             if debt is not None:  # the previous seal's remainder: all of it, so at most one block is owed
                 paid = debt.slice(batch, len(debt))
         elif debt is not None and len(debt):
-            paid = debt.slice(batch, max(DEBT_SLICE_MIN, DEBT_SLICE_PER_ENTRY * len(rows)))
+            paid = debt.slice(batch, debt.slice_for(len(rows), self.settings.block_size))
         if deferred is None:
             self._write(batch)
         else:

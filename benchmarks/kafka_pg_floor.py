@@ -77,9 +77,10 @@ def _consume(
         started = time.time()
         while done < expected:
             for message in consumer.consume(num_messages=64, timeout=1.0):
-                if message.error():
-                    raise RuntimeError(str(message.error()))
-                for event in open_envelope(decode_envelope(message.value())).events:
+                value = message.value()
+                if message.error() or value is None:
+                    raise RuntimeError(f"no message: {message.error()}")
+                for event in open_envelope(decode_envelope(value)).events:
                     body = bytes(event)
                     rows.append((index, sha256(b"\x00" + body).digest(), body))
                     index += 1

@@ -72,6 +72,16 @@ def _messages(events: int) -> list[tuple[bytes, int, int]]:
     return out
 
 
+def produce(producer: Any, topic: str, value: bytes, partition: int) -> None:
+    """Publish one message, waiting for room when the producer's queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value=value, partition=partition)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 def _consume_shard(
     url: str, bootstrap: str, topic: str, partitions: list[int], warm: int, expected: int, ready: Any, warmed: Any
 ) -> Any:
@@ -166,12 +176,7 @@ def _run(
                     ahead = sent / rate - (time.time() - started)
                     if ahead > 0:
                         time.sleep(ahead)
-                while True:
-                    try:
-                        producer.produce(topic, value=value, partition=partition)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce(producer, topic, value, partition)
                 producer.poll(0)
                 sent += count
             producer.flush(120)

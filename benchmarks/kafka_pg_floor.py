@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from bench_kafka import PARTITIONS, _messages
+    from bench_kafka import PARTITIONS, _messages, produce
     from tests.services import running_postgres, sql
     from tests.services_kafka import running_kafka
 except ModuleNotFoundError:  # run as a script: the repository root is not on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_kafka import PARTITIONS, _messages
+    from bench_kafka import PARTITIONS, _messages, produce
     from tests.services import running_postgres, sql
     from tests.services_kafka import running_kafka
 
@@ -73,6 +73,14 @@ def _consume(
     index = 0
     rows: list[tuple[int, bytes, bytes]] = []
     with psycopg.connect(url) as conn:
+
+        def store(rows: list[tuple[int, bytes, bytes]]) -> int:
+            with conn.cursor() as cur, cur.copy(f"COPY {table} (idx, leaf, body) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+            return len(rows)
+
         go.wait()
         started = time.time()
         while done < expected:
@@ -85,18 +93,10 @@ def _consume(
                     rows.append((index, sha256(b"\x00" + body).digest(), body))
                     index += 1
                 if len(rows) >= COMMIT_EVERY:
-                    with conn.cursor() as cur, cur.copy(f"COPY {table} (idx, leaf, body) FROM STDIN") as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    conn.commit()
-                    done += len(rows)
+                    done += store(rows)
                     rows = []
             if rows and done + len(rows) >= expected:
-                with conn.cursor() as cur, cur.copy(f"COPY {table} (idx, leaf, body) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                conn.commit()
-                done += len(rows)
+                done += store(rows)
                 rows = []
         finished = time.time()
     consumer.close()
@@ -118,12 +118,7 @@ def main() -> None:
             cluster.create_topic(topic, partitions=PARTITIONS, replication_factor=1)
             producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
             for value, partition, _ in messages:
-                while True:
-                    try:
-                        producer.produce(topic, value=value, partition=partition)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce(producer, topic, value, partition)
             producer.flush(120)
             tables = []
             for c in range(consumers):

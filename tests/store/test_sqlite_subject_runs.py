@@ -144,3 +144,18 @@ def test_an_entry_written_below_the_mark_is_indexed_at_once(store: Store, path: 
     store.write(BatchWrite(entries=[low]))
     everything = [low, *everything]
     _check(store, everything)
+
+
+def test_an_entry_written_into_a_run_being_written_is_indexed_at_once(store: Store, path: str) -> None:
+    rng = random.Random(9)
+    everything = _write(store, 10, 9, rng)  # a run of 8 (10 to 17) is due; the next commit starts it
+    everything += _write(store, 30, 1, rng)
+    assert _mark(path) == 0
+    inside = _row(5, "token:c", "inside")  # not yet indexed, below where the run will put the mark
+    store.write(BatchWrite(entries=[inside]))
+    everything = [inside, *everything]
+    for _ in range(4):
+        everything += _write(store, everything[-1].index + 1, 1, rng)
+        _check(store, everything)
+    assert _mark(path) > 5
+    _check(store, everything)

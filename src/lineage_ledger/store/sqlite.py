@@ -133,8 +133,9 @@ SUBJECT_RUN: Final = 8192
 """Entries indexed by subject together, in one sorted run (_SubjectRuns)."""
 _RUN_SLICE_MIN: Final = 1024
 _RUN_SLICE_PER_ENTRY: Final = 4
+"""A run is written at least _RUN_SLICE_MIN rows at a time, or this many per entry of the commit."""
 _MARK: Final = "(SELECT coalesce(max(through), 0) FROM subject_index_mark)"
-"""Entries below this index are in subject_index; those at or above it are found by scanning them."""
+"""Entries below this index are in subject_index; those at or above it are in the tail (_SubjectRuns)."""
 
 
 class _SubjectRuns:
@@ -190,12 +191,13 @@ class _SubjectRuns:
         """The index rows to write with ``entries``, the mark to record with them (if the run ends), and the
         run position to :meth:`adopt` once they are committed. Entries below the mark (written out of
         order) are indexed at once."""
-        rows = [(e.subject, e.index) for e in entries if e.index < self.mark]
         if not self.run and len(self.tail) >= SUBJECT_RUN:
             self.tail.sort(key=lambda item: item[1])
             self.run = sorted(self.tail[:SUBJECT_RUN])
             self.run_end = self.tail[SUBJECT_RUN][1] if len(self.tail) > SUBJECT_RUN else self.tail[-1][1] + 1
             self.pos = 0
+        below = self.run_end if self.run else self.mark  # the mark once this run is written
+        rows = [(e.subject, e.index) for e in entries if e.index < below]
         if not self.run:
             return rows, None, 0
         end = min(len(self.run), self.pos + max(_RUN_SLICE_MIN, _RUN_SLICE_PER_ENTRY * len(entries)))

@@ -25,7 +25,7 @@ from lineage_ledger.core.entry import BLOCKS_SUBJECT, SealEntry, decode_entry
 from lineage_ledger.errors import LedgerError, NotFoundError, RootMismatchError, StoreError
 from lineage_ledger.store.base import Store
 
-__all__ = ["MapReader", "block_heads", "decode_node", "encode_node", "map_changes", "unwritten_map"]
+__all__ = ["MapReader", "block_heads", "decode_node", "encode_node", "map_changes", "seal_paid", "unwritten_map"]
 
 _LEAF: Final = b"L"
 _INTERIOR: Final = b"I"
@@ -154,6 +154,14 @@ def block_heads(store: Store, first: int, end: int) -> dict[str, tuple[bytes, in
     return heads
 
 
+def seal_paid(store: Store, seal: SealEntry) -> bool:
+    """True once ``seal``'s subject-map root is stored. The writer writes a sealed block's lineage links and
+    map nodes after the seal, a slice per commit, the root last (ledger.writer, _SealDebt): so then every
+    one of them is stored too."""
+    root = bytes.fromhex(seal.block.subjects_root)
+    return root == smt.EMPTY or store.map_node(root) is not None
+
+
 def unwritten_map(
     store: Store, seal_index: int, seal: SealEntry, reader: MapReader
 ) -> dict[bytes, smt.Leaf | smt.Interior]:
@@ -166,9 +174,9 @@ def unwritten_map(
     seal's ``subjects_root``, and holds them in ``reader`` so proofs under this seal can be made now.
     LedgerError if the entries do not give that root.
     """
-    root = bytes.fromhex(seal.block.subjects_root)
-    if root == smt.EMPTY or store.map_node(root) is not None:
+    if seal_paid(store, seal):
         return {}
+    root = bytes.fromhex(seal.block.subjects_root)
     first = seal.block.first
     previous = smt.EMPTY
     if first > 0:

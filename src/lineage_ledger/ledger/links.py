@@ -32,6 +32,7 @@ from typing import Final
 
 from lineage_ledger.core.entry import EventEntry, SealEntry, decode_entry
 from lineage_ledger.core.model import DataEvent, Event, TokenEvent, decode_event
+from lineage_ledger.ledger.completeness import seal_paid
 from lineage_ledger.store.base import EntryRow, Store
 
 __all__ = ["Link", "entry_links", "event_links", "find_links", "stored_below"]
@@ -77,7 +78,7 @@ def stored_below(store: Store, size: int) -> int:
     seal = decode_entry(store.entry(size - 1).body)
     if not isinstance(seal, SealEntry):  # not a ledger this writer wrote; verify names what is wrong
         return 0
-    return size if store.map_node(bytes.fromhex(seal.block.subjects_root)) is not None else seal.block.first
+    return size if seal_paid(store, seal) else seal.block.first
 
 
 class _Tail:

@@ -69,7 +69,7 @@ from lineage_ledger.errors import (
     RoutingError,
     StoreError,
 )
-from lineage_ledger.ledger.completeness import MapReader, encode_node, map_changes, unwritten_map
+from lineage_ledger.ledger.completeness import MapReader, block_heads, encode_node, map_changes, unwritten_map
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, entry_links, event_links
 from lineage_ledger.store import open_store
@@ -382,15 +382,9 @@ class Ledger:
             if owed:  # the writer stopped before the seal's links and map nodes were all written
                 self._debt = _SealDebt(entry_links(store.entries(seal.block.first, last.index)), owed, self._map_root)
         # chain heads changed since the last seal, for the next seal's subject map
-        self._touched: dict[str, tuple[bytes, int, int]] = {}
-        pending = [r for r in store.entries(self._block_first, self.size) if r.subject != BLOCKS_SUBJECT]
-        # the open block's links are written with its seal (ledger.links): until then they are derived
-        self._pending_links: list[Link] = entry_links(pending)
-        if pending:
-            counts: dict[str, int] = {}
-            for row in store.subject_entries({r.subject for r in pending}):
-                counts[row.subject] = counts.get(row.subject, 0) + 1
-                self._touched[row.subject] = (row.leaf, counts[row.subject], row.index)
+        self._touched: dict[str, tuple[bytes, int, int]] = block_heads(store, self._block_first, self.size)
+        # the open block's links are written after its seal (ledger.links): until then they are derived
+        self._pending_links: list[Link] = entry_links(store.entries(self._block_first, self.size))
         self._block = CompactRange()
         self._block.append_many(store.leaf_hashes(self._block_first, self.size - self._block_first))
         self._block_hlc_first = (

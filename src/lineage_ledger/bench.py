@@ -5,8 +5,9 @@ overlaps the next batch's checks and sequencing, as ``lineage ingest`` and the K
 ``Ledger.append`` after another (``ingest_unpipelined_events_per_s``).
 
 The floor writes the very rows the ledger wrote (same schema, same indexes, same batch size, same
-durability setting) with plain multi-row INSERTs (the fastest way we found to put rows into SQLite from
-Python, faster than executemany) plus one SHA-256 each, so ``ingest_to_floor`` says how much of
+durability setting) through the store's own write (multi-row INSERTs, the fastest way we found to put rows
+into SQLite from Python, and the subject index in sorted runs, as for the ledger) plus one SHA-256 each,
+so ``ingest_to_floor`` says how much of
 the machine's storage speed the ledger's checks, chains and tree leave over; comparing within one run keeps
 the ratio meaningful on a shared, noisy machine.
 """
@@ -136,7 +137,7 @@ def run_bench(
         rows = list(ledger.store.entries(0, ledger.size))
         ledger.close()
 
-        say("floor: the same rows with plain executemany and one SHA-256 each")
+        say("floor: the same rows through the store's write alone, and one SHA-256 each")
         floor_store = SQLiteStore(f"{tmp}/floor.db", synchronous=synchronous)
         t0 = time.perf_counter()
         sha256 = hashlib.sha256

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import operator
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -129,11 +130,17 @@ CREATE TABLE IF NOT EXISTS subject_index (
 CREATE TABLE IF NOT EXISTS subject_index_mark (through INTEGER PRIMARY KEY);
 """
 
-SUBJECT_RUN: Final = 8192
-"""Entries indexed by subject together, in one sorted run (_SubjectRuns)."""
+SUBJECT_RUN: Final = 32768
+"""Entries indexed by subject together, in one sorted run (_SubjectRuns). Each run rewrites about one page
+per distinct subject in it, so longer runs write less per entry when subjects recur: on the delivery
+workload (1,000 tokens) at 300,000 entries, 5.1 KB of WAL per event with runs of 8,192, 4.15 with 32,768,
+3.9 with 65,536. Longer runs cost a longer sort when a run starts (about 10 ms for 32,768 pairs) and a
+bigger in-memory tail (up to two runs of (subject, idx) pairs, in the writer and in each read-only store)."""
 _RUN_SLICE_MIN: Final = 1024
 _RUN_SLICE_PER_ENTRY: Final = 4
 """A run is written at least _RUN_SLICE_MIN rows at a time, or this many per entry of the commit."""
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 _MARK: Final = "(SELECT coalesce(max(through), 0) FROM subject_index_mark)"
 """Entries below this index are in subject_index; those at or above it are in the tail (_SubjectRuns)."""
 
@@ -149,7 +156,7 @@ class _SubjectRuns:
     the writer now gathers ``SUBJECT_RUN`` entries, sorts their (subject, idx) pairs, and writes them a
     slice with each later commit: each page then takes all of the run's rows for it at once. The last
     slice's commit records the run's end in ``subject_index_mark``. Reads take the indexed entries below
-    the mark from ``subject_index``, and the few thousand above it from this object's map of them: the
+    the mark from ``subject_index``, and the tens of thousands above it from this object's map of them: the
     writer's store keeps it up to date as it commits, a read-only store reads the (subject, idx) of the
     entries added since its last look before each answer (:meth:`SQLiteStore._tail`). A writer killed
     mid-run leaves some of its rows and no mark: the next one to open the file starts the run again and
@@ -192,8 +199,9 @@ class _SubjectRuns:
         run position to :meth:`adopt` once they are committed. Entries below the mark (written out of
         order) are indexed at once."""
         if not self.run and len(self.tail) >= SUBJECT_RUN:
-            self.tail.sort(key=lambda item: item[1])
-            self.run = sorted(self.tail[:SUBJECT_RUN])
+            self.tail.sort(key=_second)
+            # stable: by subject, then by idx as the tail already is (a third of the time of sorting the pairs)
+            self.run = sorted(self.tail[:SUBJECT_RUN], key=_first)
             self.run_end = self.tail[SUBJECT_RUN][1] if len(self.tail) > SUBJECT_RUN else self.tail[-1][1] + 1
             self.pos = 0
         below = self.run_end if self.run else self.mark  # the mark once this run is written

@@ -9,7 +9,9 @@ and query-CLI tests) appends each event as its own signed batch with the ledger'
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from lineage_ledger.core.model import AssetRef, DataEvent, DataPayload, PolicyEv
 from lineage_ledger.core.note import Checkpoint, open_note
 from lineage_ledger.errors import NotFoundError, VerificationError
 from lineage_ledger.ledger.lineage import Lineage
+from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from tests.conftest import token_event, token_id
 
@@ -512,3 +515,21 @@ def test_proofs_need_a_checkpoint(book: Book) -> None:
     index = book.token("ISSUED", tokens("unsealed")[0], 0)
     with pytest.raises(NotFoundError):
         book.lineage.proofs([index])
+
+
+def test_verify_checks_the_links_of_data_events(book: Book) -> None:
+    """The inputs of data events are links too: one removed from the store is caught by verification."""
+    book.data("CREATED", "raw/a", 1)
+    book.data("CREATED", "raw/b", 2)
+    book.data("AGGREGATED", "mart/ab", 3, inputs=["raw/a", "raw/b"])
+    book.ledger.seal()
+    verifier = book.ledger.log_verifier()
+    book.close()
+    assert verify_ledger(book.url, verifier=verifier).ok
+    with closing(sqlite3.connect(book.path)) as db:
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            db.execute(f'DROP TRIGGER "{name}"')
+        assert db.execute("DELETE FROM links WHERE kind = 'input' AND key = 'raw/b'").rowcount == 1
+        db.commit()
+    report = verify_ledger(book.url, verifier=verifier)
+    assert [p.kind for p in report.problems] == ["links"]

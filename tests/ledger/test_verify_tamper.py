@@ -325,13 +325,17 @@ def test_swapped_rows(built_ledger: BuiltLedger, verify: Verifier) -> None:
 # -- truncation and forged appends -------------------------------------------------------------------------
 
 
-def _truncate(built_ledger: BuiltLedger, keep: int, *, with_checkpoints: bool) -> None:
-    """Remove entries from ``keep`` on; optionally also the checkpoints and tree nodes that cover them."""
+def _truncate(built_ledger: BuiltLedger, keep: int, *, with_checkpoints: bool, derived: bool = True) -> None:
+    """Remove entries from ``keep`` on; optionally also the checkpoints and tree nodes that cover them, and
+    (unless told otherwise) the rows the store derived from the removed entries, as a thorough attacker would."""
     with tampering(built_ledger) as db:
         db.execute("DELETE FROM entries WHERE idx >= ?", (keep,))
         if with_checkpoints:
             db.execute("DELETE FROM checkpoints WHERE size > ?", (keep,))
             db.execute("DELETE FROM nodes WHERE (idx + 1) << level > ?", (keep,))
+            if derived:
+                for table in ("links", "revocations", "subject_index"):
+                    db.execute(f"DELETE FROM {table} WHERE idx >= ?", (keep,))
 
 
 def test_truncation_with_its_checkpoints_is_caught_only_by_a_trusted_checkpoint(
@@ -360,6 +364,18 @@ def test_truncation_with_its_checkpoints_is_caught_only_by_a_trusted_checkpoint(
     assert code == 1
     assert shown["ok"] is False
     assert shown["first_bad_index"] == keep
+
+
+def test_truncation_leaving_the_derived_rows_is_caught_without_a_trusted_checkpoint(
+    built_ledger: BuiltLedger, verify: Verifier
+) -> None:
+    keep = built_ledger.checkpoint_sizes[-3]
+    _truncate(built_ledger, keep, with_checkpoints=True, derived=False)
+    report = verify(built_ledger)
+    assert not report.ok
+    # the links and revocations of the removed entries name entries the log no longer holds
+    assert kinds(report) == {"links", "revocations"}
+    assert report.size == keep
 
 
 def test_trusted_checkpoint_of_an_intact_ledger_passes(built_ledger: BuiltLedger, verify: Verifier) -> None:
@@ -422,6 +438,74 @@ def _last_recorded(ledger: BuiltLedger) -> str:
 
 
 # -- tree nodes, checkpoints, envelopes, keys -------------------------------------------------------------
+
+
+# -- derived indexes: lineage links and the revocation set ---------------------------------------------------
+
+
+def _link_of(db: sqlite3.Connection, index: int) -> tuple[str, str, str, int, str]:
+    rows = db.execute("SELECT kind, key, at, idx, subject FROM links WHERE idx = ?", (index,)).fetchall()
+    assert len(rows) == 1
+    kind, key, at, idx, subject = rows[0]
+    return kind, key, at, idx, subject
+
+
+def _assert_links_problem_at(report: VerifyReport, verify: Verifier, index: int) -> None:
+    assert kinds(report) == {"links"}, report.problems
+    first = report.first_bad_index
+    assert first is not None
+    assert first <= index
+    if verify.mode == "workers2-split":  # chunks of two blocks: the one reported holds the index
+        assert first > index - 2 * (BLOCK_SIZE + 1)
+
+
+def test_removed_link_is_caught_in_its_chunk(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    """Removing a use from the links table would drop the token from "who used this resource" answers."""
+    index = event_index(built_ledger, TARGET)
+    with tampering(built_ledger) as db:
+        assert _link_of(db, index)[:2] == ("resource", f"/v1/orders/{TARGET}")
+        db.execute("DELETE FROM links WHERE idx = ?", (index,))
+    _assert_links_problem_at(verify(built_ledger), verify, index)
+
+
+def test_redirected_link_is_caught(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    index = event_index(built_ledger, TARGET)
+    with tampering(built_ledger) as db:
+        db.execute("UPDATE links SET key = '/v1/orders/elsewhere' WHERE idx = ?", (index,))
+    _assert_links_problem_at(verify(built_ledger), verify, index)
+
+
+def test_forged_link_is_caught(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    """A row claiming the entry's token also used another resource."""
+    index = event_index(built_ledger, TARGET)
+    with tampering(built_ledger) as db:
+        kind, _, at, idx, subject = _link_of(db, index)
+        db.execute("INSERT INTO links VALUES (?, ?, ?, ?, ?)", (kind, "/admin/keys", at, idx, subject))
+    _assert_links_problem_at(verify(built_ledger), verify, index)
+
+
+def test_link_to_an_entry_beyond_the_log_is_caught(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    index = event_index(built_ledger, TARGET)
+    with tampering(built_ledger) as db:
+        kind, key, at, _, subject = _link_of(db, index)
+        db.execute("INSERT INTO links VALUES (?, ?, ?, ?, ?)", (kind, key, at, built_ledger.size + 10, subject))
+    report = verify(built_ledger)
+    assert kinds(report) == {"links"}
+    assert "forged" in report.problems[0].message
+
+
+def test_rewritten_revocation_set_is_caught(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    """A revoked token taken out of the revocation set, and one that was never revoked put in."""
+    with tampering(built_ledger) as db:
+        subject, idx = db.execute("SELECT subject, idx FROM revocations ORDER BY idx LIMIT 1").fetchone()
+        db.execute("DELETE FROM revocations WHERE subject = ?", (subject,))
+        db.execute("INSERT INTO revocations VALUES (?, ?)", ("token:" + token_id("never-revoked"), idx))
+    report = verify(built_ledger)
+    assert kinds(report) == {"revocations"}
+    messages = sorted(p.message for p in report.problems)
+    assert len(messages) == 2
+    assert any(m.startswith(f"{subject}: the revocation set does not hold it; entry {idx}") for m in messages)
+    assert any("no entry revokes it" in m for m in messages)
 
 
 def test_tampered_tree_node(built_ledger: BuiltLedger, verify: Verifier) -> None:

@@ -181,6 +181,16 @@ def test_side_tables(backend: tuple[Store, Raw]) -> None:
     assert [idx for _, idx, _ in store.links("resource", "/x")] == [0, 1, 2]
 
 
+def test_every_link_and_revocation_reads_back_for_the_verifier(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    # more than one page of link_rows, keys interleaved so the pages must follow the key order
+    links = [("resource", f"/r/{i % 7}", f"{i:019d}.00000", i, f"token:{i % 3}") for i in range(10_005)]
+    links.append(("user", "alice", f"{5:019d}.00000", 5, "token:2"))
+    store.write(BatchWrite(links=links, revocations=[("token:a", 3), ("token:b", 5)]))
+    assert list(store.link_rows()) == sorted(links)
+    assert sorted(store.revocation_rows()) == [("token:a", 3), ("token:b", 5)]
+
+
 def test_transport_positions_schemas_and_quarantine(backend: tuple[Store, Raw]) -> None:
     store, _ = backend
     assert store.offsets("orders") == {}

@@ -35,7 +35,7 @@ from lineage_ledger.core.model import DataEvent, Event, TokenEvent, decode_event
 from lineage_ledger.ledger.completeness import seal_paid
 from lineage_ledger.store.base import EntryRow, Store
 
-__all__ = ["Link", "entry_links", "event_links", "find_links", "stored_below"]
+__all__ = ["Link", "data_links", "entry_links", "event_links", "find_links", "stored_below", "token_links"]
 
 Link = tuple[str, str, str, int, str]
 """(kind, key, occurred_at, log index, subject), as the store's links table holds it."""
@@ -48,13 +48,31 @@ def event_links(event: Event, index: int, subject: str, out: list[Link]) -> None
     """Append the links of ``event``, recorded at ``index`` under ``subject``, to ``out``."""
     if type(event) is TokenEvent:
         p = event.payload
-        if p.resource is not None and event.event_type == "USED":
-            out.append(("resource", p.resource, event.occurred_at, index, subject))
-        if p.user_id is not None and event.event_type in BIRTHS:
-            out.append(("user", p.user_id, event.occurred_at, index, subject))
+        token_links(event.event_type, event.occurred_at, p.resource, p.user_id, index, subject, out)
     elif type(event) is DataEvent:
-        for ref in event.payload.inputs:
-            out.append(("input", ref.asset_id, event.occurred_at, index, subject))
+        data_links(event.occurred_at, [ref.asset_id for ref in event.payload.inputs], index, subject, out)
+
+
+def token_links(
+    event_type: str,
+    occurred_at: str,
+    resource: str | None,
+    user_id: str | None,
+    index: int,
+    subject: str,
+    out: list[Link],
+) -> None:
+    """The links of a token event, from its fields (the verifier reads them without the typed event)."""
+    if resource is not None and event_type == "USED":
+        out.append(("resource", resource, occurred_at, index, subject))
+    if user_id is not None and event_type in BIRTHS:
+        out.append(("user", user_id, occurred_at, index, subject))
+
+
+def data_links(occurred_at: str, inputs: Iterable[str], index: int, subject: str, out: list[Link]) -> None:
+    """The links of a data event whose inputs are the assets ``inputs``."""
+    for asset_id in inputs:
+        out.append(("input", asset_id, occurred_at, index, subject))
 
 
 def entry_links(rows: Iterable[EntryRow]) -> list[Link]:

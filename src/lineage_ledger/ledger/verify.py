@@ -19,17 +19,22 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
   policy recorded when the ledger was created, and each result must equal the verdict the entry records,
   so a sequencer that recorded "ok" for a use after revocation (or flagged an honest event) is caught;
 * optionally, a checkpoint saved earlier: the ledger must be an append-only extension of it, so truncation
-  and rollback are caught even when the attacker also removed the later checkpoints.
+  and rollback are caught even when the attacker also removed the later checkpoints;
+* once all of the above holds, the store's derived lineage indexes, which no signature covers: the links
+  table the lineage queries start from ("which tokens used this resource") must hold exactly the links the
+  entries' events give (_Links), and the revocation set exactly the tokens the lifecycle rules revoked,
+  each at the entry that revoked it. A row removed, changed or slipped in is reported, with the chunk of
+  entries whose links differ.
 
-How the work is split. The log is cut into chunks of whole blocks. A worker process reads each chunk once
-and does everything that needs only the chunk: hashes, columns, blocks, tree nodes, the envelopes the chunk
-refers to (each checked at its first use in the chunk), the chain links inside the chunk. It hands back
-compact summaries: the chunk's compact range, the first link and the last leaf of each subject it touched,
-the changes each block makes to the subject map, and the bytes of its token events with their recorded
-verdicts. The coordinator folds those in log order while the workers go on with later chunks: the chain
-links across chunks, the subject map roots, the verdicts (the state machine needs every earlier token
-event), the block header chain and the tree. So each entry is read once, and both cores work from start to
-end. Workers are forked where that is safe (see _start_method), else spawned.
+How the work is split. The log is cut into chunks of whole blocks. A worker process reads each chunk once and
+does everything that needs only the chunk: hashes, columns, blocks, tree nodes, the envelopes the chunk refers
+to (each checked at its first use in the chunk), the chain links inside the chunk. It hands back compact
+summaries: the chunk's compact range, the first link and the last leaf of each subject it touched, the changes
+each block makes to the subject map, the bytes of its token events with their recorded verdicts, and a
+multiset hash of its lineage links. The coordinator folds those in log order while the workers go on with
+later chunks: the chain links across chunks, the subject map roots, the verdicts (the state machine needs
+every earlier token event), the block header chain and the tree. So each entry is read once, and both cores
+work from start to end. Workers are forked where that is safe (see _start_method), else spawned.
 
 Memory grows with the number of subjects (chain heads, subject map, token states) and with the longest
 block (a chunk's result holds its token events), not with the number of entries.
@@ -45,9 +50,9 @@ import os
 import sys
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -83,6 +88,7 @@ from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_
 from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.keyring import Keyring
+from lineage_ledger.ledger.links import Link, data_links, stored_below, token_links
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import EnvelopeRow
 
@@ -152,6 +158,11 @@ class VerifyReport:
 
 class _LeanPayload(msgspec.Struct, gc=False):
     parent_token_id: str | None = None
+    # what the lineage links are made of; untyped here, since a field of one kind of event may be an
+    # unknown (free-form) field of another: _entry_links reads them as the typed event would
+    resource: object = None
+    user_id: object = None
+    inputs: object = None
 
 
 class _LeanEvent(msgspec.Struct, gc=False):
@@ -160,6 +171,8 @@ class _LeanEvent(msgspec.Struct, gc=False):
     token_id: str | None = None
     asset_id: str | None = None
     policy_id: str | None = None
+    event_type: str = ""
+    occurred_at: str = ""
     payload: _LeanPayload | None = None
 
 
@@ -208,6 +221,20 @@ def _subject_and_parent(event: _LeanEvent) -> tuple[str, str | None]:
     if event.kind == "policy":
         return "policy:" + str(event.policy_id), None
     return "asset:" + str(event.asset_id), None
+
+
+def _entry_links(event: _LeanEvent, index: int, subject: str, out: list[Link]) -> None:
+    """ledger.links.event_links for a lean event (whose bytes decode_event accepted when they were recorded)."""
+    p = event.payload
+    if p is None:
+        return
+    if event.kind == "token":
+        resource = p.resource if type(p.resource) is str else None
+        user_id = p.user_id if type(p.user_id) is str else None
+        token_links(event.event_type, event.occurred_at, resource, user_id, index, subject, out)
+    elif event.kind == "data" and type(p.inputs) is list:
+        inputs = [ref.get("asset_id") for ref in p.inputs if type(ref) is dict]
+        data_links(event.occurred_at, [a for a in inputs if type(a) is str], index, subject, out)
 
 
 def _map_key(subject: object) -> bytes:
@@ -320,6 +347,11 @@ class _ChunkResult:
     """... and their event bytes, as one JSON array ..."""
     token_sizes: list[int]
     """... of elements this long (to read them one by one if the array as a whole does not decode)."""
+    link_sum: int
+    """The multiset hash (_Links) of the lineage links the chunk's events give, of entries below the index
+    from which the store may not hold them yet ..."""
+    links_above: list[Link]
+    """... and those links at or above it."""
 
 
 def _envelope_problem(
@@ -348,7 +380,9 @@ def _envelope_problem(
     return None
 
 
-def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int], keyring: Keyring) -> _ChunkResult:
+def _verify_chunk(
+    url: str, start: int, end: int, cut_sizes: Sequence[int], keyring: Keyring, links_below: int | None
+) -> _ChunkResult:
     """Check entries [start, end), which begin at a block boundary; runs in a worker process."""
     store = open_store(url, readonly=True)
     problems: list[Problem] = []
@@ -381,6 +415,7 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int], keyr
     token_verdicts: list[str] = []
     token_events: list[bytes] = []
     token_sizes: list[int] = []
+    links: list[Link] = []
     # envelope digest (hex) -> (event leaves, producer, key id); the digests of envelopes not in the store
     envelope_cache: dict[str, tuple[bytes, str, str]] = {}
     envelopes_missing: set[str] = set()
@@ -467,6 +502,7 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int], keyr
                     problem("entry_format", f"entry {idx}: bytes are not laid out as an event entry", idx)
                     continue
                 raw = body[_EVENT_START:event_end]
+                _entry_links(entry.event, idx, subj, links)
                 if event_id is not None and type(subject) is str and subject.startswith("token:"):
                     # judged again by the coordinator, in log order; the envelope check below pins these
                     # bytes to the event the producer signed
@@ -528,6 +564,7 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int], keyr
         if expected < end:
             problem("missing", f"entries {expected}..{end - 1} are missing (deleted)", expected)
         hashes = tree.hashes()
+        link_sum, links_above = _link_sum(links, links_below)
         # Stored nodes inside this chunk must equal the recomputed ones. Once an entry is known bad, the
         # nodes above it differ as a consequence, so only a chunk with sound entries is checked node by node.
         levels = range(TILE_STRIDE, 64, TILE_STRIDE) if not problems else range(0)
@@ -563,6 +600,8 @@ def _verify_chunk(url: str, start: int, end: int, cut_sizes: Sequence[int], keyr
         token_verdicts=token_verdicts,
         token_events=b"[" + b",".join(token_events) + b"]",
         token_sizes=token_sizes,
+        link_sum=link_sum,
+        links_above=links_above,
     )
 
 
@@ -578,6 +617,8 @@ class _Verdicts:
         self.states: dict[str, TokenState] = {}
         self.problems: list[Problem] = []
         self.judged = 0
+        self.revoked: dict[str, int] = {}
+        """Token subject -> index of the entry that revoked it, as the writer fills the revocation set."""
 
     def absorb(self, res: _ChunkResult) -> None:
         """Judge the chunk's token events."""
@@ -610,6 +651,9 @@ class _Verdicts:
             verdict, changes = apply(event, state_of, policy, local)
             if changes:
                 states.update(changes)
+                for tid, state in changes.items():
+                    if state.state == "REVOKED":
+                        self.revoked.setdefault("token:" + tid, idx)
             judged += 1
             if verdict != said and len(problems) < _MAX_PROBLEMS:
                 problems.append(
@@ -746,12 +790,108 @@ class _SubjectMap:
         return self.root.hex()
 
 
+_LINK_HASH_MOD: Final = 1 << 256
+_LINK_ENCODER: Final = msgspec.json.Encoder()
+
+
+def _link_hash(link: Sequence[object]) -> int:
+    return int.from_bytes(hashlib.sha256(_LINK_ENCODER.encode(link)).digest(), "big")
+
+
+def _link_sum(links: list[Link], below: int | None) -> tuple[int, list[Link]]:
+    """The multiset hash of ``links`` below index ``below``, and the links at or above it."""
+    if below is None:
+        return 0, []
+    total = 0
+    above: list[Link] = []
+    for link in set(links):  # a data event naming an input twice gives one row
+        if link[3] < below:
+            total += _link_hash(link)
+        else:
+            above.append(link)
+    return total % _LINK_HASH_MOD, above
+
+
+class _Links:
+    """The links table (lineage.py answers "which tokens used this resource" from it) against the links the
+    entries' events give. Unlike the subject index, nothing the log signs covers it: a row removed would
+    silently drop a token from an incident's answer.
+
+    Below ``below`` (ledger.links.stored_below: the store must hold every link of those entries) the
+    stored rows of each chunk must be exactly the derived ones: compared as a multiset hash (the sum of
+    each link's SHA-256 modulo 2**256), so memory does not grow with the log. At or above it the store may
+    hold some of them (the writer pays them after the seal, and older versions wrote them with each
+    batch), so each stored row there must be one of the derived links, kept as a set (one or two blocks).
+    """
+
+    def __init__(self, below: int | None) -> None:
+        self.below = below
+        self.starts: list[int] = []
+        self.sums: list[int] = []
+        self.above: set[Link] = set()
+
+    def add(self, start: int, link_sum: int, above: list[Link]) -> None:
+        """A chunk's links, as _verify_chunk summed them (see _link_sum)."""
+        if self.below is None:
+            return
+        self.starts.append(start)
+        self.sums.append(link_sum)
+        self.above.update(above)
+
+    def check(self, rows: Iterable[tuple[object, ...]], size: int) -> list[Problem]:
+        """Problems with the stored ``rows`` (all of them, in any order)."""
+        below = self.below
+        if below is None or not self.starts:
+            return []
+        stored = [0] * len(self.sums)
+        problems: list[Problem] = []
+        for row in rows:
+            idx = row[3]
+            if type(idx) is int and 0 <= idx < below:
+                stored[bisect_right(self.starts, idx) - 1] += _link_hash(row)
+            elif row not in self.above and len(problems) < _MAX_PROBLEMS:
+                problems.append(
+                    Problem(
+                        "links",
+                        f"a stored {row[0]} link of entry {idx} is not one its event gives (forged)",
+                        idx if type(idx) is int and 0 <= idx < size else None,
+                    )
+                )
+        for k, (derived, found) in enumerate(zip(self.sums, stored, strict=True)):
+            if derived != found % _LINK_HASH_MOD and len(problems) < _MAX_PROBLEMS:
+                start = self.starts[k]
+                end = min(self.starts[k + 1] if k + 1 < len(self.starts) else size, below)
+                problems.append(
+                    Problem(
+                        "links",
+                        f"entries {start}..{end - 1}: the stored lineage links are not those their events give "
+                        "(rows removed, added or changed)",
+                        start,
+                    )
+                )
+        return problems
+
+
+def _revocation_problems(derived: dict[str, int], rows: list[tuple[str, int]]) -> list[Problem]:
+    """The stored revocation set against the one the token events give."""
+    stored = dict(rows)
+    problems: list[Problem] = []
+    for subject in sorted(derived.keys() | stored.keys(), key=lambda s: (derived.get(s, -1), str(s))):
+        mine, theirs = derived.get(subject), stored.get(subject)
+        if mine != theirs and len(problems) < _MAX_PROBLEMS:
+            said = "does not hold it" if theirs is None else f"says entry {theirs}"
+            gave = "no entry revokes it" if mine is None else f"entry {mine} revokes it"
+            problems.append(Problem("revocations", f"{subject}: the revocation set {said}; {gave}", mine))
+    return problems
+
+
 class _Merge:
     """Folds the chunk results, in log order, into the whole log's checks."""
 
-    def __init__(self, report: VerifyReport, verdicts: _Verdicts) -> None:
+    def __init__(self, report: VerifyReport, verdicts: _Verdicts, links: _Links) -> None:
         self.report = report
         self.verdicts = verdicts
+        self.links = links
         self.chains = _Chains()
         self.tree = CompactRange()
         self.roots: dict[int, bytes] = {0: self.tree.root()}
@@ -773,6 +913,7 @@ class _Merge:
         self.envelopes.update(res.envelopes)
         self.chains.absorb(res)
         self.verdicts.absorb(res)
+        self.links.add(res.start, res.link_sum, res.links_above)
         self.contiguous = self.contiguous and res.start == self.tree.end
         for cut, hashes in sorted(res.cuts.items()):
             if not self.contiguous:
@@ -845,6 +986,7 @@ def _chunk_results(
     keyring: Keyring,
     n_workers: int,
     context: BaseContext | None,
+    links_below: int | None,
 ) -> Iterator[_ChunkResult]:
     """The chunks' results in log order: from a process pool (later chunks go on in the workers while the
     caller folds earlier results) or, without ``context``, computed here one after another."""
@@ -854,7 +996,7 @@ def _chunk_results(
 
     if context is None:
         for a, b in chunks:
-            yield _verify_chunk(url, a, b, cuts_in(a, b), keyring)
+            yield _verify_chunk(url, a, b, cuts_in(a, b), keyring, links_below)
         return
     workers = min(n_workers, len(chunks))
     forked = context.get_start_method() == "fork"
@@ -868,7 +1010,7 @@ def _chunk_results(
 
         def submit(chunk: tuple[int, int]) -> Future[_ChunkResult]:
             a, b = chunk
-            return pool.submit(_verify_chunk, url, a, b, cuts_in(a, b), keyring)
+            return pool.submit(_verify_chunk, url, a, b, cuts_in(a, b), keyring, links_below)
 
         ahead: deque[Future[_ChunkResult]] = deque(
             map(submit, itertools.islice(queue, _IN_FLIGHT_PER_WORKER * workers))
@@ -962,6 +1104,7 @@ def verify_ledger(
         checkpoints = store.checkpoints()
         report.checkpoints = len(checkpoints)
         keyring = _keyring(store, report)
+        links_below = _links_below(store, max((row.size for row in checkpoints), default=0))
     finally:
         store.close()  # no connection of ours stays open across a fork
 
@@ -1020,9 +1163,9 @@ def verify_ledger(
         target = size  # one chunk, verified here
     chunks = _chunks(size, [r.index for r in seal_rows], target)
     context = get_context(method) if method is not None and len(chunks) > 1 else None
-    merge = _Merge(report, _Verdicts(policy, local_tokens(meta)))
+    merge = _Merge(report, _Verdicts(policy, local_tokens(meta)), _Links(links_below))
     done = 0
-    for res in _chunk_results(url, chunks, cut_sizes, keyring, n_workers, context):
+    for res in _chunk_results(url, chunks, cut_sizes, keyring, n_workers, context, links_below):
         merge.absorb(res)
         done += res.end - res.start
         if progress:
@@ -1049,6 +1192,12 @@ def verify_ledger(
                     )
         if tree.end != size:
             report.problems.append(Problem("missing", f"only {tree.end} of {size} entries could be read", tree.end))
+        if not report.problems:  # the derived indexes, once the entries they derive from are sound
+            try:
+                report.problems.extend(merge.links.check(store.link_rows(), size))
+                report.problems.extend(_revocation_problems(merge.verdicts.revoked, store.revocation_rows()))
+            except LedgerError as e:
+                report.problems.append(Problem("links", f"cannot read the lineage indexes: {e}"))
         for cp in signed:
             if roots.get(cp.size) != cp.root_hash:
                 report.problems.append(
@@ -1073,6 +1222,15 @@ def verify_ledger(
     report.problems.sort(key=lambda p: (p.index is None, p.index or 0))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _links_below(store: Any, checkpoint_size: int) -> int | None:
+    """ledger.links.stored_below for the latest checkpoint, or None when the store cannot say (its seal is
+    unreadable: a problem the entry checks report)."""
+    try:
+        return stored_below(store, checkpoint_size)
+    except (LedgerError, ValueError, msgspec.DecodeError):
+        return None
 
 
 def _first_index_hint(report: VerifyReport, size: int) -> int | None:

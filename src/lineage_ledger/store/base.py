@@ -232,6 +232,15 @@ class Store(Protocol):
         < end. The open block's links are stored at its seal: ``ledger.links.find_links`` adds them."""
         ...
 
+    def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
+        """Every stored link as (kind, key, occurred_at, log index, subject), in key order, read in pages
+        (the verifier compares them with the links the entries give)."""
+        ...
+
+    def revocation_rows(self) -> list[tuple[str, int]]:
+        """Every row of the revocation set: (token subject, index of its REVOKED entry)."""
+        ...
+
     def map_node(self, digest: bytes) -> bytes | None:
         """The stored bytes of the subject-map node with this hash, or None."""
         ...

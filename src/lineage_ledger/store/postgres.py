@@ -662,6 +662,18 @@ class PostgresStore:
         rows = self._all("SELECT hash, node FROM map_nodes WHERE hash = ANY(%s)", (list(digests),))
         return {bytes(r[0]): bytes(r[1]) for r in rows}
 
+    def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
+        page = "SELECT kind, key, at, idx, subject FROM links {}ORDER BY kind, key, at, idx LIMIT 10000"
+        rows = self._all(page.format(""))
+        while rows:
+            yield from rows
+            if len(rows) < 10000:
+                return
+            rows = self._all(page.format("WHERE (kind, key, at, idx) > (%s, %s, %s, %s) "), rows[-1][:4])
+
+    def revocation_rows(self) -> list[tuple[str, int]]:
+        return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         rows = self._all("SELECT subject, idx FROM revocations WHERE subject = ANY(%s)", (list(subjects),))
         return {r[0]: r[1] for r in rows}

@@ -704,6 +704,18 @@ class SQLiteStore:
             )
         return out
 
+    def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
+        page = "SELECT kind, key, at, idx, subject FROM links {}ORDER BY kind, key, at, idx LIMIT 10000"
+        rows = self._all(page.format(""))
+        while rows:
+            yield from rows
+            if len(rows) < 10000:
+                return
+            rows = self._all(page.format("WHERE (kind, key, at, idx) > (?, ?, ?, ?) "), rows[-1][:4])
+
+    def revocation_rows(self) -> list[tuple[str, int]]:
+        return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for i in range(0, len(subjects), 900):

@@ -52,7 +52,7 @@ import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -838,18 +838,16 @@ class _Links:
         self.sums.append(link_sum)
         self.above.update(above)
 
-    def check(self, rows: Iterable[tuple[object, ...]], size: int) -> list[Problem]:
-        """Problems with the stored ``rows`` (all of them, in any order)."""
+    def check(self, stored: tuple[list[int], list[tuple[object, ...]]], size: int) -> list[Problem]:
+        """Problems with the stored links, as _stored_links read them for the same chunks."""
         below = self.below
         if below is None or not self.starts:
             return []
-        stored = [0] * len(self.sums)
+        sums, others = stored
         problems: list[Problem] = []
-        for row in rows:
-            idx = row[3]
-            if type(idx) is int and 0 <= idx < below:
-                stored[bisect_right(self.starts, idx) - 1] += _link_hash(row)
-            elif row not in self.above and len(problems) < _MAX_PROBLEMS:
+        for row in others:
+            if row not in self.above and len(problems) < _MAX_PROBLEMS:
+                idx = row[3]
                 problems.append(
                     Problem(
                         "links",
@@ -857,8 +855,8 @@ class _Links:
                         idx if type(idx) is int and 0 <= idx < size else None,
                     )
                 )
-        for k, (derived, found) in enumerate(zip(self.sums, stored, strict=True)):
-            if derived != found % _LINK_HASH_MOD and len(problems) < _MAX_PROBLEMS:
+        for k, (derived, found) in enumerate(zip(self.sums, sums, strict=True)):
+            if derived != found and len(problems) < _MAX_PROBLEMS:
                 start = self.starts[k]
                 end = min(self.starts[k + 1] if k + 1 < len(self.starts) else size, below)
                 problems.append(
@@ -870,6 +868,33 @@ class _Links:
                     )
                 )
         return problems
+
+
+@dataclass(slots=True)
+class _Scan:
+    """The stored side of _Links: the links table read once, in a worker beside the chunks (or here after
+    them), into the multiset hash of each chunk's rows below ``below`` and the rows at or above it."""
+
+    url: str
+    starts: list[int]
+    below: int
+    result: tuple[list[int], list[tuple[object, ...]]] | None = None
+
+
+def _stored_links(url: str, starts: list[int], below: int) -> tuple[list[int], list[tuple[object, ...]]]:
+    store = open_store(url, readonly=True)
+    try:
+        sums = [0] * len(starts)
+        others: list[tuple[object, ...]] = []
+        for row in store.link_rows():
+            idx = row[3]
+            if type(idx) is int and 0 <= idx < below:
+                sums[bisect_right(starts, idx) - 1] += _link_hash(row)
+            else:
+                others.append(row)
+        return [total % _LINK_HASH_MOD for total in sums], others
+    finally:
+        store.close()
 
 
 def _revocation_problems(derived: dict[str, int], rows: list[tuple[str, int]]) -> list[Problem]:
@@ -987,9 +1012,11 @@ def _chunk_results(
     n_workers: int,
     context: BaseContext | None,
     links_below: int | None,
+    scan: _Scan | None,
 ) -> Iterator[_ChunkResult]:
     """The chunks' results in log order: from a process pool (later chunks go on in the workers while the
-    caller folds earlier results) or, without ``context``, computed here one after another."""
+    caller folds earlier results) or, without ``context``, computed here one after another. ``scan`` gets
+    its result once the last chunk's is out."""
 
     def cuts_in(a: int, b: int) -> list[int]:
         return [c for c in cut_sizes if a < c <= b]
@@ -997,6 +1024,8 @@ def _chunk_results(
     if context is None:
         for a, b in chunks:
             yield _verify_chunk(url, a, b, cuts_in(a, b), keyring, links_below)
+        if scan is not None:
+            scan.result = _stored_links(scan.url, scan.starts, scan.below)
         return
     workers = min(n_workers, len(chunks))
     forked = context.get_start_method() == "fork"
@@ -1015,6 +1044,7 @@ def _chunk_results(
         ahead: deque[Future[_ChunkResult]] = deque(
             map(submit, itertools.islice(queue, _IN_FLIGHT_PER_WORKER * workers))
         )
+        scanning = None if scan is None else pool.submit(_stored_links, scan.url, scan.starts, scan.below)
         try:
             while ahead:
                 result = ahead.popleft().result()
@@ -1022,9 +1052,13 @@ def _chunk_results(
                 if following is not None:
                     ahead.append(submit(following))
                 yield result
+            if scan is not None and scanning is not None:
+                scan.result = scanning.result()
         finally:
             for fut in ahead:
                 fut.cancel()
+            if scanning is not None:
+                scanning.cancel()
 
 
 def _chunks(size: int, seal_indices: list[int], target: int) -> list[tuple[int, int]]:
@@ -1165,7 +1199,8 @@ def verify_ledger(
     context = get_context(method) if method is not None and len(chunks) > 1 else None
     merge = _Merge(report, _Verdicts(policy, local_tokens(meta)), _Links(links_below))
     done = 0
-    for res in _chunk_results(url, chunks, cut_sizes, keyring, n_workers, context, links_below):
+    scan = None if links_below is None else _Scan(url, [a for a, _ in chunks], links_below)
+    for res in _chunk_results(url, chunks, cut_sizes, keyring, n_workers, context, links_below, scan):
         merge.absorb(res)
         done += res.end - res.start
         if progress:
@@ -1194,7 +1229,9 @@ def verify_ledger(
             report.problems.append(Problem("missing", f"only {tree.end} of {size} entries could be read", tree.end))
         if not report.problems:  # the derived indexes, once the entries they derive from are sound
             try:
-                report.problems.extend(merge.links.check(store.link_rows(), size))
+                if scan is not None:
+                    found = scan.result if scan.result is not None else _stored_links(url, scan.starts, scan.below)
+                    report.problems.extend(merge.links.check(found, size))
                 report.problems.extend(_revocation_problems(merge.verdicts.revoked, store.revocation_rows()))
             except LedgerError as e:
                 report.problems.append(Problem("links", f"cannot read the lineage indexes: {e}"))

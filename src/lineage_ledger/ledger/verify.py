@@ -381,7 +381,7 @@ def _envelope_problem(
 
 
 def _verify_chunk(
-    url: str, start: int, end: int, cut_sizes: Sequence[int], keyring: Keyring, links_below: int | None
+    url: str, start: int, end: int, cut_sizes: Sequence[int], keyring: Keyring, link_check: _LinkCheck | None
 ) -> _ChunkResult:
     """Check entries [start, end), which begin at a block boundary; runs in a worker process."""
     store = open_store(url, readonly=True)
@@ -564,7 +564,7 @@ def _verify_chunk(
         if expected < end:
             problem("missing", f"entries {expected}..{end - 1} are missing (deleted)", expected)
         hashes = tree.hashes()
-        link_sum, links_above = _link_sum(links, links_below)
+        link_sum, links_above = _link_sum(links, link_check)
         # Stored nodes inside this chunk must equal the recomputed ones. Once an entry is known bad, the
         # nodes above it differ as a consequence, so only a chunk with sound entries is checked node by node.
         levels = range(TILE_STRIDE, 64, TILE_STRIDE) if not problems else range(0)
@@ -794,19 +794,33 @@ _LINK_HASH_MOD: Final = 1 << 256
 _LINK_ENCODER: Final = msgspec.json.Encoder()
 
 
-def _link_hash(link: Sequence[object]) -> int:
-    return int.from_bytes(hashlib.sha256(_LINK_ENCODER.encode(link)).digest(), "big")
+@dataclass(frozen=True, slots=True)
+class _LinkCheck:
+    """What the workers need for the links check: the index below which the store must hold every link
+    (ledger.links.stored_below), and this run's secret key for _link_hash."""
+
+    below: int
+    key: bytes
 
 
-def _link_sum(links: list[Link], below: int | None) -> tuple[int, list[Link]]:
-    """The multiset hash of ``links`` below index ``below``, and the links at or above it."""
-    if below is None:
+def _link_hash(link: Sequence[object], key: bytes) -> int:
+    """One link's term of the multiset hash: a keyed BLAKE2b of its JSON, with a key drawn afresh for each
+    verification. A plain sum of public hashes is open to a generalized-birthday search (Wagner) for rows
+    whose hashes add up to those of the rows removed; under a key the tamperer never saw there is nothing
+    to search against."""
+    return int.from_bytes(hashlib.blake2b(_LINK_ENCODER.encode(link), digest_size=32, key=key).digest(), "big")
+
+
+def _link_sum(links: list[Link], check: _LinkCheck | None) -> tuple[int, list[Link]]:
+    """The multiset hash of the ``links`` below ``check.below``, and the links at or above it."""
+    if check is None:
         return 0, []
+    below, key = check.below, check.key
     total = 0
     above: list[Link] = []
     for link in set(links):  # a data event naming an input twice gives one row
         if link[3] < below:
-            total += _link_hash(link)
+            total += _link_hash(link, key)
         else:
             above.append(link)
     return total % _LINK_HASH_MOD, above
@@ -819,9 +833,10 @@ class _Links:
 
     Below ``below`` (ledger.links.stored_below: the store must hold every link of those entries) the
     stored rows of each chunk must be exactly the derived ones: compared as a multiset hash (the sum of
-    each link's SHA-256 modulo 2**256), so memory does not grow with the log. At or above it the store may
-    hold some of them (the writer pays them after the seal, and older versions wrote them with each
-    batch), so each stored row there must be one of the derived links, kept as a set (one or two blocks).
+    each link's keyed hash, _link_hash, modulo 2**256), so memory does not grow with the log. At or above
+    it the store may hold some of them (the writer pays them after the seal, and older versions wrote them
+    with each batch), so each stored row there must be one of the derived links, kept as a set (one or two
+    blocks).
     """
 
     def __init__(self, below: int | None) -> None:
@@ -873,23 +888,24 @@ class _Links:
 @dataclass(slots=True)
 class _Scan:
     """The stored side of _Links: the links table read once, in a worker beside the chunks (or here after
-    them), into the multiset hash of each chunk's rows below ``below`` and the rows at or above it."""
+    them), into the multiset hash of each chunk's rows below ``check.below`` and the rows at or above it."""
 
     url: str
     starts: list[int]
-    below: int
+    check: _LinkCheck
     result: tuple[list[int], list[tuple[object, ...]]] | None = None
 
 
-def _stored_links(url: str, starts: list[int], below: int) -> tuple[list[int], list[tuple[object, ...]]]:
+def _stored_links(url: str, starts: list[int], check: _LinkCheck) -> tuple[list[int], list[tuple[object, ...]]]:
     store = open_store(url, readonly=True)
+    below, key = check.below, check.key
     try:
         sums = [0] * len(starts)
         others: list[tuple[object, ...]] = []
         for row in store.link_rows():
             idx = row[3]
             if type(idx) is int and 0 <= idx < below:
-                sums[bisect_right(starts, idx) - 1] += _link_hash(row)
+                sums[bisect_right(starts, idx) - 1] += _link_hash(row, key)
             else:
                 others.append(row)
         return [total % _LINK_HASH_MOD for total in sums], others
@@ -1011,7 +1027,6 @@ def _chunk_results(
     keyring: Keyring,
     n_workers: int,
     context: BaseContext | None,
-    links_below: int | None,
     scan: _Scan | None,
 ) -> Iterator[_ChunkResult]:
     """The chunks' results in log order: from a process pool (later chunks go on in the workers while the
@@ -1023,9 +1038,9 @@ def _chunk_results(
 
     if context is None:
         for a, b in chunks:
-            yield _verify_chunk(url, a, b, cuts_in(a, b), keyring, links_below)
+            yield _verify_chunk(url, a, b, cuts_in(a, b), keyring, scan.check if scan else None)
         if scan is not None:
-            scan.result = _stored_links(scan.url, scan.starts, scan.below)
+            scan.result = _stored_links(scan.url, scan.starts, scan.check)
         return
     workers = min(n_workers, len(chunks))
     forked = context.get_start_method() == "fork"
@@ -1039,12 +1054,12 @@ def _chunk_results(
 
         def submit(chunk: tuple[int, int]) -> Future[_ChunkResult]:
             a, b = chunk
-            return pool.submit(_verify_chunk, url, a, b, cuts_in(a, b), keyring, links_below)
+            return pool.submit(_verify_chunk, url, a, b, cuts_in(a, b), keyring, scan.check if scan else None)
 
         ahead: deque[Future[_ChunkResult]] = deque(
             map(submit, itertools.islice(queue, _IN_FLIGHT_PER_WORKER * workers))
         )
-        scanning = None if scan is None else pool.submit(_stored_links, scan.url, scan.starts, scan.below)
+        scanning = None if scan is None else pool.submit(_stored_links, scan.url, scan.starts, scan.check)
         try:
             while ahead:
                 result = ahead.popleft().result()
@@ -1199,8 +1214,8 @@ def verify_ledger(
     context = get_context(method) if method is not None and len(chunks) > 1 else None
     merge = _Merge(report, _Verdicts(policy, local_tokens(meta)), _Links(links_below))
     done = 0
-    scan = None if links_below is None else _Scan(url, [a for a, _ in chunks], links_below)
-    for res in _chunk_results(url, chunks, cut_sizes, keyring, n_workers, context, links_below, scan):
+    scan = None if links_below is None else _Scan(url, [a for a, _ in chunks], _LinkCheck(links_below, os.urandom(32)))
+    for res in _chunk_results(url, chunks, cut_sizes, keyring, n_workers, context, scan):
         merge.absorb(res)
         done += res.end - res.start
         if progress:
@@ -1230,7 +1245,7 @@ def verify_ledger(
         if not report.problems:  # the derived indexes, once the entries they derive from are sound
             try:
                 if scan is not None:
-                    found = scan.result if scan.result is not None else _stored_links(url, scan.starts, scan.below)
+                    found = scan.result if scan.result is not None else _stored_links(url, scan.starts, scan.check)
                     report.problems.extend(merge.links.check(found, size))
                 report.problems.extend(_revocation_problems(merge.verdicts.revoked, store.revocation_rows()))
             except LedgerError as e:

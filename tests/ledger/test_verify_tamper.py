@@ -31,6 +31,7 @@ from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.note import open_note, sign_note, verifier_key
 from lineage_ledger.ledger import verify as verify_module
 from lineage_ledger.ledger.verify import VerifyReport, verify_ledger
+from lineage_ledger.store import sqlite as sqlite_store
 from tests.conftest import (
     BLOCK_SIZE,
     LEDGER_EVENTS,
@@ -38,6 +39,7 @@ from tests.conftest import (
     PRODUCER,
     PRODUCER_KEY_ID,
     BuiltLedger,
+    build_ledger,
     token_event,
     token_id,
 )
@@ -506,6 +508,45 @@ def test_rewritten_revocation_set_is_caught(built_ledger: BuiltLedger, verify: V
     assert len(messages) == 2
     assert any(m.startswith(f"{subject}: the revocation set does not hold it; entry {idx}") for m in messages)
     assert any("no entry revokes it" in m for m in messages)
+
+
+@pytest.fixture
+def indexed_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BuiltLedger:
+    """A ledger whose SQLite subject index holds sorted runs (runs of 64 entries instead of 32,768)."""
+    monkeypatch.setattr(sqlite_store, "SUBJECT_RUN", 64)
+    ledger = build_ledger(tmp_path / "indexed.db", events=300)
+    with closing(sqlite3.connect(ledger.path)) as db:
+        mark = db.execute("SELECT max(through) FROM subject_index_mark").fetchone()[0]
+        rows = db.execute("SELECT count(*) FROM subject_index").fetchone()[0]
+    assert mark >= 128
+    assert rows >= mark
+    return ledger
+
+
+def test_ledger_with_subject_runs_verifies(indexed_ledger: BuiltLedger, verify: Verifier) -> None:
+    report = verify(indexed_ledger)
+    assert report.ok, report.problems
+
+
+def test_removed_subject_index_row_is_caught(indexed_ledger: BuiltLedger, verify: Verifier) -> None:
+    """A timeline read through the index would silently miss the entry."""
+    index = event_index(indexed_ledger, 60)
+    with tampering(indexed_ledger) as db:
+        assert db.execute("DELETE FROM subject_index WHERE idx = ?", (index,)).rowcount == 1
+    report = verify(indexed_ledger)
+    assert kinds(report) == {"subject_index"}
+    first = report.first_bad_index
+    assert first is not None
+    assert first <= index
+
+
+def test_forged_subject_index_row_is_caught(indexed_ledger: BuiltLedger, verify: Verifier) -> None:
+    """An entry listed under a token it does not belong to."""
+    index = event_index(indexed_ledger, 60)
+    with tampering(indexed_ledger) as db:
+        db.execute("INSERT INTO subject_index VALUES (?, ?)", ("token:" + token_id("someone-else"), index))
+    report = verify(indexed_ledger)
+    assert kinds(report) == {"subject_index"}
 
 
 def test_tampered_tree_node(built_ledger: BuiltLedger, verify: Verifier) -> None:

@@ -351,7 +351,10 @@ class _ChunkResult:
     """The multiset hash (_Links) of the lineage links the chunk's events give, of entries below the index
     from which the store may not hold them yet ..."""
     links_above: list[Link]
-    """... and those links at or above it."""
+    """... and those links at or above it; the same for the (subject, index) pairs of the chunk's entries
+    and the subject index:"""
+    index_sum: int
+    index_above: list[tuple[str, int]]
 
 
 def _envelope_problem(
@@ -381,7 +384,7 @@ def _envelope_problem(
 
 
 def _verify_chunk(
-    url: str, start: int, end: int, cut_sizes: Sequence[int], keyring: Keyring, link_check: _LinkCheck | None
+    url: str, start: int, end: int, cut_sizes: Sequence[int], keyring: Keyring, check: _IndexCheck | None
 ) -> _ChunkResult:
     """Check entries [start, end), which begin at a block boundary; runs in a worker process."""
     store = open_store(url, readonly=True)
@@ -416,6 +419,7 @@ def _verify_chunk(
     token_events: list[bytes] = []
     token_sizes: list[int] = []
     links: list[Link] = []
+    pairs: list[tuple[str, int]] = []  # (subject column, index) of every entry: the subject index's rows
     # envelope digest (hex) -> (event leaves, producer, key id); the digests of envelopes not in the store
     envelope_cache: dict[str, tuple[bytes, str, str]] = {}
     envelopes_missing: set[str] = set()
@@ -449,6 +453,7 @@ def _verify_chunk(
     try:
         for row in store.entries(start, end):
             idx, subject, event_id, parent, prev, leaf_col, verdict, body = row
+            pairs.append((subject, idx))
             if idx != expected:
                 problem("missing", f"entries {expected}..{idx - 1} are missing (deleted)", expected)
             expected = idx + 1
@@ -564,7 +569,8 @@ def _verify_chunk(
         if expected < end:
             problem("missing", f"entries {expected}..{end - 1} are missing (deleted)", expected)
         hashes = tree.hashes()
-        link_sum, links_above = _link_sum(links, link_check)
+        link_sum, links_above = _multiset(links, 3, None if check is None else check.links_below, check)
+        index_sum, index_above = _multiset(pairs, 1, None if check is None else check.subjects_below, check)
         # Stored nodes inside this chunk must equal the recomputed ones. Once an entry is known bad, the
         # nodes above it differ as a consequence, so only a chunk with sound entries is checked node by node.
         levels = range(TILE_STRIDE, 64, TILE_STRIDE) if not problems else range(0)
@@ -602,6 +608,8 @@ def _verify_chunk(
         token_sizes=token_sizes,
         link_sum=link_sum,
         links_above=links_above,
+        index_sum=index_sum,
+        index_above=index_above,
     )
 
 
@@ -790,94 +798,114 @@ class _SubjectMap:
         return self.root.hex()
 
 
-_LINK_HASH_MOD: Final = 1 << 256
-_LINK_ENCODER: Final = msgspec.json.Encoder()
+_HASH_MOD: Final = 1 << 256
+_ROW_ENCODER: Final = msgspec.json.Encoder()
+
+Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class _LinkCheck:
-    """What the workers need for the links check: the index below which the store must hold every link
-    (ledger.links.stored_below), and this run's secret key for _link_hash."""
+class _IndexCheck:
+    """What the workers need to check the derived indexes: for the links and for the subject index, the
+    index below which the store must hold every row (None: not checked), and this run's key for _row_hash."""
 
-    below: int
+    links_below: int | None
+    subjects_below: int | None
     key: bytes
 
 
-def _link_hash(link: Sequence[object], key: bytes) -> int:
-    """One link's term of the multiset hash: a keyed BLAKE2b of its JSON, with a key drawn afresh for each
+def _row_hash(row: Sequence[object], key: bytes) -> int:
+    """One row's term of a multiset hash: a keyed BLAKE2b of its JSON, with a key drawn afresh for each
     verification. A plain sum of public hashes is open to a generalized-birthday search (Wagner) for rows
     whose hashes add up to those of the rows removed; under a key the tamperer never saw there is nothing
     to search against."""
-    return int.from_bytes(hashlib.blake2b(_LINK_ENCODER.encode(link), digest_size=32, key=key).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(_ROW_ENCODER.encode(row), digest_size=32, key=key).digest(), "big")
 
 
-def _link_sum(links: list[Link], check: _LinkCheck | None) -> tuple[int, list[Link]]:
-    """The multiset hash of the ``links`` below ``check.below``, and the links at or above it."""
-    if check is None:
+def _multiset(rows: Sequence[Row], pos: int, below: int | None, check: _IndexCheck | None) -> tuple[int, list[Row]]:
+    """The multiset hash of the distinct ``rows`` whose log index (at ``pos``) is below ``below``, and the
+    rows at or above it (nothing when the table is not checked)."""
+    if check is None or below is None:
         return 0, []
-    below, key = check.below, check.key
+    key = check.key
     total = 0
-    above: list[Link] = []
-    for link in set(links):  # a data event naming an input twice gives one row
-        if link[3] < below:
-            total += _link_hash(link, key)
+    above: list[Row] = []
+    for row in set(rows):  # a data event naming an input twice gives one link
+        if row[pos] < below:
+            total += _row_hash(row, key)
         else:
-            above.append(link)
-    return total % _LINK_HASH_MOD, above
+            above.append(row)
+    return total % _HASH_MOD, above
 
 
-class _Links:
-    """The links table (lineage.py answers "which tokens used this resource" from it) against the links the
-    entries' events give. Unlike the subject index, nothing the log signs covers it: a row removed would
-    silently drop a token from an incident's answer.
+@dataclass(slots=True)
+class _Stored:
+    """A derived table as _stored_indexes read it: per chunk, the multiset hash of its rows below the
+    point; the rows at or above it; and the log's size once they were read (rows of entries appended
+    while the verifier ran are not judged)."""
 
-    Below ``below`` (ledger.links.stored_below: the store must hold every link of those entries) the
-    stored rows of each chunk must be exactly the derived ones: compared as a multiset hash (the sum of
-    each link's keyed hash, _link_hash, modulo 2**256), so memory does not grow with the log. At or above
-    it the store may hold some of them (the writer pays them after the seal, and older versions wrote them
-    with each batch), so each stored row there must be one of the derived links, kept as a set (one or two
-    blocks).
+    sums: list[int]
+    others: list[Row]
+    size: int
+
+
+class _Derived:
+    """A table the store derives from the entries and the queries read, which no signature covers, against
+    the rows the entries give: the links (lineage.py answers "which tokens used this resource" from them)
+    and SQLite's subject index (timelines and every lookup by subject). A row removed would silently drop
+    a token from an incident's answer.
+
+    Below ``below`` (where the store must hold every row of those entries: ledger.links.stored_below, the
+    subject index's mark) the stored rows of each chunk must be exactly the derived ones, compared as a
+    multiset hash (the sum of each row's keyed hash, _row_hash, modulo 2**256), so memory does not grow
+    with the log. At or above it the store may hold some of them (the writer writes them later), so each
+    stored row there must be one of the derived rows, kept as a set (a block or two of links, up to two
+    runs of the subject index).
     """
 
-    def __init__(self, below: int | None) -> None:
+    def __init__(self, kind: str, what: str, pos: int, below: int | None) -> None:
+        self.kind = kind
+        self.what = what
+        self.pos = pos
         self.below = below
         self.starts: list[int] = []
         self.sums: list[int] = []
-        self.above: set[Link] = set()
+        self.above: set[Row] = set()
 
-    def add(self, start: int, link_sum: int, above: list[Link]) -> None:
-        """A chunk's links, as _verify_chunk summed them (see _link_sum)."""
+    def add(self, start: int, total: int, above: list[Row]) -> None:
+        """A chunk's rows, as _verify_chunk summed them (see _multiset)."""
         if self.below is None:
             return
         self.starts.append(start)
-        self.sums.append(link_sum)
+        self.sums.append(total)
         self.above.update(above)
 
-    def check(self, stored: tuple[list[int], list[tuple[object, ...]]], size: int) -> list[Problem]:
-        """Problems with the stored links, as _stored_links read them for the same chunks."""
+    def check(self, stored: _Stored | None, size: int) -> list[Problem]:
+        """Problems with the stored rows, as _stored_indexes read them for the same chunks."""
         below = self.below
-        if below is None or not self.starts:
+        if below is None or stored is None or not self.starts:
             return []
-        sums, others = stored
         problems: list[Problem] = []
-        for row in others:
+        for row in stored.others:
+            idx = row[self.pos]
+            if type(idx) is int and size <= idx < stored.size:
+                continue  # an entry appended since the verification began: not judged
             if row not in self.above and len(problems) < _MAX_PROBLEMS:
-                idx = row[3]
                 problems.append(
                     Problem(
-                        "links",
-                        f"a stored {row[0]} link of entry {idx} is not one its event gives (forged)",
+                        self.kind,
+                        f"a stored {self.what} row of entry {idx} is not one the entry gives (forged)",
                         idx if type(idx) is int and 0 <= idx < size else None,
                     )
                 )
-        for k, (derived, found) in enumerate(zip(self.sums, sums, strict=True)):
+        for k, (derived, found) in enumerate(zip(self.sums, stored.sums, strict=True)):
             if derived != found and len(problems) < _MAX_PROBLEMS:
                 start = self.starts[k]
                 end = min(self.starts[k + 1] if k + 1 < len(self.starts) else size, below)
                 problems.append(
                     Problem(
-                        "links",
-                        f"entries {start}..{end - 1}: the stored lineage links are not those their events give "
+                        self.kind,
+                        f"entries {start}..{end - 1}: the stored {self.what} rows are not those the entries give "
                         "(rows removed, added or changed)",
                         start,
                     )
@@ -887,35 +915,52 @@ class _Links:
 
 @dataclass(slots=True)
 class _Scan:
-    """The stored side of _Links: the links table read once, in a worker beside the chunks (or here after
-    them), into the multiset hash of each chunk's rows below ``check.below`` and the rows at or above it."""
+    """The stored side of the _Derived checks: each table read once, in a worker beside the chunks (or here
+    after them)."""
 
     url: str
     starts: list[int]
-    check: _LinkCheck
-    result: tuple[list[int], list[tuple[object, ...]]] | None = None
+    check: _IndexCheck
+    result: tuple[_Stored | None, _Stored | None] | None = None
 
 
-def _stored_links(url: str, starts: list[int], check: _LinkCheck) -> tuple[list[int], list[tuple[object, ...]]]:
+def _stored_indexes(url: str, starts: list[int], check: _IndexCheck) -> tuple[_Stored | None, _Stored | None]:
+    """The links and the subject index as stored (None for a table not checked)."""
     store = open_store(url, readonly=True)
-    below, key = check.below, check.key
     try:
-        sums = [0] * len(starts)
-        others: list[tuple[object, ...]] = []
-        for row in store.link_rows():
-            idx = row[3]
-            if type(idx) is int and 0 <= idx < below:
-                sums[bisect_right(starts, idx) - 1] += _link_hash(row, key)
-            else:
-                others.append(row)
-        return [total % _LINK_HASH_MOD for total in sums], others
+        links = None
+        if check.links_below is not None:
+            links = _stored(store.link_rows(), 3, check.links_below, starts, check.key)
+        index = None
+        found = store.subject_index_rows()
+        if check.subjects_below is not None and found is not None:
+            index = _stored(found[1], 1, check.subjects_below, starts, check.key)
+        size = store.size()
+        for table in (links, index):
+            if table is not None:
+                table.size = size
+        return links, index
     finally:
         store.close()
 
 
-def _revocation_problems(derived: dict[str, int], rows: list[tuple[str, int]]) -> list[Problem]:
-    """The stored revocation set against the one the token events give."""
-    stored = dict(rows)
+def _stored(rows: Iterator[Row], pos: int, below: int, starts: list[int], key: bytes) -> _Stored:
+    sums = [0] * len(starts)
+    others: list[Row] = []
+    for row in rows:
+        idx = row[pos]
+        if type(idx) is int and 0 <= idx < below:
+            sums[bisect_right(starts, idx) - 1] += _row_hash(row, key)
+        else:
+            others.append(row)
+    return _Stored([total % _HASH_MOD for total in sums], others, 0)
+
+
+def _revocation_problems(derived: dict[str, int], rows: list[tuple[str, int]], size: int, now: int) -> list[Problem]:
+    """The stored revocation set against the one the token events give. ``size`` is the log the verifier
+    read, ``now`` the log's size after the rows were read: rows of entries appended in between are not
+    judged."""
+    stored = {subject: idx for subject, idx in rows if not (type(idx) is int and size <= idx < now)}
     problems: list[Problem] = []
     for subject in sorted(derived.keys() | stored.keys(), key=lambda s: (derived.get(s, -1), str(s))):
         mine, theirs = derived.get(subject), stored.get(subject)
@@ -929,10 +974,11 @@ def _revocation_problems(derived: dict[str, int], rows: list[tuple[str, int]]) -
 class _Merge:
     """Folds the chunk results, in log order, into the whole log's checks."""
 
-    def __init__(self, report: VerifyReport, verdicts: _Verdicts, links: _Links) -> None:
+    def __init__(self, report: VerifyReport, verdicts: _Verdicts, links: _Derived, index: _Derived) -> None:
         self.report = report
         self.verdicts = verdicts
         self.links = links
+        self.index = index
         self.chains = _Chains()
         self.tree = CompactRange()
         self.roots: dict[int, bytes] = {0: self.tree.root()}
@@ -955,6 +1001,7 @@ class _Merge:
         self.chains.absorb(res)
         self.verdicts.absorb(res)
         self.links.add(res.start, res.link_sum, res.links_above)
+        self.index.add(res.start, res.index_sum, res.index_above)
         self.contiguous = self.contiguous and res.start == self.tree.end
         for cut, hashes in sorted(res.cuts.items()):
             if not self.contiguous:
@@ -1040,7 +1087,7 @@ def _chunk_results(
         for a, b in chunks:
             yield _verify_chunk(url, a, b, cuts_in(a, b), keyring, scan.check if scan else None)
         if scan is not None:
-            scan.result = _stored_links(scan.url, scan.starts, scan.check)
+            scan.result = _stored_indexes(scan.url, scan.starts, scan.check)
         return
     workers = min(n_workers, len(chunks))
     forked = context.get_start_method() == "fork"
@@ -1059,7 +1106,7 @@ def _chunk_results(
         ahead: deque[Future[_ChunkResult]] = deque(
             map(submit, itertools.islice(queue, _IN_FLIGHT_PER_WORKER * workers))
         )
-        scanning = None if scan is None else pool.submit(_stored_links, scan.url, scan.starts, scan.check)
+        scanning = None if scan is None else pool.submit(_stored_indexes, scan.url, scan.starts, scan.check)
         try:
             while ahead:
                 result = ahead.popleft().result()
@@ -1154,6 +1201,8 @@ def verify_ledger(
         report.checkpoints = len(checkpoints)
         keyring = _keyring(store, report)
         links_below = _links_below(store, max((row.size for row in checkpoints), default=0))
+        kept = store.subject_index_rows()
+        subjects_below = None if kept is None else kept[0]
     finally:
         store.close()  # no connection of ours stays open across a fork
 
@@ -1212,9 +1261,16 @@ def verify_ledger(
         target = size  # one chunk, verified here
     chunks = _chunks(size, [r.index for r in seal_rows], target)
     context = get_context(method) if method is not None and len(chunks) > 1 else None
-    merge = _Merge(report, _Verdicts(policy, local_tokens(meta)), _Links(links_below))
+    merge = _Merge(
+        report,
+        _Verdicts(policy, local_tokens(meta)),
+        _Derived("links", "lineage link", 3, links_below),
+        _Derived("subject_index", "subject index", 1, subjects_below),
+    )
     done = 0
-    scan = None if links_below is None else _Scan(url, [a for a, _ in chunks], _LinkCheck(links_below, os.urandom(32)))
+    scan = None
+    if links_below is not None or subjects_below is not None:
+        scan = _Scan(url, [a for a, _ in chunks], _IndexCheck(links_below, subjects_below, os.urandom(32)))
     for res in _chunk_results(url, chunks, cut_sizes, keyring, n_workers, context, scan):
         merge.absorb(res)
         done += res.end - res.start
@@ -1245,11 +1301,13 @@ def verify_ledger(
         if not report.problems:  # the derived indexes, once the entries they derive from are sound
             try:
                 if scan is not None:
-                    found = scan.result if scan.result is not None else _stored_links(url, scan.starts, scan.check)
-                    report.problems.extend(merge.links.check(found, size))
-                report.problems.extend(_revocation_problems(merge.verdicts.revoked, store.revocation_rows()))
+                    stored_links, stored_index = scan.result or _stored_indexes(url, scan.starts, scan.check)
+                    report.problems.extend(merge.links.check(stored_links, size))
+                    report.problems.extend(merge.index.check(stored_index, size))
+                revocations = store.revocation_rows()
+                report.problems.extend(_revocation_problems(merge.verdicts.revoked, revocations, size, store.size()))
             except LedgerError as e:
-                report.problems.append(Problem("links", f"cannot read the lineage indexes: {e}"))
+                report.problems.append(Problem("links", f"cannot read the derived indexes: {e}"))
         for cp in signed:
             if roots.get(cp.size) != cp.root_hash:
                 report.problems.append(

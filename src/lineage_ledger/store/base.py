@@ -241,6 +241,12 @@ class Store(Protocol):
         """Every row of the revocation set: (token subject, index of its REVOKED entry)."""
         ...
 
+    def subject_index_rows(self) -> tuple[int, Iterator[tuple[str, int]]] | None:
+        """A subject index kept as a table of its own (SQLite's sorted runs), for the verifier: the index
+        below which every entry must be in it, and its (subject, log index) rows in key order. None when the
+        store indexes subjects inside the database's own indexing (PostgreSQL, older SQLite ledgers)."""
+        ...
+
     def map_node(self, digest: bytes) -> bytes | None:
         """The stored bytes of the subject-map node with this hash, or None."""
         ...

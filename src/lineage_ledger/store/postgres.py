@@ -674,6 +674,9 @@ class PostgresStore:
     def revocation_rows(self) -> list[tuple[str, int]]:
         return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
 
+    def subject_index_rows(self) -> tuple[int, Iterator[tuple[str, int]]] | None:
+        return None  # entries_subject, an index of the database's own
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         rows = self._all("SELECT subject, idx FROM revocations WHERE subject = ANY(%s)", (list(subjects),))
         return {r[0]: r[1] for r in rows}

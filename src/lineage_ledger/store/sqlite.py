@@ -716,6 +716,21 @@ class SQLiteStore:
     def revocation_rows(self) -> list[tuple[str, int]]:
         return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
 
+    def subject_index_rows(self) -> tuple[int, Iterator[tuple[str, int]]] | None:
+        if self._legacy:
+            return None
+        mark = int(self._all(f"SELECT {_MARK}")[0][0])
+        return mark, self._subject_index_pages()
+
+    def _subject_index_pages(self) -> Iterator[tuple[str, int]]:
+        page = "SELECT subject, idx FROM subject_index {}ORDER BY subject, idx LIMIT 10000"
+        rows = self._all(page.format(""))
+        while rows:
+            yield from rows
+            if len(rows) < 10000:
+                return
+            rows = self._all(page.format("WHERE (subject, idx) > (?, ?) "), rows[-1])
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for i in range(0, len(subjects), 900):

@@ -20,21 +20,21 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
   so a sequencer that recorded "ok" for a use after revocation (or flagged an honest event) is caught;
 * optionally, a checkpoint saved earlier: the ledger must be an append-only extension of it, so truncation
   and rollback are caught even when the attacker also removed the later checkpoints;
-* once all of the above holds, the store's derived lineage indexes, which no signature covers: the links
-  table the lineage queries start from ("which tokens used this resource") must hold exactly the links the
-  entries' events give (_Links), and the revocation set exactly the tokens the lifecycle rules revoked,
-  each at the entry that revoked it. A row removed, changed or slipped in is reported, with the chunk of
-  entries whose links differ.
+* once all of the above holds, the store's derived indexes, which no signature covers: the links table
+  the lineage queries start from ("which tokens used this resource") must hold exactly the links the
+  entries' events give, SQLite's subject index exactly the entries' (subject, index) pairs (_Derived), and
+  the revocation set exactly the tokens the lifecycle rules revoked, each at the entry that revoked it. A
+  row removed, changed or slipped in is reported, with the chunk of entries whose rows differ.
 
 How the work is split. The log is cut into chunks of whole blocks. A worker process reads each chunk once and
 does everything that needs only the chunk: hashes, columns, blocks, tree nodes, the envelopes the chunk refers
 to (each checked at its first use in the chunk), the chain links inside the chunk. It hands back compact
 summaries: the chunk's compact range, the first link and the last leaf of each subject it touched, the changes
-each block makes to the subject map, the bytes of its token events with their recorded verdicts, and a
-multiset hash of its lineage links. The coordinator folds those in log order while the workers go on with
-later chunks: the chain links across chunks, the subject map roots, the verdicts (the state machine needs
-every earlier token event), the block header chain and the tree. So each entry is read once, and both cores
-work from start to end. Workers are forked where that is safe (see _start_method), else spawned.
+each block makes to the subject map, the bytes of its token events with their recorded verdicts, and multiset
+hashes of its lineage links and subject-index rows. The coordinator folds those in log order while the workers
+go on with later chunks: the chain links across chunks, the subject map roots, the verdicts (the state machine
+needs every earlier token event), the block header chain and the tree. So each entry is read once, and both
+cores work from start to end. Workers are forked where that is safe (see _start_method), else spawned.
 
 Memory grows with the number of subjects (chain heads, subject map, token states) and with the longest
 block (a chunk's result holds its token events), not with the number of entries.
@@ -348,7 +348,7 @@ class _ChunkResult:
     token_sizes: list[int]
     """... of elements this long (to read them one by one if the array as a whole does not decode)."""
     link_sum: int
-    """The multiset hash (_Links) of the lineage links the chunk's events give, of entries below the index
+    """The multiset hash (_Derived) of the lineage links the chunk's events give, of entries below the index
     from which the store may not hold them yet ..."""
     links_above: list[Link]
     """... and those links at or above it; the same for the (subject, index) pairs of the chunk's entries

@@ -928,23 +928,23 @@ def _stored_indexes(url: str, starts: list[int], check: _IndexCheck) -> tuple[_S
     """The links and the subject index as stored (None for a table not checked)."""
     store = open_store(url, readonly=True)
     try:
-        links = None
+        links = index = None
         if check.links_below is not None:
             links = _stored(store.link_rows(), 3, check.links_below, starts, check.key)
-        index = None
-        found = store.subject_index_rows()
-        if check.subjects_below is not None and found is not None:
-            index = _stored(found[1], 1, check.subjects_below, starts, check.key)
-        size = store.size()
-        for table in (links, index):
-            if table is not None:
-                table.size = size
-        return links, index
+        kept = store.subject_index_rows() if check.subjects_below is not None else None
+        if check.subjects_below is not None and kept is not None:
+            index = _stored(kept[1], 1, check.subjects_below, starts, check.key)
+        size = store.size()  # after the rows: every entry they name that exists is below it
+        return (
+            None if links is None else _Stored(*links, size),
+            None if index is None else _Stored(*index, size),
+        )
     finally:
         store.close()
 
 
-def _stored(rows: Iterator[Row], pos: int, below: int, starts: list[int], key: bytes) -> _Stored:
+def _stored(rows: Iterator[Row], pos: int, below: int, starts: list[int], key: bytes) -> tuple[list[int], list[Row]]:
+    """Per chunk, the multiset hash of the rows below ``below``; and the other rows."""
     sums = [0] * len(starts)
     others: list[Row] = []
     for row in rows:
@@ -953,7 +953,7 @@ def _stored(rows: Iterator[Row], pos: int, below: int, starts: list[int], key: b
             sums[bisect_right(starts, idx) - 1] += _row_hash(row, key)
         else:
             others.append(row)
-    return _Stored([total % _HASH_MOD for total in sums], others, 0)
+    return [total % _HASH_MOD for total in sums], others
 
 
 def _revocation_problems(derived: dict[str, int], rows: list[tuple[str, int]], size: int, now: int) -> list[Problem]:
@@ -1300,14 +1300,14 @@ def verify_ledger(
             report.problems.append(Problem("missing", f"only {tree.end} of {size} entries could be read", tree.end))
         if not report.problems:  # the derived indexes, once the entries they derive from are sound
             try:
-                if scan is not None:
-                    stored_links, stored_index = scan.result or _stored_indexes(url, scan.starts, scan.check)
+                if scan is not None and scan.result is not None:  # set once every chunk came back
+                    stored_links, stored_index = scan.result
                     report.problems.extend(merge.links.check(stored_links, size))
                     report.problems.extend(merge.index.check(stored_index, size))
                 revocations = store.revocation_rows()
                 report.problems.extend(_revocation_problems(merge.verdicts.revoked, revocations, size, store.size()))
             except LedgerError as e:
-                report.problems.append(Problem("links", f"cannot read the derived indexes: {e}"))
+                report.problems.append(Problem("derived_index", f"cannot read the derived indexes: {e}"))
         for cp in signed:
             if roots.get(cp.size) != cp.root_hash:
                 report.problems.append(

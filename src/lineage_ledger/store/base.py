@@ -7,9 +7,9 @@ the database itself. The contract tests in tests/store run unchanged against eve
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "BatchWrite",
@@ -22,6 +22,7 @@ __all__ = [
     "QuarantineRow",
     "SchemaRow",
     "Store",
+    "keyset_pages",
 ]
 
 
@@ -135,6 +136,24 @@ class BatchWrite:
     """Transport schemas to register (one already registered under the same fingerprint is kept)."""
     quarantine: list[QuarantineRow] = field(default_factory=list)
     """Refused transport messages."""
+
+
+def keyset_pages(
+    read: Callable[[str, Sequence[Any]], list[Any]], select: str, key: Sequence[str], mark: str, page: int = 10_000
+) -> Iterator[Any]:
+    """The rows of ``select`` (a SELECT ... FROM ... without WHERE or ORDER BY) in the order of its ``key``
+    columns, read a page at a time: each page starts after the previous page's last key (keyset paging),
+    so no page rescans what came before and memory stays at one page. ``read(sql, params)`` runs a query;
+    ``mark`` is the driver's placeholder ("?" or "%s"). The key columns come first in the selected row."""
+    columns = ", ".join(key)
+    query = f"{select} {{}}ORDER BY {columns} LIMIT {page}"
+    after = f"WHERE ({columns}) > ({', '.join([mark] * len(key))}) "
+    rows = read(query.format(""), ())
+    while rows:
+        yield from rows
+        if len(rows) < page:
+            return
+        rows = read(query.format(after), rows[-1][: len(key)])
 
 
 class Store(Protocol):

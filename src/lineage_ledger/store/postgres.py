@@ -42,6 +42,7 @@ from lineage_ledger.store.base import (
     PolicyRow,
     QuarantineRow,
     SchemaRow,
+    keyset_pages,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "PostgresStore", "apply_migrations", "provision"]
@@ -663,13 +664,8 @@ class PostgresStore:
         return {bytes(r[0]): bytes(r[1]) for r in rows}
 
     def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
-        page = "SELECT kind, key, at, idx, subject FROM links {}ORDER BY kind, key, at, idx LIMIT 10000"
-        rows = self._all(page.format(""))
-        while rows:
-            yield from rows
-            if len(rows) < 10000:
-                return
-            rows = self._all(page.format("WHERE (kind, key, at, idx) > (%s, %s, %s, %s) "), rows[-1][:4])
+        select = "SELECT kind, key, at, idx, subject FROM links"
+        return keyset_pages(self._all, select, ("kind", "key", "at", "idx"), "%s")
 
     def revocation_rows(self) -> list[tuple[str, int]]:
         return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]

@@ -32,6 +32,7 @@ from lineage_ledger.store.base import (
     PolicyRow,
     QuarantineRow,
     SchemaRow,
+    keyset_pages,
 )
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
@@ -705,13 +706,8 @@ class SQLiteStore:
         return out
 
     def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
-        page = "SELECT kind, key, at, idx, subject FROM links {}ORDER BY kind, key, at, idx LIMIT 10000"
-        rows = self._all(page.format(""))
-        while rows:
-            yield from rows
-            if len(rows) < 10000:
-                return
-            rows = self._all(page.format("WHERE (kind, key, at, idx) > (?, ?, ?, ?) "), rows[-1][:4])
+        select = "SELECT kind, key, at, idx, subject FROM links"
+        return keyset_pages(self._all, select, ("kind", "key", "at", "idx"), "?")
 
     def revocation_rows(self) -> list[tuple[str, int]]:
         return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
@@ -720,16 +716,7 @@ class SQLiteStore:
         if self._legacy:
             return None
         mark = int(self._all(f"SELECT {_MARK}")[0][0])
-        return mark, self._subject_index_pages()
-
-    def _subject_index_pages(self) -> Iterator[tuple[str, int]]:
-        page = "SELECT subject, idx FROM subject_index {}ORDER BY subject, idx LIMIT 10000"
-        rows = self._all(page.format(""))
-        while rows:
-            yield from rows
-            if len(rows) < 10000:
-                return
-            rows = self._all(page.format("WHERE (subject, idx) > (?, ?) "), rows[-1])
+        return mark, keyset_pages(self._all, "SELECT subject, idx FROM subject_index", ("subject", "idx"), "?")
 
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}

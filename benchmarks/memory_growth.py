@@ -1,7 +1,8 @@
 """Resident memory of the sequencer as the ledger grows (issue: flat from 1M to 5M entries).
 
 Streams signed envelopes into a fresh SQLite ledger and samples the process's current RSS (not the peak)
-after every million events. Usage: python benchmarks/memory_growth.py [--events 5000000] [--dir DIR]
+after every million events, with the sizes of the database and of its write-ahead log on disk.
+Usage: python benchmarks/memory_growth.py [--events 5000000] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ def rss_mb() -> float:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
+def file_mb(path: str) -> float:
+    """A file's size in MiB (0 if it is not there)."""
+    try:
+        return round(os.path.getsize(path) / 2**20, 1)
+    except FileNotFoundError:
+        return 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=5_000_000)
@@ -42,7 +51,13 @@ def main() -> None:
             for envelope in iter_envelopes(args.step, producer, start_ns=start_ns, first=first):
                 ledger.append(envelope)
             samples.append(
-                {"events": first + args.step, "rss_mb": rss_mb(), "seconds": round(time.perf_counter() - started, 1)}
+                {
+                    "events": first + args.step,
+                    "rss_mb": rss_mb(),
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "db_mb": file_mb(f"{tmp}/m.db"),
+                    "wal_mb": file_mb(f"{tmp}/m.db-wal"),
+                }
             )
             print(json.dumps(samples[-1]), flush=True)
         ledger.close()

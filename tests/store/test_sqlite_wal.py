@@ -35,10 +35,14 @@ def _commit(store: sqlite.SQLiteStore, n: int) -> None:
     )
 
 
-@pytest.mark.parametrize("readers", [False, True])
-def test_wal_restarts_under_a_steady_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readers: bool) -> None:
+@pytest.mark.parametrize(("readers", "converging"), [(False, True), (True, True), (False, False)])
+def test_wal_restarts_under_a_steady_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readers: bool, converging: bool
+) -> None:
     monkeypatch.setattr(sqlite, "_CHECKPOINT_INTERVAL_S", 0.005)
     monkeypatch.setattr(sqlite, "_RESTART_FRAMES", 256)  # 1 MB
+    if not converging:  # the catch-up passes never get there: only the forced last pass restarts the WAL
+        monkeypatch.setattr(sqlite, "_LAST_PASS_FRAMES", -1)
     path = tmp_path / "wal.db"
     store = open_store(str(path))
     assert isinstance(store, sqlite.SQLiteStore)

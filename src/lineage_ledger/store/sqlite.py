@@ -265,6 +265,9 @@ _RESTART_FRAMES: Final = 16384
 _LAST_PASS_FRAMES: Final = 64
 """At most this many frames are copied with the writer held (see _Checkpointer)."""
 _CATCH_UP_PASSES: Final = 8
+_FORCE_FACTOR: Final = 4
+"""Past this many times _RESTART_FRAMES, the last pass holds the writer even if the catch-up passes never
+got down to _LAST_PASS_FRAMES (a bulk load at synchronous=normal can outpace them every round)."""
 _CHECKPOINT_INTERVAL_S: Final = 0.25
 _WAL_LIMIT_BYTES: Final = 128 << 20
 """journal_size_limit: a WAL that grew past this (a burst, a long reader) is cut back to it when it restarts.
@@ -283,7 +286,8 @@ class _Checkpointer:
     one; then, once the WAL holds _RESTART_FRAMES, a last pass holding ``write_lock`` (the store's writer
     lock, so no commit lands meanwhile) copies those few, and the next write transaction starts the WAL
     over. That pass stalls the writer (at 10,000 events/s: 6 ms at the median, up to 14 ms, mostly the
-    database's fsync), so it runs once per 64 MB of WAL rather than every round."""
+    database's fsync), so it runs once per 64 MB of WAL rather than every round. A writer that outpaces
+    every catch-up pass (a bulk load) is held anyway once the WAL passes 256 MB."""
 
     def __init__(self, path: str, write_lock: threading.RLock, interval: float) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -319,7 +323,9 @@ class _Checkpointer:
             if arrived <= _LAST_PASS_FRAMES:
                 break  # the frames committed during this pass are few: copy them with the writer held
         else:
-            return  # the writer keeps outpacing the passes: try again next round
+            if seen < _FORCE_FACTOR * _RESTART_FRAMES:
+                return  # the writer keeps outpacing the passes: try again next round
+            # A writer this fast would keep the WAL growing: hold it anyway, for what one pass let in.
         while not self._write_lock.acquire(timeout=0.05):
             if self._stop.is_set():
                 return

@@ -85,6 +85,12 @@ class LedgerMetrics:
             ["log", "topic", "partition"],
             registry=r,
         )
+        self.wal = Gauge(
+            "lineage_wal_bytes",
+            "Size of the store's write-ahead log on disk (SQLite; bounded by the store's checkpoints)",
+            ["log"],
+            registry=r,
+        )
         self._ledger: Ledger | None = None
 
     @classmethod
@@ -101,6 +107,9 @@ class LedgerMetrics:
         ledger.add_listener(self.observe)
         self.size.labels(self.origin).set(ledger.size)
         self.sealed.labels(self.origin).set(ledger.sealed_size)
+        store = ledger.store
+        if store.wal_bytes() is not None:  # read at each scrape
+            self.wal.labels(self.origin).set_function(lambda: float(store.wal_bytes() or 0))
 
     def observe(self, rows: Sequence[EntryRow]) -> None:
         """Count committed entries (the ledger's listener)."""

@@ -41,6 +41,10 @@ def test_metrics_follow_commits_and_leak_no_token(tmp_path: Path) -> None:
     assert value("lineage_violations_total", {**labels, "rule": "token.use_after_revoke"}) == 1
     assert value("lineage_log_size", labels) == ledger.size == 5
     assert value("lineage_sealed_size", labels) == ledger.sealed_size == 5
+    wal = value("lineage_wal_bytes", labels)
+    assert wal is not None
+    assert wal > 0
+    assert wal == (tmp_path / "l.db-wal").stat().st_size
 
     port = _free_port()
     server = metrics.serve(port)

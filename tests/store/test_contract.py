@@ -28,6 +28,7 @@ from lineage_ledger.store.base import (
     SchemaRow,
     Store,
 )
+from lineage_ledger.store.sqlite import SQLiteStore
 from tests.services import PostgresLedger, sql
 
 Raw = Callable[[str], None]
@@ -92,6 +93,17 @@ def test_meta_is_written_once(backend: tuple[Store, Raw]) -> None:
     with pytest.raises(ConflictError):
         store.initialise({"origin": "other"})
     assert store.meta()["origin"] == "contract.example/log"
+
+
+def test_wal_size_is_reported_where_the_store_keeps_the_file(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    store.write(_batch(0, [_row(0, "token:a", "e0")]))
+    wal = store.wal_bytes()
+    if isinstance(store, SQLiteStore):
+        assert wal is not None
+        assert wal == Path(f"{store.path}-wal").stat().st_size > 0
+    else:
+        assert wal is None  # PostgreSQL's WAL is the server's
 
 
 def test_entries_round_trip_and_read_paths(backend: tuple[Store, Raw]) -> None:

@@ -266,6 +266,11 @@ class Store(Protocol):
         store indexes subjects inside the database's own indexing (PostgreSQL, older SQLite ledgers)."""
         ...
 
+    def wal_bytes(self) -> int | None:
+        """The size of the store's write-ahead log on disk, for monitoring (an SRE alerts on its growth).
+        None where the database server manages its own log (PostgreSQL) or there is no file (in memory)."""
+        ...
+
     def map_node(self, digest: bytes) -> bytes | None:
         """The stored bytes of the subject-map node with this hash, or None."""
         ...

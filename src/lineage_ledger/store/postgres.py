@@ -673,6 +673,9 @@ class PostgresStore:
     def subject_index_rows(self) -> tuple[int, Iterator[tuple[str, int]]] | None:
         return None  # entries_subject, an index of the database's own
 
+    def wal_bytes(self) -> int | None:
+        return None  # the server's own WAL, watched with the server's own metrics
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         rows = self._all("SELECT subject, idx FROM revocations WHERE subject = ANY(%s)", (list(subjects),))
         return {r[0]: r[1] for r in rows}

@@ -774,6 +774,14 @@ class SQLiteStore:
         mark = int(self._all(f"SELECT {_MARK}")[0][0])
         return mark, keyset_pages(self._all, "SELECT subject, idx FROM subject_index", ("subject", "idx"), "?")
 
+    def wal_bytes(self) -> int | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            return Path(f"{self.path}-wal").stat().st_size
+        except FileNotFoundError:
+            return 0  # none yet, or removed by the last connection's close
+
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for i in range(0, len(subjects), 900):

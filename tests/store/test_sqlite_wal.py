@@ -17,7 +17,7 @@ from lineage_ledger.store import open_store, sqlite
 from lineage_ledger.store.base import BatchWrite, EntryRow, EnvelopeRow
 
 ROWS_PER_COMMIT = 100
-COMMITS = 200
+COMMITS = 300
 BODY = bytes(1000)
 
 
@@ -74,6 +74,6 @@ def test_wal_restarts_under_a_steady_writer(
     reopened = open_store(str(path))
     try:
         end = COMMITS * ROWS_PER_COMMIT
-        assert [r.index for r in reopened.entries(end - 3, end)] == [19997, 19998, 19999]
+        assert [r.index for r in reopened.entries(end - 3, end)] == [29997, 29998, 29999]
     finally:
         reopened.close()

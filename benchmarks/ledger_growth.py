@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_emitter
+from memory_growth import file_mb
 
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.model import encode_event
@@ -31,10 +32,6 @@ def _written_bytes() -> int:
     with open("/proc/self/io") as f:
         fields = dict(line.split(": ") for line in f.read().splitlines())
     return int(fields["write_bytes"])
-
-
-def _mb(path: Path) -> float:
-    return round(path.stat().st_size / 2**20, 1) if path.exists() else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                             "wall_us_per_event": round(wall / count * 1e6, 1),
                             "cpu_us_per_event": round(cpu / count * 1e6, 1),
                             "written_kb_per_event": round((_written_bytes() - wrote) / count / 1024, 2),
-                            "db_mb": _mb(db),
-                            "wal_mb": _mb(Path(f"{db}-wal")),
+                            "db_mb": file_mb(str(db)),
+                            "wal_mb": file_mb(f"{db}-wal"),
                         }
                     ),
                     flush=True,

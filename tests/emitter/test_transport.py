@@ -88,6 +88,7 @@ def test_no_api_key_sends_no_authorization_header() -> None:
         (500, _problem(500, "internal", "failed"), {}, TransportError, {}),
         (502, b"<html>bad gateway</html>", {}, TransportError, {}),
         (404, b"", {}, TransportError, {}),
+        (421, _problem(421, "misdirected", "belongs to shard 1", "events[0]"), {}, TransportError, {}),
         (401, _problem(401, "unauthorized", "bad API key"), {}, KeyringError, {}),
         (403, _problem(403, "key-not-accepted", "unknown key"), {}, KeyringError, {}),
         (403, _problem(403, "bad-signature", "does not verify"), {}, SignatureError, {}),

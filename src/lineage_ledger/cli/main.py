@@ -580,6 +580,22 @@ def _api_key_path(args: argparse.Namespace) -> Path:
     return Path(args.api_keys) if args.api_keys else _default_key_path(args.ledger, API_KEYS_SUFFIX)
 
 
+def _served_ledger(args: argparse.Namespace) -> Ledger:
+    """The ledger ``lineage serve`` writes: --ledger, or with --shard its shard n (a sharded ledger is served by
+    one process per shard; they share the root's log key, API keys, token secret and service key)."""
+    if args.shard is None:
+        return _open(args, long_running=True)
+    from lineage_ledger.ledger.shards import read_layout, shard_url
+
+    layout = read_layout(args.ledger)
+    if layout is None:
+        raise InputError("--shard", f"{args.ledger} is not the root of a sharded ledger")
+    if not 0 <= args.shard < layout.shards:
+        raise InputError("--shard", f"{args.ledger} has shards 0 to {layout.shards - 1}, not {args.shard}")
+    settings = _settings(args, long_running=True)
+    return Ledger.open(shard_url(args.ledger, args.shard), _log_signer(args), settings=settings)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -603,7 +619,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from lineage_ledger.service.app import SERVICE_PRODUCER
 
         write_signer_key(service_key, Ed25519Signer.generate(SERVICE_PRODUCER))
-    with _open(args, long_running=True) as ledger:
+    with _served_ledger(args) as ledger:
         introspector = None
         if args.redis:
             from lineage_ledger.state import open_introspector
@@ -667,7 +683,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     """Send JSONL events through the emitter SDK: spool, batches, signatures, retries, dead letters."""
     from rich.markup import escape
 
-    from lineage_ledger.emitter import Emitter, HttpTransport
+    from lineage_ledger.emitter import Emitter, HttpTransport, ShardedHttpTransport
     from lineage_ledger.emitter.sender import redact
     from lineage_ledger.emitter.transport import Transport
 
@@ -679,8 +695,12 @@ def cmd_emit(args: argparse.Namespace) -> int:
         if not args.topic:
             raise CommandError("--kafka needs --topic")
         transport = KafkaTransport(args.kafka, args.topic, timeout=args.timeout)
+    elif args.url and len(args.url) > 1:  # a sharded ledger: one lineage serve per shard, shard 0 first
+        transport = ShardedHttpTransport(args.url, args.partitions, _emit_api_key(args), timeout=args.http_timeout)
     elif args.url:
-        transport = HttpTransport(args.url, _emit_api_key(args), timeout=args.http_timeout)
+        if args.partitions is not None:
+            raise CommandError("--partitions is for a sharded ledger: give every shard's --url, shard 0 first")
+        transport = HttpTransport(args.url[0], _emit_api_key(args), timeout=args.http_timeout)
     else:
         raise CommandError("say where to send: --url (a lineage service) or --kafka with --topic")
     emitter = Emitter(
@@ -934,6 +954,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="keep hot token state in Redis and introspect from it (the [redis] extra), e.g. redis://127.0.0.1/0",
     )
+    p.add_argument(
+        "--shard",
+        type=int,
+        help="serve shard N of the sharded ledger --ledger (one process per shard; see lineage emit --url)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
@@ -958,7 +983,17 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("emit", help="send JSONL events to a lineage service or Kafka through the emitter SDK")
     p.add_argument("file", nargs="?", default="-", help="JSONL file, one event per line (default: standard input)")
-    p.add_argument("--url", help="the lineage service, e.g. https://ledger.example")
+    p.add_argument(
+        "--url",
+        action="append",
+        help="the lineage service, e.g. https://ledger.example; for a sharded ledger, once per shard's server, "
+        "shard 0 first",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        help="a sharded ledger's partition count (lineage init --partitions; default: the number of shards)",
+    )
     p.add_argument("--kafka", metavar="BOOTSTRAP", help="publish to Kafka instead (host:port[,...]); needs --topic")
     p.add_argument("--topic", help="the Kafka topic")
     p.add_argument("--producer", required=True, help="producer id the batches are signed for")

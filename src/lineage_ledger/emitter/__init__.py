@@ -8,7 +8,8 @@
     emitter.close()              # at shutdown: spool what is queued, deliver what it can in time
 
 Guarantees (details on :class:`Emitter`): ``emit`` returns at once; events arrive in ``emit`` order,
-exactly once in effect; what reached the spool survives SIGKILL and is replayed by the next start; refused
+exactly once in effect (to a sharded ledger, through :class:`ShardedHttpTransport` or Kafka: in order per
+shard, so per token); what reached the spool survives SIGKILL and is replayed by the next start; refused
 events go to a dead-letter file with the reason; raw bearer tokens are never stored, spooled or logged.
 Nothing here imports httpx, Starlette or Flask until it is used.
 """
@@ -22,7 +23,7 @@ from lineage_ledger.emitter.middleware import (
     parse_traceparent,
 )
 from lineage_ledger.emitter.sender import Backoff, Emitter, Overflow
-from lineage_ledger.emitter.transport import HttpTransport, LocalTransport, Transport
+from lineage_ledger.emitter.transport import HttpTransport, LocalTransport, ShardedHttpTransport, Transport
 
 __all__ = [
     "Backoff",
@@ -33,6 +34,7 @@ __all__ = [
     "LineageWSGIMiddleware",
     "LocalTransport",
     "Overflow",
+    "ShardedHttpTransport",
     "Transport",
     "parse_traceparent",
 ]

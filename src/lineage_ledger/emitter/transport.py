@@ -4,8 +4,9 @@ A :class:`Transport` sends one envelope and returns one receipt per event, in ba
 the emitter what to do next:
 
 * retry later (the events stay in the spool): :class:`~lineage_ledger.errors.TransportError` (unreachable,
-  5xx, a wrong URL), :class:`~lineage_ledger.errors.PushbackError` (503, 429 or 408; ``retry_after`` from
-  the ``Retry-After`` header), and :class:`~lineage_ledger.errors.KeyringError` /
+  5xx, a wrong URL, 421: an event sent to a shard that does not own it),
+  :class:`~lineage_ledger.errors.PushbackError` (503, 429 or 408; ``retry_after`` from the ``Retry-After``
+  header), and :class:`~lineage_ledger.errors.KeyringError` /
   :class:`~lineage_ledger.errors.SignatureError` (401 or 403: the API key or the producer key is not
   accepted *yet*: an operator fixes configuration, and nothing should be thrown away meanwhile);
 * dead-letter (the events themselves are refused): :class:`~lineage_ledger.errors.InputError` (400, 413,
@@ -13,24 +14,30 @@ the emitter what to do next:
   :class:`~lineage_ledger.errors.ConflictError` (409: an event id already holds other bytes).
 
 :class:`HttpTransport` speaks the service's ``POST /v1/batches`` (httpx is imported only when one is
-built); :class:`LocalTransport` calls :meth:`Ledger.append` in this process.
+built); :class:`ShardedHttpTransport` does the same for a sharded ledger served by one ``lineage serve`` per
+shard; :class:`LocalTransport` calls :meth:`Ledger.append` in this process.
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 import msgspec
 
+from lineage_ledger.core.model import read_subject
+from lineage_ledger.core.routing import shard_of
 from lineage_ledger.errors import (
     ConflictError,
     EnvelopeError,
     InputError,
     KeyringError,
+    LedgerError,
     PushbackError,
     SignatureError,
     StoreError,
@@ -43,7 +50,14 @@ if TYPE_CHECKING:
 
     from lineage_ledger.ledger.writer import Ledger
 
-__all__ = ["BATCHES_PATH", "GroupingTransport", "HttpTransport", "LocalTransport", "Transport"]
+__all__ = [
+    "BATCHES_PATH",
+    "GroupingTransport",
+    "HttpTransport",
+    "LocalTransport",
+    "ShardedHttpTransport",
+    "Transport",
+]
 
 BATCHES_PATH: Final = "/v1/batches"
 _DEFAULT_RETRY_AFTER: Final = 1.0
@@ -208,6 +222,8 @@ class HttpTransport:
             return PushbackError(f"{said}: {detail}", _DEFAULT_RETRY_AFTER if wait is None else wait)
         if status >= 500 or status in (404, 405):
             return TransportError(f"{said}: {detail}")
+        if status == 421:  # an event of another shard: the producer's routing is misconfigured, not the event
+            return TransportError(f"{said} (check the shard URLs and --partitions): {detail}")
         if status in (401, 403):
             if problem.type.endswith(":bad-signature"):
                 return SignatureError(f"{said}: {detail}")
@@ -224,3 +240,139 @@ class HttpTransport:
 
     def __repr__(self) -> str:
         return f"HttpTransport({self._shown!r})"
+
+
+_RETRYABLE_ERRORS: Final = (TransportError, PushbackError, KeyringError, SignatureError)
+_EVENT_AT: Final = re.compile(r"^events\[([0-9]+)\]")
+
+
+class ShardedHttpTransport:
+    """Delivers to a sharded ledger (``lineage init --shards S``) served by one ``lineage serve`` per shard.
+
+    ``urls[n]`` serves shard n (``ledger.shard-<n>.db``); ``partitions`` is the layout's partition count
+    (``--partitions`` at init, which defaults to the number of shards). Each event goes to the shard that
+    owns its subject (core.routing.shard_of: Kafka's murmur2 partitioner, modulo the partitions, modulo the
+    shards), which is what each shard's ledger checks: the emitter groups a batch with :meth:`route`, signs
+    one envelope per group, and :meth:`send_groups` posts the groups to their shards at the same time, one
+    thread per shard, and returns once every shard has committed its part.
+
+    One shard's server process sequences and commits on its own core, so S shards take S times the events
+    one server can (bench_emitter.py measures it). Per token, order is kept: a token's events all go to one
+    shard, in emit order. Across shards there is no order, as in any sharded log.
+
+    Errors: if any shard failed retryably (unreachable, 5xx, pushback, a key not accepted yet), that is
+    raised and the emitter re-sends the whole batch, whose events the shards that had committed answer as
+    duplicates. Otherwise a refusal (4xx, 409) is raised with its ``events[k]`` rewritten to the event's
+    position in the batch, so the emitter dead-letters the right one. ``api_key`` is one key for every
+    shard or one per shard (each server keeps its own key file).
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        partitions: int | None = None,
+        api_key: str | Sequence[str | None] | None = None,
+        *,
+        timeout: float = 10.0,
+        http_transports: Sequence[httpx.BaseTransport] | None = None,
+    ) -> None:
+        if not urls:
+            raise InputError("urls", "name the server of every shard, shard 0 first")
+        self.partitions = len(urls) if partitions is None else partitions
+        shard_of("token:0", self.partitions, len(urls))  # InputError now if they do not divide
+        keys = [api_key] * len(urls) if api_key is None or isinstance(api_key, str) else list(api_key)
+        if len(keys) != len(urls):
+            raise InputError("api_key", f"{len(keys)} API keys for {len(urls)} shards")
+        if http_transports is not None and len(http_transports) != len(urls):
+            raise InputError("http_transports", f"{len(http_transports)} for {len(urls)} shards")
+        self.shards: list[HttpTransport] = [
+            HttpTransport(
+                url, key, timeout=timeout, http_transport=None if http_transports is None else http_transports[n]
+            )
+            for n, (url, key) in enumerate(zip(urls, keys, strict=True))
+        ]
+        self._pool = ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="lineage-shard-post")
+        self._home: dict[str, int] = {}
+        self._routed: list[list[int]] = []
+
+    def shard_of(self, event: bytes) -> int:
+        """The shard that owns ``event``'s subject (InputError if the bytes name none)."""
+        subject, _ = read_subject(event)
+        home = self._home.get(subject)
+        if home is None:
+            if len(self._home) >= 1 << 16:
+                self._home.clear()
+            home = self._home[subject] = shard_of(subject, self.partitions, len(self.shards))
+        return home
+
+    def send(self, envelope: bytes) -> Sequence[Receipt]:
+        """Post one envelope sealed elsewhere to the shard of its events, which must all have one shard (the
+        emitter uses route/send_groups instead, so each envelope holds one shard's events)."""
+        from lineage_ledger.core.envelope import open_envelope
+
+        events = list(open_envelope(envelope).events)
+        homes = {self.shard_of(e) for e in events}
+        if not homes:
+            raise InputError("envelope", "holds no events")
+        if len(homes) > 1:
+            raise InputError("envelope", f"its events belong to shards {sorted(homes)}; seal one envelope per shard")
+        self._routed = [list(range(len(events)))]
+        return self.send_groups([envelope], [events])
+
+    def route(self, events: Sequence[bytes]) -> list[list[int]]:
+        """Positions of ``events`` grouped by shard (shard order), each group in batch order."""
+        groups: dict[int, list[int]] = {}
+        for pos, event in enumerate(events):
+            groups.setdefault(self.shard_of(event), []).append(pos)
+        self._routed = [groups[n] for n in sorted(groups)]
+        return self._routed
+
+    def send_groups(self, envelopes: Sequence[bytes], groups: Sequence[Sequence[bytes]]) -> list[Receipt]:
+        """Post each envelope to its group's shard, all at once; the receipts, group after group."""
+        targets = [self.shard_of(group[0]) for group in groups]
+        futures = [
+            self._pool.submit(self.shards[n].send, envelope) for n, envelope in zip(targets, envelopes, strict=True)
+        ]
+        answers: list[Sequence[Receipt]] = []
+        failures: list[tuple[int, Exception]] = []
+        for g, future in enumerate(futures):
+            try:
+                answers.append(future.result())
+            except Exception as e:  # every post is waited for before anything is raised
+                failures.append((g, e))
+        if not failures:
+            return [receipt for receipts in answers for receipt in receipts]
+        retryable = [e for _, e in failures if isinstance(e, _RETRYABLE_ERRORS) or not isinstance(e, LedgerError)]
+        if retryable:
+            raise retryable[0]
+        g, refusal = failures[0]
+        raise self._in_batch(refusal, g, groups)
+
+    def _in_batch(self, error: Exception, group: int, groups: Sequence[Sequence[bytes]]) -> Exception:
+        """``error`` with the ``events[k]`` it names (k within the group's envelope) made a batch position."""
+        routed = self._routed
+        positions = routed[group] if len(routed) == len(groups) and len(routed[group]) == len(groups[group]) else None
+
+        def moved(text: str) -> str:
+            m = _EVENT_AT.match(text)
+            if m is None:
+                return text
+            k = int(m.group(1))
+            if positions is None or k >= len(positions):
+                return "events" + text[m.end() :]  # cannot say which: the emitter refuses the batch
+            return f"events[{positions[k]}]" + text[m.end() :]
+
+        if isinstance(error, InputError):
+            return type(error)(moved(error.field), error.reason)
+        if isinstance(error, ConflictError):
+            return ConflictError(moved(str(error)))
+        return error
+
+    def close(self) -> None:
+        """Close every shard's connections and the posting threads."""
+        self._pool.shutdown(wait=True)
+        for shard in self.shards:
+            shard.close()
+
+    def __repr__(self) -> str:
+        return f"ShardedHttpTransport({[s.endpoint for s in self.shards]!r}, partitions={self.partitions})"

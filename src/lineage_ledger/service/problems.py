@@ -18,6 +18,8 @@ SignatureError          403     the batch signature does not verify under the ke
 ConflictError           409     an id already holds different bytes; nothing was written
 NotFoundError           404     no such entry, checkpoint, token or key
 PushbackError           503     the writer queue is full; ``Retry-After`` says when to retry
+RoutingError            421     an event belongs to another shard of a sharded ledger (``lineage serve
+                                --shard n``): the producer routes with other settings (field names it)
 any other LedgerError   500     a store or internal failure; the detail says nothing more
 ======================  ======  ==================================================================
 
@@ -30,6 +32,7 @@ neither details nor request values, so a raw token sent by mistake never reaches
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -45,6 +48,7 @@ from lineage_ledger.errors import (
     LedgerError,
     NotFoundError,
     PushbackError,
+    RoutingError,
     SignatureError,
 )
 
@@ -60,6 +64,7 @@ __all__ = [
 
 PROBLEM_JSON: Final = "application/problem+json"
 _TYPE_BASE: Final = "urn:lineage-ledger:problem:"
+_EVENT_AT: Final = re.compile(r"^events\[[0-9]+\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,7 @@ ERROR_TABLE: Final[tuple[tuple[type[LedgerError], ProblemType], ...]] = (
     (ConflictError, ProblemType(409, "conflict", "Conflicting bytes for an existing id")),
     (NotFoundError, ProblemType(404, "not-found", "Not found")),
     (PushbackError, ProblemType(503, "busy", "Ledger busy")),
+    (RoutingError, ProblemType(421, "misdirected", "Event belongs to another shard")),
     (LedgerError, ProblemType(500, "internal", "Internal error")),
 )
 """The one mapping from library error class to problem type (see the module docstring)."""
@@ -155,6 +161,9 @@ def problem_for(error: LedgerError) -> Response:
         field, detail = error.field or None, error.reason
     elif isinstance(error, PushbackError):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    elif isinstance(error, RoutingError):
+        at = _EVENT_AT.match(detail)
+        field = at.group(0) if at else None
     elif kind.status == 500:
         detail = "the ledger failed to complete the request; nothing was acknowledged"
     return problem_response(kind, detail, field, headers)

@@ -1,0 +1,275 @@
+"""ShardedHttpTransport: a sharded ledger served by one ``lineage serve`` per shard, and the emitter routing to
+them. The end-to-end test runs real server processes on loopback; the error-mapping tests answer for the
+shards with httpx.MockTransport (the contract of POST /v1/batches, as in test_transport.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lineage_ledger.cli.main import TOKEN_SECRET_ENV_VAR, main
+from lineage_ledger.core.envelope import seal_batch
+from lineage_ledger.core.model import read_subject
+from lineage_ledger.core.routing import shard_of
+from lineage_ledger.emitter import Emitter, ShardedHttpTransport
+from lineage_ledger.emitter.spool import MemorySpool
+from lineage_ledger.errors import ConflictError, InputError, PushbackError
+from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
+from lineage_ledger.ledger.shards import shard_url
+from lineage_ledger.service.auth import ApiKeyStore
+from lineage_ledger.store import open_store
+from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event, token_events, token_id
+
+SHARDS = 2
+PARTITIONS = 4
+STARTUP_SECONDS = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _home(event: bytes) -> int:
+    return shard_of(read_subject(event)[0], PARTITIONS, SHARDS)
+
+
+@pytest.fixture
+def sharded_servers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[Path, list[str], str]]:
+    """A sharded ledger made with the CLI (2 shards, 4 partitions), the producer's key registered in every
+    shard, and one ``lineage serve --shard n`` per shard: (root path, shard URLs, a producer API key)."""
+    root = tmp_path / "ledger.db"
+    assert main(["init", "--ledger", str(root), "--shards", str(SHARDS), "--partitions", str(PARTITIONS)]) == 0
+    public = make_producer_signer().public_key.hex()
+    register = ["keys", "register", "--ledger", str(root), "--producer", PRODUCER, "--key-id", PRODUCER_KEY_ID]
+    assert main([*register, "--public-key", public]) == 0
+    capsys.readouterr()
+    env = {k: v for k, v in os.environ.items() if k not in (DEFAULT_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR)}
+    script = Path(sys.executable).parent / "lineage"
+    processes: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    key = ApiKeyStore(Path(f"{root}.apikeys.json")).create("producer", PRODUCER)[1]  # one file for every shard
+    try:
+        for n in range(SHARDS):
+            port = _free_port()
+            command = [str(script), "serve", "--ledger", str(root), "--shard", str(n), "--port", str(port)]
+            with (tmp_path / f"serve-{n}.log").open("wb") as sink:
+                processes.append(
+                    subprocess.Popen(
+                        [*command, "--block-seconds", "0.5"],
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    )
+                )
+            urls.append(f"http://127.0.0.1:{port}")
+        for n, (process, url) in enumerate(zip(processes, urls, strict=True)):
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while True:
+                assert process.poll() is None, (tmp_path / f"serve-{n}.log").read_text()
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"shard {n}: no /healthz within {STARTUP_SECONDS} s"
+                time.sleep(0.05)
+        yield root, urls, key
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def test_the_emitter_delivers_each_event_to_its_shard_over_http(
+    sharded_servers: tuple[Path, list[str], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, urls, key = sharded_servers
+    events = token_events(600, tokens=40, label="sharded")
+    expected = {n: {json.loads(e)["event_id"] for e in events if _home(e) == n} for n in range(SHARDS)}
+    assert all(expected.values()), "the 40 tokens should land in both shards"
+    transport = ShardedHttpTransport(urls, PARTITIONS, key)
+    emitter = Emitter(PRODUCER, PRODUCER_KEY_ID, make_producer_signer(), transport, spool_dir=tmp_path / "spool")
+    for event in events:
+        emitter.emit(event)
+    assert emitter.close(timeout=60)
+    metrics = emitter.metrics()
+    assert (metrics["sent"], metrics["dead_lettered"], metrics["dropped"]) == (600, 0, 0)
+
+    for n in range(SHARDS):
+        store = open_store(shard_url(str(root), n), readonly=True)
+        try:
+            held = [row.event_id for row in store.entries(0, store.size()) if row.event_id is not None]
+        finally:
+            store.close()
+        assert len(held) == len(set(held)), f"shard {n} holds an event twice"
+        assert set(held) == expected[n], f"shard {n} holds other events than its tokens'"
+
+    # each token's events went to its shard in emit order, so every lifecycle verdict is "ok", and the
+    # whole sharded ledger verifies once the root has recorded each shard's checkpoint
+    for n in range(SHARDS):
+        store = open_store(shard_url(str(root), n), readonly=True)
+        try:
+            verdicts = {row.verdict for row in store.entries(0, store.size()) if row.event_id is not None}
+        finally:
+            store.close()
+        assert verdicts == {"ok"}
+    capsys.readouterr()
+    assert main(["shards", "collect", "--ledger", str(root)]) == 0
+    assert main(["verify", "--ledger", str(root)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_a_shard_server_refuses_an_event_of_another_shard_with_421_naming_it(
+    sharded_servers: tuple[Path, list[str], str],
+) -> None:
+    _, urls, key = sharded_servers
+    by = _tokens_by_shard()
+    now = time.time_ns()
+    events = [token_event("ISSUED", by[0][0], now), token_event("ISSUED", by[1][0], now + 1)]
+    envelope = seal_batch(events, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    response = httpx.post(f"{urls[0]}/v1/batches", content=envelope, headers=headers, timeout=10.0)
+    assert response.status_code == 421, response.text
+    problem = response.json()
+    assert problem["type"].endswith(":misdirected")
+    assert problem["field"] == "events[1]"
+    assert "shard 1" in problem["detail"]
+    # nothing of the batch was written: its shard-0 event, sent alone, is new to the shard
+    fine = seal_batch(events[:1], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+    answer = httpx.post(f"{urls[0]}/v1/batches", content=fine, headers=headers, timeout=10.0)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["receipts"][0]["duplicate"] is False
+
+
+def _tokens_by_shard() -> dict[int, list[str]]:
+    by: dict[int, list[str]] = {}
+    for j in range(40):
+        tid = token_id(f"route-{j}")
+        by.setdefault(shard_of("token:" + tid, PARTITIONS, SHARDS), []).append(tid)
+    assert len(by) == SHARDS
+    return by
+
+
+def _mocked(handlers: list[Callable[[httpx.Request], httpx.Response]]) -> ShardedHttpTransport:
+    return ShardedHttpTransport(
+        [f"https://shard-{n}.example/" for n in range(len(handlers))],
+        PARTITIONS,
+        "k-1",
+        http_transports=[httpx.MockTransport(h) for h in handlers],
+    )
+
+
+def _receipts(request: httpx.Request) -> httpx.Response:
+    events = json.loads(request.content)["events"]
+    receipts = [
+        {"event_id": e["event_id"], "index": i, "verdict": "ok", "duplicate": False} for i, e in enumerate(events)
+    ]
+    return httpx.Response(200, json={"receipts": receipts})
+
+
+def _problem(status: int, detail: str, field: str | None = None) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = {"type": "urn:lineage-ledger:problem:x", "title": "x", "status": status, "detail": detail}
+        body["field"] = field
+        return httpx.Response(status, json=body, headers={"retry-after": "2"})
+
+    return handler
+
+
+def _mixed_batch() -> tuple[list[bytes], dict[int, list[int]]]:
+    """Six events alternating between the two shards' tokens, and the batch positions each shard gets."""
+    by = _tokens_by_shard()
+    now = time.time_ns()
+    events = [token_event("ISSUED", by[k % 2][k // 2], now + k) for k in range(6)]
+    return events, {0: [0, 2, 4], 1: [1, 3, 5]}
+
+
+def _sealed(events: list[bytes], groups: list[list[int]]) -> tuple[list[bytes], list[list[bytes]]]:
+    """The envelopes and event groups the emitter would hand to send_groups."""
+    signer = make_producer_signer()
+    parts = [[events[i] for i in g] for g in groups]
+    return [seal_batch(p, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=signer) for p in parts], parts
+
+
+def test_route_groups_a_batch_by_shard_keeping_batch_order() -> None:
+    events, positions = _mixed_batch()
+    transport = _mocked([_receipts, _receipts])
+    assert transport.route(events) == [positions[0], positions[1]]
+    assert transport.route([events[1], events[3]]) == [[0, 1]]
+    transport.close()
+
+
+def test_a_refusal_names_the_event_by_its_position_in_the_batch() -> None:
+    events, positions = _mixed_batch()
+    # shard 1 refuses the second event of its envelope, which is the batch's event 3
+    transport = _mocked([_receipts, _problem(422, "bad ip", "events[1].payload.ip")])
+    with pytest.raises(InputError) as refused:
+        transport.send_groups(*_sealed(events, transport.route(events)))
+    assert refused.value.field == f"events[{positions[1][1]}].payload.ip"
+    transport.close()
+
+
+def test_a_retryable_failure_of_any_shard_wins_over_a_refusal() -> None:
+    events, _ = _mixed_batch()
+    transport = _mocked([_problem(503, "busy"), _problem(409, "events[0]: holds other bytes")])
+    with pytest.raises(PushbackError) as pushed:
+        transport.send_groups(*_sealed(events, transport.route(events)))
+    assert pushed.value.retry_after == 2.0
+    transport.close()
+
+
+def test_a_conflict_names_the_batch_position_too() -> None:
+    events, positions = _mixed_batch()
+    transport = _mocked([_problem(409, "events[2].event_id: holds other bytes"), _receipts])
+    with pytest.raises(ConflictError, match=rf"^events\[{positions[0][2]}\]\.event_id"):
+        transport.send_groups(*_sealed(events, transport.route(events)))
+    transport.close()
+
+
+def test_the_emitter_dead_letters_exactly_the_event_a_shard_refused() -> None:
+    events, positions = _mixed_batch()
+    refused_id = json.loads(events[positions[1][2]])["event_id"]
+
+    def shard_1(request: httpx.Request) -> httpx.Response:
+        sent = json.loads(request.content)["events"]
+        for k, event in enumerate(sent):
+            if event["event_id"] == refused_id:
+                return _problem(422, "refused", f"events[{k}].payload")(request)
+        return _receipts(request)
+
+    emitter = Emitter(PRODUCER, PRODUCER_KEY_ID, make_producer_signer(), _mocked([_receipts, shard_1]))
+    for event in events:
+        emitter.emit(event)
+    assert emitter.flush(30)
+    spool = emitter.spool
+    assert isinstance(spool, MemorySpool)
+    assert [letter.event_id for letter in spool.dead_letters] == [refused_id]
+    assert emitter.metrics()["sent"] == 5
+    emitter.close()
+
+
+def test_bad_settings_are_refused_with_the_field_named() -> None:
+    with pytest.raises(InputError, match="urls"):
+        ShardedHttpTransport([], 4)
+    with pytest.raises(InputError, match="shards"):
+        ShardedHttpTransport(["http://a", "http://b"], 3)
+    with pytest.raises(InputError, match="api_key"):
+        ShardedHttpTransport(["http://a", "http://b"], 4, ["k-1"])

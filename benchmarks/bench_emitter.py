@@ -16,8 +16,16 @@ Prints one JSON object. Everything runs in one process, in one run, on the same 
 
 For context, in the same run: the same measurement at half the rate; at the full rate through a transport
 that checks each envelope and acknowledges without storing (a ledger elsewhere with capacity to spare:
-the emitter's own figures); and ``ledger_alone_events_per_s``, the SQLite ledger's own ingest rate for
-these events without any emitter, which bounds what any producer in its process can deliver.
+the emitter's own figures); through ``lineage serve`` over loopback HTTP; through a sharded ledger of two
+shards, each served by its own ``lineage serve --shard n``, with the emitter's ShardedHttpTransport; and
+``ledger_alone_events_per_s``, the SQLite ledger's own ingest rate for these events without any emitter,
+which bounds what any producer in its process can deliver.
+
+Each delivery run also reports the CPU it took per event: ``client_cpu_us_per_event`` (this process: the
+load generator, the emitter, and the ledger when it is in process), ``server_cpu_us_per_event`` (the
+lineage serve processes) and ``machine_busy`` (the share of all cores busy, whatever ran them).
+``load_generator_cpu_us_per_event`` is the open loop alone, around an emit() that does nothing: the
+benchmark's own part of the client's figure (it sleeps until each event is due, 10,000 times a second).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -46,8 +55,16 @@ from lineage_ledger.core.crypto import Ed25519Signer, token_fingerprint
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
-from lineage_ledger.emitter import Emitter, HttpTransport, LineageASGIMiddleware, LocalTransport, Transport
+from lineage_ledger.emitter import (
+    Emitter,
+    HttpTransport,
+    LineageASGIMiddleware,
+    LocalTransport,
+    ShardedHttpTransport,
+    Transport,
+)
 from lineage_ledger.keys import write_signer_key
+from lineage_ledger.ledger.shards import ShardedLedger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings, Receipt
 from lineage_ledger.service.auth import ApiKeyStore
 
@@ -77,6 +94,24 @@ class TimedTransport:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class TimedShardedTransport(TimedTransport):
+    """TimedTransport for ShardedHttpTransport: the emitter must see route/send_groups to split batches."""
+
+    def __init__(self, inner: ShardedHttpTransport) -> None:
+        super().__init__(inner)
+        self.sharded = inner
+
+    def route(self, events: Sequence[bytes]) -> list[list[int]]:
+        return self.sharded.route(events)
+
+    def send_groups(self, envelopes: Sequence[bytes], groups: Sequence[Sequence[bytes]]) -> Sequence[Receipt]:
+        receipts = self.sharded.send_groups(envelopes, groups)
+        now = time.perf_counter_ns()
+        for r in receipts:
+            self.acked.setdefault(r.event_id, now)
+        return receipts
 
 
 class _Head(msgspec.Struct):
@@ -226,56 +261,87 @@ def _events(count: int) -> list[TokenEvent]:
 
 
 @contextlib.contextmanager
-def _served_ledger(directory: Path) -> Iterator[tuple[str, str, Ed25519Signer]]:
-    """A durable SQLite ledger served by a real ``lineage serve`` process on loopback: (url, api key, producer)."""
+def _served_ledger(directory: Path, shards: int = 0) -> Iterator[tuple[list[str], str, Ed25519Signer, list[int]]]:
+    """A durable SQLite ledger served by real ``lineage serve`` processes on loopback: one, or with ``shards``
+    a sharded ledger (partitions = shards) with one ``lineage serve --shard n`` per shard. Yields (the
+    servers' URLs, shard 0 first; a producer API key; the producer's signer; the servers' process ids)."""
     log = Ed25519Signer.generate("bench.lineage-ledger.local/log")
+    root = directory / "ledger.db"
     write_signer_key(directory / "ledger.db.key", log)
-    ledger = Ledger.create(str(directory / "ledger.db"), log)
     producer = Ed25519Signer.generate(PRODUCER)
-    ledger.register_key(PRODUCER, KEY_ID, producer.public_key)
-    ledger.close()
+    if shards:
+        sharded = ShardedLedger.create(str(root), log, shards=shards, partitions=shards)
+        for ledger in sharded.shards:
+            ledger.register_key(PRODUCER, KEY_ID, producer.public_key)
+        sharded.close()
+    else:
+        ledger = Ledger.create(str(root), log)
+        ledger.register_key(PRODUCER, KEY_ID, producer.public_key)
+        ledger.close()
     _, api_key = ApiKeyStore(directory / "ledger.db.apikeys.json").create("producer", PRODUCER)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in ("LINEAGE_LOG_KEY", "LINEAGE_TOKEN_SECRET")}
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "lineage"),
-            "serve",
-            "--ledger",
-            str(directory / "ledger.db"),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
+    servers: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("lineage serve did not start")
-            time.sleep(0.05)
-        yield url, api_key, producer
+        for n in range(max(shards, 1)):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            command = [str(Path(sys.executable).parent / "lineage"), "serve", "--ledger", str(root)]
+            command += ["--port", str(port), *(["--shard", str(n)] if shards else [])]
+            servers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+            urls.append(f"http://127.0.0.1:{port}")
+        for server, url in zip(servers, urls, strict=True):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("lineage serve did not start")
+                time.sleep(0.05)
+        yield urls, api_key, producer, [server.pid for server in servers]
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=20)
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot (Linux /proc/stat); iowait counts as idle."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
 
 
 def bench_delivery(
-    directory: Path, seconds: float, rate: int, *, ledger_in_process: bool = True, http: bool = False
+    directory: Path,
+    seconds: float,
+    rate: int,
+    *,
+    ledger_in_process: bool = True,
+    http: bool = False,
+    shards: int = 0,
 ) -> dict[str, Any]:
     if http:
-        with _served_ledger(directory) as (url, api_key, producer):
-            return _deliver(TimedTransport(HttpTransport(url, api_key=api_key)), producer, directory, seconds, rate)
+        with _served_ledger(directory, shards) as (urls, api_key, producer, pids):
+            timed = (
+                TimedShardedTransport(ShardedHttpTransport(urls, shards, api_key))
+                if shards
+                else TimedTransport(HttpTransport(urls[0], api_key=api_key))
+            )
+            return _deliver(timed, producer, directory, seconds, rate, server_pids=pids)
     ledger, producer = _setup(directory)
     try:
         transport = TimedTransport(LocalTransport(ledger) if ledger_in_process else ElsewhereTransport())
@@ -285,7 +351,13 @@ def bench_delivery(
 
 
 def _deliver(
-    transport: TimedTransport, producer: Ed25519Signer, directory: Path, seconds: float, rate: int
+    transport: TimedTransport,
+    producer: Ed25519Signer,
+    directory: Path,
+    seconds: float,
+    rate: int,
+    *,
+    server_pids: Sequence[int] = (),
 ) -> dict[str, Any]:
     emitter = Emitter(PRODUCER, KEY_ID, producer, transport, spool_dir=directory / "spool", linger_ms=LINGER_MS)
     count = int(seconds * rate)
@@ -294,6 +366,10 @@ def _deliver(
     emit_us = [0.0] * count
     clock = time.perf_counter_ns
     emit = emitter.emit
+    machine_before = _machine_ticks()
+    servers_before = sum(_process_cpu_s(pid) for pid in server_pids)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    client_before = usage.ru_utime + usage.ru_stime
     started = clock()
     i = 0
     while i < count:  # open loop: emit whatever the schedule says is due, then sleep until the next one
@@ -310,6 +386,10 @@ def _deliver(
             time.sleep(wait / 1e9)
     emit_seconds = (clock() - started) / 1e9
     delivered = emitter.flush(120)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = usage.ru_utime + usage.ru_stime - client_before
+    servers_cpu = sum(_process_cpu_s(pid) for pid in server_pids) - servers_before
+    busy, total = (after - before for after, before in zip(_machine_ticks(), machine_before, strict=True))
     metrics = emitter.metrics()
     emitter.close()
     acked = transport.acked
@@ -328,7 +408,44 @@ def _deliver(
         "delivery_max_ms": round(max(latencies), 2),
         "delivered_all": float(delivered and metrics["sent"] == count),
         "delivery_p99_ms_per_5s": by_window,
+        # CPU over the run and the flush, per event: this process (the load generator's loop, the emitter, and
+        # an in-process ledger), the lineage serve processes, and the share of all cores busy
+        "client_cpu_us_per_event": round(client_cpu / count * 1e6, 1),
+        "server_cpu_us_per_event": round(servers_cpu / count * 1e6, 1),
+        "machine_busy": round(busy / max(total, 1), 2),
     }
+
+
+def bench_load_generator(seconds: float, rate: int) -> dict[str, float]:
+    """CPU per event of _deliver's open loop alone (the same loop around an emit() that does nothing): the
+    share of client_cpu_us_per_event that is the benchmark's, not the emitter's."""
+    count = int(seconds * rate)
+    events = _events(count)
+    emitted_at = [0] * count
+    emit_us = [0.0] * count
+    clock = time.perf_counter_ns
+
+    def emit(event: object) -> None:
+        return None
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    before = usage.ru_utime + usage.ru_stime
+    started = clock()
+    i = 0
+    while i < count:  # the loop of _deliver, line for line
+        due = min(count, (clock() - started) * rate // 1_000_000_000 + 1)
+        while i < due:
+            t0 = clock()
+            emit(events[i])
+            t1 = clock()
+            emitted_at[i] = t0
+            emit_us[i] = (t1 - t0) / 1000.0
+            i += 1
+        wait = started + i * 1_000_000_000 // rate - clock()
+        if wait > 0:
+            time.sleep(wait / 1e9)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"load_generator_cpu_us_per_event": round((usage.ru_utime + usage.ru_stime - before) / count * 1e6, 1)}
 
 
 def bench_ledger_alone(directory: Path, count: int = 20_000) -> dict[str, float]:
@@ -362,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     LINGER_MS = args.linger_ms
     with tempfile.TemporaryDirectory(prefix="bench-emitter-") as tmp:
         root = Path(tmp)
-        for name in ("mw", "delivery", "half", "elsewhere", "alone", "http"):
+        for name in ("mw", "delivery", "half", "elsewhere", "alone", "http", "http-shards"):
             (root / name).mkdir()
         figures: dict[str, Any] = {}
         figures.update(bench_middleware(root / "mw", args.requests))
@@ -370,7 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         half = bench_delivery(root / "half", args.seconds, args.rate // 2)
         elsewhere = bench_delivery(root / "elsewhere", args.seconds, args.rate, ledger_in_process=False)
         served = bench_delivery(root / "http", args.seconds, args.rate, http=True)
+        sharded = bench_delivery(root / "http-shards", args.seconds, args.rate, http=True, shards=2)
         figures.update(bench_ledger_alone(root / "alone"))
+        figures.update(bench_load_generator(min(args.seconds, 5.0), args.rate))
     keys = (
         "achieved_rate_per_s",
         "emit_p99_us",
@@ -378,10 +497,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "delivery_p99_ms",
         "delivery_max_ms",
         "delivery_p99_ms_per_5s",
+        "client_cpu_us_per_event",
+        "server_cpu_us_per_event",
+        "machine_busy",
     )
+    for name in ("client_cpu_us_per_event", "machine_busy"):
+        figures[f"delivery_{name}"] = figures.pop(name)
+    figures.pop("server_cpu_us_per_event")
     figures[f"sqlite_ledger_in_process_at_{args.rate // 2}_per_s"] = _section(half, keys)
     figures[f"ledger_elsewhere_at_{args.rate}_per_s"] = _section(elsewhere, keys)
     figures[f"lineage_serve_over_http_at_{args.rate}_per_s"] = _section(served, keys)
+    figures[f"two_shards_two_lineage_serve_over_http_at_{args.rate}_per_s"] = _section(sharded, keys)
     figures["targets"] = {
         "middleware_overhead_median_us": 20,
         "emit_p99_us": 10,

@@ -16,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lineage_ledger.cli.main import TOKEN_SECRET_ENV_VAR, main
+from lineage_ledger.cli.main import API_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR, main
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.model import read_subject
 from lineage_ledger.core.routing import shard_of
 from lineage_ledger.emitter import Emitter, ShardedHttpTransport
 from lineage_ledger.emitter.spool import MemorySpool
 from lineage_ledger.errors import ConflictError, InputError, PushbackError
-from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
+from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, write_signer_key
 from lineage_ledger.ledger.shards import shard_url
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
@@ -157,6 +157,49 @@ def test_a_shard_server_refuses_an_event_of_another_shard_with_421_naming_it(
     answer = httpx.post(f"{urls[0]}/v1/batches", content=fine, headers=headers, timeout=10.0)
     assert answer.status_code == 200, answer.text
     assert answer.json()["receipts"][0]["duplicate"] is False
+
+
+def test_lineage_emit_sends_a_file_to_every_shard(
+    sharded_servers: tuple[Path, list[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, urls, key = sharded_servers
+    monkeypatch.setenv(API_KEY_ENV_VAR, key)
+    write_signer_key(tmp_path / "producer.key", make_producer_signer())
+    events = token_events(120, tokens=12, label="cli-sharded")
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(events) + b"\n")
+    command = ["emit", "--url", urls[0], "--url", urls[1], "--partitions", str(PARTITIONS), "--json"]
+    command += ["--producer", PRODUCER, "--key", str(tmp_path / "producer.key"), "--key-id", PRODUCER_KEY_ID]
+    capsys.readouterr()
+    assert main([*command, str(tmp_path / "events.jsonl")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["sent"], summary["delivered"]) == (120, True)
+    for n in range(SHARDS):
+        store = open_store(shard_url(str(root), n), readonly=True)
+        try:
+            held = {row.event_id for row in store.entries(0, store.size())}
+        finally:
+            store.close()
+        assert {json.loads(e)["event_id"] for e in events if _home(e) == n} <= held
+
+
+def test_settings_the_cli_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = tmp_path / "plain.db"
+    assert main(["init", "--ledger", str(plain)]) == 0
+    capsys.readouterr()
+    assert main(["serve", "--ledger", str(plain), "--shard", "0"]) == 2
+    assert "not the root of a sharded ledger" in capsys.readouterr().err
+    root = tmp_path / "root.db"
+    assert main(["init", "--ledger", str(root), "--shards", "2"]) == 0
+    capsys.readouterr()
+    assert main(["serve", "--ledger", str(root), "--shard", "2"]) == 2
+    assert "has shards 0 to 1, not 2" in capsys.readouterr().err
+    write_signer_key(tmp_path / "producer.key", make_producer_signer())
+    one_url = ["emit", "--url", "http://127.0.0.1:9", "--partitions", "4", "--producer", PRODUCER]
+    assert main([*one_url, "--key", str(tmp_path / "producer.key"), str(tmp_path / "none.jsonl")]) == 2
+    assert "--partitions is for a sharded ledger" in capsys.readouterr().err
 
 
 def _tokens_by_shard() -> dict[int, list[str]]:

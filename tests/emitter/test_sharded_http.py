@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ from lineage_ledger.cli.main import API_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR, main
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.model import read_subject
 from lineage_ledger.core.routing import shard_of
-from lineage_ledger.emitter import Emitter, ShardedHttpTransport
+from lineage_ledger.emitter import Backoff, Emitter, ShardedHttpTransport
 from lineage_ledger.emitter.spool import MemorySpool
 from lineage_ledger.errors import ConflictError, InputError, PushbackError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, write_signer_key
@@ -45,52 +46,53 @@ def _home(event: bytes) -> int:
     return shard_of(read_subject(event)[0], PARTITIONS, SHARDS)
 
 
-@pytest.fixture
-def sharded_servers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[Path, list[str], str]]:
-    """A sharded ledger made with the CLI (2 shards, 4 partitions), the producer's key registered in every
-    shard, and one ``lineage serve --shard n`` per shard: (root path, shard URLs, a producer API key)."""
-    root = tmp_path / "ledger.db"
-    assert main(["init", "--ledger", str(root), "--shards", str(SHARDS), "--partitions", str(PARTITIONS)]) == 0
-    public = make_producer_signer().public_key.hex()
-    register = ["keys", "register", "--ledger", str(root), "--producer", PRODUCER, "--key-id", PRODUCER_KEY_ID]
-    assert main([*register, "--public-key", public]) == 0
-    capsys.readouterr()
-    env = {k: v for k, v in os.environ.items() if k not in (DEFAULT_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR)}
-    script = Path(sys.executable).parent / "lineage"
-    processes: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
-    key = ApiKeyStore(Path(f"{root}.apikeys.json")).create("producer", PRODUCER)[1]  # one file for every shard
-    try:
-        for n in range(SHARDS):
-            port = _free_port()
-            command = [str(script), "serve", "--ledger", str(root), "--shard", str(n), "--port", str(port)]
-            with (tmp_path / f"serve-{n}.log").open("wb") as sink:
-                processes.append(
-                    subprocess.Popen(
-                        [*command, "--block-seconds", "0.5"],
-                        stdout=sink,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    )
-                )
-            urls.append(f"http://127.0.0.1:{port}")
-        for n, (process, url) in enumerate(zip(processes, urls, strict=True)):
-            deadline = time.monotonic() + STARTUP_SECONDS
-            while True:
-                assert process.poll() is None, (tmp_path / f"serve-{n}.log").read_text()
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"shard {n}: no /healthz within {STARTUP_SECONDS} s"
-                time.sleep(0.05)
-        yield root, urls, key
-    finally:
-        for process in processes:
+@dataclass
+class ShardServers:
+    """A sharded ledger and one ``lineage serve --shard n`` process per shard, on loopback."""
+
+    root: Path
+    key: str
+    logs: Path
+    env: dict[str, str]
+    ports: list[int] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    def start(self, n: int) -> None:
+        """Start shard n's server (again, on its port) and wait until it answers /healthz."""
+        command = [str(Path(sys.executable).parent / "lineage"), "serve", "--ledger", str(self.root)]
+        command += ["--shard", str(n), "--port", str(self.ports[n]), "--block-seconds", "0.5"]
+        log = self.logs / f"serve-{n}.log"
+        with log.open("ab") as sink:
+            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=self.env)
+        if n < len(self.processes):
+            self.processes[n] = process
+        else:
+            self.processes.append(process)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{self.urls[n]}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"shard {n}: no /healthz within {STARTUP_SECONDS} s"
+            time.sleep(0.05)
+
+    def kill(self, n: int) -> None:
+        """SIGKILL shard n's server: no shutdown, whatever it was doing."""
+        self.processes[n].kill()
+        self.processes[n].wait(timeout=10)
+
+    def stop(self) -> None:
+        for process in self.processes:
             if process.poll() is None:
                 process.terminate()
-        for process in processes:
+        for process in self.processes:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -98,10 +100,40 @@ def sharded_servers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Itera
                 process.wait(timeout=5)
 
 
+@pytest.fixture
+def sharded_servers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[ShardServers]:
+    """A sharded ledger made with the CLI (2 shards, 4 partitions), the producer's key registered in every
+    shard, one producer API key (one key file serves every shard), and a ``lineage serve --shard n`` each."""
+    root = tmp_path / "ledger.db"
+    assert main(["init", "--ledger", str(root), "--shards", str(SHARDS), "--partitions", str(PARTITIONS)]) == 0
+    public = make_producer_signer().public_key.hex()
+    register = ["keys", "register", "--ledger", str(root), "--producer", PRODUCER, "--key-id", PRODUCER_KEY_ID]
+    assert main([*register, "--public-key", public]) == 0
+    capsys.readouterr()
+    env = {k: v for k, v in os.environ.items() if k not in (DEFAULT_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR)}
+    key = ApiKeyStore(Path(f"{root}.apikeys.json")).create("producer", PRODUCER)[1]
+    servers = ShardServers(root, key, tmp_path, env, [_free_port() for _ in range(SHARDS)])
+    try:
+        for n in range(SHARDS):
+            servers.start(n)
+        yield servers
+    finally:
+        servers.stop()
+
+
+def _shard_events(root: Path, n: int) -> list[tuple[str, str]]:
+    """(event id, subject) of every event entry of shard n, in log order."""
+    store = open_store(shard_url(str(root), n), readonly=True)
+    try:
+        return [(row.event_id, row.subject) for row in store.entries(0, store.size()) if row.event_id is not None]
+    finally:
+        store.close()
+
+
 def test_the_emitter_delivers_each_event_to_its_shard_over_http(
-    sharded_servers: tuple[Path, list[str], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sharded_servers: ShardServers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, urls, key = sharded_servers
+    root, urls, key = sharded_servers.root, sharded_servers.urls, sharded_servers.key
     events = token_events(600, tokens=40, label="sharded")
     expected = {n: {json.loads(e)["event_id"] for e in events if _home(e) == n} for n in range(SHARDS)}
     assert all(expected.values()), "the 40 tokens should land in both shards"
@@ -137,10 +169,62 @@ def test_the_emitter_delivers_each_event_to_its_shard_over_http(
     assert "OK" in capsys.readouterr().out
 
 
-def test_a_shard_server_refuses_an_event_of_another_shard_with_421_naming_it(
-    sharded_servers: tuple[Path, list[str], str],
+def test_a_shard_server_killed_and_restarted_mid_stream_loses_and_doubles_nothing(
+    sharded_servers: ShardServers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, urls, key = sharded_servers
+    servers = sharded_servers
+    events = token_events(1500, tokens=60, label="shard-crash")
+    transport = ShardedHttpTransport(servers.urls, PARTITIONS, servers.key, timeout=5.0)
+    emitter = Emitter(
+        PRODUCER,
+        PRODUCER_KEY_ID,
+        make_producer_signer(),
+        transport,
+        spool_dir=tmp_path / "spool",
+        batch_size=50,
+        linger_ms=5,
+        backoff=Backoff(initial=0.05, maximum=0.5),
+    )
+    for event in events[:500]:
+        emitter.emit(event)
+    assert emitter.flush(60)  # both shards hold part of the ledger before the crash
+    for event in events[500:1000]:
+        emitter.emit(event)
+    servers.kill(1)  # mid-stream: batches in flight to shard 1 fail, shard 0's halves commit
+    for event in events[1000:1250]:
+        emitter.emit(event)
+    servers.start(1)
+    for event in events[1250:]:
+        emitter.emit(event)
+    assert emitter.close(timeout=90)
+    metrics = emitter.metrics()
+    assert (metrics["sent"], metrics["dead_lettered"], metrics["dropped"]) == (1500, 0, 0)
+    # the crash was felt: batches were retried, and shard 0 answered its re-sent halves as duplicates
+    assert metrics["retried"] > 0
+    assert metrics["duplicates"] > 0
+
+    emitted_order = [json.loads(e)["event_id"] for e in events]
+    for n in range(SHARDS):
+        held = _shard_events(servers.root, n)
+        ids = [event_id for event_id, _ in held]
+        assert len(ids) == len(set(ids)), f"shard {n} holds an event twice"
+        assert set(ids) == {json.loads(e)["event_id"] for e in events if _home(e) == n}
+        # each token's events are in its shard in the order they were emitted
+        by_subject: dict[str, list[str]] = {}
+        for event_id, subject in held:
+            by_subject.setdefault(subject, []).append(event_id)
+        for subject, got in by_subject.items():
+            assert got == sorted(got, key=emitted_order.index), f"shard {n}: {subject} out of emit order"
+    capsys.readouterr()
+    assert main(["shards", "collect", "--ledger", str(servers.root)]) == 0
+    assert main(["verify", "--ledger", str(servers.root)]) == 0
+    assert "OK root and 2 shards" in capsys.readouterr().out
+
+
+def test_a_shard_server_refuses_an_event_of_another_shard_with_421_naming_it(
+    sharded_servers: ShardServers,
+) -> None:
+    urls, key = sharded_servers.urls, sharded_servers.key
     by = _tokens_by_shard()
     now = time.time_ns()
     events = [token_event("ISSUED", by[0][0], now), token_event("ISSUED", by[1][0], now + 1)]
@@ -160,12 +244,12 @@ def test_a_shard_server_refuses_an_event_of_another_shard_with_421_naming_it(
 
 
 def test_lineage_emit_sends_a_file_to_every_shard(
-    sharded_servers: tuple[Path, list[str], str],
+    sharded_servers: ShardServers,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    root, urls, key = sharded_servers
+    root, urls, key = sharded_servers.root, sharded_servers.urls, sharded_servers.key
     monkeypatch.setenv(API_KEY_ENV_VAR, key)
     write_signer_key(tmp_path / "producer.key", make_producer_signer())
     events = token_events(120, tokens=12, label="cli-sharded")

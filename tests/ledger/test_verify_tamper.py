@@ -23,13 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lineage_ledger.cli.main import main
+from lineage_ledger.core import smt
 from lineage_ledger.core.crypto import Ed25519Signer
-from lineage_ledger.core.entry import ZERO_HASH, EventEntry, decode_entry, event_entry_bytes
+from lineage_ledger.core.entry import BLOCKS_SUBJECT, ZERO_HASH, EventEntry, decode_entry, event_entry_bytes
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import format_reading, parse_reading
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.note import open_note, sign_note, verifier_key
 from lineage_ledger.ledger import verify as verify_module
+from lineage_ledger.ledger.completeness import decode_node
 from lineage_ledger.ledger.verify import VerifyReport, verify_ledger
 from lineage_ledger.store import sqlite as sqlite_store
 from tests.conftest import (
@@ -641,3 +643,59 @@ def test_any_flipped_byte_is_caught_at_its_index(pristine_ledger: BuiltLedger, d
             report = verify_ledger(ledger.url, verifier=ledger.verifier, workers=workers)
             assert not report.ok
             assert report.first_bad_index == index, report.problems
+
+
+# -- the stored subject map -----------------------------------------------------------------------------------
+
+
+def _stored_map(db: sqlite3.Connection) -> tuple[bytes, list[bytes], list[bytes]]:
+    """The newest seal's map root, and the interior nodes and leaves reachable from it, as stored."""
+    seals = db.execute("SELECT body FROM entries WHERE subject = ? ORDER BY idx", (BLOCKS_SUBJECT,))
+    bodies = [row[0] for row in seals]
+    root = bytes.fromhex(json.loads(bodies[-1])["block"]["subjects_root"])
+    interiors: list[bytes] = []
+    leaves: list[bytes] = []
+    frontier = [root]
+    while frontier:
+        below: list[bytes] = []
+        for digest in frontier:
+            (data,) = db.execute("SELECT node FROM map_nodes WHERE hash = ?", (digest,)).fetchone()
+            node = decode_node(data)
+            if isinstance(node, smt.Interior):
+                interiors.append(digest)
+                below.extend(child for child in (node.left, node.right) if child != smt.EMPTY)
+            else:
+                leaves.append(digest)
+        frontier = below
+    return root, interiors, leaves
+
+
+def test_the_stored_subject_map_is_walked_whole(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    with closing(sqlite3.connect(built_ledger.path)) as db:
+        _, interiors, leaves = _stored_map(db)
+    report = verify(built_ledger)
+    assert report.ok, report.problems
+    assert report.map_nodes == len(interiors) + len(leaves)
+    assert len(leaves) == 5 + 1  # the fixture's five tokens and its producer's key chain
+
+
+def test_a_missing_subject_map_node_is_caught(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    """Completeness proofs for the tokens under that node could no longer be made."""
+    with tampering(built_ledger) as db:
+        _, interiors, _ = _stored_map(db)
+        gone = interiors[-1]
+        db.execute("DELETE FROM map_nodes WHERE hash = ?", (gone,))
+    report = verify(built_ledger)
+    assert kinds(report) == {"map_node"}, report.problems
+    assert report.problems[0].message == f"subject-map node {gone.hex()} is missing"
+
+
+def test_a_rewritten_subject_map_leaf_is_caught(built_ledger: BuiltLedger, verify: Verifier) -> None:
+    """A leaf naming another chain head (a proof of another history) no longer hashes to its name."""
+    with tampering(built_ledger) as db:
+        _, _, leaves = _stored_map(db)
+        (data,) = db.execute("SELECT node FROM map_nodes WHERE hash = ?", (leaves[0],)).fetchone()
+        db.execute("UPDATE map_nodes SET node = ? WHERE hash = ?", (flip_byte(data, 40), leaves[0]))
+    report = verify(built_ledger)
+    assert kinds(report) == {"map_node"}, report.problems
+    assert "does not hash to its name" in report.problems[0].message

@@ -24,7 +24,9 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
   the lineage queries start from ("which tokens used this resource") must hold exactly the links the
   entries' events give, SQLite's subject index exactly the entries' (subject, index) pairs (_Derived), and
   the revocation set exactly the tokens the lifecycle rules revoked, each at the entry that revoked it. A
-  row removed, changed or slipped in is reported, with the chunk of entries whose rows differ.
+  row removed, changed or slipped in is reported, with the chunk of entries whose rows differ. And the
+  stored subject map that completeness proofs are read from: every node under the newest stored map root,
+  present and hashing to its name (_check_stored_map).
 
 How the work is split. The log is cut into chunks of whole blocks. A worker process reads each chunk once and
 does everything that needs only the chunk: hashes, columns, blocks, tree nodes, the envelopes the chunk refers
@@ -87,10 +89,11 @@ from lineage_ledger.core.model import Event, TokenEvent, head_ok
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
 from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
+from lineage_ledger.ledger.completeness import decode_node
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, data_links, stored_below, token_links
 from lineage_ledger.store import open_store
-from lineage_ledger.store.base import EnvelopeRow
+from lineage_ledger.store.base import EntryRow, EnvelopeRow
 
 __all__ = ["Problem", "VerifyReport", "verify_ledger"]
 
@@ -119,6 +122,8 @@ class VerifyReport:
     chains_checked: bool = False
     verdicts: int = 0
     """Token events whose lifecycle verdict was judged again."""
+    map_nodes: int = 0
+    """Subject-map nodes read from the store and checked against their hashes (the newest stored map's)."""
     key_source: str = ""
     trusted_size: int | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -145,6 +150,7 @@ class VerifyReport:
             "checkpoints": self.checkpoints,
             "envelopes": self.envelopes,
             "verdicts": self.verdicts,
+            "map_nodes": self.map_nodes,
             "key_source": self.key_source,
             "trusted_size": self.trusted_size,
             "first_bad_index": self.first_bad_index,
@@ -1308,6 +1314,7 @@ def verify_ledger(
                 report.problems.extend(_revocation_problems(merge.verdicts.revoked, revocations, size, store.size()))
             except LedgerError as e:
                 report.problems.append(Problem("derived_index", f"cannot read the derived indexes: {e}"))
+            _check_stored_map(store, seal_rows, report)
         for cp in signed:
             if roots.get(cp.size) != cp.root_hash:
                 report.problems.append(
@@ -1332,6 +1339,66 @@ def verify_ledger(
     report.problems.sort(key=lambda p: (p.index is None, p.index or 0))
     report.seconds = time.perf_counter() - started
     return report
+
+
+_MAP_PROBLEMS_SHOWN: Final = 10
+
+
+def _check_stored_map(store: Any, seal_rows: Sequence[EntryRow], report: VerifyReport) -> None:
+    """The subject map the store serves completeness proofs from, under the newest seal whose map is stored.
+
+    By now every seal's ``subjects_root`` is known to be the map of the chain heads (the verifier rebuilt
+    it), so the stored map is right if every node reachable from that root is in the store and hashes to
+    the name it is stored under: the hashes then chain the whole stored tree to the verified root. The
+    writer stores a sealed block's nodes after its seal, root last, so the newest seal's root may not be
+    stored yet; then the seal before it is the one checked. Older seals' trees share most of their nodes
+    with it and are not walked (their roots are the marker that they were written whole).
+    """
+    for row in reversed(seal_rows):
+        try:
+            seal = decode_entry(row.body)
+        except LedgerError:
+            return  # the entry checks reported it
+        if not isinstance(seal, SealEntry):
+            return
+        root = bytes.fromhex(seal.block.subjects_root)
+        if root == smt.EMPTY:
+            return
+        try:
+            if store.map_node(root) is None:
+                continue  # not stored yet: the writer's debt for this seal
+            problems: list[Problem] = []
+            frontier = [root]
+            while frontier:
+                stored = store.map_nodes(frontier)
+                below: list[bytes] = []
+                for digest in frontier:
+                    data = stored.get(digest)
+                    if data is None:
+                        problems.append(Problem("map_node", f"subject-map node {digest.hex()} is missing", row.index))
+                        continue
+                    report.map_nodes += 1
+                    try:
+                        node = decode_node(data)
+                    except LedgerError as e:
+                        problems.append(Problem("map_node", f"subject-map node {digest.hex()}: {e}", row.index))
+                        continue
+                    if node.node_hash() != digest:
+                        problems.append(
+                            Problem("map_node", f"subject-map node {digest.hex()} does not hash to its name", row.index)
+                        )
+                        continue
+                    if isinstance(node, smt.Interior):
+                        below.extend(child for child in (node.left, node.right) if child != smt.EMPTY)
+                frontier = below
+        except LedgerError as e:
+            report.problems.append(Problem("map_node", f"cannot read the subject map: {e}", row.index))
+            return
+        shown = problems[:_MAP_PROBLEMS_SHOWN]
+        if len(problems) > len(shown):
+            shown.append(Problem("map_node", f"... and {len(problems) - len(shown)} more", row.index))
+        report.problems.extend(shown)
+        return
 
 
 def _links_below(store: Any, checkpoint_size: int) -> int | None:

@@ -23,6 +23,9 @@ Foreign exceptions are wrapped at the boundary with ``raise ... from e``.
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
 __all__ = [
     "CanonicalFormError",
     "ChainError",
@@ -41,7 +44,17 @@ __all__ = [
     "StoreError",
     "TransportError",
     "VerificationError",
+    "event_at",
 ]
+
+_EVENT_AT: Final = re.compile(r"^events\[([0-9]+)\]")
+
+
+def event_at(text: str) -> tuple[int, int] | None:
+    """For an error field or message about one event of a batch (``events[3].payload.ip``): the event's
+    position in the batch and where the ``events[k]`` prefix ends; None if it names no event."""
+    m = _EVENT_AT.match(text)
+    return None if m is None else (int(m.group(1)), m.end())
 
 
 class LedgerError(Exception):

@@ -143,19 +143,10 @@ def _consume(args: argparse.Namespace) -> int:
     with _stopped_by_signals() as stop:
         partitions = args.partition
         if args.shard is not None:
-            from lineage_ledger.cli.main import _log_signer, _settings
-            from lineage_ledger.ledger.shards import layout_of, shard_url
-            from lineage_ledger.ledger.writer import Ledger
+            from lineage_ledger.cli.main import _open_shard
 
-            root = _open(args)
-            layout = layout_of(root.store)
-            root.close()
-            if layout is None or not 0 <= args.shard < layout.shards:
-                raise InputError("--shard", f"{args.ledger} has no shard {args.shard}")
+            ledger, layout = _open_shard(args)
             partitions = layout.partitions_of(args.shard)
-            ledger = Ledger.open(
-                shard_url(args.ledger, args.shard), _log_signer(args), settings=_settings(args, long_running=True)
-            )
         else:
             ledger = _open(args, long_running=True)
         try:

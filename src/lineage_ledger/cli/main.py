@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -41,6 +41,9 @@ from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import open_store
 from lineage_ledger.store.sqlite import sqlite_path_from_url
+
+if TYPE_CHECKING:
+    from lineage_ledger.ledger.shards import ShardLayout
 
 __all__ = ["main"]
 
@@ -580,11 +583,9 @@ def _api_key_path(args: argparse.Namespace) -> Path:
     return Path(args.api_keys) if args.api_keys else _default_key_path(args.ledger, API_KEYS_SUFFIX)
 
 
-def _served_ledger(args: argparse.Namespace) -> Ledger:
-    """The ledger ``lineage serve`` writes: --ledger, or with --shard its shard n (a sharded ledger is served by
-    one process per shard; they share the root's log key, API keys, token secret and service key)."""
-    if args.shard is None:
-        return _open(args, long_running=True)
+def _open_shard(args: argparse.Namespace) -> tuple[Ledger, ShardLayout]:
+    """Shard ``--shard`` of the sharded ledger ``--ledger``, open for writing (signed with the root's log key),
+    and the root's layout. InputError if --ledger is not a sharded root or has no such shard."""
     from lineage_ledger.ledger.shards import read_layout, shard_url
 
     layout = read_layout(args.ledger)
@@ -593,7 +594,13 @@ def _served_ledger(args: argparse.Namespace) -> Ledger:
     if not 0 <= args.shard < layout.shards:
         raise InputError("--shard", f"{args.ledger} has shards 0 to {layout.shards - 1}, not {args.shard}")
     settings = _settings(args, long_running=True)
-    return Ledger.open(shard_url(args.ledger, args.shard), _log_signer(args), settings=settings)
+    return Ledger.open(shard_url(args.ledger, args.shard), _log_signer(args), settings=settings), layout
+
+
+def _served_ledger(args: argparse.Namespace) -> Ledger:
+    """The ledger ``lineage serve`` writes: --ledger, or with --shard its shard n (a sharded ledger is served by
+    one process per shard; they share the root's log key, API keys, token secret and service key)."""
+    return _open(args, long_running=True) if args.shard is None else _open_shard(args)[0]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -48,15 +48,14 @@ from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.hlc import HybridClock
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event, redact
 from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
-from lineage_ledger.emitter.transport import GroupingTransport, Transport
+from lineage_ledger.emitter.transport import ERRORS_TO_RETRY, GroupingTransport, Transport
 from lineage_ledger.errors import (
     InputError,
-    KeyringError,
     LedgerError,
     PushbackError,
-    SignatureError,
     StoreError,
     TransportError,
+    event_at,
 )
 from lineage_ledger.ledger.writer import Receipt
 
@@ -65,9 +64,7 @@ __all__ = ["Backoff", "Emitter", "Overflow", "redact"]
 log = logging.getLogger("lineage_ledger.emitter")
 
 Overflow = Literal["spool", "drop", "block"]
-_RETRYABLE: Final = (TransportError, PushbackError, KeyringError, SignatureError)
 _ACCEPTED: Final = frozenset({TokenEvent, PolicyEvent, DataEvent, dict, bytes})
-_EVENT_AT = re.compile(r"^events\[([0-9]+)\]")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 _PRODUCER_RE = re.compile(PRODUCER_PATTERN)
 _KEY_ID_RE = re.compile(KEY_ID_PATTERN)
@@ -124,11 +121,8 @@ def _event_id_of(item: object) -> str | None:
 
 def _event_position(error: LedgerError, count: int) -> int | None:
     """The batch position of the one event an error names (``events[3].payload.ip``), if it names one."""
-    text = error.field if isinstance(error, InputError) else str(error)
-    m = _EVENT_AT.match(text)
-    if m and int(m.group(1)) < count:
-        return int(m.group(1))
-    return None
+    at = event_at(error.field if isinstance(error, InputError) else str(error))
+    return at[0] if at is not None and at[0] < count else None
 
 
 class Emitter:
@@ -599,7 +593,7 @@ class Emitter:
             try:
                 receipts = self._send(events)
                 duplicates = self._check(events, receipts)
-            except _RETRYABLE as e:
+            except ERRORS_TO_RETRY as e:
                 retry_after = e.retry_after if isinstance(e, PushbackError) else None
                 problem = f"{type(e).__name__}: {redact(str(e))}"
             except LedgerError as e:

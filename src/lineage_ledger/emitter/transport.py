@@ -21,7 +21,6 @@ shard; :class:`LocalTransport` calls :meth:`Ledger.append` in this process.
 from __future__ import annotations
 
 import email.utils
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from lineage_ledger.errors import (
     SignatureError,
     StoreError,
     TransportError,
+    event_at,
 )
 from lineage_ledger.ledger.writer import Receipt
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCHES_PATH",
+    "ERRORS_TO_RETRY",
     "GroupingTransport",
     "HttpTransport",
     "LocalTransport",
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 BATCHES_PATH: Final = "/v1/batches"
+ERRORS_TO_RETRY: Final = (TransportError, PushbackError, KeyringError, SignatureError)
+"""The errors after which the emitter keeps the events in its spool and retries (see above)."""
 _DEFAULT_RETRY_AFTER: Final = 1.0
 _MAX_RETRY_AFTER: Final = 300.0
 
@@ -242,10 +245,6 @@ class HttpTransport:
         return f"HttpTransport({self._shown!r})"
 
 
-_RETRYABLE_ERRORS: Final = (TransportError, PushbackError, KeyringError, SignatureError)
-_EVENT_AT: Final = re.compile(r"^events\[([0-9]+)\]")
-
-
 class ShardedHttpTransport:
     """Delivers to a sharded ledger (``lineage init --shards S``) served by one ``lineage serve`` per shard.
 
@@ -342,7 +341,7 @@ class ShardedHttpTransport:
                 failures.append((g, e))
         if not failures:
             return [receipt for receipts in answers for receipt in receipts]
-        retryable = [e for _, e in failures if isinstance(e, _RETRYABLE_ERRORS) or not isinstance(e, LedgerError)]
+        retryable = [e for _, e in failures if isinstance(e, ERRORS_TO_RETRY) or not isinstance(e, LedgerError)]
         if retryable:
             raise retryable[0]
         g, refusal = failures[0]
@@ -354,13 +353,13 @@ class ShardedHttpTransport:
         positions = routed[group] if len(routed) == len(groups) and len(routed[group]) == len(groups[group]) else None
 
         def moved(text: str) -> str:
-            m = _EVENT_AT.match(text)
-            if m is None:
+            at = event_at(text)
+            if at is None:
                 return text
-            k = int(m.group(1))
+            k, end = at
             if positions is None or k >= len(positions):
-                return "events" + text[m.end() :]  # cannot say which: the emitter refuses the batch
-            return f"events[{positions[k]}]" + text[m.end() :]
+                return "events" + text[end:]  # cannot say which: the emitter refuses the batch
+            return f"events[{positions[k]}]" + text[end:]
 
         if isinstance(error, InputError):
             return type(error)(moved(error.field), error.reason)

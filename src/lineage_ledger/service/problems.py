@@ -32,7 +32,6 @@ neither details nor request values, so a raw token sent by mistake never reaches
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -50,6 +49,7 @@ from lineage_ledger.errors import (
     PushbackError,
     RoutingError,
     SignatureError,
+    event_at,
 )
 
 __all__ = [
@@ -64,7 +64,6 @@ __all__ = [
 
 PROBLEM_JSON: Final = "application/problem+json"
 _TYPE_BASE: Final = "urn:lineage-ledger:problem:"
-_EVENT_AT: Final = re.compile(r"^events\[[0-9]+\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +161,8 @@ def problem_for(error: LedgerError) -> Response:
     elif isinstance(error, PushbackError):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     elif isinstance(error, RoutingError):
-        at = _EVENT_AT.match(detail)
-        field = at.group(0) if at else None
+        at = event_at(detail)
+        field = None if at is None else detail[: at[1]]
     elif kind.status == 500:
         detail = "the ledger failed to complete the request; nothing was acknowledged"
     return problem_response(kind, detail, field, headers)

@@ -255,9 +255,10 @@ class ShardedHttpTransport:
     one envelope per group, and :meth:`send_groups` posts the groups to their shards at the same time, one
     thread per shard, and returns once every shard has committed its part.
 
-    One shard's server process sequences and commits on its own core, so S shards take S times the events
-    one server can (bench_emitter.py measures it). Per token, order is kept: a token's events all go to one
-    shard, in emit order. Across shards there is no order, as in any sharded log.
+    Each shard's server process sequences and commits on its own interpreter lock, so with a core per shard,
+    S shards take up to S times the events one server can (bench_emitter.py measures two shards; on this
+    project's 2-core machine the cores themselves became the limit). Per token, order is kept: a token's
+    events all go to one shard, in emit order. Across shards there is no order, as in any sharded log.
 
     Errors: if any shard failed retryably (unreachable, 5xx, pushback, a key not accepted yet), that is
     raised and the emitter re-sends the whole batch, whose events the shards that had committed answer as

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,10 @@ from lineage_ledger.ledger.shards import shard_url
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event, token_events, token_id
+from tests.service.test_server import STARTUP_SECONDS, free_port
 
 SHARDS = 2
 PARTITIONS = 4
-STARTUP_SECONDS = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _home(event: bytes) -> int:
@@ -112,7 +104,7 @@ def sharded_servers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Itera
     capsys.readouterr()
     env = {k: v for k, v in os.environ.items() if k not in (DEFAULT_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR)}
     key = ApiKeyStore(Path(f"{root}.apikeys.json")).create("producer", PRODUCER)[1]
-    servers = ShardServers(root, key, tmp_path, env, [_free_port() for _ in range(SHARDS)])
+    servers = ShardServers(root, key, tmp_path, env, [free_port() for _ in range(SHARDS)])
     try:
         for n in range(SHARDS):
             servers.start(n)

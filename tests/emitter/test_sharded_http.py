@@ -28,7 +28,7 @@ from lineage_ledger.ledger.shards import shard_url
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event, token_events, token_id
-from tests.service.test_server import STARTUP_SECONDS, free_port
+from tests.service.test_server import free_port, wait_healthy
 
 SHARDS = 2
 PARTITIONS = 4
@@ -64,16 +64,7 @@ class ShardServers:
             self.processes[n] = process
         else:
             self.processes.append(process)
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{self.urls[n]}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"shard {n}: no /healthz within {STARTUP_SECONDS} s"
-            time.sleep(0.05)
+        wait_healthy(self.urls[n], process, log)
 
     def kill(self, n: int) -> None:
         """SIGKILL shard n's server: no shutdown, whatever it was doing."""

@@ -35,6 +35,21 @@ def free_port() -> int:
         return port
 
 
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``url``/healthz until it answers 200; AssertionError with the server's log if the process exits
+    or STARTUP_SECONDS pass first."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"no /healthz within {STARTUP_SECONDS} s:\n{log.read_text()}"
+        time.sleep(0.05)  # polling a condition with a deadline
+
+
 @dataclass
 class Server:
     url: str
@@ -77,16 +92,7 @@ def server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Serve
         )
     served = Server(f"http://127.0.0.1:{port}", process, ledger, output)
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, output.read_text()
-            try:
-                if httpx.get(f"{served.url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_SECONDS} s:\n{output.read_text()}"
-            time.sleep(0.05)
+        wait_healthy(served.url, process, output)
         yield served
     finally:
         if process.poll() is None:

@@ -15,7 +15,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from lineage_ledger.cli.main import TOKEN_SECRET_ENV_VAR, main
@@ -24,7 +23,7 @@ from lineage_ledger.core.note import parse_verifier_key, verifier_key
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, write_signer_key
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.service.auth import ApiKeyStore
-from tests.service.test_server import STARTUP_SECONDS, free_port
+from tests.service.test_server import free_port, wait_healthy
 
 PRODUCERS = 5
 EVENTS_EACH = 400
@@ -74,17 +73,12 @@ def _serve(ledger: Path, port: int, log: Path, env: dict[str, str]) -> subproces
             stderr=subprocess.STDOUT,
             env=env,
         )
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)  # polling a condition with a deadline, not waiting and hoping
-    process.kill()
-    raise AssertionError("lineage serve did not become healthy:\n" + log.read_text())
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process, log)
+    except AssertionError:
+        process.kill()
+        raise
+    return process
 
 
 def _size(ledger: Path) -> int:

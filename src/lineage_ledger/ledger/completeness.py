@@ -25,7 +25,16 @@ from lineage_ledger.core.entry import BLOCKS_SUBJECT, SealEntry, decode_entry
 from lineage_ledger.errors import LedgerError, NotFoundError, RootMismatchError, StoreError
 from lineage_ledger.store.base import Store
 
-__all__ = ["MapReader", "block_heads", "decode_node", "encode_node", "map_changes", "seal_paid", "unwritten_map"]
+__all__ = [
+    "MapReader",
+    "block_heads",
+    "checked_node",
+    "decode_node",
+    "encode_node",
+    "map_changes",
+    "seal_paid",
+    "unwritten_map",
+]
 
 _LEAF: Final = b"L"
 _INTERIOR: Final = b"I"
@@ -102,7 +111,7 @@ class MapReader:
             missing = [h for h, _, _ in frontier if h not in self._cache and h not in self._held]
             if missing:
                 for digest, data in self._store.map_nodes(missing).items():
-                    self._remember(digest, _checked(digest, data))
+                    self._remember(digest, checked_node(digest, data))
             below: list[tuple[bytes, int, int]] = []
             shift = smt.KEY_BITS - 1 - depth
             for digest, lo, hi in frontier:
@@ -123,12 +132,12 @@ class MapReader:
             data = self._store.map_node(digest)
             if data is None:
                 raise NotFoundError(f"subject-map node {digest.hex()} is missing")
-            node = _checked(digest, data)
+            node = checked_node(digest, data)
             self._remember(digest, node)
         return node
 
 
-def _checked(digest: bytes, data: bytes) -> smt.Leaf | smt.Interior:
+def checked_node(digest: bytes, data: bytes) -> smt.Leaf | smt.Interior:
     """The node stored as ``data`` under ``digest``; RootMismatchError if it does not hash to ``digest``."""
     node = decode_node(data)
     calculated = node.node_hash()

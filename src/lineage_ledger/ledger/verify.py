@@ -89,7 +89,7 @@ from lineage_ledger.core.model import Event, TokenEvent, head_ok
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
 from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
-from lineage_ledger.ledger.completeness import decode_node
+from lineage_ledger.ledger.completeness import checked_node
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, data_links, stored_below, token_links
 from lineage_ledger.store import open_store
@@ -1379,14 +1379,9 @@ def _check_stored_map(store: Any, seal_rows: Sequence[EntryRow], report: VerifyR
                         continue
                     report.map_nodes += 1
                     try:
-                        node = decode_node(data)
-                    except LedgerError as e:
+                        node = checked_node(digest, data)
+                    except LedgerError as e:  # malformed, or not hashing to its name
                         problems.append(Problem("map_node", f"subject-map node {digest.hex()}: {e}", row.index))
-                        continue
-                    if node.node_hash() != digest:
-                        problems.append(
-                            Problem("map_node", f"subject-map node {digest.hex()} does not hash to its name", row.index)
-                        )
                         continue
                     if isinstance(node, smt.Interior):
                         below.extend(child for child in (node.left, node.right) if child != smt.EMPTY)

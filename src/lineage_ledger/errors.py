@@ -13,6 +13,7 @@
     │   └── InconsistencyError      two checkpoints cannot both be views of one append-only log
     ├── StoreError                  the backing store failed or refused
     │   ├── ConflictError           an id already holds different bytes
+    │   ├── LockedError             another process holds the ledger's writer lock
     │   └── NotFoundError           no such entry, checkpoint or key
     ├── RoutingError                an event reached a shard that does not hold its subject
     ├── TransportError              a remote ledger could not be reached
@@ -35,6 +36,7 @@ __all__ = [
     "InputError",
     "KeyringError",
     "LedgerError",
+    "LockedError",
     "NotFoundError",
     "ProofError",
     "PushbackError",
@@ -117,6 +119,11 @@ class StoreError(LedgerError):
 
 class ConflictError(StoreError):
     """An id (event id, key id) already holds different bytes; nothing was written."""
+
+
+class LockedError(StoreError):
+    """Another process (or another open store in this one) holds the ledger's writer lock; the message names
+    the holder. Nothing was opened for writing."""
 
 
 class NotFoundError(StoreError, LookupError):

@@ -23,6 +23,7 @@ server's default ``synchronous_commit = on``.
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StoreError
+from lineage_ledger.errors import ConflictError, InputError, LockedError, NotFoundError, StoreError
 from lineage_ledger.store.base import (
     BatchWrite,
     ChainBreak,
@@ -44,6 +45,7 @@ from lineage_ledger.store.base import (
     SchemaRow,
     keyset_pages,
 )
+from lineage_ledger.store.writer_lock import Holder, locked_message
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "PostgresStore", "apply_migrations", "provision"]
 
@@ -193,6 +195,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 _MIGRATION_LOCK: Final = 0x6C696E656167  # pg_advisory_xact_lock key: serialises concurrent migrations
+_WRITER_LOCK: Final = 0x6C696E65_77726974  # pg_advisory_lock key the one writer holds for its session
 _ENTRY_COLS: Final = "idx, subject, event_id, parent, prev, leaf, verdict, body"
 _ENVELOPE_COLS: Final = "digest, producer, key_id, payload, signature, event_leaves, first_idx"
 _POLICY_COLS: Final = "digest, policy_id, version, idx, document"
@@ -224,6 +227,37 @@ def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as e:
         raise StoreError(f"cannot open PostgreSQL ledger {_describe(url)}: {e}") from e
+
+
+def _take_writer_lock(conn: psycopg.Connection[tuple[Any, ...]], where: str) -> None:
+    """Hold the ledger's session advisory lock on ``conn`` (the one writer; see store/writer_lock.py), or raise
+    LockedError naming the session that holds it. The session describes its process in application_name."""
+    me = Holder.this_process()
+    name = f"lineage {me.pid}@{me.host}"[:63]
+    try:
+        conn.execute("SELECT set_config('application_name', %s, false)", (name,))
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_WRITER_LOCK,)).fetchone()
+        if row is not None and row[0]:
+            return
+        found = conn.execute(
+            """
+            SELECT a.application_name, a.pid, coalesce(host(a.client_addr), 'a local socket'), a.backend_start
+            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+                SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid = %s AND l.objid = %s AND l.objsubid = 1
+            """,
+            (_WRITER_LOCK >> 32, _WRITER_LOCK & 0xFFFFFFFF),
+        ).fetchone()
+    except psycopg.Error as e:
+        raise StoreError(f"cannot take the writer lock of {where}: {e}") from e
+    if found is None:
+        holder = "another session (it has just let go: try again)"
+    else:
+        app, backend, client, since = found
+        when = since.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        holder = f"{app or 'a session'} (PostgreSQL backend {backend} from {client}, since {when})"
+    raise LockedError(locked_message(where, holder))
 
 
 def _applied(conn: psycopg.Connection[tuple[Any, ...]]) -> list[int]:
@@ -349,6 +383,8 @@ class PostgresStore:
         self._closed = False
         self._db = _connect(url)
         try:
+            if not readonly:
+                _take_writer_lock(self._db, self._where)
             self._open(readonly)
         except BaseException:
             self._db.close()
@@ -415,7 +451,15 @@ class PostgresStore:
         if self._closed:
             raise StoreError(f"the store {self._where} is closed")
         if self._db.closed or self._db.broken:
-            self._db = self._reopen(read_only=self._readonly)
+            db = self._reopen(read_only=self._readonly)
+            if not self._readonly:
+                # the lock went with the broken session; another writer may have taken it since
+                try:
+                    _take_writer_lock(db, self._where)
+                except BaseException:
+                    db.close()
+                    raise
+            self._db = db
         return self._db
 
     def _reader(self) -> psycopg.Connection[tuple[Any, ...]]:

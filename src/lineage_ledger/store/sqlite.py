@@ -34,6 +34,7 @@ from lineage_ledger.store.base import (
     SchemaRow,
     keyset_pages,
 )
+from lineage_ledger.store.writer_lock import LOCK_SUFFIX, FileWriterLock
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
@@ -400,6 +401,20 @@ class SQLiteStore:
             raise InputError("ledger", f"synchronous={sync.lower()} is not one of full, normal, extra, off")
         self.path = sqlite_path_from_url(base)
         self._lock = threading.RLock()
+        self._writer_lock: FileWriterLock | None = None
+        if not readonly and self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # taken before the first write of any kind (even the schema), held until close()
+            self._writer_lock = FileWriterLock(Path(self.path + LOCK_SUFFIX), self.path)
+            self._writer_lock.acquire()
+        try:
+            self._open(readonly, sync)
+        except BaseException:
+            if self._writer_lock is not None:
+                self._writer_lock.release()
+            raise
+
+    def _open(self, readonly: bool, sync: str) -> None:
         try:
             if readonly:
                 if self.path == ":memory:" or not Path(self.path).exists():
@@ -407,8 +422,6 @@ class SQLiteStore:
                 uri = f"file:{Path(self.path).absolute()}?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             else:
-                if self.path != ":memory:":
-                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._runs: _SubjectRuns | None = None
@@ -829,5 +842,7 @@ class SQLiteStore:
                 if self._reads is not self._db:
                     self._reads.close()
             self._db.close()
+            if self._writer_lock is not None:
+                self._writer_lock.release()
             if self._runs is not None:  # its memory can go back to the system (the arena of the commit thread)
                 self._runs = _SubjectRuns(self._runs.mark, [])

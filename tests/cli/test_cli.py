@@ -222,7 +222,7 @@ def test_reingest_records_nothing_new(
     assert summary["size"] == before == ledger_size(ingested.path)
 
 
-def test_ingest_records_every_batch_but_one_whose_event_id_holds_other_bytes(
+def test_ingest_records_every_event_but_one_whose_event_id_holds_other_bytes(
     ingested: CliLedger, story_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = ledger_size(ingested.path)
@@ -234,10 +234,10 @@ def test_ingest_records_every_batch_but_one_whose_event_id_holds_other_bytes(
     mixed.write_text("".join(json.dumps(e) + "\n" for e in events), "utf-8")
     result = run(capsys, "ingest", str(mixed), "--ledger", str(ingested.path), "--batch", "2", "--json")
     assert result.code == 3
-    assert "events 3 to 4 of the file: ConflictError" in result.err
+    assert "event 3 of the file: ConflictError: its event id is already recorded at index 1" in result.err
     summary = result.json()
-    assert summary["refused_batches"] == 1
-    assert summary["recorded"] == len(fresh) - 1  # the refused batch's other event is not written either
+    assert (summary["conflicts"], summary["refused_batches"]) == (1, 0)
+    assert summary["recorded"] == len(fresh)  # found before any batch was signed: only the clash is left out
     assert ledger_size(ingested.path) == before + summary["recorded"] + 1  # and a seal
 
 

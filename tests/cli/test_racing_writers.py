@@ -94,3 +94,52 @@ def test_a_second_writer_is_refused_or_waits_its_turn(
     events_only = [e for e in recorded if e in landed]
     assert len(events_only) == len(set(events_only)) == len(landed)
     assert not refused & set(recorded), "a refused run wrote nothing"
+
+
+def _size(ledger: Path) -> int:
+    store = open_store(str(ledger), readonly=True)
+    try:
+        return store.size()
+    finally:
+        store.close()
+
+
+def test_a_rerun_after_a_crash_resumes_and_reports_duplicates_once(
+    event_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ledger = tmp_path / "resume.db"
+    init = subprocess.run([*LINEAGE, "init", "--ledger", str(ledger), "--json"], check=False, capture_output=True)
+    assert init.returncode == 0, init.stderr
+    key = json.loads(init.stdout)["verifier_key"]
+    both = tmp_path / "both.jsonl"
+    both.write_bytes(event_files[0].read_bytes() + event_files[1].read_bytes())
+    total = len(_event_ids(both))
+
+    crashed = _lineage("ingest", str(both), "--ledger", str(ledger), "--batch", "50")
+    deadline = time.monotonic() + 120
+    while _size(ledger) < 200 and crashed.poll() is None:  # polling a condition, bounded by the deadline
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    crashed.kill()
+    crashed.communicate()
+    present = _size(ledger)
+
+    rerun = subprocess.run(
+        [*LINEAGE, "ingest", str(both), "--ledger", str(ledger), "--json"], check=False, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert "reloaded" not in rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["recorded"] + summary["duplicates"] == total
+    assert summary["duplicates"] >= present - 2  # what the crashed run committed (less its key entries)
+
+    again = subprocess.run(
+        [*LINEAGE, "ingest", str(both), "--ledger", str(ledger), "--json"], check=False, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
+    assert (json.loads(again.stdout)["recorded"], json.loads(again.stdout)["duplicates"]) == (0, total)
+    verify = subprocess.run(
+        [*LINEAGE, "verify", "--ledger", str(ledger), "--key", key], check=False, capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -33,10 +33,11 @@ from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import decode_event
 from lineage_ledger.core.note import NoteVerifier, parse_verifier_key
-from lineage_ledger.errors import InputError, LedgerError, NotFoundError
+from lineage_ledger.errors import ConflictError, InputError, LedgerError, NotFoundError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_signer_key
 from lineage_ledger.ledger.pipeline import Done, Pipeline
 from lineage_ledger.ledger.query import trace_token
+from lineage_ledger.ledger.resume import split_recorded
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import open_store
@@ -199,16 +200,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     producer = load_signer(_producer_key_path(args))
     name = args.producer or producer.name
     key_id = args.key_id or _key_id(producer)
-    recorded = duplicates = violations = 0
-    refused: list[tuple[int, LedgerError]] = []
+    recorded = violations = 0
+    refused: list[tuple[str, LedgerError]] = []
+    """What was not written: where in the file, and why."""
     started = time.perf_counter()
+    # a rerun (after a crash, or by mistake) skips what the ledger already holds with one read per event
+    try:
+        known = split_recorded(ledger.store, events)
+    except BaseException:
+        ledger.close()
+        raise
+    duplicates = len(known.duplicates)
+    for pos, index in known.conflicts.items():
+        reason = f"its event id is already recorded at index {index} with different bytes; it was not written"
+        refused.append((f"event {pos + 1} of the file", ConflictError(reason)))
+    todo = [events[pos] for pos in known.fresh]
 
     def tally(landed: list[Done[int]]) -> None:
         nonlocal recorded, duplicates, violations
         for done in landed:
             (outcome,) = done.outcomes
             if isinstance(outcome, LedgerError):
-                refused.append((done.tag, outcome))
+                batch = known.fresh[done.tag : done.tag + args.batch]  # named by their places in the file
+                refused.append((f"events {batch[0] + 1} to {batch[-1] + 1} of the file", outcome))
                 continue
             for r in outcome.receipts:
                 duplicates += r.duplicate
@@ -217,9 +231,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             advance(done.tag + args.batch)
 
     # the store commits each batch while the next one is signed, checked and sequenced (ledger.pipeline)
-    with ledger, _progress(args, "ingest", len(events)) as advance, Pipeline[int](ledger) as pipe:
-        for i in range(0, len(events), args.batch):
-            envelope = seal_batch(events[i : i + args.batch], producer=name, key_id=key_id, signer=producer)
+    with ledger, _progress(args, "ingest", len(todo)) as advance, Pipeline[int](ledger) as pipe:
+        for i in range(0, len(todo), args.batch):
+            envelope = seal_batch(todo[i : i + args.batch], producer=name, key_id=key_id, signer=producer)
             tally(pipe.submit([ledger.check(envelope)], tag=i))
         tally(pipe.drain())
         checkpoint = None if args.no_seal else ledger.seal()
@@ -231,7 +245,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         "violations": violations,
         "size": size,
         "sealed_size": sealed,
-        "refused_batches": len(refused),
+        "refused_batches": len(refused) - len(known.conflicts),
+        "conflicts": len(known.conflicts),
         "checkpoint_size": checkpoint.size if checkpoint else None,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -243,11 +258,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"log size {size}, sealed {sealed}"
         )
     if refused:  # the other batches are recorded; these are not, and nothing of them was written
-        for first, error in refused:
-            last = min(first + args.batch, len(events))
-            err.print(
-                f"[red]error:[/] events {first + 1} to {last} of the file: {type(error).__name__}: {escape(str(error))}"
-            )
+        for where, error in refused:
+            err.print(f"[red]error:[/] {where}: {type(error).__name__}: {escape(str(error))}")
         return 3
     return 0
 

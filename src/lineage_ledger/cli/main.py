@@ -27,6 +27,7 @@ from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
 from lineage_ledger.cli.query import register as register_query
+from lineage_ledger.cli.tiles import register as register_tiles
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
@@ -655,6 +656,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             service_signer=load_signer(service_key),
             introspector=introspector,
+            public_log=args.public_log,
         )
         # uvicorn's access log would print request paths and queries; the app logs route templates only.
         uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=_SERVE_LOGGING)
@@ -940,6 +942,7 @@ def _parser() -> argparse.ArgumentParser:
     register_findings(sub, common)
     register_export(sub, common)
     register_kafka(sub, common)
+    register_tiles(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id")
@@ -990,6 +993,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address of the metrics port (default loopback)")
     p.add_argument("--block-size", type=int, help="seal at this many entries (default 10000)")
     p.add_argument("--block-seconds", type=float, help="... or at this block age (default 5)")
+    p.add_argument(
+        "--public-log",
+        action="store_true",
+        help="serve the log's checkpoint and tiles (C2SP tlog-tiles: /checkpoint, /tile/...) without an API key",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("apikey", parents=[common], help="API keys of the HTTP service")

@@ -64,6 +64,7 @@ from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
+from lineage_ledger.service.tiles import TILE_ENDPOINTS, add_tile_routes
 from lineage_ledger.state.introspection import Introspector
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import CheckpointRow, Store
@@ -100,6 +101,7 @@ ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     "POST /v1/introspect": frozenset({"auditor", "producer"}),
     "POST /v1/verify": frozenset({"auditor"}),
     **dict.fromkeys(QUERY_ENDPOINTS, frozenset({"auditor"})),
+    **dict.fromkeys(TILE_ENDPOINTS, frozenset({"auditor"})),  # anyone, with serve --public-log
 }
 """Which roles may call which endpoint (``/healthz`` needs no key). The one authorisation table."""
 
@@ -672,6 +674,7 @@ def create_app(
     max_pending_writes: int = 64,
     verify_workers: int = 1,
     introspector: Introspector | None = None,
+    public_log: bool = False,
 ) -> FastAPI:
     """The HTTP service for ``ledger`` (which the caller keeps owning and closes after the app stops).
 
@@ -679,7 +682,8 @@ def create_app(
     and 7662 requests carry raw tokens). ``service_signer`` signs the REVOKED events of revocations; it is
     registered as a key of producer ``lineage-service`` now, unless already registered (default: a fresh
     key per app). ``clock`` (ns since the epoch) stamps those events and judges token expiry. Bodies over
-    ``max_body_bytes`` get 413. ``introspector`` answers /v1/introspect off the writer thread (a
+    ``max_body_bytes`` get 413. ``public_log`` serves the tlog-tiles read API (/checkpoint, /tile/...) to
+    anyone, without an API key. ``introspector`` answers /v1/introspect off the writer thread (a
     RedisTokenState attached to ``ledger``, say); by default the ledger's own state answers, on the writer.
     The app's lifespan runs the sealing tick; the ledger is only touched from
     the writer thread (see :func:`call_on_writer`).
@@ -727,6 +731,8 @@ def create_app(
     _add_read_routes(app, service)
     _add_key_routes(app, service)
     _add_token_routes(app, service)
+    guard = None if public_log else (lambda endpoint: _guard(service, endpoint))
+    add_tile_routes(app, lambda: service.reads, guard, _route_extra)
     return app
 
 

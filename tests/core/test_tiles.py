@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,3 +98,15 @@ def test_hash_tiles_must_hold_their_width() -> None:
     assert split_hashes(bytes(64), Tile(0, 0, 2)) == [bytes(32), bytes(32)]
     with pytest.raises(InputError, match="must be 64"):
         split_hashes(bytes(65), Tile(0, 0, 2))
+
+
+def test_the_documented_bundle_vector() -> None:
+    """docs/tiles.md's vector: two entries, each after its big-endian uint16 length; leaves as RFC 6962 says."""
+    entries = [b'{"index":0}', '{"index":1,"x":"é"}'.encode()]
+    by_hand = b"\x00\x0b" + entries[0] + b"\x00\x14" + entries[1]
+    assert encode_bundle(entries) == by_hand
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "tiles.md").read_text("utf-8")
+    hex_lines = re.findall(r"^    ((?:[0-9a-f]{4}) [0-9a-f]+)$", doc, flags=re.MULTILINE)
+    assert bytes.fromhex("".join(line.replace(" ", "") for line in hex_lines)) == by_hand
+    for entry in entries:
+        assert hashlib.sha256(b"\x00" + entry).hexdigest() in doc

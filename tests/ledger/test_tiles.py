@@ -6,6 +6,7 @@ byte changed in a published tile or bundle must be caught, not believed.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -192,3 +193,33 @@ def test_level_two_tiles_rebuild_proofs(big_ledger: Path, tmp_path: Path) -> Non
             assert client.consistency(old, latest) == consistency_proof(old.size, latest.size, own)
     finally:
         store.close()
+
+
+def test_every_entry_the_ledger_takes_in_fits_an_entry_bundle(tmp_path: Path) -> None:
+    from lineage_ledger.core.encoding import canonical_bytes
+    from lineage_ledger.core.envelope import seal_batch
+    from lineage_ledger.core.tiles import encode_bundle
+    from lineage_ledger.errors import InputError
+    from lineage_ledger.ledger.writer import MAX_NEW_EVENT_BYTES
+    from tests.conftest import token_event, token_id
+
+    def sized(n: int, label: str) -> bytes:
+        """An ISSUED event of exactly ``n`` bytes, padded by an extension field (kept, as unknown fields are)."""
+        event = json.loads(token_event("ISSUED", token_id(label), 1_796_115_600_000_000_000))
+        event["x_padding"] = ""
+        event["x_padding"] = "p" * (n - len(canonical_bytes(event)))
+        return canonical_bytes(event)
+
+    producer = make_producer_signer()
+    with Ledger.create(str(tmp_path / "big-events.db"), make_log_signer()) as ledger:
+        ledger.register_key(PRODUCER, PRODUCER_KEY_ID, producer.public_key)
+        largest, too_large = sized(MAX_NEW_EVENT_BYTES, "a"), sized(MAX_NEW_EVENT_BYTES + 1, "b")
+        assert (len(largest), len(too_large)) == (MAX_NEW_EVENT_BYTES, MAX_NEW_EVENT_BYTES + 1)
+        envelope = seal_batch([too_large], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=producer)
+        with pytest.raises(InputError, match=r"events\[0\].*tlog-tiles entry bundle"):
+            ledger.append(envelope)
+        envelope = seal_batch([largest], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=producer)
+        (receipt,) = ledger.append(envelope).receipts
+        body = ledger.store.entry(receipt.index).body
+        assert len(body) > MAX_NEW_EVENT_BYTES
+        assert encode_bundle([body])  # fits the uint16 prefix

@@ -60,6 +60,7 @@ from lineage_ledger.core.merkle import (
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, subject_of
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, parse_verifier_key, sign_note, verifier_key
 from lineage_ledger.core.routing import local_tokens, shard_test
+from lineage_ledger.core.tiles import MAX_BUNDLE_ENTRY_BYTES
 from lineage_ledger.errors import (
     ConflictError,
     InputError,
@@ -116,6 +117,11 @@ class LedgerSettings:
     freed when they are evicted (they hold no reference cycles); only cyclic garbage still uncollected at a
     seal would stay. Process-wide, so off for a ledger embedded in someone else's process and on in
     ``lineage serve`` and ``lineage consume``."""
+
+
+MAX_NEW_EVENT_BYTES: Final = MAX_BUNDLE_ENTRY_BYTES - 1024
+"""The largest event the ledger takes in: its entry (the event plus at most a few hundred bytes the ledger
+asserts) must fit the uint16 length prefix of a tlog-tiles entry bundle."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -609,6 +615,13 @@ class Ledger:
         key = self.keyring.signing_key(stmt.key_id, stmt.producer, self._clock.now())
         verify_batch_signature(opened, key.public_key)
         events = [decode_event(raw, field=f"events[{i}]") for i, raw in enumerate(opened.events)]
+        for i, raw in enumerate(opened.events):
+            if len(raw) > MAX_NEW_EVENT_BYTES:
+                raise InputError(
+                    f"events[{i}]",
+                    f"event is {len(raw)} bytes; the limit is {MAX_NEW_EVENT_BYTES}, so that its entry fits "
+                    "a tlog-tiles entry bundle (65,535 bytes)",
+                )
         if self._shard is not None:
             shard, home = self._shard
             for i, event in enumerate(events):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 from fastapi import Depends, FastAPI, Request, Response
 
@@ -36,6 +36,10 @@ def add_tile_routes(
     def allowed(endpoint: str) -> Any:
         return Depends(guard(endpoint)) if guard is not None else Depends(_anyone)
 
+    # defaults, not Annotated[...]: annotations are strings here, resolved in the module's globals
+    may_read_checkpoint = allowed(TILE_ENDPOINTS[0])
+    may_read_tiles = allowed(TILE_ENDPOINTS[1])
+
     @app.get(
         "/checkpoint",
         tags=["tiles"],
@@ -44,7 +48,7 @@ def add_tile_routes(
         responses={200: {"content": {"text/plain": {}}}},
         openapi_extra=route_extra(TILE_ENDPOINTS[0]),
     )
-    def get_checkpoint(_: Annotated[object, allowed(TILE_ENDPOINTS[0])]) -> Response:
+    def get_checkpoint(_: object = may_read_checkpoint) -> Response:
         """The signed note of the latest checkpoint (404 before the first seal)."""
         row = reads().latest_checkpoint()
         if row is None:
@@ -59,7 +63,7 @@ def add_tile_routes(
         responses={200: {"content": {"application/octet-stream": {}}}},
         openapi_extra=route_extra(TILE_ENDPOINTS[1]),
     )
-    def get_tile(path: str, request: Request, _: Annotated[object, allowed(TILE_ENDPOINTS[1])]) -> Response:
+    def get_tile(path: str, request: Request, _: object = may_read_tiles) -> Response:
         """A tile within the latest checkpoint's tree; 404 past it, 400/422 for a path the spec does not allow."""
         tile = parse_tile_path("tile/" + path)
         store = reads()

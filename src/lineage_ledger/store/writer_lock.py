@@ -60,7 +60,8 @@ def locked_message(ledger: str, holder: str) -> str:
     return (
         f"the ledger {ledger} is open for writing by {holder}; a ledger has one writer at a time. "
         "Wait for it to finish, or stop it; if it is `lineage serve`, send writes through its HTTP API "
-        "(events: lineage emit --url URL; producer keys: POST /v1/keys). Reading commands need no lock."
+        "(events: lineage emit --url URL; producer keys: POST /v1/keys; API keys: POST /v1/apikeys). "
+        "Reading commands need no lock."
     )
 
 

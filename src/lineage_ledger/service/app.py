@@ -50,7 +50,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
-from lineage_ledger.core.encoding import MAX_SAFE_INTEGER
+from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, TOO_DEEP
 from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, SealEntry, decode_entry
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import HLC_PATTERN, format_reading
@@ -447,7 +447,7 @@ def _claimed_producer(envelope: bytes) -> str:
     """
     try:
         return _STATEMENT_HEAD.decode(base64.b64decode(_ENVELOPE_HEAD.decode(envelope).payload, validate=True)).producer
-    except (msgspec.DecodeError, binascii.Error, ValueError):
+    except (msgspec.DecodeError, binascii.Error, ValueError, RecursionError):
         return open_envelope(envelope).statement.producer  # raises EnvelopeError naming the field
 
 
@@ -763,6 +763,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's json.loads of a body gave up
+            return problem_response(ProblemType(400, "malformed-body", "Malformed request body"), TOO_DEEP, "body")
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return problem_response(ProblemType(exc.status_code, slug, str(exc.detail)), str(exc.detail), None, exc.headers)
 

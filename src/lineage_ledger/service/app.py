@@ -56,7 +56,15 @@ from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import HLC_PATTERN, format_reading
 from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof, leaf_hash
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
-from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError, PushbackError
+from lineage_ledger.errors import (
+    ConflictError,
+    InputError,
+    KeyringError,
+    LedgerError,
+    NotFoundError,
+    PushbackError,
+    StorageFullError,
+)
 from lineage_ledger.ledger.keyring import Keyring, ProducerKey
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
@@ -64,6 +72,7 @@ from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
+from lineage_ledger.service.storage import DEFAULT_MIN_FREE_BYTES, StorageWatch
 from lineage_ledger.state.introspection import Introspector
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import CheckpointRow, Store
@@ -218,8 +227,10 @@ class _Service:
         max_pending_writes: int,
         verify_workers: int,
         tick_seconds: float,
+        min_free_bytes: int,
     ) -> None:
         self.ledger = ledger
+        self.storage = StorageWatch(ledger.store.url, min_free_bytes)
         self.api_keys = api_keys
         self.token_secret = token_secret
         self.signer = signer
@@ -309,6 +320,8 @@ class _Service:
             appended = [e] * len(checked)
         for (i, _), result in zip(checked, appended, strict=True):
             outcomes[i] = result
+        if any(not isinstance(result, LedgerError) for result in appended):
+            self.storage.succeeded()
         size, sealed = ledger.size, ledger.sealed_size
         out: list[tuple[AppendResult, int, int] | LedgerError] = []
         for outcome in outcomes:
@@ -672,6 +685,7 @@ def create_app(
     max_pending_writes: int = 64,
     verify_workers: int = 1,
     introspector: Introspector | None = None,
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
 ) -> FastAPI:
     """The HTTP service for ``ledger`` (which the caller keeps owning and closes after the app stops).
 
@@ -681,6 +695,8 @@ def create_app(
     key per app). ``clock`` (ns since the epoch) stamps those events and judges token expiry. Bodies over
     ``max_body_bytes`` get 413. ``introspector`` answers /v1/introspect off the writer thread (a
     RedisTokenState attached to ``ledger``, say); by default the ledger's own state answers, on the writer.
+    After a write finds the disk full, ``/readyz`` answers 503 until the database's filesystem has
+    ``min_free_bytes`` free (service/storage.py).
     The app's lifespan runs the sealing tick; the ledger is only touched from
     the writer thread (see :func:`call_on_writer`).
     """
@@ -694,6 +710,7 @@ def create_app(
         max_pending_writes,
         verify_workers,
         tick_seconds,
+        min_free_bytes,
     )
     service.introspector = introspector
     service.writer.call(service.register_service_key)
@@ -735,6 +752,8 @@ async def _tick_forever(service: _Service) -> None:
         await asyncio.sleep(service.tick_seconds)
         try:
             await service.writer.run(service.ledger.tick)
+        except StorageFullError as e:
+            service.storage.failed(e)  # the next tick seals, once there is room
         except PushbackError:
             continue  # busy appending; a later append or tick seals
         except Exception:
@@ -742,8 +761,10 @@ async def _tick_forever(service: _Service) -> None:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    async def ledger_error(_: Request, exc: Exception) -> Response:
+    async def ledger_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LedgerError)
+        if isinstance(exc, StorageFullError):
+            request.app.state.lineage.storage.failed(exc)
         response = problem_for(exc)
         if response.status_code >= 500 and not isinstance(exc, PushbackError):
             log.error("ledger error %s", type(exc).__name__, exc_info=exc)
@@ -789,7 +810,9 @@ def _add_operational_routes(app: FastAPI, service: _Service) -> None:
 
     @app.get("/readyz", tags=["operations"], summary="Readiness", openapi_extra=_route_extra(endpoint))
     async def readyz(_: Annotated[Principal, Depends(_guard(service, endpoint))]) -> dict[str, Any]:
-        """Ready when the writer thread and the read connection both answer; 503 when the writer is saturated."""
+        """Ready when the writer thread and the read connection both answer; 503 with Retry-After when the
+        writer is saturated, or after a write found the disk full until space returns."""
+        service.storage.check()
         size, sealed = await service.writer.run(lambda: (service.ledger.size, service.ledger.sealed_size))
         await run_in_threadpool(service.reads.size)
         return {"ready": True, "size": size, "sealed_size": sealed}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StoreError
+from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StorageFullError, StoreError
 from lineage_ledger.store.base import (
     BatchWrite,
     ChainBreak,
@@ -502,6 +502,8 @@ class SQLiteStore:
         except sqlite3.Error as e:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
+                raise StorageFullError(f"write failed, nothing was written: the disk of {self.path} is full") from e
             raise StoreError(f"write failed, nothing was written: {e}") from e
         except BaseException:
             if db.in_transaction:

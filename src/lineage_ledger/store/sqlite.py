@@ -7,6 +7,8 @@ bug in this package cannot rewrite history through this connection (someone with
 Durability: ``synchronous=FULL`` by default, so an acknowledged batch survives power loss, not only a
 killed process; ``?synchronous=normal`` in the URL trades that for speed (still safe against SIGKILL).
 
+Files: created 0600, or as ``?file_mode=`` says; a read-only ledger is refused for writing (sqlite_files.py).
+
 The subject index is written in runs, not with each entry (see :class:`_SubjectRuns`).
 """
 
@@ -34,6 +36,7 @@ from lineage_ledger.store.base import (
     SchemaRow,
     keyset_pages,
 )
+from lineage_ledger.store.sqlite_files import file_mode, prepare_for_writing
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
@@ -409,6 +412,7 @@ class SQLiteStore:
             else:
                 if self.path != ":memory:":
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                    prepare_for_writing(Path(self.path), file_mode(query))
                 self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._runs: _SubjectRuns | None = None

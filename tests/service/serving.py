@@ -19,13 +19,14 @@ from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer
 from tests.service.test_server import Server, free_port, wait_healthy
 
 
-def make_ledger(ledger: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``lineage init`` the ledger and register the test producer's key."""
+def make_ledger(ledger: Path, capsys: pytest.CaptureFixture[str] | None = None) -> None:
+    """``lineage init`` the ledger and register the test producer's key (``capsys``: forget their output)."""
     assert main(["init", "--ledger", str(ledger)]) == 0
     public = make_producer_signer().public_key.hex()
     register = ["keys", "register", "--ledger", str(ledger), "--producer", PRODUCER, "--key-id", PRODUCER_KEY_ID]
     assert main([*register, "--public-key", public]) == 0
-    capsys.readouterr()
+    if capsys is not None:
+        capsys.readouterr()
 
 
 def api_keys(ledger: Path) -> dict[str, str]:

@@ -47,6 +47,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
@@ -70,6 +71,7 @@ from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
+from lineage_ledger.service.openapi import document_problems
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
 from lineage_ledger.service.storage import DEFAULT_MIN_FREE_BYTES, StorageWatch
@@ -116,6 +118,7 @@ log = logging.getLogger("lineage_ledger.service")
 
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM: Final = "application/x-www-form-urlencoded"
+_TOKEN_TYPE_HINTS: Final = ("access_token", "refresh_token")
 _MAX_FORM_FIELDS: Final = 8
 _MAX_RAW_TOKEN: Final = 16 * 1024
 # pydantic checks it with Rust regex, where $ (without multi-line mode) matches only at the very end.
@@ -514,6 +517,15 @@ def _raw_token(form: dict[str, str]) -> str:
     return token
 
 
+def _check_hint(form: dict[str, str], error: str) -> None:
+    """A token_type_hint, if given (an empty one is omitted, RFC 6749 3.1), must be one of the enum."""
+    hint = form.get("token_type_hint")
+    if hint and hint not in _TOKEN_TYPE_HINTS:
+        detail = f"token_type_hint must be one of {', '.join(_TOKEN_TYPE_HINTS)}"
+        slug = error.replace("_", "-")
+        raise HttpProblem(400, slug, "Invalid request", detail, field="token_type_hint", extensions={"error": error})
+
+
 def _fingerprint(service: _Service, form: dict[str, str]) -> str:
     region = form.get("region") or None
     try:
@@ -744,6 +756,15 @@ def create_app(
     _add_read_routes(app, service)
     _add_key_routes(app, service)
     _add_token_routes(app, service)
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_problems(fastapi_openapi())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -782,12 +803,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         field = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else None)
         return problem_response(ProblemType(422, "invalid-input", "Invalid input"), str(first.get("msg")), field)
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names the methods of one route; a path can have several
+            routes = request.app.router.routes
+            methods = {m for r in routes if r.matches(request.scope)[0] != Match.NONE for m in r.methods or ()}
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
         if isinstance(exc.__cause__, RecursionError):  # FastAPI's json.loads of a body gave up
             return problem_response(ProblemType(400, "malformed-body", "Malformed request body"), TOO_DEEP, "body")
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem_response(ProblemType(exc.status_code, slug, str(exc.detail)), str(exc.detail), None, exc.headers)
+        return problem_response(ProblemType(exc.status_code, slug, str(exc.detail)), str(exc.detail), None, headers)
 
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.error("unexpected %s", type(exc).__name__, exc_info=exc)
@@ -1116,7 +1142,7 @@ _FORM_BODY: Final = {
                     "required": ["token"],
                     "properties": {
                         "token": {"type": "string", "description": "the raw token (never stored or logged)"},
-                        "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
+                        "token_type_hint": {"type": "string", "enum": list(_TOKEN_TYPE_HINTS)},
                         "region": {"type": "string", "description": "region prefix of the token's fingerprint"},
                     },
                 }
@@ -1134,6 +1160,8 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         "/v1/revoke",
         tags=["tokens"],
         summary="Revoke a token (RFC 7009)",
+        response_class=Response,
+        responses={200: {"description": "Revoked, or unknown to the ledger (RFC 7009 2.2): an empty body"}},
         openapi_extra=_route_extra(endpoint_revoke, _FORM_BODY),
     )
     async def revoke(
@@ -1142,9 +1170,13 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         """RFC 7009: record a REVOKED event for the token, signed by the service's own key; the writer adds
         the token to the revocation set in the same store transaction. 200 with an empty body whether or
         not the ledger knew the token (RFC 7009 section 2.2); an unknown or already revoked token writes
-        nothing. ``token_type_hint`` is accepted and not needed: one fingerprint covers every token type.
+        nothing. ``token_type_hint`` is not needed (one fingerprint covers every token type), but a hint
+        other than ``access_token`` or ``refresh_token`` names a type the ledger does not revoke: 400
+        ``unsupported_token_type`` (RFC 7009 section 2.2.1).
         """
-        token_id = _fingerprint(service, await _form(request, _TOKEN_FORM_FIELDS))
+        form = await _form(request, _TOKEN_FORM_FIELDS)
+        _check_hint(form, "unsupported_token_type")
+        token_id = _fingerprint(service, form)
         await service.writer.run(partial(service.revoke_token, token_id, principal.key_id))
         return Response(status_code=200, headers=_NO_STORE)
 
@@ -1160,8 +1192,11 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         request: Request, _: Annotated[Principal, Depends(_guard(service, endpoint_introspect))]
     ) -> JSONResponse:
         """RFC 7662: ``{"active": true, ...}`` while the ledger-derived state is issued or active and not
-        expired, else only ``{"active": false}`` (also for a token the ledger never saw)."""
-        token_id = _fingerprint(service, await _form(request, _TOKEN_FORM_FIELDS))
+        expired, else only ``{"active": false}`` (also for a token the ledger never saw). A
+        ``token_type_hint`` other than ``access_token`` or ``refresh_token`` is 400 ``invalid_request``."""
+        form = await _form(request, _TOKEN_FORM_FIELDS)
+        _check_hint(form, "invalid_request")
+        token_id = _fingerprint(service, form)
         if service.introspector is None:
             state = await service.writer.run(partial(service.ledger.token_state, token_id))
         else:

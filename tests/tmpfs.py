@@ -16,10 +16,10 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs need
 
 
 @contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
+def tmpfs(where: Path, size: str, options: str = "mode=0755") -> Iterator[Path]:
     """A tmpfs of ``size`` (as mount's size= option says it) mounted at ``where`` until the block ends."""
     where.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},{options}", "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:

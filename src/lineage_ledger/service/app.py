@@ -808,7 +808,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         headers = exc.headers
         if exc.status_code == 405:  # Starlette names the methods of one route; a path can have several
             routes = request.app.router.routes
-            methods = {m for r in routes if r.matches(request.scope)[0] != Match.NONE for m in r.methods or ()}
+            matching = [r for r in routes if r.matches(request.scope)[0] != Match.NONE]
+            methods = {m for r in matching for m in getattr(r, "methods", None) or ()}
             headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
         if isinstance(exc.__cause__, RecursionError):  # FastAPI's json.loads of a body gave up
             return problem_response(ProblemType(400, "malformed-body", "Malformed request body"), TOO_DEEP, "body")

@@ -119,6 +119,23 @@ def test_a_read_only_ledger_is_refused_by_name_and_writable_once_made_so(tmp_pat
 
 
 @needs_root
+def test_a_ledger_in_a_read_only_directory_is_refused_by_name(tmp_path: Path) -> None:
+    directory = tmp_path / "ledgers"
+    directory.mkdir()
+    ledger = directory / "ledger.db"
+    assert main(["init", "--ledger", str(ledger)]) == 0
+    events = events_file(tmp_path, 20, "dir")
+    directory.chmod(0o500)  # the database stays writable; its -wal and -shm cannot be created beside it
+    try:
+        refused = run_without_dac(LINEAGE, "ingest", str(events), "--ledger", str(ledger), cwd=tmp_path)
+    finally:
+        directory.chmod(0o700)
+    assert refused.returncode == 3, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert f"the directory {directory} of the ledger is read-only" in message, message
+
+
+@needs_root
 def test_a_shm_left_read_only_by_another_client_does_not_lock_the_ledger(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
     assert main(["init", "--ledger", str(ledger)]) == 0

@@ -10,8 +10,8 @@ ledger keeps the mode it has (``chmod`` it and its ``-wal`` and ``-shm``).
 A ledger opened for writing must be writable. SQLite would otherwise open it read-only without a word, fail
 on the first write, and create a missing ``-shm`` with the read-only database's mode, which kept the ledger
 unwritable after the database was made writable again. So opening refuses a read-only database (file
-permissions, an immutable flag, a read-only filesystem) before SQLite touches it, naming the file, and gives
-a ``-wal`` or ``-shm`` left read-only by an earlier opening the database's mode again.
+permissions, an immutable flag, a read-only filesystem) or directory before SQLite touches them, naming
+it, and gives a ``-wal`` or ``-shm`` left read-only by an earlier opening the database's mode again.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def file_mode(query: dict[str, list[str]]) -> int:
 
 def prepare_for_writing(database: Path, mode: int) -> None:
     """Create ``database`` empty with ``mode`` if it does not exist; StoreError naming the file if it, or a
-    ``-wal`` or ``-shm`` beside it that cannot be given its mode, is not writable by this process."""
+    ``-wal`` or ``-shm`` beside it that cannot be given its mode, is not writable by this process, or naming
+    the directory if SQLite could not create them there."""
     try:
         fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
@@ -67,8 +68,14 @@ def prepare_for_writing(database: Path, mode: int) -> None:
             f"the ledger file {database} is read-only (its permissions, an immutable flag or a read-only "
             "filesystem); make it writable to write to it (reading needs no write access)"
         )
-    for suffix in ("-wal", "-shm"):
-        side = database.with_name(database.name + suffix)
+    sides = [database.with_name(database.name + suffix) for suffix in ("-wal", "-shm")]
+    directory = database.absolute().parent
+    if not all(side.exists() for side in sides) and not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"the directory {directory} of the ledger is read-only: SQLite creates the ledger's -wal and "
+            "-shm files there; make it writable to write to the ledger"
+        )
+    for side in sides:
         if not side.exists() or os.access(side, os.W_OK):
             continue
         with contextlib.suppress(OSError):  # not ours to change: refused below

@@ -14,7 +14,8 @@
     ├── StoreError                  the backing store failed or refused
     │   ├── ConflictError           an id already holds different bytes
     │   ├── LockedError             another process holds the ledger's writer lock
-    │   └── NotFoundError           no such entry, checkpoint or key
+    │   ├── NotFoundError           no such entry, checkpoint or key
+    │   └── StorageFullError        no space left for a write (also a PushbackError); nothing was written
     ├── RoutingError                an event reached a shard that does not hold its subject
     ├── TransportError              a remote ledger could not be reached
     └── PushbackError               the ledger is busy; retry after ``retry_after`` seconds
@@ -43,6 +44,7 @@ __all__ = [
     "RootMismatchError",
     "RoutingError",
     "SignatureError",
+    "StorageFullError",
     "StoreError",
     "TransportError",
     "VerificationError",
@@ -145,3 +147,11 @@ class PushbackError(LedgerError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StorageFullError(StoreError, PushbackError):
+    """The store's disk (or database server) has no space left for a write; nothing was written. It is
+    pushback: the same write can succeed once space returns, with no restart."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        PushbackError.__init__(self, message, retry_after)

@@ -18,13 +18,20 @@ import msgspec
 from lineage_ledger.errors import CanonicalFormError, InputError
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "MAX_SAFE_INTEGER",
+    "TOO_DEEP",
     "canonical_bytes",
     "decode_canonical",
     "decode_json",
 ]
 
 MAX_SAFE_INTEGER = 2**53 - 1
+MAX_JSON_DEPTH = 128
+"""The deepest nesting of arrays and objects in canonical JSON: deeper values are refused as bad input (a
+parser following them would exhaust the stack)."""
+TOO_DEEP = f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+"""The reason given for JSON nested too deeply, by this module and by the wire codecs."""
 
 # msgspec's escaping matches ECMAScript's for every code point, and its "sorted" order matches UTF-16 order
 # for keys made only of code points below U+D800 (where UTF-16 and code point order agree). Keys with
@@ -38,7 +45,7 @@ def _utf16_key(key: str) -> bytes:
     return key.encode("utf-16-be", "surrogatepass")
 
 
-def _normalise(value: Any, path: str) -> tuple[Any, bool]:
+def _normalise(value: Any, path: str, depth: int = 0) -> tuple[Any, bool]:
     """Check ``value`` is in the canonical domain; return it and whether keys need UTF-16 ordering."""
     if value is None or value is True or value is False:
         return value, False
@@ -55,11 +62,13 @@ def _normalise(value: Any, path: str) -> tuple[Any, bool]:
         raise InputError(path, f"integer {value} is outside +-(2**53-1); send it as a decimal string")
     if kind is float:
         raise InputError(path, "floats are not allowed in canonical JSON; use an integer or a decimal string")
+    if (kind is list or kind is tuple or kind is dict) and depth >= MAX_JSON_DEPTH:
+        raise InputError(path, TOO_DEEP)
     if kind is list or kind is tuple:
         out = []
         wide = False
         for i, item in enumerate(value):
-            norm, w = _normalise(item, f"{path}[{i}]")
+            norm, w = _normalise(item, f"{path}[{i}]", depth + 1)
             out.append(norm)
             wide = wide or w
         return out, wide
@@ -73,12 +82,12 @@ def _normalise(value: Any, path: str) -> tuple[Any, bool]:
                 key.encode("utf-8")
             except UnicodeEncodeError as e:
                 raise InputError(path, "object key holds a lone surrogate") from e
-            norm, w = _normalise(item, f"{path}.{key}" if path else key)
+            norm, w = _normalise(item, f"{path}.{key}" if path else key, depth + 1)
             out_d[key] = norm
             wide = wide or w or any(ord(ch) >= 0xD800 for ch in key)
         return out_d, wide
     if isinstance(value, bool | int | str | float | list | tuple | dict):
-        return _normalise(_plain(value), path)
+        return _normalise(_plain(value), path, depth)
     raise InputError(path, f"{kind.__name__} is not a JSON value")
 
 
@@ -112,9 +121,12 @@ def canonical_bytes(value: Any, *, field: str = "") -> bytes:
 
 
 def decode_json(data: bytes, *, field: str = "") -> Any:
-    """Parse JSON bytes into plain Python values; InputError names ``field`` on bad UTF-8 or syntax."""
+    """Parse JSON bytes into plain Python values; InputError names ``field`` on bad UTF-8 or syntax, or on
+    nesting too deep to parse."""
     try:
         return _DECODE(data)
+    except RecursionError:
+        raise InputError(field, TOO_DEEP) from None
     except UnicodeDecodeError as e:
         raise InputError(field, f"not valid UTF-8 at byte {e.start}") from e
     except msgspec.DecodeError as e:

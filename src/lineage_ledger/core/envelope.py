@@ -26,7 +26,7 @@ import msgspec
 from msgspec import Meta, Raw, Struct
 
 from lineage_ledger.core.crypto import BATCH_PAYLOAD_TYPE, Signer, dsse_verify, pae
-from lineage_ledger.core.encoding import canonical_bytes, decode_canonical
+from lineage_ledger.core.encoding import TOO_DEEP, canonical_bytes, decode_canonical
 from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN
 from lineage_ledger.core.merkle import leaf_hash, root_of
 from lineage_ledger.errors import EnvelopeError, InputError
@@ -101,6 +101,8 @@ def open_envelope(data: bytes, *, max_events: int = MAX_BATCH_EVENTS) -> OpenedE
     """
     try:
         wire = _WIRE.decode(data)
+    except RecursionError:
+        raise EnvelopeError("envelope", TOO_DEEP) from None
     except msgspec.ValidationError as e:
         raise EnvelopeError("envelope", str(e)) from e
     except (msgspec.DecodeError, UnicodeDecodeError) as e:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, canonical_bytes, decode_json
+from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, TOO_DEEP, canonical_bytes, decode_json
 from lineage_ledger.core.hlc import HLC_PATTERN
 from lineage_ledger.errors import CanonicalFormError, InputError
 
@@ -236,6 +236,8 @@ def decode_event(data: bytes, *, field: str = "event") -> Event:
         raise InputError(field, f"event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}")
     try:
         event: Event = _DECODER.decode(data)
+    except RecursionError:
+        raise InputError(field, TOO_DEEP) from None
     except msgspec.ValidationError as e:
         raise _input_error(e, field) from e
     except UnicodeDecodeError as e:
@@ -281,6 +283,8 @@ def read_event(data: bytes) -> Event:
     token-shape checks, which decode_event made when the event arrived. Raises InputError if malformed."""
     try:
         event: Event = _DECODER.decode(data)
+    except RecursionError:
+        raise InputError("event", TOO_DEEP) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise InputError("event", str(e)) from e
     return event
@@ -302,6 +306,8 @@ def read_subject(data: bytes) -> tuple[str, str]:
     checks the whole event where it is accepted). Raises InputError if the bytes name no subject."""
     try:
         head = _HEAD_DECODER.decode(data)
+    except RecursionError:
+        raise InputError("event", TOO_DEEP) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise InputError("event", f"not an event: {e}") from e
     if head.kind == "token" and head.token_id:

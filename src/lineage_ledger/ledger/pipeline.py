@@ -206,6 +206,7 @@ class Pipeline(Generic[T]):
         ledger = self._ledger
         ledger._stale = True  # the state adopted for the groups in flight is not the store's
         for i, group in enumerate(groups):
+            before = _stored_size(ledger)
             try:
                 outcomes = ledger.append_together(group.batches, group.offsets)
                 # a batch refused for a recorded event id with other bytes is an answer; any other error
@@ -215,10 +216,24 @@ class Pipeline(Generic[T]):
                     raise failed
             except LedgerError as e:
                 pending = [g.tag for g in groups[i:]]
-                raise PipelineError(
-                    f"appending failed: {e}; {len(pending)} group(s) may or may not be stored", pending
-                ) from e
+                raise PipelineError(f"appending failed: {e}; {_unstored(ledger, before, len(pending))}", pending) from e
             self._done.append(Done(group.tag, outcomes, ledger.size, ledger.sealed_size))
+
+
+def _stored_size(ledger: Ledger) -> int | None:
+    """The number of entries the store holds, or None if it cannot say."""
+    try:
+        return ledger.store.size()
+    except LedgerError:
+        return None
+
+
+def _unstored(ledger: Ledger, before: int | None, count: int) -> str:
+    """What became of the ``count`` groups left when the first of them failed to append (``before``: the
+    store's size just before): each group is one transaction, and those after the first were not tried."""
+    if before is not None and _stored_size(ledger) == before:
+        return f"{count} group(s) not stored (the store holds nothing of them)"
+    return f"{count} group(s) not acknowledged: the first may be stored (the store changed), the others are not"
 
 
 def _refusal(error: LedgerError) -> bool:

@@ -47,23 +47,34 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
-from lineage_ledger.core.encoding import MAX_SAFE_INTEGER
+from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, TOO_DEEP
 from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, SealEntry, decode_entry
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import HLC_PATTERN, format_reading
 from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof, leaf_hash
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
-from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError, PushbackError
+from lineage_ledger.errors import (
+    ConflictError,
+    InputError,
+    KeyringError,
+    LedgerError,
+    NotFoundError,
+    PushbackError,
+    StorageFullError,
+)
 from lineage_ledger.ledger.keyring import Keyring, ProducerKey
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
+from lineage_ledger.service.openapi import document_problems
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
+from lineage_ledger.service.storage import DEFAULT_MIN_FREE_BYTES, StorageWatch
 from lineage_ledger.service.tiles import TILE_ENDPOINTS, add_tile_routes
 from lineage_ledger.state.introspection import Introspector
 from lineage_ledger.store import open_store
@@ -109,6 +120,7 @@ log = logging.getLogger("lineage_ledger.service")
 
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM: Final = "application/x-www-form-urlencoded"
+_TOKEN_TYPE_HINTS: Final = ("access_token", "refresh_token")
 _MAX_FORM_FIELDS: Final = 8
 _MAX_RAW_TOKEN: Final = 16 * 1024
 # pydantic checks it with Rust regex, where $ (without multi-line mode) matches only at the very end.
@@ -220,8 +232,10 @@ class _Service:
         max_pending_writes: int,
         verify_workers: int,
         tick_seconds: float,
+        min_free_bytes: int,
     ) -> None:
         self.ledger = ledger
+        self.storage = StorageWatch(ledger.store.url, min_free_bytes)
         self.api_keys = api_keys
         self.token_secret = token_secret
         self.signer = signer
@@ -311,6 +325,8 @@ class _Service:
             appended = [e] * len(checked)
         for (i, _), result in zip(checked, appended, strict=True):
             outcomes[i] = result
+        if any(not isinstance(result, LedgerError) for result in appended):
+            self.storage.succeeded()
         size, sealed = ledger.size, ledger.sealed_size
         out: list[tuple[AppendResult, int, int] | LedgerError] = []
         for outcome in outcomes:
@@ -449,7 +465,7 @@ def _claimed_producer(envelope: bytes) -> str:
     """
     try:
         return _STATEMENT_HEAD.decode(base64.b64decode(_ENVELOPE_HEAD.decode(envelope).payload, validate=True)).producer
-    except (msgspec.DecodeError, binascii.Error, ValueError):
+    except (msgspec.DecodeError, binascii.Error, ValueError, RecursionError):
         return open_envelope(envelope).statement.producer  # raises EnvelopeError naming the field
 
 
@@ -501,6 +517,15 @@ def _raw_token(form: dict[str, str]) -> str:
     if len(token) > _MAX_RAW_TOKEN:
         raise _oauth_error(f"the token is longer than {_MAX_RAW_TOKEN} characters", "token")
     return token
+
+
+def _check_hint(form: dict[str, str], error: str) -> None:
+    """A token_type_hint, if given (an empty one is omitted, RFC 6749 3.1), must be one of the enum."""
+    hint = form.get("token_type_hint")
+    if hint and hint not in _TOKEN_TYPE_HINTS:
+        detail = f"token_type_hint must be one of {', '.join(_TOKEN_TYPE_HINTS)}"
+        slug = error.replace("_", "-")
+        raise HttpProblem(400, slug, "Invalid request", detail, field="token_type_hint", extensions={"error": error})
 
 
 def _fingerprint(service: _Service, form: dict[str, str]) -> str:
@@ -675,6 +700,7 @@ def create_app(
     verify_workers: int = 1,
     introspector: Introspector | None = None,
     public_log: bool = False,
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
 ) -> FastAPI:
     """The HTTP service for ``ledger`` (which the caller keeps owning and closes after the app stops).
 
@@ -685,6 +711,8 @@ def create_app(
     ``max_body_bytes`` get 413. ``public_log`` serves the tlog-tiles read API (/checkpoint, /tile/...) to
     anyone, without an API key. ``introspector`` answers /v1/introspect off the writer thread (a
     RedisTokenState attached to ``ledger``, say); by default the ledger's own state answers, on the writer.
+    After a write finds the disk full, ``/readyz`` answers 503 until the database's filesystem has
+    ``min_free_bytes`` free (service/storage.py).
     The app's lifespan runs the sealing tick; the ledger is only touched from
     the writer thread (see :func:`call_on_writer`).
     """
@@ -698,6 +726,7 @@ def create_app(
         max_pending_writes,
         verify_workers,
         tick_seconds,
+        min_free_bytes,
     )
     service.introspector = introspector
     service.writer.call(service.register_service_key)
@@ -733,6 +762,15 @@ def create_app(
     _add_token_routes(app, service)
     guard = None if public_log else (lambda endpoint: _guard(service, endpoint))
     add_tile_routes(app, lambda: service.reads, guard, _route_extra)
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_problems(fastapi_openapi())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -741,6 +779,8 @@ async def _tick_forever(service: _Service) -> None:
         await asyncio.sleep(service.tick_seconds)
         try:
             await service.writer.run(service.ledger.tick)
+        except StorageFullError as e:
+            service.storage.failed(e)  # the next tick seals, once there is room
         except PushbackError:
             continue  # busy appending; a later append or tick seals
         except Exception:
@@ -748,8 +788,10 @@ async def _tick_forever(service: _Service) -> None:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    async def ledger_error(_: Request, exc: Exception) -> Response:
+    async def ledger_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LedgerError)
+        if isinstance(exc, StorageFullError):
+            request.app.state.lineage.storage.failed(exc)
         response = problem_for(exc)
         if response.status_code >= 500 and not isinstance(exc, PushbackError):
             log.error("ledger error %s", type(exc).__name__, exc_info=exc)
@@ -767,10 +809,18 @@ def _add_error_handlers(app: FastAPI) -> None:
         field = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else None)
         return problem_response(ProblemType(422, "invalid-input", "Invalid input"), str(first.get("msg")), field)
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names the methods of one route; a path can have several
+            routes = request.app.router.routes
+            matching = [r for r in routes if r.matches(request.scope)[0] != Match.NONE]
+            methods = {m for r in matching for m in getattr(r, "methods", None) or ()}
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's json.loads of a body gave up
+            return problem_response(ProblemType(400, "malformed-body", "Malformed request body"), TOO_DEEP, "body")
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem_response(ProblemType(exc.status_code, slug, str(exc.detail)), str(exc.detail), None, exc.headers)
+        return problem_response(ProblemType(exc.status_code, slug, str(exc.detail)), str(exc.detail), None, headers)
 
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.error("unexpected %s", type(exc).__name__, exc_info=exc)
@@ -793,7 +843,9 @@ def _add_operational_routes(app: FastAPI, service: _Service) -> None:
 
     @app.get("/readyz", tags=["operations"], summary="Readiness", openapi_extra=_route_extra(endpoint))
     async def readyz(_: Annotated[Principal, Depends(_guard(service, endpoint))]) -> dict[str, Any]:
-        """Ready when the writer thread and the read connection both answer; 503 when the writer is saturated."""
+        """Ready when the writer thread and the read connection both answer; 503 with Retry-After when the
+        writer is saturated, or after a write found the disk full until space returns."""
+        service.storage.check()
         size, sealed = await service.writer.run(lambda: (service.ledger.size, service.ledger.sealed_size))
         await run_in_threadpool(service.reads.size)
         return {"ready": True, "size": size, "sealed_size": sealed}
@@ -1097,7 +1149,7 @@ _FORM_BODY: Final = {
                     "required": ["token"],
                     "properties": {
                         "token": {"type": "string", "description": "the raw token (never stored or logged)"},
-                        "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
+                        "token_type_hint": {"type": "string", "enum": list(_TOKEN_TYPE_HINTS)},
                         "region": {"type": "string", "description": "region prefix of the token's fingerprint"},
                     },
                 }
@@ -1115,6 +1167,8 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         "/v1/revoke",
         tags=["tokens"],
         summary="Revoke a token (RFC 7009)",
+        response_class=Response,
+        responses={200: {"description": "Revoked, or unknown to the ledger (RFC 7009 2.2): an empty body"}},
         openapi_extra=_route_extra(endpoint_revoke, _FORM_BODY),
     )
     async def revoke(
@@ -1123,9 +1177,13 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         """RFC 7009: record a REVOKED event for the token, signed by the service's own key; the writer adds
         the token to the revocation set in the same store transaction. 200 with an empty body whether or
         not the ledger knew the token (RFC 7009 section 2.2); an unknown or already revoked token writes
-        nothing. ``token_type_hint`` is accepted and not needed: one fingerprint covers every token type.
+        nothing. ``token_type_hint`` is not needed (one fingerprint covers every token type), but a hint
+        other than ``access_token`` or ``refresh_token`` names a type the ledger does not revoke: 400
+        ``unsupported_token_type`` (RFC 7009 section 2.2.1).
         """
-        token_id = _fingerprint(service, await _form(request, _TOKEN_FORM_FIELDS))
+        form = await _form(request, _TOKEN_FORM_FIELDS)
+        _check_hint(form, "unsupported_token_type")
+        token_id = _fingerprint(service, form)
         await service.writer.run(partial(service.revoke_token, token_id, principal.key_id))
         return Response(status_code=200, headers=_NO_STORE)
 
@@ -1141,8 +1199,11 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         request: Request, _: Annotated[Principal, Depends(_guard(service, endpoint_introspect))]
     ) -> JSONResponse:
         """RFC 7662: ``{"active": true, ...}`` while the ledger-derived state is issued or active and not
-        expired, else only ``{"active": false}`` (also for a token the ledger never saw)."""
-        token_id = _fingerprint(service, await _form(request, _TOKEN_FORM_FIELDS))
+        expired, else only ``{"active": false}`` (also for a token the ledger never saw). A
+        ``token_type_hint`` other than ``access_token`` or ``refresh_token`` is 400 ``invalid_request``."""
+        form = await _form(request, _TOKEN_FORM_FIELDS)
+        _check_hint(form, "invalid_request")
+        token_id = _fingerprint(service, form)
         if service.introspector is None:
             state = await service.writer.run(partial(service.ledger.token_state, token_id))
         else:

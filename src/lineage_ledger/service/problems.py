@@ -17,6 +17,7 @@ SignatureError          403     the batch signature does not verify under the ke
                                 refusal of the signer, not of the caller's API key
 ConflictError           409     an id already holds different bytes; nothing was written
 NotFoundError           404     no such entry, checkpoint, token or key
+StorageFullError        503     no space left for the write; ``Retry-After`` says when to retry
 PushbackError           503     the writer queue is full; ``Retry-After`` says when to retry
 RoutingError            421     an event belongs to another shard of a sharded ledger (``lineage serve
                                 --shard n``): the producer routes with other settings (field names it)
@@ -49,6 +50,7 @@ from lineage_ledger.errors import (
     PushbackError,
     RoutingError,
     SignatureError,
+    StorageFullError,
     event_at,
 )
 
@@ -82,6 +84,7 @@ ERROR_TABLE: Final[tuple[tuple[type[LedgerError], ProblemType], ...]] = (
     (SignatureError, ProblemType(403, "bad-signature", "Signature does not verify")),
     (ConflictError, ProblemType(409, "conflict", "Conflicting bytes for an existing id")),
     (NotFoundError, ProblemType(404, "not-found", "Not found")),
+    (StorageFullError, ProblemType(503, "storage-full", "Ledger storage full")),
     (PushbackError, ProblemType(503, "busy", "Ledger busy")),
     (RoutingError, ProblemType(421, "misdirected", "Event belongs to another shard")),
     (LedgerError, ProblemType(500, "internal", "Internal error")),

@@ -33,7 +33,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from lineage_ledger.errors import ConflictError, InputError, LockedError, NotFoundError, StoreError
+from lineage_ledger.errors import (
+    ConflictError,
+    InputError,
+    LockedError,
+    NotFoundError,
+    StorageFullError,
+    StoreError,
+)
 from lineage_ledger.store.base import (
     BatchWrite,
     ChainBreak,
@@ -493,6 +500,8 @@ class PostgresStore:
                     return
                 except psycopg.errors.UniqueViolation as e:
                     raise ConflictError(f"write refused, nothing was written: {e}") from e
+                except psycopg.errors.DiskFull as e:  # an OperationalError, but the server answered: rolled back
+                    raise StorageFullError(f"write failed, nothing was written: the server's disk is full ({e})") from e
                 except psycopg.OperationalError as e:
                     if not begun and attempt == 1 and db.broken:
                         continue  # it broke while idle (BEGIN failed): nothing was sent, so try a new connection

@@ -7,6 +7,8 @@ bug in this package cannot rewrite history through this connection (someone with
 Durability: ``synchronous=FULL`` by default, so an acknowledged batch survives power loss, not only a
 killed process; ``?synchronous=normal`` in the URL trades that for speed (still safe against SIGKILL).
 
+Files: created 0600, or as ``?file_mode=`` says; a read-only ledger is refused for writing (sqlite_files.py).
+
 The subject index is written in runs, not with each entry (see :class:`_SubjectRuns`).
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StoreError
+from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StorageFullError, StoreError
 from lineage_ledger.store.base import (
     BatchWrite,
     ChainBreak,
@@ -34,6 +36,7 @@ from lineage_ledger.store.base import (
     SchemaRow,
     keyset_pages,
 )
+from lineage_ledger.store.sqlite_files import file_mode, prepare_for_writing
 from lineage_ledger.store.writer_lock import LOCK_SUFFIX, FileWriterLock
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
@@ -404,8 +407,10 @@ class SQLiteStore:
         self._writer_lock: FileWriterLock | None = None
         if not readonly and self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            # taken before the first write of any kind (even the schema), held until close()
-            self._writer_lock = FileWriterLock(Path(self.path + LOCK_SUFFIX), self.path)
+            mode = file_mode(query)
+            prepare_for_writing(Path(self.path), mode)  # a read-only ledger is refused, naming the file
+            # taken before the first write to the database (even the schema), held until close()
+            self._writer_lock = FileWriterLock(Path(self.path + LOCK_SUFFIX), self.path, mode)
             self._writer_lock.acquire()
         try:
             self._open(readonly, sync)
@@ -515,6 +520,8 @@ class SQLiteStore:
         except sqlite3.Error as e:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
+                raise StorageFullError(f"write failed, nothing was written: the disk of {self.path} is full") from e
             raise StoreError(f"write failed, nothing was written: {e}") from e
         except BaseException:
             if db.in_transaction:

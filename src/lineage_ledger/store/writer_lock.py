@@ -66,21 +66,23 @@ def locked_message(ledger: str, holder: str) -> str:
 
 
 class FileWriterLock:
-    """An exclusive, non-blocking ``flock`` on a file, released by :meth:`release` or when the process ends.
+    """An exclusive, non-blocking ``flock`` on a file (created with ``mode``, less the umask: it names the
+    holder's host and process), released by :meth:`release` or when the process ends.
 
     :meth:`acquire` raises :class:`LockedError` naming the holder when another open file description (another
     process, or another store in this process) holds it.
     """
 
-    def __init__(self, path: Path, ledger: str) -> None:
+    def __init__(self, path: Path, ledger: str, mode: int = 0o600) -> None:
         self.path = path
         self._ledger = ledger
+        self._mode = mode
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise LockedError (held elsewhere) / StoreError (the file cannot be opened)."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self._mode)
         except OSError as e:
             raise StoreError(f"cannot open the writer lock {self.path}: {e.strerror}") from e
         try:

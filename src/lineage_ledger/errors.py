@@ -13,7 +13,8 @@
     │   └── InconsistencyError      two checkpoints cannot both be views of one append-only log
     ├── StoreError                  the backing store failed or refused
     │   ├── ConflictError           an id already holds different bytes
-    │   └── NotFoundError           no such entry, checkpoint or key
+    │   ├── NotFoundError           no such entry, checkpoint or key
+    │   └── SpoolFullError          an emitter's spool cannot take events (disk full): back-pressure
     ├── RoutingError                an event reached a shard that does not hold its subject
     ├── TransportError              a remote ledger could not be reached
     └── PushbackError               the ledger is busy; retry after ``retry_after`` seconds
@@ -41,6 +42,7 @@ __all__ = [
     "RootMismatchError",
     "RoutingError",
     "SignatureError",
+    "SpoolFullError",
     "StoreError",
     "TransportError",
     "VerificationError",
@@ -121,6 +123,11 @@ class ConflictError(StoreError):
 
 class NotFoundError(StoreError, LookupError):
     """No such entry, checkpoint, token or key."""
+
+
+class SpoolFullError(StoreError):
+    """An emitter's spool refuses writes (its disk is full, over quota, or failing), so the emitter does not
+    accept the event: the caller still holds it. Raised by ``Emitter.emit`` and ``Emitter.sync``."""
 
 
 class RoutingError(LedgerError):

@@ -21,7 +21,7 @@ only grow, so "everything before position p" is a well-defined set of events.
 
 Records are keyed by the ``event_id`` in their body: :meth:`Spool.absent` tells the writer which records
 the spool already holds unacknowledged with the same bytes, so emitting an event again while it waits
-stores it once (the index costs about 150 bytes of memory per unacknowledged record and is rebuilt when
+stores it once (the index costs about 200 bytes of memory per unacknowledged record and is rebuilt when
 the spool is opened). A write the disk refuses (full, over quota, any OSError) raises StoreError and
 leaves nothing behind; once everything is acknowledged the spool starts a fresh segment and deletes the
 old ones, which is how a full disk gets its space back.
@@ -38,7 +38,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 import struct
@@ -97,35 +96,53 @@ def event_key(body: bytes) -> str | None:
 
 
 class _PendingKeys:
-    """The event ids of a spool's unacknowledged records, each with a digest of its record's bytes."""
+    """The event ids of a spool's unacknowledged records and where each record is. ``stored(end, length)``
+    reads a record's body back, to tell a repeat of it from another event under the same id."""
 
-    def __init__(self) -> None:
-        self._digests: dict[str, bytes] = {}
-        self._ends: deque[tuple[int, str]] = deque()  # (the record's end position, its key), in log order
+    def __init__(self, stored: Callable[[int, int], bytes]) -> None:
+        self._stored = stored
+        self._where: dict[str, tuple[int, int]] = {}  # key -> (end position, body length) of its record
+        self._ends: deque[tuple[int, str]] = deque()  # (end position, key) of every keyed record, in log order
+        self._checked: dict[int, tuple[bytes, str | None]] = {}  # the keys absent() found, for add()
+
+    def _key(self, body: bytes) -> str | None:
+        seen = self._checked.get(id(body))
+        return seen[1] if seen is not None and seen[0] is body else event_key(body)
 
     def add(self, end: int, body: bytes) -> None:
-        key = event_key(body)
+        key = self._key(body)
         if key is not None:
-            self._digests.setdefault(key, hashlib.blake2b(body, digest_size=16).digest())
+            self._where.setdefault(key, (end, len(body)))
             self._ends.append((end, key))
 
+    def added(self) -> None:
+        self._checked.clear()
+
     def absent(self, records: Sequence[bytes]) -> tuple[list[bytes], int]:
+        self._checked.clear()
         fresh: list[bytes] = []
-        seen: dict[str, bytes] = {}
+        firsts: dict[str, bytes] = {}
         for body in records:
             key = event_key(body)
             if key is not None:
-                digest = hashlib.blake2b(body, digest_size=16).digest()
-                if self._digests.get(key) == digest or seen.get(key) == digest:
+                first = firsts.get(key)
+                if first is None:
+                    where = self._where.get(key)
+                    if where is not None and where[1] == len(body) and self._stored(*where) == body:
+                        continue
+                    firsts[key] = body
+                elif first == body:
                     continue
-                seen.setdefault(key, digest)
+            self._checked[id(body)] = (body, key)
             fresh.append(body)
         return fresh, len(records) - len(fresh)
 
     def commit(self, position: int) -> None:
-        ends = self._ends
+        ends, where = self._ends, self._where
         while ends and ends[0][0] <= position:
-            self._digests.pop(ends.popleft()[1], None)
+            end, key = ends.popleft()
+            if where.get(key, (0, 0))[0] == end:
+                del where[key]
 
 
 def _crc(length: int, body: bytes) -> int:
@@ -312,7 +329,7 @@ class DiskSpool:
         last_end = self._bases[-1] + self._sizes[self._bases[-1]]
         # The committed file may be stale (older) or, after a lost write, point past what survived: clamp it.
         self._committed = min(max(committed, first), last_end)
-        self._keys = _PendingKeys()
+        self._keys = _PendingKeys(self._stored)
         self._refused_write = False
         self._pending = self._recover()
         last = self._bases[-1]
@@ -455,6 +472,7 @@ class DiskSpool:
                 for body in records:
                     end += _HEADER.size + len(body)
                     self._keys.add(end, body)
+                self._keys.added()
                 self._sizes[last] = before + len(data)
                 self._end += len(data)
                 self._pending += len(records)
@@ -506,6 +524,15 @@ class DiskSpool:
             with contextlib.suppress(OSError):
                 self._segment_path(base).unlink()
         return True
+
+    def _stored(self, end: int, length: int) -> bytes:
+        """The body of the record that ends at ``end`` (call with ``_lock`` held); b"" if unreadable."""
+        start = end - length
+        base = self._segment_of(start)
+        try:
+            return os.pread(self._read_fd(base), length, start - base)
+        except OSError:
+            return b""
 
     def _segment_of(self, position: int) -> int:
         return self._bases[bisect.bisect_right(self._bases, position) - 1]
@@ -635,7 +662,7 @@ class MemorySpool:
         self._records: deque[bytes] = deque()
         self._base = 0
         self._lock = threading.Lock()
-        self._keys = _PendingKeys()
+        self._keys = _PendingKeys(lambda end, _length: self._records[end - 1 - self._base])
         self.dead_letters: deque[DeadLetter] = deque(maxlen=1000)
 
     @property
@@ -674,6 +701,7 @@ class MemorySpool:
             for body in records:
                 end += 1
                 self._keys.add(end, body)
+            self._keys.added()
             self._records.extend(records)
         if written is not None:
             written(end)

@@ -133,3 +133,58 @@ def test_the_spool_state_is_a_prometheus_metric(tmp_path: Path) -> None:
         f'lineage_emitter_dropped_total{{producer="{PRODUCER}"}} 0.0',
     ):
         assert line in text.splitlines(), text
+
+
+def test_lineage_emit_on_a_full_volume_stops_says_where_and_a_rerun_records_everything_once(
+    small_volume: SmallVolume, tmp_path: Path
+) -> None:
+    from lineage_ledger.keys import write_signer_key
+    from tests.conftest import PRODUCER_KEY_ID, make_producer_signer
+    from tests.emitter.test_cli_emit import _jsonl
+
+    create_ledger(tmp_path / "ledger.db")
+    ledger = Server(tmp_path / "ledger.db", _free_port(), tmp_path / "server.err")
+    key = tmp_path / "producer.key"
+    write_signer_key(key, make_producer_signer())
+    events = _jsonl(tmp_path / "events.jsonl", "cli-full", EVENTS)
+    limit = small_volume.file_size_limit
+
+    def emit(timeout: str) -> tuple[int, dict[str, object], str]:
+        command = [str(Path(sys.executable).with_name("lineage")), "emit", "--url", ledger.url]
+        command += ["--producer", PRODUCER, "--key", str(key), "--key-id", PRODUCER_KEY_ID, "--json"]
+        command += ["--spool", str(small_volume.path / "spool"), "--timeout", timeout, str(events)]
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S * 6,
+            check=False,
+            env={**os.environ, "LINEAGE_API_KEY": API_KEY},
+            preexec_fn=None if limit is None else lambda: _limit_file_size(limit),
+        )
+        return done.returncode, json.loads(done.stdout), done.stderr
+
+    # The ledger down: the run stops where the volume is full and says so; nothing is silently lost.
+    code, summary, errors = emit("0.5")
+    assert code == 3, errors
+    stopped = summary["stopped_at_line"]
+    assert isinstance(stopped, int)
+    assert 0 < stopped <= EVENTS
+    assert f"stopped at line {stopped}" in errors
+    assert (summary["sent"], summary["dead_lettered"]) == (0, 0), summary
+    # The ledger back: the same file again records every event exactly once, and the run exits 0.
+    ledger.start()
+    try:
+        code, summary, errors = emit(str(WAIT_S))
+    finally:
+        ledger.stop()
+    assert code == 0, errors
+    assert (summary["stopped_at_line"], summary["dropped"], summary["pending"]) == (None, 0, 0), summary
+    recorded = [item for item in sequence(recorded_events(tmp_path / "ledger.db")) if item[0] == "cli-full"]
+    assert sorted(recorded) == [("cli-full", n) for n in range(EVENTS)]
+
+
+def _limit_file_size(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

@@ -745,7 +745,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
                     emitter.emit(data)
                 except SpoolFullError as e:
                     stopped_at, lines = n, lines - 1
-                    err.print(f"[red]error:[/] {escape(str(e))}; stopped at line {n}: it and later lines were not sent")
+                    err.print(
+                        f"[red]error:[/] {escape(str(e))}; stopped at line {n}: it and later lines were not sent. "
+                        "Run again with the same input and --spool once there is space: events still in the "
+                        "spool are kept once, and the ledger answers those it holds as duplicates"
+                    )
                     break
     finally:
         delivered = emitter.close(timeout=args.timeout)

@@ -15,6 +15,7 @@
     │   ├── ConflictError           an id already holds different bytes
     │   ├── LockedError             another process holds the ledger's writer lock
     │   ├── NotFoundError           no such entry, checkpoint or key
+    │   ├── SpoolFullError          an emitter's spool cannot take events (disk full): back-pressure
     │   └── StorageFullError        no space left for a write (also a PushbackError); nothing was written
     ├── RoutingError                an event reached a shard that does not hold its subject
     ├── TransportError              a remote ledger could not be reached
@@ -44,6 +45,7 @@ __all__ = [
     "RootMismatchError",
     "RoutingError",
     "SignatureError",
+    "SpoolFullError",
     "StorageFullError",
     "StoreError",
     "TransportError",
@@ -130,6 +132,11 @@ class LockedError(StoreError):
 
 class NotFoundError(StoreError, LookupError):
     """No such entry, checkpoint, token or key."""
+
+
+class SpoolFullError(StoreError):
+    """An emitter's spool refuses writes (its disk is full, over quota, or failing), so the emitter does not
+    accept the event: the caller still holds it. Raised by ``Emitter.emit`` and ``Emitter.sync``."""
 
 
 class RoutingError(LedgerError):

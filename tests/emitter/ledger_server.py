@@ -2,7 +2,13 @@
 
 Same contract as the service: 200 with ``{"receipts": [{event_id, index, verdict, duplicate, status}]}``,
 problem+json with the service's status codes for refusals. It checks ``Authorization: Bearer <key>`` when
-started with one. Prints ``ready`` once it listens. Usage: python -m tests.emitter.ledger_server DB PORT [KEY]
+started with one. Prints ``ready`` once it listens. Usage:
+python -m tests.emitter.ledger_server DB PORT [KEY [FAULT:COUNT]]
+
+With ``FAULT:COUNT`` the first COUNT batches are answered, without touching the ledger, exactly as
+``lineage serve`` answers that fault (its own problem table, service/problems.py): ``index-conflict`` (409
+for an index already taken, as a second writer or a stale server causes), ``store-failure`` (500),
+``not-ready`` (503 with Retry-After), ``misdirected`` (421).
 """
 
 from __future__ import annotations
@@ -11,8 +17,26 @@ import json
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from lineage_ledger.errors import ConflictError, EnvelopeError, InputError, KeyringError, SignatureError
+from lineage_ledger.errors import (
+    ConflictError,
+    EnvelopeError,
+    InputError,
+    KeyringError,
+    LedgerError,
+    PushbackError,
+    RoutingError,
+    SignatureError,
+    StoreError,
+)
+from lineage_ledger.service.problems import problem_for
 from tests.emitter.helpers import open_ledger
+
+FAULTS: dict[str, LedgerError] = {
+    "index-conflict": ConflictError("write refused, nothing was written: UNIQUE constraint failed: entries.idx"),
+    "store-failure": StoreError("write failed, nothing was written: disk I/O error"),
+    "not-ready": PushbackError("the ledger is not ready", retry_after=0.0),
+    "misdirected": RoutingError("events[0].token_id: belongs to shard 1 of 2, this is shard 0"),
+}
 
 
 def main() -> None:
@@ -20,6 +44,8 @@ def main() -> None:
 
     path, port = Path(sys.argv[1]), int(sys.argv[2])
     api_key = sys.argv[3] if len(sys.argv) > 3 else None
+    fault, count = sys.argv[4].split(":") if len(sys.argv) > 4 else ("", "0")
+    faults = {"left": int(count)}
     ledger = open_ledger(path)
 
     class Handler(BaseHTTPRequestHandler):
@@ -43,6 +69,17 @@ def main() -> None:
                 return
             envelope = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             problem = "application/problem+json"
+            if faults["left"] > 0:
+                faults["left"] -= 1
+                answer = problem_for(FAULTS[fault])
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+                return
             try:
                 result = ledger.append(envelope)
             except EnvelopeError as e:

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import lineage_ledger.emitter as emitter_api
-from lineage_ledger.emitter import middleware, sender, spool, transport
+from lineage_ledger.emitter import metrics, middleware, sender, spool, transport
 
 
 def test_all_is_sorted_and_exported() -> None:
-    for module in (emitter_api, middleware, sender, spool, transport):
+    for module in (emitter_api, metrics, middleware, sender, spool, transport):
         names = module.__all__
         assert names == sorted(names), module.__name__
         for name in names:
@@ -19,7 +19,7 @@ def test_all_is_sorted_and_exported() -> None:
 
 
 def test_every_public_name_and_method_is_documented() -> None:
-    for module in (emitter_api, middleware, sender, spool, transport):
+    for module in (emitter_api, metrics, middleware, sender, spool, transport):
         assert module.__doc__
         for name in module.__all__:
             value = getattr(module, name)

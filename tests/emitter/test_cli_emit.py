@@ -13,6 +13,8 @@ import msgspec
 import pytest
 
 from lineage_ledger.cli.main import main
+from lineage_ledger.core.model import encode_event
+from lineage_ledger.emitter.spool import DiskSpool
 from lineage_ledger.keys import write_signer_key
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer
 from tests.emitter.helpers import WAIT_S, create_ledger, recorded_events, sequence, sequenced_event
@@ -169,3 +171,63 @@ def test_a_refused_api_key_keeps_events_in_the_spool(
     assert (summary["sent"], summary["dead_lettered"], summary["pending"]) == (0, 0, 3)
     assert summary["retried"] >= 1
     assert _of("denied", server.db) == []
+
+
+def test_emitting_again_while_events_wait_in_the_spool_records_each_once_and_exits_0(
+    key_file: Path, tmp_path: Path
+) -> None:
+    create_ledger(tmp_path / "ledger.db")
+    ledger = Server(tmp_path / "ledger.db", _free_port(), tmp_path / "server.err")
+    spool = tmp_path / "spool"
+    events = _jsonl(tmp_path / "events.jsonl", "again", 40)
+    lineage = Path(sys.executable).with_name("lineage")
+
+    def emit(*extra: str, stdin: str | None = None) -> tuple[int, dict[str, object]]:
+        command = [str(lineage), *_emit(ledger.url, key_file, "--spool", str(spool), "--json", *extra)]
+        done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=WAIT_S * 2, check=False)
+        return done.returncode, json.loads(done.stdout)
+
+    # The ledger is down: two runs of the same file leave the events in the spool once.
+    for run in range(2):
+        code, summary = emit("--timeout", "0.3", str(events))
+        assert code == 3, summary
+        assert (summary["sent"], summary["pending"], summary["dropped"]) == (0, 40, 0), summary
+        assert summary["absorbed"] == 40 * run
+    ledger.start()
+    try:
+        code, summary = emit(stdin="")  # nothing new: delivers what waits in the spool
+    finally:
+        ledger.stop()
+    assert code == 0, summary
+    assert (summary["sent"], summary["dead_lettered"], summary["pending"]) == (40, 0, 0), summary
+    assert not (spool / "dead-letters.jsonl").exists()
+    assert _of("again", tmp_path / "ledger.db") == [("again", n) for n in range(40)]
+
+
+def test_a_spool_holding_an_event_twice_sends_it_once(key_file: Path, tmp_path: Path) -> None:
+    """A spool written before records were keyed by event id may hold repeats: a batch never does."""
+    create_ledger(tmp_path / "ledger.db")
+    ledger = Server(tmp_path / "ledger.db", _free_port(), tmp_path / "server.err")
+    spool = tmp_path / "spool"
+    records = [encode_event(sequenced_event("twice", n)) for n in range(5)]
+    old = DiskSpool(spool)
+    old.append(records)
+    old.append(records)  # appended without asking absent(): as an older emitter did
+    old.close()
+    lineage = Path(sys.executable).with_name("lineage")
+    ledger.start()
+    try:
+        done = subprocess.run(
+            [str(lineage), *_emit(ledger.url, key_file, "--spool", str(spool), "--json")],
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S * 2,
+            check=False,
+        )
+    finally:
+        ledger.stop()
+    summary = json.loads(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert (summary["sent"], summary["absorbed"], summary["dead_lettered"]) == (5, 5, 0), summary
+    assert _of("twice", tmp_path / "ledger.db") == [("twice", n) for n in range(5)]

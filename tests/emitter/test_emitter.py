@@ -170,18 +170,26 @@ def test_the_one_refused_event_is_dead_lettered_and_the_rest_delivered(tmp_path:
     assert letter["event"]["event_id"] == events[2].event_id
 
 
-def test_a_batch_refused_as_a_whole_is_dead_lettered(tmp_path: Path, ledger: Ledger) -> None:
-    transport = Scripted(ledger, [EnvelopeError("payload", "malformed")])
-    emitter = _emitter(transport, spool_dir=tmp_path / "spool", linger_ms=50)
-    for n in range(3):
+def test_a_refusal_that_names_no_event_dead_letters_only_the_event_at_fault(tmp_path: Path, ledger: Ledger) -> None:
+    class RefusesOne(LocalTransport):
+        """Refuses any envelope holding ``/whole/2`` as a whole, without naming the event (as a 413 would)."""
+
+        def send(self, envelope: bytes) -> Sequence[Receipt]:
+            if b'"/whole/2"' in envelope:  # the events are in the envelope verbatim
+                raise EnvelopeError("payload", "malformed")
+            return super().send(envelope)
+
+    emitter = _emitter(RefusesOne(ledger), spool_dir=tmp_path / "spool", batch_size=8, linger_ms=50)
+    for n in range(8):
         emitter.emit(sequenced_event("whole", n))
-    assert emitter.flush(WAIT_S)
-    emitter.emit(sequenced_event("whole", 3))
     assert emitter.flush(WAIT_S)
     metrics = emitter.metrics()
     emitter.close()
-    assert (metrics["sent"], metrics["dead_lettered"]) == (1, 3)
-    assert sequence(recorded_events(ledger)) == [("whole", 3)]
+    assert (metrics["sent"], metrics["dead_lettered"]) == (7, 1)
+    assert sequence(recorded_events(ledger)) == [("whole", n) for n in range(8) if n != 2]
+    letter = json.loads((tmp_path / "spool" / "dead-letters.jsonl").read_text())
+    assert letter["error"] == "EnvelopeError"
+    assert letter["event"]["payload"]["resource"] == "/whole/2"
 
 
 def test_an_event_id_reused_with_other_bytes_is_refused_by_the_ledger(tmp_path: Path, ledger: Ledger) -> None:

@@ -707,6 +707,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     from lineage_ledger.emitter import Emitter, HttpTransport, ShardedHttpTransport
     from lineage_ledger.emitter.sender import redact
     from lineage_ledger.emitter.transport import Transport
+    from lineage_ledger.errors import SpoolFullError
 
     signer = load_signer(args.key)
     transport: Transport
@@ -733,9 +734,12 @@ def cmd_emit(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         overflow="block",
         block_timeout=None if args.spool else args.timeout,
+        spool_full="block",
+        spool_full_timeout=args.timeout,
     )
     started = time.perf_counter()
     lines = invalid = 0
+    stopped_at: int | None = None
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
         with stream:
@@ -751,7 +755,16 @@ def cmd_emit(args: argparse.Namespace) -> int:
                     invalid += 1
                     err.print(f"[red]bad input:[/] {escape(redact(e.field))}: {escape(redact(e.reason))}")
                     continue
-                emitter.emit(data)
+                try:
+                    emitter.emit(data)
+                except SpoolFullError as e:
+                    stopped_at, lines = n, lines - 1
+                    err.print(
+                        f"[red]error:[/] {escape(str(e))}; stopped at line {n}: it and later lines were not sent. "
+                        "Run again with the same input and --spool once there is space: events still in the "
+                        "spool are kept once, and the ledger answers those it holds as duplicates"
+                    )
+                    break
     finally:
         delivered = emitter.close(timeout=args.timeout)
     m = emitter.metrics()
@@ -761,10 +774,12 @@ def cmd_emit(args: argparse.Namespace) -> int:
         "emitted": m["emitted"],
         "sent": m["sent"],
         "duplicates": m["duplicates"],
+        "absorbed": m["absorbed"],
         "dead_lettered": m["dead_lettered"],
         "dropped": m["dropped"],
         "pending": m["pending"],
         "retried": m["retried"],
+        "stopped_at_line": stopped_at,
         "delivered": delivered,
         "spool": args.spool,
         "seconds": round(time.perf_counter() - started, 3),
@@ -773,7 +788,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
         _json(summary)
     else:
         out.print(
-            f"sent {m['sent']} events ({m['duplicates']} already recorded), {m['dead_lettered']} dead-lettered, "
+            f"sent {m['sent']} events ({m['duplicates']} already recorded, {m['absorbed']} repeats of spooled "
+            f"events kept once), {m['dead_lettered']} dead-lettered, "
             f"{invalid} invalid lines, {m['pending']} waiting in the spool, {m['dropped']} dropped"
         )
     if m["pending"] or m["dropped"]:
@@ -781,6 +797,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
         err.print(
             f"[yellow]warning:[/] {m['pending'] + m['dropped']} events not delivered in {args.timeout} s; {where}"
         )
+        return 3
+    if stopped_at is not None:
         return 3
     return 2 if invalid or m["dead_lettered"] else 0
 

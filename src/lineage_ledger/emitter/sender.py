@@ -12,11 +12,15 @@ Three stages, each on its own thread so none waits for the next:
    (the order of ``emit`` calls) holds from the queue to the ledger, and a SIGKILL loses nothing that the
    spooler wrote. The sender may read a batch as soon as it is written, while the fsync runs, so the
    disk's latency is not added to delivery. Events that fail validation go to the dead-letter file with
-   the reason, never their bytes (they were not checked for tokens).
+   the reason, never their bytes (they were not checked for tokens). An event already waiting in the spool
+   (same id, same bytes) is absorbed, not written twice. A write the disk refuses keeps the events in
+   memory and is retried; meanwhile ``emit()`` applies the ``spool_full`` policy (block, bounded, or raise
+   SpoolFullError), so a full disk is back-pressure, never a drop.
 3. The *sender* reads batches from the spool in order, seals them (DSSE envelope), sends them through the
    :class:`~lineage_ledger.emitter.transport.Transport` and commits the spool position once the ledger has
-   acknowledged. Retryable failures back off exponentially with jitter (and honour Retry-After); refused
-   events are dead-lettered (one event when the error names it, else the batch) and the rest re-sent. A
+   acknowledged. Failures back off exponentially with jitter (and honour Retry-After); only events the
+   ledger judged invalid are dead-lettered (transport.refuses_events decides: the event an error names, a
+   refusal naming none being narrowed by halving the batch) and the rest re-sent. A
    restart replays the uncommitted part of the spool before anything new; events the ledger already holds
    come back as duplicates, so the effect is exactly once.
 
@@ -48,22 +52,24 @@ from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.hlc import HybridClock
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event, redact
 from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
-from lineage_ledger.emitter.transport import ERRORS_TO_RETRY, GroupingTransport, Transport
+from lineage_ledger.emitter.transport import GroupingTransport, Transport, refuses_events
 from lineage_ledger.errors import (
     InputError,
     LedgerError,
     PushbackError,
+    SpoolFullError,
     StoreError,
     TransportError,
     event_at,
 )
 from lineage_ledger.ledger.writer import Receipt
 
-__all__ = ["Backoff", "Emitter", "Overflow", "redact"]
+__all__ = ["Backoff", "Emitter", "Overflow", "SpoolFull", "redact"]
 
 log = logging.getLogger("lineage_ledger.emitter")
 
 Overflow = Literal["spool", "drop", "block"]
+SpoolFull = Literal["block", "raise"]
 _ACCEPTED: Final = frozenset({TokenEvent, PolicyEvent, DataEvent, dict, bytes})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 _PRODUCER_RE = re.compile(PRODUCER_PATTERN)
@@ -71,6 +77,7 @@ _KEY_ID_RE = re.compile(KEY_ID_PATTERN)
 _MEMORY_FULL_POLL_S: Final = 0.05
 _IDLE_ROUNDS: Final = 10
 _EXIT_TIMEOUT_S: Final = 2.0
+_SPOOL_RETRY_S: Final = (0.05, 1.0)  # first and longest wait between attempts to write to a refusing spool
 
 
 class _Head(msgspec.Struct):
@@ -97,13 +104,19 @@ class Backoff:
 
 
 class _Marker:
-    """A flush()/sync() request travelling through the queue behind the events emitted before it."""
+    """A flush()/sync() request travelling through the queue behind the events emitted before it.
 
-    __slots__ = ("delivered", "spooled")
+    ``lost`` is set when it is released if an event emitted before it can no longer be made durable (it was
+    dropped); ``spooled`` is set once everything before it is durable in the spool or acknowledged."""
+
+    __slots__ = ("delivered", "dropped_before", "lost", "refused", "spooled")
 
     def __init__(self) -> None:
         self.spooled = threading.Event()
         self.delivered = threading.Event()
+        self.dropped_before = 0
+        self.lost = False
+        self.refused: str | None = None  # set (with spooled) when the spool refused writes under "raise"
 
 
 def _event_id_of(item: object) -> str | None:
@@ -136,8 +149,13 @@ class Emitter:
       replays after a crash are answered as duplicates by the ledger);
     * with a ``spool_dir``, every event the spooler has written (see ``sync``) survives SIGKILL and is
       delivered by the next Emitter on the same directory; only one Emitter may use a directory at a time;
-    * nothing is dropped silently: every event is counted in exactly one of ``sent``, ``dead_lettered``,
-      ``dropped``, or is still ``queued``/``pending`` (see :meth:`metrics`);
+    * nothing is dropped silently: every event is counted in exactly one of ``sent``, ``absorbed``,
+      ``dead_lettered``, ``dropped``, or is still ``queued``/``pending`` (see :meth:`metrics`); a full spool
+      disk is back-pressure (``spool_full``: ``block`` waits up to ``spool_full_timeout`` seconds, then
+      raises SpoolFullError; ``raise`` raises at once), and :meth:`sync` is True only when every earlier
+      event is durable;
+    * only events the ledger judged invalid are dead-lettered; a failure on the ledger's side (5xx, not
+      ready, a conflict inside it, unreachable) is retried while the events stay spooled;
     * raw bearer tokens are never written anywhere: events are spooled as canonical bytes that passed the
       JWT check, and error texts are scrubbed of values.
 
@@ -164,6 +182,8 @@ class Emitter:
         linger_ms: float = 10.0,
         overflow: Overflow | None = None,
         block_timeout: float | None = None,
+        spool_full: SpoolFull = "block",
+        spool_full_timeout: float | None = 30.0,
         backoff: Backoff | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -180,9 +200,13 @@ class Emitter:
             raise InputError("overflow", "must be 'spool', 'drop' or 'block'")
         if policy == "spool" and spool_dir is None:
             raise InputError("overflow", "'spool' needs a spool_dir")
+        if spool_full not in ("block", "raise"):
+            raise InputError("spool_full", "must be 'block' or 'raise'")
         self.producer = producer
         self.key_id = key_id
         self.overflow: Overflow = policy
+        self.spool_full: SpoolFull = spool_full
+        self._spool_full_timeout = spool_full_timeout
         self._signer = signer
         self._transport = transport
         self._max_queue = max_queue
@@ -206,8 +230,26 @@ class Emitter:
         self._close_result: bool | None = None
         self._abandoned = False  # a memory spool's leftovers were counted as dropped by close()
         self._counts = dict.fromkeys(
-            ("emitted", "sent", "duplicates", "spooled", "overflowed", "dropped", "retried", "dead_lettered"), 0
+            (
+                "emitted",
+                "sent",
+                "duplicates",
+                "absorbed",
+                "spooled",
+                "overflowed",
+                "dropped",
+                "retried",
+                "dead_lettered",
+                "spool_write_failures",
+                "refused_spool_full",
+            ),
+            0,
         )
+        self._spool_drops = 0  # the part of "dropped" lost after emit() accepted them (see _Marker.lost)
+        self._spool_refusal: str | None = None  # why the spool refuses writes, while it does
+        self._unwritten: deque[bytes | _Marker] = deque()  # encoded, waiting for the spool (under _spool_lock)
+        self._unwritten_events = 0
+        self._undurable = 0  # records before this spool position were written but their fsync failed
         self._overflow_warned = False
         self._spooler_idle = False  # True while the spooler sleeps on _wake: the next emit() sets _wake
 
@@ -230,7 +272,10 @@ class Emitter:
 
         The event is encoded and validated later on the spooler thread; one that fails is dead-lettered
         with the reason (and counted), never sent. Do not mutate a dict after passing it. Raises InputError
-        for other types, and after :meth:`close`.
+        for other types, and after :meth:`close`. While the spool's disk refuses writes, the ``spool_full``
+        policy applies: ``raise`` raises SpoolFullError at once, ``block`` waits up to ``spool_full_timeout``
+        seconds for the spool to take writes again and then raises SpoolFullError; either way the event was
+        not taken and the caller still holds it.
         """
         if type(event) not in _ACCEPTED and not isinstance(event, dict | bytes | TokenEvent | PolicyEvent | DataEvent):
             raise InputError("event", f"expected an event, a dict or bytes, not {type(event).__name__}")
@@ -244,7 +289,9 @@ class Emitter:
                 raise InputError("emitter", "is closed; nothing more can be emitted")
             queue = self._queue
             n = len(queue)
-            if n < self._max_queue:
+            if self._spool_refusal is not None:
+                n = -1
+            elif n < self._max_queue:
                 queue.append(event)
                 self._counts["emitted"] += 1
                 n += 1
@@ -258,6 +305,33 @@ class Emitter:
             self._batch_ready.set()
         elif n == 0:
             self._overflow_event(event)
+        elif n < 0:
+            self._emit_to_refusing_spool(event)
+
+    def _emit_to_refusing_spool(self, event: Event | dict[str, Any] | bytes) -> None:
+        """emit() while the spool refuses writes: wait for it (``block``, bounded) or raise SpoolFullError."""
+        if self.spool_full == "block":
+            timeout = self._spool_full_timeout
+            deadline = None if timeout is None else time.monotonic() + timeout
+            with self._room:
+                while self._spool_refusal is not None and not self._closed:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._room.wait(remaining)
+                refusal = self._spool_refusal
+            if refusal is None:
+                self.emit(event)
+                return
+        with self._lock:
+            if self._closed:
+                raise InputError("emitter", "is closed; nothing more can be emitted")
+            self._counts["refused_spool_full"] += 1
+            refusal = self._spool_refusal
+        if refusal is None:  # it took writes again meanwhile
+            self.emit(event)
+            return
+        raise SpoolFullError(f"the spool refuses writes ({refusal}); the event was not taken, emit it again later")
 
     def _overflow_event(self, event: object) -> None:
         policy = self.overflow
@@ -316,18 +390,33 @@ class Emitter:
         return marker.delivered.wait(timeout)
 
     def sync(self, timeout: float | None = None) -> bool:
-        """Wait until every event emitted before this call is in the spool (on disk, with a spool_dir),
-        so that killing the process can no longer lose it. False if ``timeout`` seconds passed first."""
+        """Wait until every event emitted before this call is durable: written to the spool and fsync'd
+        (with a spool_dir; in memory without one) or acknowledged by the ledger, so that killing the process
+        can no longer lose it. True only then. False if ``timeout`` seconds passed first, and False once
+        any event emitted before it was dropped (``metrics()['dropped']``): that one can never be made
+        durable. While the spool's disk refuses writes, under the ``spool_full`` policy ``raise`` this
+        raises SpoolFullError (the events wait in memory and are written when the disk takes them again);
+        under ``block`` it waits, up to ``timeout``."""
+        if self.spool_full == "raise":
+            with self._lock:
+                refusal = self._spool_refusal
+            if refusal is not None:
+                raise SpoolFullError(f"the spool refuses writes ({refusal}); events wait in memory")
         marker = self._marker()
         if marker is None:
-            return not self._queue
-        return marker.spooled.wait(timeout)
+            return not self._queue and not self._unwritten_events and not self._counts["dropped"]
+        if not marker.spooled.wait(timeout):
+            return False
+        if marker.refused is not None:
+            raise SpoolFullError(f"the spool refuses writes ({marker.refused}); events wait in memory")
+        return not marker.lost
 
     def _marker(self) -> _Marker | None:
         marker = _Marker()
         with self._lock:
             if self._closed:
                 return None
+            marker.dropped_before = self._counts["dropped"]
             self._queue.append(marker)
             self._spooler_idle = False
         self._wake.set()
@@ -338,15 +427,21 @@ class Emitter:
         """Counters since this Emitter started, and two gauges.
 
         ``emitted`` events accepted by emit(); ``sent`` acknowledged by the ledger (``duplicates`` of them
-        were already recorded, e.g. replayed after a crash); ``spooled`` written to the spool;
-        ``overflowed`` found the queue full; ``dropped`` lost (queue full under ``drop``, a blocked emit
-        that timed out, a failed spool write, or a memory spool abandoned by close); ``retried`` failed
-        deliveries that were retried; ``dead_lettered`` refused events. Gauges: ``queued`` (in memory, not
-        yet spooled) and ``pending`` (spooled, not yet acknowledged). Counts only: no event content.
+        were already recorded, e.g. replayed after a crash); ``absorbed`` emitted again while the same
+        event waited in the spool, so kept once; ``spooled`` written to the spool; ``overflowed`` found the
+        queue full; ``dropped`` lost (queue full under ``drop``, a blocked emit that timed out, a refused
+        event that could not be dead-lettered, events the spool never took by close, or a memory spool
+        abandoned by close); ``retried`` failed deliveries that were retried; ``dead_lettered`` refused
+        events; ``spool_write_failures`` spool writes the disk refused (retried); ``refused_spool_full``
+        emit() calls that raised SpoolFullError. Gauges: ``queued`` (in memory, not yet spooled),
+        ``pending`` (spooled, not yet acknowledged) and ``spool_full`` (1 while the spool refuses writes).
+        Every emitted event is in exactly one of sent, absorbed, dead_lettered, dropped, queued, pending.
+        Counts only: no event content.
         """
         with self._lock:
             counts = dict(self._counts)
-            counts["queued"] = sum(1 for item in self._queue if type(item) is not _Marker)
+            counts["queued"] = sum(1 for item in self._queue if type(item) is not _Marker) + self._unwritten_events
+            counts["spool_full"] = int(self._spool_refusal is not None)
         counts["pending"] = 0 if self._abandoned else self._spool.pending
         return counts
 
@@ -387,8 +482,9 @@ class Emitter:
             self._spooler.join(remaining())
             self._sender.join(max(remaining() or 0.0, 1.0))
             with self._lock:
-                left = sum(1 for item in self._queue if type(item) is not _Marker)
+                left = sum(1 for item in self._queue if type(item) is not _Marker) + self._unwritten_events
                 self._queue = deque()
+                self._unwritten_events = 0
                 if not self._spool.durable:
                     left += self._spool.pending
                     self._abandoned = True
@@ -438,6 +534,7 @@ class Emitter:
         # The spooler polls the queue every linger interval while events flow, and sleeps on _wake after
         # _IDLE_ROUNDS empty polls; emit() pays for a wake-up only for the first event after such a spell.
         idle = _IDLE_ROUNDS
+        retry = _SPOOL_RETRY_S[0]
         while not self._stop.is_set():
             if idle >= _IDLE_ROUNDS:
                 idle = 0
@@ -453,7 +550,7 @@ class Emitter:
             self._batch_ready.clear()
             self._space.clear()
             room = 0
-            took = False
+            took = stuck = False
             try:
                 with self._spool_lock:
                     with self._lock:
@@ -464,9 +561,18 @@ class Emitter:
                     if items:
                         took = True
                         self._spool_items(items)
+                    elif self._unwritten:
+                        self._write_unwritten()
+                    stuck = bool(self._unwritten)
             except Exception:  # a bug must not stop the spooler
                 log.exception("emitter spooler failed")
                 left, closed = 1, self._closed
+            if stuck:  # the spool refuses writes: retry, sooner when the sender's commit frees space
+                idle = 0
+                self._space.wait(retry)
+                retry = min(retry * 2, _SPOOL_RETRY_S[1])
+                continue
+            retry = _SPOOL_RETRY_S[0]
             if left:
                 idle = 0
                 if not room:  # a full memory spool: wait for the sender to make room
@@ -479,51 +585,117 @@ class Emitter:
         self._data_ready.set()
 
     def _spool_items(self, items: Sequence[object]) -> None:
-        """Encode ``items`` and append them to the spool in order (call with ``_spool_lock`` held)."""
-        encoded: list[bytes] = []
+        """Encode ``items`` and write them to the spool in order, behind whatever still waits for it (call
+        with ``_spool_lock`` held). What the spool refuses stays waiting in memory for the next attempt."""
+        unwritten = self._unwritten
         refused: list[DeadLetter] = []
+        added = 0
         for item in items:
             if type(item) is _Marker:
-                self._append(encoded, refused)
-                encoded, refused = [], []
-                item.spooled.set()
-                self._await_delivery(self._spool.end, item.delivered)
+                unwritten.append(item)
                 continue
             try:
                 if type(item) is bytes:
                     decode_event(item)
-                    encoded.append(item)
+                    unwritten.append(item)
                 else:
-                    encoded.append(encode_event(item))  # type: ignore[arg-type]
+                    unwritten.append(encode_event(item))  # type: ignore[arg-type]
+                added += 1
             except InputError as e:
                 refused.append(DeadLetter(type(e).__name__, redact(e.reason), redact(e.field), _event_id_of(item)))
             except Exception as e:
                 reason = "could not be encoded as an event"
                 refused.append(DeadLetter(type(e).__name__, reason, None, _event_id_of(item)))
-        self._append(encoded, refused)
-
-    def _append(self, encoded: list[bytes], refused: list[DeadLetter]) -> None:
+        self._unwritten_events += added
         if refused:
             try:
                 self._dead_letter(refused)
             except StoreError as e:
-                with self._lock:
-                    self._counts["dropped"] += len(refused)
-                log.error("cannot dead-letter %d refused events, they are lost: %s", len(refused), e)
-        if not encoded:
-            return
-        end = self._spool.end
-        try:
-            self._spool.append(encoded, self._written)
-        except StoreError as e:
-            if self._spool.end == end:  # not written at all: lost
-                with self._lock:
-                    self._counts["dropped"] += len(encoded)
-                log.error("cannot spool %d events, they are lost: %s", len(encoded), e)
-                return
-            log.error("%d spooled events may not survive a power loss: %s", len(encoded), e)
+                self._lose(len(refused), f"cannot dead-letter {len(refused)} refused events, they are lost: {e}")
+        self._write_unwritten()
+
+    def _write_unwritten(self) -> None:
+        """Write the waiting records to the spool and release the markers between them, in order, until
+        done or the spool refuses a write (call with ``_spool_lock`` held)."""
+        unwritten = self._unwritten
+        while unwritten:
+            records: list[bytes] = []
+            while unwritten:
+                item = unwritten[0]
+                if isinstance(item, _Marker):
+                    break
+                records.append(item)
+                unwritten.popleft()
+            if records:
+                refusal = self._write(records)
+                if refusal is not None:
+                    unwritten.extendleft(reversed(records))
+                    self._refusing(refusal)
+                    return
+                self._unwritten_events -= len(records)
+            if unwritten:
+                marker = unwritten.popleft()
+                assert isinstance(marker, _Marker)
+                self._release(marker)
+
+    def _write(self, records: list[bytes]) -> str | None:
+        """Append the records the spool does not hold yet; None if done, else why the spool refused."""
+        spool = self._spool
+        fresh, absorbed = spool.absent(records)
+        if fresh:
+            end = spool.end
+            try:
+                spool.append(fresh, self._written)
+            except StoreError as e:
+                if spool.end == end:
+                    return redact(str(e))
+                # Written, but not known to be on disk: sync() waits for the ledger's acknowledgement instead.
+                self._undurable = spool.end
+                log.error("%d spooled events may not survive a power loss: %s", len(fresh), e)
         with self._lock:
-            self._counts["spooled"] += len(encoded)
+            self._counts["spooled"] += len(fresh)
+            self._counts["absorbed"] += absorbed
+            recovered = self._spool_refusal is not None
+            self._spool_refusal = None
+            if recovered:
+                self._room.notify_all()
+        if recovered:
+            log.warning("the spool takes writes again")
+        return None
+
+    def _refusing(self, refusal: str) -> None:
+        """The spool refused a write: emit() applies the spool_full policy until a write succeeds."""
+        with self._lock:
+            self._counts["spool_write_failures"] += 1
+            first = self._spool_refusal is None
+            self._spool_refusal = refusal
+        if first:
+            log.error(
+                "the spool refuses writes (%s): %d events wait in memory and are retried; emit() %s",
+                refusal,
+                self._unwritten_events,
+                "raises SpoolFullError" if self.spool_full == "raise" else "blocks",
+            )
+        if self.spool_full == "raise":
+            for item in self._unwritten:
+                if isinstance(item, _Marker) and not item.spooled.is_set():
+                    item.refused = refusal
+                    item.spooled.set()
+
+    def _release(self, marker: _Marker) -> None:
+        """Everything before ``marker`` is written: it is durable now, or once acknowledged if an fsync failed."""
+        marker.lost = marker.dropped_before > 0 or self._spool_drops > 0
+        if self._undurable > self._spool.committed:
+            self._await_delivery(self._undurable, marker.spooled)
+        else:
+            marker.spooled.set()
+        self._await_delivery(self._spool.end, marker.delivered)
+
+    def _lose(self, count: int, message: str) -> None:
+        with self._lock:
+            self._counts["dropped"] += count
+            self._spool_drops += count
+        log.error("%s", message)
 
     def _written(self, end: int) -> None:
         self._data_ready.set()  # the sender may read the records while the spool fsyncs them
@@ -566,7 +738,7 @@ class Emitter:
             if batch is None:
                 self._data_ready.wait()
                 continue
-            if not self._deliver(list(batch.records)):
+            if not self._deliver(self._distinct(batch.records)):
                 return
             self._spool.commit(batch.end, len(batch.records))
             position = batch.end
@@ -581,27 +753,65 @@ class Emitter:
                 self._waiters = waiting
             self._space.set()
 
+    def _distinct(self, records: Sequence[bytes]) -> list[bytes]:
+        """The batch without repeated event ids, so the ledger never sees one id twice in a batch (a spool
+        written before records were keyed may hold repeats): a repeat with the same bytes is absorbed, one
+        with other bytes is dead-lettered (the producer gave two events one id)."""
+        events: list[bytes] = []
+        seen: dict[str, bytes] = {}
+        absorbed = 0
+        clashes: list[DeadLetter] = []
+        for body in records:
+            event_id = _event_id_of(body)
+            first = None if event_id is None else seen.setdefault(event_id, body)
+            if first is None or first is body:
+                events.append(body)
+            elif first == body:
+                absorbed += 1
+            else:
+                reason = "another event with this event_id is ahead of it in the spool"
+                clashes.append(DeadLetter("ConflictError", reason, "event_id", event_id, body))
+        if absorbed:
+            with self._lock:
+                self._counts["absorbed"] += absorbed
+        if clashes:
+            try:
+                self._dead_letter(clashes)
+            except StoreError as e:
+                self._lose(len(clashes), f"cannot dead-letter {len(clashes)} refused events, they are lost: {e}")
+        return events
+
     def _deliver(self, events: list[bytes]) -> bool:
-        """Deliver or dead-letter every event of one batch; False if stopped first."""
+        """Deliver or dead-letter every event of one batch; False if stopped first.
+
+        transport.refuses_events alone decides: a refusal of the events dead-letters the one it names (and
+        the rest are re-sent); a refusal that names none is narrowed by halving the batch, so only events
+        the ledger refuses on their own are dead-lettered. Anything else is retried with backoff while the
+        events stay in the spool."""
         attempt = 0
         while events:
             retry_after: float | None = None
             try:
                 receipts = self._send(events)
                 duplicates = self._check(events, receipts)
-            except ERRORS_TO_RETRY as e:
-                retry_after = e.retry_after if isinstance(e, PushbackError) else None
-                problem = f"{type(e).__name__}: {redact(str(e))}"
-            except LedgerError as e:
-                try:
-                    self._refuse(events, e)
-                except StoreError as dead:
-                    problem = f"cannot dead-letter refused events: {dead}"
-                else:
-                    continue
-            except Exception as e:  # a broken transport or signer: keep the events and retry
-                log.exception("delivering a batch failed unexpectedly")
-                problem = type(e).__name__
+            except Exception as e:
+                if isinstance(e, LedgerError) and refuses_events(e):
+                    at = _event_position(e, len(events))
+                    if at is None and len(events) > 1:
+                        half = len(events) // 2
+                        return self._deliver(events[:half]) and self._deliver(events[half:])
+                    try:
+                        self._refuse(events, e, at)
+                    except StoreError as dead:
+                        problem = f"cannot dead-letter refused events: {dead}"
+                    else:
+                        continue
+                elif isinstance(e, LedgerError):
+                    retry_after = e.retry_after if isinstance(e, PushbackError) else None
+                    problem = f"{type(e).__name__}: {redact(str(e))}"
+                else:  # a broken transport or signer: keep the events and retry
+                    log.exception("delivering a batch failed unexpectedly")
+                    problem = type(e).__name__
             else:
                 with self._lock:
                     self._counts["sent"] += len(events)
@@ -641,11 +851,10 @@ class Emitter:
             receipts[pos] = receipt
         return receipts
 
-    def _refuse(self, events: list[bytes], error: LedgerError) -> None:
-        """Dead-letter the event ``error`` names (and keep the rest), or the whole batch."""
+    def _refuse(self, events: list[bytes], error: LedgerError, at: int | None) -> None:
+        """Dead-letter the event at ``at`` (and keep the rest), or the whole batch."""
         field = redact(error.field) if isinstance(error, InputError) else None
         reason = redact(error.reason if isinstance(error, InputError) else str(error))
-        at = _event_position(error, len(events))
         chosen = [at] if at is not None else list(range(len(events)))
         self._dead_letter(
             [DeadLetter(type(error).__name__, reason, field, _event_id_of(events[i]), events[i]) for i in chosen]

@@ -19,6 +19,13 @@ only grow, so "everything before position p" is a well-defined set of events.
 * ``lock``: an exclusive ``flock`` so that two emitters never share a spool.
 * ``corrupt-<position>.bin``: bytes that failed their CRC in the middle of the log, kept for inspection.
 
+Records are keyed by the ``event_id`` in their body: :meth:`Spool.absent` tells the writer which records
+the spool already holds unacknowledged with the same bytes, so emitting an event again while it waits
+stores it once (the index costs about 200 bytes of memory per unacknowledged record and is rebuilt when
+the spool is opened). A write the disk refuses (full, over quota, any OSError) raises StoreError and
+leaves nothing behind; once everything is acknowledged the spool starts a fresh segment and deletes the
+old ones, which is how a full disk gets its space back.
+
 A process killed mid-write leaves a torn tail (a short header, a short body, zeros, or a bad CRC). Opening
 the spool detects it, truncates the last segment back to the last whole record and carries on: the torn
 record had not been acknowledged as spooled, because the append that wrote it never returned.
@@ -41,6 +48,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
+
+import msgspec
 
 from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.errors import StoreError
@@ -65,6 +74,75 @@ _SEGMENT_RE: Final = re.compile(r"^([0-9]{20})\.seg\Z")
 _READ_CHUNK: Final = 1024 * 1024
 _DEAD_LETTERS: Final = "dead-letters.jsonl"
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_RECLAIM_BYTES: Final = 4 * 1024 * 1024
+"""A wholly acknowledged spool starts a new segment once its current one holds this much (or after a
+refused write), so disk space comes back without waiting for ``segment_bytes``."""
+
+
+class _Key(msgspec.Struct):
+    event_id: str | None = None
+
+
+_KEY: Final = msgspec.json.Decoder(_Key)
+
+
+def event_key(body: bytes) -> str | None:
+    """The ``event_id`` a record's body names (None if it names none: the record is not keyed)."""
+    try:
+        key = _KEY.decode(body).event_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return key
+
+
+class _PendingKeys:
+    """The event ids of a spool's unacknowledged records and where each record is. ``stored(end, length)``
+    reads a record's body back, to tell a repeat of it from another event under the same id."""
+
+    def __init__(self, stored: Callable[[int, int], bytes]) -> None:
+        self._stored = stored
+        self._where: dict[str, tuple[int, int]] = {}  # key -> (end position, body length) of its record
+        self._ends: deque[tuple[int, str]] = deque()  # (end position, key) of every keyed record, in log order
+        self._checked: dict[int, tuple[bytes, str | None]] = {}  # the keys absent() found, for add()
+
+    def _key(self, body: bytes) -> str | None:
+        seen = self._checked.get(id(body))
+        return seen[1] if seen is not None and seen[0] is body else event_key(body)
+
+    def add(self, end: int, body: bytes) -> None:
+        key = self._key(body)
+        if key is not None:
+            self._where.setdefault(key, (end, len(body)))
+            self._ends.append((end, key))
+
+    def added(self) -> None:
+        self._checked.clear()
+
+    def absent(self, records: Sequence[bytes]) -> tuple[list[bytes], int]:
+        self._checked.clear()
+        fresh: list[bytes] = []
+        firsts: dict[str, bytes] = {}
+        for body in records:
+            key = event_key(body)
+            if key is not None:
+                first = firsts.get(key)
+                if first is None:
+                    where = self._where.get(key)
+                    if where is not None and where[1] == len(body) and self._stored(*where) == body:
+                        continue
+                    firsts[key] = body
+                elif first == body:
+                    continue
+            self._checked[id(body)] = (body, key)
+            fresh.append(body)
+        return fresh, len(records) - len(fresh)
+
+    def commit(self, position: int) -> None:
+        ends, where = self._ends, self._where
+        while ends and ends[0][0] <= position:
+            end, key = ends.popleft()
+            if where.get(key, (0, 0))[0] == end:
+                del where[key]
 
 
 def _crc(length: int, body: bytes) -> int:
@@ -168,6 +246,12 @@ class Spool(Protocol):
         """How many more records ``append`` takes now (bounded spools say less when full)."""
         ...
 
+    def absent(self, records: Sequence[bytes]) -> tuple[list[bytes], int]:
+        """``records`` without those already held unacknowledged with the same event id and bytes (and
+        without repeats among them), in order, and how many were left out. The writer appends only these,
+        so the spool keeps one record per event id."""
+        ...
+
     def append(self, records: Sequence[bytes], written: Callable[[int], None] | None = None) -> int:
         """Append ``records`` in order and return the new end once they are as durable as the spool makes
         them; raises StoreError if they were not kept. ``written`` is called with the new end as soon as
@@ -245,6 +329,8 @@ class DiskSpool:
         last_end = self._bases[-1] + self._sizes[self._bases[-1]]
         # The committed file may be stale (older) or, after a lost write, point past what survived: clamp it.
         self._committed = min(max(committed, first), last_end)
+        self._keys = _PendingKeys(self._stored)
+        self._refused_write = False
         self._pending = self._recover()
         last = self._bases[-1]
         self._end = last + self._sizes[last]
@@ -286,6 +372,10 @@ class DiskSpool:
                     chunk = os.pread(fd, min(size - offset, _READ_CHUNK + _HEADER.size), offset)
                     records, used, bad = _parse(chunk, len(chunk))
                     count += len(records)
+                    end = base + offset
+                    for body in records:
+                        end += _HEADER.size + len(body)
+                        self._keys.add(end, body)
                     offset += used
                     if bad or used == 0:
                         break
@@ -346,6 +436,11 @@ class DiskSpool:
         """Unbounded: the disk is the limit (a full disk makes ``append`` raise StoreError)."""
         return 1 << 62
 
+    def absent(self, records: Sequence[bytes]) -> tuple[list[bytes], int]:
+        """``records`` less those held unacknowledged with the same event id and bytes (see Spool)."""
+        with self._lock:
+            return self._keys.absent(records)
+
     def append(self, records: Sequence[bytes], written: Callable[[int], None] | None = None) -> int:
         """Write ``records`` with one write and fdatasync them; returns the new end position.
 
@@ -359,15 +454,25 @@ class DiskSpool:
             with self._lock:
                 if self._closed:
                     raise StoreError(f"spool {self.directory} is closed")
-                last = self._bases[-1]
-                before = self._sizes[last]
-                try:
-                    _write_all(self._append_fd, data)
-                except OSError as e:
-                    # Cut off whatever part was written, so the next append does not follow a torn record.
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(self._append_fd, before)
-                    raise StoreError(f"cannot write to spool {self.directory}: {e.strerror}") from e
+                for attempt in (1, 2):
+                    last = self._bases[-1]
+                    before = self._sizes[last]
+                    try:
+                        _write_all(self._append_fd, data)
+                        break
+                    except OSError as e:
+                        # Cut off whatever part was written, so the next append does not follow a torn record.
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(self._append_fd, before)
+                        self._refused_write = True
+                        # Everything acknowledged: old segments can go, and the write may fit then.
+                        if attempt == 2 or not self._give_space_back():
+                            raise StoreError(f"cannot write to spool {self.directory}: {e.strerror}") from e
+                end = last + before
+                for body in records:
+                    end += _HEADER.size + len(body)
+                    self._keys.add(end, body)
+                self._keys.added()
                 self._sizes[last] = before + len(data)
                 self._end += len(data)
                 self._pending += len(records)
@@ -391,6 +496,43 @@ class DiskSpool:
             return  # keep appending to the current segment; rolling is retried on the next append
         os.close(self._append_fd)
         self._append_fd = fd
+
+    def _reclaim(self) -> None:
+        """Start a new segment at the end of a wholly acknowledged spool and delete the old ones (call with
+        ``_lock`` held; if an append is running, that append does it when it needs the space)."""
+        if self._append_lock.acquire(blocking=False):
+            try:
+                self._give_space_back()
+            finally:
+                self._append_lock.release()
+
+    def _give_space_back(self) -> bool:
+        """If every record is acknowledged, move to a fresh segment and delete the others (call with both
+        locks held); True if some space was given back."""
+        if self._committed != self._end or self._sizes[self._bases[-1]] == 0:
+            return False
+        self._roll()
+        if self._bases[-1] != self._end:
+            return False
+        self._refused_write = False
+        while len(self._bases) > 1:
+            base = self._bases.pop(0)
+            del self._sizes[base]
+            fd = self._read_fds.pop(base, None)
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                self._segment_path(base).unlink()
+        return True
+
+    def _stored(self, end: int, length: int) -> bytes:
+        """The body of the record that ends at ``end`` (call with ``_lock`` held); b"" if unreadable."""
+        start = end - length
+        base = self._segment_of(start)
+        try:
+            return os.pread(self._read_fd(base), length, start - base)
+        except OSError:
+            return b""
 
     def _segment_of(self, position: int) -> int:
         return self._bases[bisect.bisect_right(self._bases, position) - 1]
@@ -448,9 +590,13 @@ class DiskSpool:
                 return
             self._committed = position
             self._pending = max(self._pending - count, 0)
+            self._keys.commit(position)
             packed = struct.pack("<Q", position)
             try:
                 os.pwrite(self._committed_fd, packed + struct.pack("<I", zlib.crc32(packed)), 0)
+                last = self._bases[-1]
+                if position == self._end and (self._refused_write or self._sizes[last] >= _RECLAIM_BYTES):
+                    self._reclaim()
                 while len(self._bases) > 1 and self._bases[1] <= position:
                     base = self._bases.pop(0)
                     del self._sizes[base]
@@ -516,6 +662,7 @@ class MemorySpool:
         self._records: deque[bytes] = deque()
         self._base = 0
         self._lock = threading.Lock()
+        self._keys = _PendingKeys(lambda end, _length: self._records[end - 1 - self._base])
         self.dead_letters: deque[DeadLetter] = deque(maxlen=1000)
 
     @property
@@ -542,11 +689,20 @@ class MemorySpool:
         """``capacity`` minus the records held."""
         return max(self.capacity - len(self._records), 0)
 
+    def absent(self, records: Sequence[bytes]) -> tuple[list[bytes], int]:
+        """``records`` less those held unacknowledged with the same event id and bytes (see Spool)."""
+        with self._lock:
+            return self._keys.absent(records)
+
     def append(self, records: Sequence[bytes], written: Callable[[int], None] | None = None) -> int:
         """Keep ``records``; returns the new end (and passes it to ``written``)."""
         with self._lock:
-            self._records.extend(records)
             end = self._base + len(self._records)
+            for body in records:
+                end += 1
+                self._keys.add(end, body)
+            self._keys.added()
+            self._records.extend(records)
         if written is not None:
             written(end)
         return end
@@ -573,6 +729,7 @@ class MemorySpool:
             while self._base < position and self._records:
                 self._records.popleft()
                 self._base += 1
+            self._keys.commit(position)
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         """Keep ``letters`` in :attr:`dead_letters`."""

@@ -1,17 +1,22 @@
 """How an emitter hands a signed batch to a ledger, and what the ledger's answer means.
 
-A :class:`Transport` sends one envelope and returns one receipt per event, in batch order. Its errors tell
-the emitter what to do next:
+A :class:`Transport` sends one envelope and returns one receipt per event, in batch order. What the emitter
+does after an error is decided by :func:`refuses_events` alone:
 
-* retry later (the events stay in the spool): :class:`~lineage_ledger.errors.TransportError` (unreachable,
-  5xx, a wrong URL, 421: an event sent to a shard that does not own it),
+* dead-letter, only when the ledger judged the events themselves invalid:
+  :class:`~lineage_ledger.errors.InputError` (400, 413, 422 and other 4xx; ``field`` names the event when one
+  event is at fault, ``events[3].payload.ip``) and a :class:`~lineage_ledger.errors.ConflictError` that names
+  an event (409 ``events[k].event_id: ... already recorded ... with different bytes``: the producer used one
+  event id for two different events);
+* retry later, keeping the events in the spool, for everything else, since none of it says anything about
+  the events: :class:`~lineage_ledger.errors.TransportError` (unreachable, 5xx, a wrong URL, 421: an event
+  sent to a shard that does not own it, and a 409 that names no event: an index already taken or another
+  conflict inside the ledger, such as a second writer or a stale server),
   :class:`~lineage_ledger.errors.PushbackError` (503, 429 or 408; ``retry_after`` from the ``Retry-After``
-  header), and :class:`~lineage_ledger.errors.KeyringError` /
+  header; a server that is not ready answers 503), :class:`~lineage_ledger.errors.KeyringError` /
   :class:`~lineage_ledger.errors.SignatureError` (401 or 403: the API key or the producer key is not
-  accepted *yet*: an operator fixes configuration, and nothing should be thrown away meanwhile);
-* dead-letter (the events themselves are refused): :class:`~lineage_ledger.errors.InputError` (400, 413,
-  422 and other 4xx; ``field`` names the event when one event is at fault, ``events[3].payload.ip``) and
-  :class:`~lineage_ledger.errors.ConflictError` (409: an event id already holds other bytes).
+  accepted *yet*: an operator fixes configuration, and nothing should be thrown away meanwhile), and any
+  other exception.
 
 :class:`HttpTransport` speaks the service's ``POST /v1/batches`` (httpx is imported only when one is
 built); :class:`ShardedHttpTransport` does the same for a sharded ledger served by one ``lineage serve`` per
@@ -58,13 +63,30 @@ __all__ = [
     "LocalTransport",
     "ShardedHttpTransport",
     "Transport",
+    "refuses_events",
 ]
 
 BATCHES_PATH: Final = "/v1/batches"
 ERRORS_TO_RETRY: Final = (TransportError, PushbackError, KeyringError, SignatureError)
-"""The errors after which the emitter keeps the events in its spool and retries (see above)."""
+"""Errors that are always retried; with every error :func:`refuses_events` does not accept (see above)."""
 _DEFAULT_RETRY_AFTER: Final = 1.0
 _MAX_RETRY_AFTER: Final = 300.0
+
+
+def refuses_events(error: BaseException) -> bool:
+    """True if ``error`` means the ledger judged the events themselves invalid (the emitter dead-letters
+    them); False if it says nothing against them (the emitter keeps them spooled and retries)."""
+    if isinstance(error, ConflictError):
+        return event_at(str(error)) is not None
+    return isinstance(error, InputError)
+
+
+def _conflict(detail: str) -> LedgerError:
+    """A conflict answered by the ledger: the event's (ConflictError) only when it names the event whose id
+    holds other bytes; otherwise the ledger's own (an index already taken), which is retried."""
+    if event_at(detail) is not None:
+        return ConflictError(detail)
+    return TransportError(f"the ledger refused a write for a conflict inside it, not in the events: {detail}")
 
 
 class Transport(Protocol):
@@ -106,8 +128,9 @@ class LocalTransport:
     """Appends to a :class:`~lineage_ledger.ledger.writer.Ledger` in this process (tests, benchmarks, tools).
 
     The caller keeps owning the ledger (``close`` does not close it). Calls are serialised with a lock,
-    because a Ledger is a single sequencer. Store failures other than a conflict become TransportError, so
-    the emitter retries them instead of dead-lettering events the ledger never judged.
+    because a Ledger is a single sequencer. Store failures other than a conflict an event caused (its id
+    recorded with other bytes) become TransportError, so the emitter retries them instead of dead-lettering
+    events the ledger never judged.
     """
 
     def __init__(self, ledger: Ledger) -> None:
@@ -119,8 +142,8 @@ class LocalTransport:
         with self._lock:
             try:
                 return self.ledger.append(envelope).receipts
-            except ConflictError:
-                raise
+            except ConflictError as e:
+                raise _conflict(str(e)) from e
             except StoreError as e:
                 raise TransportError(f"the ledger's store failed: {e}") from e
 
@@ -232,7 +255,7 @@ class HttpTransport:
                 return SignatureError(f"{said}: {detail}")
             return KeyringError(f"{said}: {detail}")
         if status == 409:
-            return ConflictError(detail)
+            return _conflict(problem.detail)
         if status == 400:
             return EnvelopeError(problem.field or "envelope", f"400: {problem.detail}" if problem.detail else said)
         return InputError(problem.field or "envelope", f"{status}: {problem.detail}" if problem.detail else said)
@@ -342,7 +365,7 @@ class ShardedHttpTransport:
                 failures.append((g, e))
         if not failures:
             return [receipt for receipts in answers for receipt in receipts]
-        retryable = [e for _, e in failures if isinstance(e, ERRORS_TO_RETRY) or not isinstance(e, LedgerError)]
+        retryable = [e for _, e in failures if not refuses_events(e)]
         if retryable:
             raise retryable[0]
         g, refusal = failures[0]

@@ -117,8 +117,9 @@ def test_commands_without_ledger_use_the_documented_default(ledger: Path, workdi
         ["keys", "--ledger", "{ledger}", "--json", "list"],
         ["findings", "--json", "--ledger", "{ledger}", "scan"],
         ["evidence", "--json", "export", PARENT, "-o", "{out}", "--ledger", "{ledger}"],
+        ["evidence", "--ledger", "{ledger}", "export", PARENT, "-o", "{out}", "--json"],
     ],
-    ids=["ledger-before", "json-before", "last-wins", "keys-group", "findings-group", "evidence-group"],
+    ids=["ledger-before", "json-before", "last-wins", "keys", "findings", "evidence-json", "evidence-ledger"],
 )
 def test_an_option_given_before_the_subcommand_is_honoured(
     workdir: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
@@ -135,6 +136,17 @@ def test_an_option_given_before_the_subcommand_is_honoured(
     assert answer
     assert not (workdir / "lineage.db").exists()
     assert not (workdir / "lineage-demo").exists()
+
+
+def test_evidence_verify_reads_no_ledger(ledger: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = run(capsys, "checkpoint", "--verifier-key").out.strip()
+    bundle = ledger.parent / "parent.json"
+    assert run(capsys, "evidence", "export", PARENT, "-o", str(bundle)).code == 0
+    for argv in (["evidence"], ["evidence", "--ledger", str(ledger.parent / "nowhere.db")]):
+        result = run(capsys, *argv, "verify", str(bundle), "--key", key, "--json")
+        assert result.code == 0, result.err
+        assert result.json()["count"] == 2
+    assert not (ledger.parent / "nowhere.db").exists()
 
 
 def test_help_documents_the_default_ledger(capsys: pytest.CaptureFixture[str]) -> None:

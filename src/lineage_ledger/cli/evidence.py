@@ -126,7 +126,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``lineage evidence export`` and ``lineage evidence verify`` to the CLI's subcommands."""
-    e = sub.add_parser("evidence", parents=[output_options()], help="self-contained evidence bundles, checked offline")
+    e = sub.add_parser("evidence", parents=[common], help="self-contained evidence bundles, checked offline")
     es = e.add_subparsers(dest="evidence_command", required=True)
 
     p = es.add_parser("export", parents=[common], help="write a subject's evidence bundle to a file")
@@ -144,4 +144,4 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"the log's verifier key (note key string, or a file holding one); else ${TRUSTED_KEY_ENV_VAR}. "
         "Required: the key inside the bundle is not trusted",
     )
-    p.set_defaults(func=_verify)
+    p.set_defaults(func=_verify, ledger_default=None)  # reads no ledger, whatever the group was given

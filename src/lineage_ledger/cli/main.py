@@ -1051,7 +1051,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fill_defaults(args)
     # messages are escaped: rich would take a bracketed part of one ("[a-z]", "[server]") for markup
     try:
-        if hasattr(args, "ledger") and not args.creates_ledger:
+        if getattr(args, "ledger_default", None) is not None and not args.creates_ledger:
             require_ledger(args.ledger)
         code = int(args.func(args))
         sys.stdout.flush()  # here, where a reader that went away (BrokenPipeError) is handled, not at exit

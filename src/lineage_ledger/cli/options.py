@@ -47,7 +47,7 @@ def output_options() -> argparse.ArgumentParser:
 def ledger_options(default: str = DEFAULT_LEDGER) -> argparse.ArgumentParser:
     """A parent parser holding ``--ledger`` and ``--log-key``; ``default`` is the ledger used without
     ``--ledger``. A command given these reads an existing ledger unless its parser sets
-    ``creates_ledger=True``."""
+    ``creates_ledger=True``; one under a group that has them but reads no ledger sets ``ledger_default=None``."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--ledger",
@@ -80,7 +80,7 @@ def fill_defaults(args: argparse.Namespace) -> None:
     """Give every shared option that was not on the command line its default."""
     if not hasattr(args, "json"):
         args.json = False
-    if hasattr(args, "ledger_default"):
+    if getattr(args, "ledger_default", None) is not None:
         if not hasattr(args, "ledger"):
             args.ledger = args.ledger_default
         if not hasattr(args, "log_key"):

@@ -29,6 +29,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,13 +38,25 @@ from typing import Any, Final, NoReturn
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_KEY_WARNING", "BundleEvent", "BundleReport", "main", "verify_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_KEY_WARNING",
+    "TRUSTED_KEY_ENV_VAR",
+    "BundleEvent",
+    "BundleReport",
+    "main",
+    "verify_bundle",
+]
 
 BUNDLE_FORMAT: Final = "lineage-ledger-evidence/1"
 """The ``format`` field of the bundles this module checks."""
 
 BUNDLE_KEY_WARNING: Final = "key taken from the bundle: only proves internal consistency"
 """The warning a report carries when no log key was given and the bundle's own copy was used."""
+
+TRUSTED_KEY_ENV_VAR: Final = "LINEAGE_TRUSTED_KEY"
+"""The environment variable the command-line verifiers read the log's trusted verifier key from (a key
+string or a file holding one) when no ``--key`` is given."""
 
 _BATCH_PAYLOAD_TYPE: Final = "application/vnd.lineage-ledger.batch.v1+json"
 _ZERO_HEX: Final = "0" * 64
@@ -872,14 +885,16 @@ def verify_bundle(data: bytes, *, log_key: str | None = None) -> BundleReport:
 def _render(report: BundleReport) -> str:
     lines = []
     if report.ok:
-        what = f"{report.count} entries" if report.count else "no entries (proven absent)"
+        entries = f"{report.count} entr{'y' if report.count == 1 else 'ies'}"
+        what = entries if report.count else "no entries (proven absent)"
         lines.append(
             f"OK: complete history of {report.subject} as of checkpoint {report.origin} size {report.tree_size}: "
             + what
             + ("; REVOKED" if report.revoked else "")
         )
     else:
-        lines.append(f"FAILED: {report.subject} ({len(report.problems)} problems)")
+        problems = len(report.problems)
+        lines.append(f"FAILED: {report.subject} ({problems} problem{'' if problems == 1 else 's'})")
     for e in report.events:
         detail = " ".join(x for x in (e.resource, e.outcome) if x)
         row = f"  {e.index:>8}  {e.occurred_at}  {e.event_type:<14} {e.verdict:<10} {e.producer}  {detail}"
@@ -900,20 +915,32 @@ def _key_argument(value: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python offline.py BUNDLE [--key KEY] [--json]``: 0 when the bundle verifies, 1 when not, 2 for
-    unusable arguments (an unreadable file)."""
+    """``python offline.py BUNDLE --key KEY [--json]``: 0 when the bundle verifies, 1 when not, 2 for
+    unusable arguments (an unreadable file, or no trusted key: ``--key`` or ``$LINEAGE_TRUSTED_KEY``)."""
     parser = argparse.ArgumentParser(prog="lineage-evidence-verify", description="Check an evidence bundle offline.")
     parser.add_argument("file", help="the bundle ('-' for standard input)")
-    parser.add_argument("--key", help="the log's note verifier key, or a file holding it")
+    parser.add_argument(
+        "--key",
+        help=f"the log's note verifier key, or a file holding it; else ${TRUSTED_KEY_ENV_VAR}. Required: the key "
+        "inside the bundle is not trusted",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    given = args.key or os.environ.get(TRUSTED_KEY_ENV_VAR, "").strip()
+    if not given:
+        print(
+            f"error: no trusted log key: give --key KEY (the log's verifier key, from a copy kept apart from the "
+            f"ledger) or set ${TRUSTED_KEY_ENV_VAR}; the key inside the bundle cannot vouch for the bundle",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.file == "-":
             data = sys.stdin.buffer.read()
         else:
             with open(args.file, "rb") as f:
                 data = f.read()
-        key = None if args.key is None else _key_argument(args.key)
+        key = _key_argument(given)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -493,3 +493,25 @@ class TestTypedRoundTrip:
         assert data == rfc8785.dumps(msgspec.to_builtins(event))
         assert decode_event(data) == event
         assert encode_event(msgspec.to_builtins(event)) == data
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("occurred_at", "2026-12-01T09:30:00Z", "HLC reading"),  # shorter than a reading
+        ("occurred_at", "2026-12-01T09:30:00.123456+00:00", "HLC reading"),  # longer
+        ("occurred_at", "2026-12-01T09:30:00.1234Z", "HLC reading"),  # as long as one
+        ("occurred_at", 1763891234, "HLC reading"),  # a number (epoch seconds)
+        ("event_id", "not-a-uuid", "UUIDv7"),
+        ("token_id", "abc", "64 lowercase hex digits"),
+    ],
+)
+def test_a_malformed_head_field_names_the_form_expected(field: str, value: object, expected: str) -> None:
+    event = {**TOKEN_EVENT, field: value}
+    with pytest.raises(InputError) as raised:
+        decode_event(rfc8785.dumps(event))
+    assert raised.value.field == f"event.{field}"
+    assert expected in raised.value.reason
+    assert "Expected `" not in raised.value.reason
+    if field == "occurred_at":
+        assert "1763891234123456789.00000" in raised.value.reason  # an example of the form

@@ -8,7 +8,6 @@ the bundle is attacked: each table row changes one thing, and the verifier must 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -24,14 +23,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lineage_ledger import offline
-from lineage_ledger.cli.evidence import register
+from lineage_ledger.cli.main import main
 from lineage_ledger.core.crypto import Ed25519Signer, token_fingerprint
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.note import verifier_key
 from lineage_ledger.errors import InputError, NotFoundError
 from lineage_ledger.ledger.evidence import export_evidence
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
-from lineage_ledger.offline import BUNDLE_KEY_WARNING, BundleReport, verify_bundle
+from lineage_ledger.offline import BUNDLE_KEY_WARNING, TRUSTED_KEY_ENV_VAR, BundleReport, verify_bundle
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import Store
 from lineage_ledger.workload import PRODUCERS, Workload, batches, generate
@@ -593,23 +592,13 @@ def test_offline_note_against_go_example() -> None:
 # -- command line --------------------------------------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    """The subcommand wired as cli.main wires its own (a common parent with --ledger and --json)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--ledger", default="./lineage.db")
-    common.add_argument("--json", action="store_true")
-    root = argparse.ArgumentParser(prog="lineage")
-    register(root.add_subparsers(dest="command", required=True), common)
-    return root
-
-
 def run(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
+    return main(argv)
 
 
-def test_cli_export_then_verify(world: World, target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_then_verify(
+    world: World, target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "bundle.json"
     token = target.removeprefix("token:")
     assert run(["evidence", "export", token, "-o", str(out), "--ledger", world.url, "--json"]) == 0
@@ -633,8 +622,17 @@ def test_cli_export_then_verify(world: World, target: str, tmp_path: Path, capsy
     assert "REVOKED" in shown.out
     assert shown.err == ""
 
-    assert run(["evidence", "verify", str(out)]) == 0
-    assert BUNDLE_KEY_WARNING in capsys.readouterr().err
+    # the key inside the bundle cannot vouch for it: without a trusted key there is no success to report
+    monkeypatch.delenv(TRUSTED_KEY_ENV_VAR, raising=False)
+    assert run(["evidence", "verify", str(out)]) == 2
+    shown = capsys.readouterr()
+    assert "--key" in shown.err
+    assert TRUSTED_KEY_ENV_VAR in shown.err
+    assert "OK" not in shown.out
+    assert BUNDLE_KEY_WARNING not in shown.err
+    monkeypatch.setenv(TRUSTED_KEY_ENV_VAR, str(key_file))
+    assert run(["evidence", "verify", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["key_source"] == "given"
 
 
 def test_cli_verify_fails_on_a_tampered_bundle(
@@ -661,15 +659,24 @@ def test_cli_export_at_a_size_and_of_an_asset(world: World, tmp_path: Path, caps
 
 
 def test_offline_main_stand_alone(
-    world: World, target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: World, target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv(TRUSTED_KEY_ENV_VAR, raising=False)
     out = tmp_path / "bundle.json"
     out.write_bytes(world.export(target))
     assert offline.main([str(out), "--key", world.log_key]) == 0
     assert capsys.readouterr().out.startswith(f"OK: complete history of {target}")
     assert offline.main([str(out), "--key", wrong_log_key(world), "--json"]) == 1
     assert not json.loads(capsys.readouterr().out)["ok"]
-    assert offline.main([str(tmp_path / "missing.json")]) == 2
+    assert offline.main([str(tmp_path / "missing.json"), "--key", world.log_key]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    # without a trusted key nothing is reported as verified; the environment variable is one way to give it
+    assert offline.main([str(out)]) == 2
+    shown = capsys.readouterr()
+    assert (shown.out, "--key" in shown.err, TRUSTED_KEY_ENV_VAR in shown.err) == ("", True, True)
+    monkeypatch.setenv(TRUSTED_KEY_ENV_VAR, world.log_key)
+    assert offline.main([str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["key_source"] == "given"
 
 
 def test_offline_file_runs_as_a_script(world: World, target: str, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from lineage_ledger.cli.main import main
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.model import read_subject
 from lineage_ledger.core.routing import shard_of
+from lineage_ledger.errors import NotFoundError
 from lineage_ledger.keys import write_signer_key
 from lineage_ledger.ledger.lineage import Lineage
 from lineage_ledger.ledger.sharded_lineage import ShardedLineage
@@ -119,6 +120,10 @@ def test_family_answers_across_shards_equal_one_ledgers(tmp_path: Path) -> None:
         since, expected_since = sharded.since_last_refresh(b), one.since_last_refresh(b)
         assert (since.start, since.end) == (expected_since.start, expected_since.end)
         assert ids([r for _, r in since.uses]) == ids(expected_since.uses)
+        never = token_id("sharded-never-seen")  # an answer about a token no shard knows is NotFoundError
+        for ask in (sharded.family, sharded.blast_radius, one.family, one.blast_radius):
+            with pytest.raises(NotFoundError, match=never):
+                ask(never)
     finally:
         for s in [*stores, whole]:
             s.close()

@@ -241,6 +241,8 @@ def test_api_keys_are_stored_only_as_hashes_in_a_private_file(tmp_path: Path) ->
 
 def test_cli_creates_api_keys_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ledger = tmp_path / "cli.db"
+    assert main(["init", "--ledger", str(ledger)]) == 0
+    capsys.readouterr()
     assert (
         main(["apikey", "create", "--ledger", str(ledger), "--role", "producer", "--producer", "svc-a", "--json"]) == 0
     )

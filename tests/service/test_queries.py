@@ -65,3 +65,40 @@ def test_evidence_endpoint_bundle_verifies_offline(service: Harness) -> None:
     assert report.ok, report.problems
     assert report.count == 3  # ROTATED, USED, REVOKED
     assert report.revoked
+
+
+def test_an_unknown_token_is_not_found_and_a_malformed_one_is_refused(service: Harness) -> None:
+    _history(service)
+    auditor = service.auth("auditor")
+    never, t = "d" * 64, str(time.time_ns())
+    for route, params in (
+        ("family", {}),
+        ("blast-radius", {}),
+        ("since-refresh", {}),
+        ("policy", {}),
+        ("state", {"at": t}),
+    ):
+        unknown = service.client.get(f"/v1/query/tokens/{never}/{route}", params=params, headers=auditor)
+        assert unknown.status_code == 404, (route, unknown.text)
+        assert unknown.headers["content-type"].startswith("application/problem+json")
+        assert never in unknown.json()["detail"]
+        malformed = service.client.get(f"/v1/query/tokens/{'D' * 64}/{route}", params=params, headers=auditor)
+        assert malformed.status_code == 422, (route, malformed.text)
+        assert malformed.headers["content-type"].startswith("application/problem+json")
+
+
+def test_evidence_of_an_unknown_token_says_it_proves_absence(service: Harness) -> None:
+    _history(service)
+    auditor = service.auth("auditor")
+    never = "d" * 64
+    absent = service.client.get(f"/v1/evidence/{never}", headers=auditor)
+    assert absent.status_code == 200
+    assert absent.headers["lineage-evidence"] == "absence"
+    report = verify_bundle(absent.content, log_key=str(service.ledger.verifier))
+    assert (report.ok, report.count, report.subject) == (True, 0, "token:" + never)
+    present = service.client.get(f"/v1/evidence/token:{CHILD}", headers=auditor)
+    assert present.headers["lineage-evidence"] == "history"
+    for malformed in ("token:" + "D" * 64, "token:abc", "abc"):
+        refused = service.client.get(f"/v1/evidence/{malformed}", headers=auditor)
+        assert refused.status_code == 422, (malformed, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")

@@ -1,26 +1,33 @@
-"""``lineage evidence ...``: export a subject's evidence bundle, and check one offline (no database)."""
+"""``lineage evidence ...``: export a subject's evidence bundle, and check one offline (no database).
+
+``verify`` needs the log's verifier key from a source the bundle does not control (``--key`` or
+``$LINEAGE_TRUSTED_KEY``): a bundle checked against the key it carries itself proves nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lineage_ledger.cli.options import output_options, subject_argument
+from lineage_ledger.cli.render import counted, error_console, output_console, print_table
+from lineage_ledger.errors import InputError
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.evidence import export_evidence
-from lineage_ledger.offline import BundleReport, verify_bundle
+from lineage_ledger.offline import TRUSTED_KEY_ENV_VAR, BundleReport, verify_bundle
 from lineage_ledger.store import open_store
 
 __all__ = ["register"]
 
-_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_out = output_console()
+_err = error_console()
 
 
 def _print_json(value: Any) -> None:
@@ -33,40 +40,50 @@ def _export(args: argparse.Namespace) -> int:
         bundle = export_evidence(store, args.token_id, size=args.size)
     finally:
         store.close()
+    summary = json.loads(bundle)
+    subject, size, count = summary["subject"], summary["tree_size"], len(summary["entries"])
+    absent = (
+        f"{subject} has no entries as of the checkpoint of size {size}: "
+        "the bundle is a proof of absence, not of any history"
+    )
     if args.output == "-":
         sys.stdout.buffer.write(bundle)
         sys.stdout.buffer.flush()
+        if not count:
+            _err.print(f"[yellow]note:[/] {escape(absent)}")
         return 0
     Path(args.output).write_bytes(bundle)
-    summary = json.loads(bundle)
     if args.json:
         _print_json(
             {
                 "file": args.output,
-                "subject": summary["subject"],
-                "tree_size": summary["tree_size"],
-                "entries": len(summary["entries"]),
+                "subject": subject,
+                "tree_size": size,
+                "entries": count,
+                "proof_of_absence": not count,
                 "bytes": len(bundle),
             }
         )
-    else:
+    elif count:
         _out.print(
-            f"wrote the evidence of {summary['subject']} ({len(summary['entries'])} entries) against the "
-            f"checkpoint of size {summary['tree_size']} to {args.output}"
+            f"wrote the evidence of {escape(subject)} ({counted(count, 'entry', 'entries')}) against the "
+            f"checkpoint of size {size} to {escape(args.output)}"
         )
+    else:
+        _out.print(f"wrote a proof of absence to {escape(args.output)}: {escape(absent)}")
     return 0
 
 
 def _show(report: BundleReport) -> None:
     if report.ok:
-        what = f"{report.count} entries" if report.count else "no entries (proven absent)"
+        what = counted(report.count, "entry", "entries") if report.count else "no entries (proven absent)"
         _out.print(
             f"[green]OK[/] complete history of {escape(str(report.subject))} as of checkpoint "
             f"{escape(str(report.origin))} size "
             f"{report.tree_size}: {what}" + ("; [bold]REVOKED[/]" if report.revoked else "")
         )
     else:
-        _out.print(f"[red]FAILED[/] {escape(str(report.subject))}: {len(report.problems)} problems")
+        _out.print(f"[red]FAILED[/] {escape(str(report.subject))}: {counted(len(report.problems), 'problem')}")
     if report.events:
         table = Table(show_edge=False, pad_edge=False)
         for col in ("index", "occurred_at", "event", "verdict", "producer", "resource", "outcome"):
@@ -76,16 +93,29 @@ def _show(report: BundleReport) -> None:
             plain = (e.occurred_at, e.event_type, e.producer, e.resource or "", e.outcome or "")
             occurred_at, event_type, producer, resource, outcome = (escape(cell) for cell in plain)
             table.add_row(str(e.index), occurred_at, event_type, verdict, producer, resource, outcome)
-        _out.print(table)
+        print_table(_out, table)
     for problem in report.problems:
         _out.print(f"  [red]problem:[/] {escape(problem)}")
     for warning in report.warnings:
         _err.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
+def _trusted_key(args: argparse.Namespace) -> str:
+    """The log's verifier key from --key, else $LINEAGE_TRUSTED_KEY (each a key string or a file holding one)."""
+    given = args.key or os.environ.get(TRUSTED_KEY_ENV_VAR, "").strip()
+    if not given:
+        raise InputError(
+            "--key",
+            "no trusted log key: give --key KEY (the log's verifier key, which lineage checkpoint --verifier-key "
+            f"prints, from a copy kept apart from the ledger) or set ${TRUSTED_KEY_ENV_VAR}; the key inside the "
+            "bundle cannot vouch for the bundle",
+        )
+    return str(load_verifier(given))
+
+
 def _verify(args: argparse.Namespace) -> int:
+    key = _trusted_key(args)
     data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
-    key = str(load_verifier(args.key)) if args.key else None
     report = verify_bundle(data, log_key=key)
     if args.json:
         _print_json(report.to_json())
@@ -100,12 +130,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     es = e.add_subparsers(dest="evidence_command", required=True)
 
     p = es.add_parser("export", parents=[common], help="write a subject's evidence bundle to a file")
-    p.add_argument("token_id", help="a token id, or a prefixed subject (token:, asset:, policy:)")
+    p.add_argument(
+        "token_id", type=subject_argument, help="a token id, or a prefixed subject (token:, asset:, policy:, producer:)"
+    )
     p.add_argument("-o", "--output", required=True, help="the bundle file ('-' for standard output)")
     p.add_argument("--size", type=int, help="the checkpoint's tree size (default: the latest)")
     p.set_defaults(func=_export)
 
-    p = es.add_parser("verify", parents=[common], help="check a bundle offline, with no database")
+    p = es.add_parser("verify", parents=[output_options()], help="check a bundle offline, with no database")
     p.add_argument("file", help="the bundle file ('-' for standard input)")
-    p.add_argument("--key", help="the log's verifier key (note key string, or a file holding one)")
-    p.set_defaults(func=_verify)
+    p.add_argument(
+        "--key",
+        help=f"the log's verifier key (note key string, or a file holding one); else ${TRUSTED_KEY_ENV_VAR}. "
+        "Required: the key inside the bundle is not trusted",
+    )
+    p.set_defaults(func=_verify, ledger_default=None)  # reads no ledger, whatever the group was given

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lineage_ledger.cli.options import TOKEN_ID_HELP, token_id_argument
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
 from lineage_ledger.errors import NotFoundError
 from lineage_ledger.keys import load_verifier
@@ -81,9 +82,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "export", parents=[common], help="a token family or asset lineage as PROV-JSON, DOT, Mermaid or JSONL"
     )
-    p.add_argument("format", choices=["prov", "dot", "mermaid", "jsonl"])
+    formats = ["prov", "dot", "mermaid", "jsonl"]
+    p.add_argument("format", choices=formats, help="W3C PROV-JSON, Graphviz DOT, Mermaid or JSON lines")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--token-id", help="the token's whole family, with every event of its tokens")
+    target.add_argument(
+        "--token-id",
+        type=token_id_argument,
+        help="the token's whole family, with every event of its tokens; " + TOKEN_ID_HELP,
+    )
     target.add_argument("--asset-id", help="the asset's upstream and downstream lineage")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
     p.add_argument(

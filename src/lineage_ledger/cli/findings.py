@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from lineage_ledger.cli.render import counted, output_console, print_table
 from lineage_ledger.core.hlc import parse_reading
 from lineage_ledger.errors import InputError
 from lineage_ledger.ledger.findings import (
@@ -28,7 +27,7 @@ from lineage_ledger.webhook import WebhookSink
 
 __all__ = ["register"]
 
-_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+_out = output_console()
 _S = 1_000_000_000
 _COLOURS = {"low": "dim", "medium": "yellow", "high": "red", "critical": "bold red"}
 
@@ -93,19 +92,19 @@ def _rules(args: argparse.Namespace) -> RuleSet:
 
 
 def _table(findings: list[Finding]) -> None:
-    table = Table(title=f"{len(findings)} findings", show_edge=False, pad_edge=False)
+    table = Table(title=counted(len(findings), "finding"), show_edge=False, pad_edge=False)
     for col in ("severity", "rule", "subject", "indices", "detected_at", "message"):
         table.add_column(col)
     for f in findings:
         table.add_row(
             f"[{_COLOURS[f.severity]}]{f.severity}[/]",
             f.rule,
-            f.subject[:48],
+            f.subject,
             ",".join(map(str, f.indices)),
             f.detected_at,
             f.message,
         )
-    _out.print(table)
+    print_table(_out, table)
 
 
 def _scan_sharded(args: argparse.Namespace, layout: ShardLayout, rules: RuleSet, now: str | int | None) -> int:
@@ -133,9 +132,9 @@ def _scan_sharded(args: argparse.Namespace, layout: ShardLayout, rules: RuleSet,
         for sev, item in found:
             where = f"shard {item['shard']}" if "shard" in item else "across shards"
             _out.print(
-                f"[{_COLOURS[sev]}]{sev:>8}[/] {item['rule']:<32} {item['subject'][:40]:<40} {where}: {item['message']}"
+                f"[{_COLOURS[sev]}]{sev:>8}[/] {item['rule']:<32} {item['subject']:<40} {where}: {item['message']}"
             )
-        _out.print(f"{len(found)} findings over {layout.shards} shards")
+        _out.print(f"{counted(len(found), 'finding')} over {counted(layout.shards, 'shard')}")
     if args.fail_on is not None and any(_rank(sev) >= _rank(args.fail_on) for sev, _ in found):
         return 1
     return 0
@@ -174,7 +173,7 @@ def _scan(args: argparse.Namespace) -> int:
     else:
         _table(found)
         counts = ", ".join(f"{n} {s}" for s, n in by_severity.items() if n) or "none"
-        _out.print(f"scanned {scanned} entries: {counts}")
+        _out.print(f"scanned {counted(scanned, 'entry', 'entries')}: {counts}")
     if args.fail_on is not None and any(_rank(f.severity) >= _rank(args.fail_on) for f in found):
         return 1
     return 0
@@ -189,7 +188,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--jsonl", metavar="FILE", help="append each finding to FILE as a canonical JSON line")
     p.add_argument("--webhook", metavar="URL", help="POST the findings to URL in JSON batches")
-    p.add_argument("--webhook-timeout", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument(
+        "--webhook-timeout", type=float, default=5.0, metavar="SECONDS", help="seconds per webhook request (default 5)"
+    )
     p.add_argument("--min-severity", choices=SEVERITIES, default="low", help="report only this severity and above")
     p.add_argument("--fail-on", choices=SEVERITIES, help="exit 1 if a finding of this severity or above is found")
     p.add_argument("--skew-seconds", type=float, default=60.0, help="clock skew tolerance (default 60)")

@@ -13,14 +13,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rich.console import Console
-
+from lineage_ledger.cli.options import output_options
+from lineage_ledger.cli.render import error_console, output_console
 from lineage_ledger.errors import InputError
 
 __all__ = ["register"]
 
-_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-_err = Console(stderr=True, highlight=False)
+_out = output_console()
+_err = error_console()
 
 
 @contextmanager
@@ -293,7 +293,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``consume``, ``schemas``, ``shards`` and ``provision`` commands."""
     p = sub.add_parser("consume", parents=[common], help="ingest a Kafka topic into the ledger, exactly once")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port...]")
-    p.add_argument("--topic", required=True)
+    p.add_argument("--topic", required=True, help="the Kafka topic the producers publish to")
     p.add_argument("--partition", type=int, action="append", help="consume only this partition (repeatable)")
     p.add_argument(
         "--shard",
@@ -316,10 +316,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("schemas", parents=[common], help="Avro schemas registered for the Kafka transport")
     ss = p.add_subparsers(dest="schemas_command", required=True)
-    s = ss.add_parser("list", parents=[common])
+    s = ss.add_parser("list", parents=[common], help="every registered schema and its fingerprint")
     s.set_defaults(func=_schemas)
     s = ss.add_parser("add", parents=[common], help="register an Avro schema (.avsc) so consume can read it")
-    s.add_argument("file")
+    s.add_argument("file", help="the Avro schema file (.avsc)")
     s.set_defaults(func=_schemas)
 
     p = sub.add_parser("shards", parents=[common], help="a sharded ledger's root log")
@@ -329,7 +329,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.set_defaults(func=_collect)
 
     p = sub.add_parser(
-        "provision", help="create (or migrate) PostgreSQL ledger databases and their writer and auditor roles"
+        "provision",
+        parents=[output_options()],
+        help="create (or migrate) PostgreSQL ledger databases and their writer and auditor roles",
     )
     p.add_argument("--admin-url", required=True, help="a role that may create roles and databases (it owns the tables)")
     p.add_argument("--database", required=True, help="the ledger's database (a sharded ledger's root)")
@@ -338,5 +340,4 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--auditor-role", default="lineage_auditor", help="may only SELECT")
     p.add_argument("--writer-password-file", help="set the writer role's password from this file")
     p.add_argument("--auditor-password-file", help="set the auditor role's password from this file")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_provision)

@@ -1,6 +1,7 @@
 """The ``lineage`` command. The only code in the package that prints or exits.
 
-Every command takes ``--ledger URL`` (default ``./lineage.db``; a path or ``sqlite:///path``) and ``--json``.
+Every command takes ``--ledger URL`` (default ``./lineage.db``; a path or ``sqlite:///path``) and ``--json``;
+only ``init`` and ``demo`` create a ledger, every other command refuses a missing one (cli.options).
 The log's signing key is read from ``--log-key FILE``, else ``$LINEAGE_LOG_KEY``, else ``<ledger>.key``
 beside an embedded ledger; it never lives in the database.
 """
@@ -17,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -26,7 +26,18 @@ from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
+from lineage_ledger.cli.options import (
+    TOKEN_ID_HELP,
+    fill_defaults,
+    ledger_options,
+    output_options,
+    package_version,
+    require_ledger,
+    shared_options,
+    token_id_argument,
+)
 from lineage_ledger.cli.query import register as register_query
+from lineage_ledger.cli.render import counted, error_console, output_console, print_table, silence_stdout
 from lineage_ledger.cli.tiles import register as register_tiles
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
@@ -51,9 +62,11 @@ __all__ = ["main"]
 
 CLI_PRODUCER = "lineage-cli"
 DEMO_ORIGIN = "demo.lineage-ledger.local/log"
+DEMO_LEDGER = "./lineage-demo/demo.db"
+_BATCH = "events per signed batch (default 1000)"
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = output_console()
+err = error_console()
 
 
 class CommandError(Exception):
@@ -197,7 +210,7 @@ def _read_events(path: str) -> list[bytes]:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     events = _read_events(args.file)
-    ledger = _open(args) if _exists(args.ledger) else _init(args)
+    ledger = _open(args)
     producer = load_signer(_producer_key_path(args))
     name = args.producer or producer.name
     key_id = args.key_id or _key_id(producer)
@@ -255,29 +268,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         _json(summary)
     else:
         out.print(
-            f"recorded {recorded} events ({duplicates} already present, {violations} flagged as violations); "
-            f"log size {size}, sealed {sealed}"
+            f"recorded {counted(recorded, 'event')} ({duplicates} already present, {violations} flagged as "
+            f"{'a violation' if violations == 1 else 'violations'}); log size {size}, sealed {sealed}"
         )
     if refused:  # the other batches are recorded; these are not, and nothing of them was written
         for where, error in refused:
             err.print(f"[red]error:[/] {where}: {type(error).__name__}: {escape(str(error))}")
         return 3
     return 0
-
-
-def _exists(url: str) -> bool:
-    path = _ledger_file(url)
-    if path is not None:
-        return path.exists()
-    if url.startswith(("postgresql://", "postgres://")):
-        store = open_store(url, readonly=True)
-        try:
-            return bool(store.meta())
-        except LedgerError:
-            return False
-        finally:
-            store.close()
-    return True
 
 
 # -- verify, checkpoint, prove -----------------------------------------------------------------------------
@@ -291,8 +289,6 @@ def _verifier_from(args: argparse.Namespace) -> NoteVerifier | None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     trusted = Path(args.trusted_checkpoint).read_text(encoding="utf-8") if args.trusted_checkpoint else None
-    if not _exists(args.ledger):
-        raise NotFoundError(f"no ledger at {args.ledger}")
     if _sharded(args.ledger):
         return _verify_sharded(args)
     with _progress(args, "verify", None) as advance:
@@ -314,8 +310,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if report.ok:
             rate = f"{report.size / report.seconds:,.0f}" if report.seconds else "-"
             out.print(
-                f"[green]OK[/] {report.size} entries, {report.blocks} blocks, {report.checkpoints} checkpoints, "
-                f"{report.envelopes} envelopes verified in {report.seconds:.2f} s ({rate} entries/s)"
+                f"[green]OK[/] {counted(report.size, 'entry', 'entries')}, {counted(report.blocks, 'block')}, "
+                f"{counted(report.checkpoints, 'checkpoint')}, {counted(report.envelopes, 'envelope')} verified in "
+                f"{report.seconds:.2f} s ({rate} entries/s)"
                 + (f"; extends the trusted checkpoint of size {report.trusted_size}" if report.trusted_size else "")
             )
         else:
@@ -475,7 +472,7 @@ def _print_trace(trace: Any) -> None:
             s.policy_version or "",
             "sealed" if s.sealed else "pending",
         )
-    out.print(table)
+    print_table(out, table)
     out.print(f"  resources touched: {', '.join(trace.resources) or 'none'}")
     out.print(f"  violations: {len(trace.violations)}")
 
@@ -622,14 +619,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from lineage_ledger.service.app import create_app
     except ImportError as e:
-        # escaped: main() prints through rich, which would read "[server]" as markup
         raise CommandError(
-            escape(f"the HTTP service needs the [server] extra: pip install 'lineage-ledger[server]' ({e})")
+            f"the HTTP service needs the [server] extra: pip install 'lineage-ledger[server]' ({e})"
         ) from e
     from lineage_ledger.service.auth import ApiKeyStore
 
-    if not _exists(args.ledger):
-        raise NotFoundError(f"no ledger at {args.ledger}; create it with lineage init")
     api_keys = ApiKeyStore.load(_api_key_path(args))
     if not api_keys.principals():
         err.print(f"[yellow]warning:[/] no API keys yet: create one with lineage apikey create --ledger {args.ledger}")
@@ -678,6 +672,8 @@ _SERVE_LOGGING: dict[str, Any] = {
 def cmd_apikey(args: argparse.Namespace) -> int:
     from lineage_ledger.service.auth import ApiKeyStore
 
+    if args.role == "producer" and not args.producer:
+        raise CommandError("--role producer needs --producer ID: the producer id the key may append batches for")
     path = _api_key_path(args)
     principal, raw = ApiKeyStore.load(path).create(args.role, args.producer)
     if args.json:
@@ -911,12 +907,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--ledger", default="./lineage.db", help="ledger URL: a path or sqlite:///path")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--log-key", help=f"log signing key file (else ${DEFAULT_KEY_ENV_VAR}, else <ledger>.key)")
-
+    common, output = shared_options(), output_options()
     parser = argparse.ArgumentParser(prog="lineage", description="A tamper-evident ledger of token lineage.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", parents=[common], help="create a ledger and its log key")
@@ -926,15 +919,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--producer-key", help="the CLI's producer key file, created if missing (default <ledger>.producer.key)"
     )
-    p.set_defaults(func=cmd_init)
+    p.set_defaults(func=cmd_init, creates_ledger=True)
 
     p = sub.add_parser("ingest", parents=[common], help="append events from a JSONL file in signed batches")
     p.add_argument("file", help="JSONL file, one event per line ('-' for standard input)")
-    p.add_argument("--batch", type=int, default=1000, choices=range(1, MAX_BATCH_EVENTS + 1), metavar="N")
+    p.add_argument("--batch", type=int, default=1000, choices=range(1, MAX_BATCH_EVENTS + 1), metavar="N", help=_BATCH)
     p.add_argument("--producer", help="producer id (default: the key's name)")
     p.add_argument("--producer-key", help="producer signing key file (default <ledger>.producer.key)")
-    p.add_argument("--key-id", help="producer key id")
-    p.add_argument("--origin", default="lineage.local/log", help="origin if the ledger is created")
+    p.add_argument("--key-id", help="producer key id (default: <key name>-<first 4 bytes of its hash>)")
     p.add_argument("--no-seal", action="store_true", help="leave the new entries pending")
     p.set_defaults(func=cmd_ingest)
 
@@ -952,7 +944,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prove", parents=[common], help="inclusion or consistency proof")
     p.add_argument("index", nargs="?", type=int, help="entry index")
     p.add_argument("--size", type=int, help="tree size of the checkpoint to prove against (default latest)")
-    p.add_argument("--consistency", nargs=2, type=int, metavar=("OLD", "NEW"))
+    p.add_argument(
+        "--consistency",
+        nargs=2,
+        type=int,
+        metavar=("OLD", "NEW"),
+        help="a consistency proof between the signed checkpoints of tree sizes OLD and NEW",
+    )
     p.set_defaults(func=cmd_prove)
 
     register_query(sub, common)
@@ -963,29 +961,33 @@ def _parser() -> argparse.ArgumentParser:
     register_tiles(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
-    p.add_argument("token_id")
+    p.add_argument("token_id", type=token_id_argument, help=TOKEN_ID_HELP)
     p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("keys", parents=[common], help="producer signing keys (every change is a ledger entry)")
     ks = p.add_subparsers(dest="keys_command", required=True)
-    k = ks.add_parser("list", parents=[common])
+    k = ks.add_parser("list", parents=[common], help="every producer key and its state")
     k.set_defaults(func=cmd_keys)
-    k = ks.add_parser("register", parents=[common])
-    k.add_argument("--producer", required=True)
-    k.add_argument("--key-id", required=True)
+    k = ks.add_parser("register", parents=[common], help="record a producer's public key")
+    k.add_argument("--producer", required=True, help="the producer id the key signs batches for")
+    k.add_argument("--key-id", required=True, help="the key's id, named in every batch it signs")
     k.add_argument("--public-key", help="hex Ed25519 public key")
     k.add_argument("--generate", help="generate a key pair and write the private key to this file (0600)")
-    k.add_argument("--valid-from")
-    k.add_argument("--valid-until")
+    k.add_argument("--valid-from", help="HLC reading from which the key may sign (default: now)")
+    k.add_argument("--valid-until", help="HLC reading from which the key signs nothing (default: no end)")
     k.set_defaults(func=cmd_keys)
-    k = ks.add_parser("revoke", parents=[common])
-    k.add_argument("--key-id", required=True)
+    k = ks.add_parser("revoke", parents=[common], help="record that a key signs nothing from an instant on")
+    k.add_argument("--key-id", required=True, help="the key to revoke")
     k.add_argument("--at", help="HLC reading from which the key signs nothing (default now)")
     k.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("fingerprint", parents=[common], help="token id of a raw token read from stdin")
-    p.add_argument("--secret-file", required=True)
-    p.add_argument("--region")
+    p = sub.add_parser("fingerprint", parents=[output], help="token id of a raw token read from stdin")
+    p.add_argument(
+        "--secret-file",
+        required=True,
+        help="the token HMAC secret the producers and lineage serve share (serve's default: <ledger>.secret)",
+    )
+    p.add_argument("--region", help="prefix the id with this region ('eu-west-1' gives 'eu-west-1:<hex>')")
     p.set_defaults(func=cmd_fingerprint)
 
     p = sub.add_parser("serve", parents=[common], help="run the HTTP service (needs the [server] extra)")
@@ -999,14 +1001,16 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="serve shard N of the sharded ledger --ledger (one process per shard; see lineage emit --url)",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this host only)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port to listen on (default 8080)")
     p.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
     p.add_argument(
         "--token-secret-file", help=f"token HMAC secret (else ${TOKEN_SECRET_ENV_VAR}, else <ledger>.secret)"
     )
     p.add_argument("--service-key", help="the service's own producer key (default <ledger>.service.key, created)")
-    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    p.add_argument(
+        "--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body accepted (default 16 MiB)"
+    )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port, apart from the API")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address of the metrics port (default loopback)")
     p.add_argument("--block-size", type=int, help="seal at this many entries (default 10000)")
@@ -1021,12 +1025,20 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apikey", parents=[common], help="API keys of the HTTP service")
     ak = p.add_subparsers(dest="apikey_command", required=True)
     k = ak.add_parser("create", parents=[common], help="create a key; it is printed once, only its hash is kept")
-    k.add_argument("--role", required=True, choices=["producer", "auditor", "admin"])
+    k.add_argument(
+        "--role",
+        required=True,
+        choices=["producer", "auditor", "admin"],
+        help="producer: append batches for --producer, revoke, introspect; auditor: read, query, prove, verify; "
+        "admin: producer keys and revocation",
+    )
     k.add_argument("--producer", help="the producer id a producer key may append for")
     k.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
     k.set_defaults(func=cmd_apikey)
 
-    p = sub.add_parser("emit", help="send JSONL events to a lineage service or Kafka through the emitter SDK")
+    p = sub.add_parser(
+        "emit", parents=[output], help="send JSONL events to a lineage service or Kafka through the emitter SDK"
+    )
     p.add_argument("file", nargs="?", default="-", help="JSONL file, one event per line (default: standard input)")
     p.add_argument(
         "--url",
@@ -1046,41 +1058,60 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key-id", help="the key's registered id (default: <key name>-<first 4 bytes of its hash>)")
     p.add_argument("--api-key-file", help=f"file holding the service API key (else ${API_KEY_ENV_VAR})")
     p.add_argument("--spool", help="durable spool directory: undelivered events wait here for the next run")
-    p.add_argument("--batch", type=int, default=1000, choices=range(1, MAX_BATCH_EVENTS + 1), metavar="N")
+    p.add_argument("--batch", type=int, default=1000, choices=range(1, MAX_BATCH_EVENTS + 1), metavar="N", help=_BATCH)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery at the end")
     p.add_argument("--http-timeout", type=float, default=10.0, help="seconds per HTTP request")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(func=cmd_emit)
 
-    p = sub.add_parser("demo", parents=[common], help="build, ingest, seal, verify and trace a realistic workload")
-    p.set_defaults(ledger="./lineage-demo/demo.db", origin=DEMO_ORIGIN)
-    p.add_argument("--tokens", type=int, default=10_000)
-    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser(
+        "demo",
+        parents=[ledger_options(DEMO_LEDGER), output],
+        help="build, ingest, seal, verify and trace a realistic workload",
+    )
+    p.add_argument("--tokens", type=int, default=10_000, help="root tokens in the workload (default 10000)")
+    p.set_defaults(func=cmd_demo, origin=DEMO_ORIGIN, creates_ledger=True)
 
-    p = sub.add_parser("bench", parents=[common], help="ingest, verify and floor throughput in one run")
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--synchronous", default="full", choices=["full", "normal"])
-    p.add_argument("--workers", type=int, default=None)
+    p = sub.add_parser("bench", parents=[output], help="ingest, verify and floor throughput in one run")
+    p.add_argument("--events", type=int, default=200_000, help="events to ingest (default 200000)")
+    p.add_argument(
+        "--synchronous", default="full", choices=["full", "normal"], help="SQLite's synchronous setting (default full)"
+    )
+    p.add_argument("--workers", type=int, default=None, help="verifying processes (default: all cores)")
     p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 verification failed, 2 bad input or usage, 3 other error)."""
+    """Run the CLI; returns the exit code: 0 ok, 1 verification failed, 2 bad input or usage (a missing ledger
+    or input file included), 3 other error (an unknown token, checkpoint or entry included), 141 when the
+    reader of the output went away (as for a command killed by SIGPIPE)."""
     args = _parser().parse_args(argv)
+    fill_defaults(args)
+    # messages are escaped: rich would take a bracketed part of one ("[a-z]", "[server]") for markup
     try:
-        return int(args.func(args))
+        if getattr(args, "ledger_default", None) is not None and not args.creates_ledger:
+            require_ledger(args.ledger)
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a reader that went away (BrokenPipeError) is handled, not at exit
+        return code
     except CommandError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(str(e))}")
         return 2
     except InputError as e:
-        err.print(f"[red]bad input:[/] {e}")
+        err.print(f"[red]bad input:[/] {escape(str(e))}")
         return 2
     except LedgerError as e:
-        err.print(f"[red]error:[/] {type(e).__name__}: {e}")
+        err.print(f"[red]error:[/] {type(e).__name__}: {escape(str(e))}")
         return 3
+    except BrokenPipeError:
+        silence_stdout()
+        return 141
+    except (FileNotFoundError, IsADirectoryError) as e:
+        where = f": {e.filename}" if e.filename else ""
+        err.print(f"[red]error:[/] {escape((e.strerror or str(e)) + where)}")
+        return 2
     except (OSError, ValueError) as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(str(e))}")
         return 3
     except KeyboardInterrupt:
         return 130

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from lineage_ledger.cli.options import TOKEN_ID_HELP, token_id_argument
+from lineage_ledger.cli.render import counted, output_console, print_table
+from lineage_ledger.core.model import TOKEN_EVENT_TYPES
 from lineage_ledger.errors import InputError
 from lineage_ledger.ledger.lineage import Lineage, Record
 from lineage_ledger.ledger.shards import ShardLayout, layout_of, read_layout, shard_url
@@ -19,7 +20,7 @@ from lineage_ledger.store.base import Store
 
 __all__ = ["register"]
 
-_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+_out = output_console()
 
 
 def _print_json(value: Any) -> None:
@@ -35,8 +36,8 @@ def _records_table(title: str, records: list[Record]) -> None:
         payload = getattr(ev, "payload", None)
         detail = getattr(payload, "resource", None) or getattr(payload, "destination", None) or ""
         verdict = r.verdict if r.verdict == "ok" else f"[red]{r.verdict}[/]"
-        table.add_row(str(r.index), ev.occurred_at, r.subject[:40], ev.event_type, verdict, r.producer, str(detail))
-    _out.print(table)
+        table.add_row(str(r.index), ev.occurred_at, r.subject, ev.event_type, verdict, r.producer, str(detail))
+    print_table(_out, table)
 
 
 def _open_for(args: argparse.Namespace) -> Store:
@@ -58,6 +59,8 @@ def _open_for(args: argparse.Namespace) -> Store:
     return open_store(shard_url(args.ledger, layout.shard_of("token:" + token)), readonly=True)
 
 
+_TIME_HELP = "HLC reading or integer nanoseconds since the Unix epoch"
+
 _ACROSS_SHARDS = frozenset({"family", "blast-radius", "since-refresh"})
 """Queries whose answer spans a token's descendants, which may live in other shards."""
 
@@ -74,7 +77,7 @@ def _run_sharded(args: argparse.Namespace, layout: ShardLayout) -> int:
         if args.query == "family":
             fam = lineage.family(args.token_id)
             answer, evidence = fam.to_json(), fam.evidence
-            lines = [f"[bold]family of {args.token_id}[/] (root {fam.root}, {len(fam.tokens)} tokens)"]
+            lines = [f"[bold]family of {args.token_id}[/] (root {fam.root}, {counted(len(fam.tokens), 'token')})"]
             lines += [f"  {p} --{k}@{s}:{i}--> {c}" for p, c, k, s, i in fam.edges]
         else:
             if args.query == "blast-radius":
@@ -83,7 +86,8 @@ def _run_sharded(args: argparse.Namespace, layout: ShardLayout) -> int:
                 br = lineage.since_last_refresh(args.token_id)
             answer, evidence = br.to_json(), br.evidence
             lines = [
-                f"[bold]{args.token_id}[/]: {len(br.tokens)} tokens over {layout.shards} shards, {len(br.uses)} uses",
+                f"[bold]{args.token_id}[/]: {counted(len(br.tokens), 'token')} over "
+                f"{counted(layout.shards, 'shard')}, {counted(len(br.uses), 'use')}",
                 "  resources: " + (", ".join(br.resources) or "none"),
             ]
     finally:
@@ -115,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         show()
         if proofs:
             _out.print(
-                f"{len(proofs['inclusion'])} inclusion proofs against checkpoint {proofs['tree_size']}, "
+                f"{counted(len(proofs['inclusion']), 'inclusion proof')} against checkpoint {proofs['tree_size']}, "
                 f"{len(proofs['pending'])} pending; use --json to export them"
             )
     return 0
@@ -133,7 +137,7 @@ def _family(lin: Lineage, a: argparse.Namespace) -> Answer:
     fam = lin.family(a.token_id)
 
     def show() -> None:
-        _out.print(f"[bold]family of {a.token_id}[/] (root {fam.root}, {len(fam.tokens)} tokens)")
+        _out.print(f"[bold]family of {a.token_id}[/] (root {fam.root}, {counted(len(fam.tokens), 'token')})")
         for parent, child, kind, index in fam.edges:
             _out.print(f"  {parent} --{kind}@{index}--> {child}")
 
@@ -144,7 +148,10 @@ def _blast(lin: Lineage, a: argparse.Namespace) -> Answer:
     br = lin.blast_radius(a.token_id, a.start, a.end)
 
     def show() -> None:
-        _out.print(f"[bold]blast radius of {a.token_id}[/]: {len(br.tokens)} tokens, {len(br.resources)} resources")
+        _out.print(
+            f"[bold]blast radius of {a.token_id}[/]: {counted(len(br.tokens), 'token')}, "
+            f"{counted(len(br.resources), 'resource')}"
+        )
         _out.print("  resources: " + ", ".join(br.resources))
         _records_table("uses", br.uses)
 
@@ -167,7 +174,7 @@ def _resource(lin: Lineage, a: argparse.Namespace) -> Answer:
     return (
         {"resource": a.resource, "tokens": tokens, "uses": [r.to_json() for r in recs]},
         [r.index for r in recs],
-        lambda: _records_table(f"{a.resource}: {len(tokens)} tokens", recs),
+        lambda: _records_table(f"{a.resource}: {counted(len(tokens), 'token')}", recs),
     )
 
 
@@ -179,7 +186,7 @@ def _user_policies(lin: Lineage, a: argparse.Namespace) -> Answer:
             p = c["policy"]
             _out.print(
                 f"{p['policy_id']} -> {p['version']} at {p['occurred_at']} (index {p['index']}): "
-                f"{len(c['tokens'])} tokens of {a.user_id}"
+                f"{counted(len(c['tokens']), 'token')} of {a.user_id}"
             )
 
     return changes, [c["policy"]["index"] for c in changes], show
@@ -253,27 +260,35 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.set_defaults(func=_run)
         return p
 
-    add("timeline", "a token's events").add_argument("token_id")
-    add("family", "a token's family DAG (ancestors and descendants)").add_argument("token_id")
-    p = add("blast-radius", "every descendant and every resource touched in a window")
-    p.add_argument("token_id")
-    p.add_argument("--start")
-    p.add_argument("--end")
-    add("since-refresh", "resources used between the last refresh and the revocation").add_argument("token_id")
+    def token(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("token_id", type=token_id_argument, help=TOKEN_ID_HELP)
+        return p
+
+    def window(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--start", help=f"{_TIME_HELP}: the window's start, included (default: the beginning)")
+        p.add_argument("--end", help=f"{_TIME_HELP}: the window's end, excluded (default: no end)")
+
+    token(add("timeline", "a token's events"))
+    token(add("family", "a token's family DAG (ancestors and descendants)"))
+    window(token(add("blast-radius", "every descendant and every resource touched in a window")))
+    token(add("since-refresh", "resources used between the last refresh and the revocation"))
     p = add("resource", "tokens that accessed a resource in a window")
-    p.add_argument("resource")
-    p.add_argument("--start")
-    p.add_argument("--end")
+    p.add_argument("resource", help="the resource as producers name it in USED events, e.g. /v1/orders")
+    window(p)
     p = add("user-policies", "policy changes that affected tokens issued to a user in a window")
-    p.add_argument("user_id")
-    p.add_argument("--start")
-    p.add_argument("--end")
+    p.add_argument("user_id", help="the user id of the tokens' ISSUED events")
+    window(p)
     p = add("policy-at", "the policy in force at an instant, or when a token was issued/used")
-    p.add_argument("--at", help="HLC reading or nanoseconds")
-    p.add_argument("--token-id")
-    p.add_argument("--event", default="ISSUED")
-    p = add("state-at", "a token's lifecycle state at an instant")
-    p.add_argument("token_id")
-    p.add_argument("--at", required=True)
-    add("upstream", "what a data asset was derived from").add_argument("asset_id")
-    add("downstream", "what was derived from a data asset").add_argument("asset_id")
+    instant = p.add_mutually_exclusive_group(required=True)
+    instant.add_argument("--at", help=f"{_TIME_HELP}: the instant")
+    instant.add_argument("--token-id", type=token_id_argument, help="the instant of this token's --event")
+    p.add_argument(
+        "--event",
+        default="ISSUED",
+        choices=TOKEN_EVENT_TYPES,
+        help="with --token-id: the token's first event of this type (default ISSUED)",
+    )
+    p = token(add("state-at", "a token's lifecycle state at an instant"))
+    p.add_argument("--at", required=True, help=f"{_TIME_HELP}: the instant")
+    add("upstream", "what a data asset was derived from").add_argument("asset_id", help="the data asset's id")
+    add("downstream", "what was derived from a data asset").add_argument("asset_id", help="the data asset's id")

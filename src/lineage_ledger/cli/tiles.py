@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from lineage_ledger.cli.options import output_options
 from lineage_ledger.core.note import Checkpoint, open_note
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.tiles import publish_tiles
@@ -101,11 +102,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", required=True, help="the directory to write (serve it at the log's URL prefix)")
     p.set_defaults(func=_publish)
 
-    r = sub.add_parser("remote", parents=[common], help="read and check a published log through its tiles")
+    output = output_options()
+    r = sub.add_parser("remote", parents=[output], help="read and check a published log through its tiles")
     rs = r.add_subparsers(dest="remote_command", required=True)
 
     def remote(name: str, help_text: str) -> argparse.ArgumentParser:
-        q: argparse.ArgumentParser = rs.add_parser(name, parents=[common], help=help_text)
+        q: argparse.ArgumentParser = rs.add_parser(name, parents=[output], help=help_text)
+        q.set_defaults(ledger_default=None)  # reads a published log, never a ledger
         q.add_argument("url", help="the log's URL prefix: http(s)://... or file:///published/dir")
         q.add_argument("--key", required=True, help="the log's verifier key (note key string, or a file)")
         q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each fetch (default 10)")

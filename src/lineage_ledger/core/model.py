@@ -30,6 +30,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "SCHEMA_VERSION",
     "TOKEN_EVENT_TYPES",
+    "TOKEN_ID_FORM",
     "AssetRef",
     "DataEvent",
     "DataPayload",
@@ -41,6 +42,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "head_ok",
+    "is_token_id",
     "read_event",
     "read_subject",
     "redact",
@@ -64,13 +66,22 @@ DATA_EVENT_TYPES: Final = ("CREATED", "TRANSFORMED", "AGGREGATED", "TRANSMITTED"
 
 _EVENT_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 _TOKEN_ID = r"(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}"  # noqa: S105 - a pattern, not a secret
+_TOKEN_ID_RE = re.compile(_TOKEN_ID)
+TOKEN_ID_FORM: Final = "an HMAC-SHA256 fingerprint: 64 lowercase hex digits, optionally '<region>:' first"  # noqa: S105
+"""What a token id looks like, in words for error messages."""
 _HLC = HLC_PATTERN.removeprefix("^").removesuffix(r"\Z")
 # The three fields every event has are checked with one regex over "<event_id> <occurred_at> <id>" after
 # decoding: a msgspec pattern per field costs a regex call each, which dominated the ingest path.
 _HEAD_FIELDS: Final = (
     ("event_id", _EVENT_ID, "a lowercase UUIDv7"),
-    ("occurred_at", _HLC, "an HLC reading '<19 digits>.<5 digits>'"),
+    (
+        "occurred_at",
+        _HLC,
+        "an HLC reading '<19-digit nanoseconds since the Unix epoch>.<5-digit counter>', "
+        "such as '1763891234123456789.00000' (not an ISO 8601 time)",
+    ),
 )
+_HEAD_FORMS: Final = {name: what for name, _, what in _HEAD_FIELDS} | {"token_id": TOKEN_ID_FORM}
 _TOKEN_HEAD_RE = re.compile(f"{_EVENT_ID} {_HLC} {_TOKEN_ID}")
 _OTHER_HEAD_RE = re.compile(f"{_EVENT_ID} {_HLC}")
 EventId = Annotated[str, Meta(min_length=36, max_length=36, description="a lowercase UUIDv7")]
@@ -189,6 +200,8 @@ def _input_error(exc: msgspec.ValidationError, field: str) -> InputError:
     missing = _MISSING_RE.match(reason)
     if missing:  # msgspec reports the object that lacks the field; name the field itself
         where = f"{where}.{missing.group(1)}"
+    elif where.lstrip(".") in _HEAD_FORMS:  # their types only bound the length (see _HEAD_FIELDS): say the form
+        reason = f"expected {_HEAD_FORMS[where.lstrip('.')]}"
     return InputError(f"{field}{where}", reason)
 
 
@@ -271,11 +284,16 @@ def head_ok(event: Event) -> bool:
 def _name_bad_head(event: Event, field: str) -> None:
     checks = list(_HEAD_FIELDS)
     if type(event) is TokenEvent:
-        checks.append(("token_id", _TOKEN_ID, "an HMAC fingerprint: 64 hex digits, optionally '<region>:' first"))
+        checks.append(("token_id", _TOKEN_ID, TOKEN_ID_FORM))
     for name, pattern, what in checks:
         if not re.fullmatch(pattern, getattr(event, name)):
             raise InputError(f"{field}.{name}", f"{getattr(event, name)!r} is not {what}")
     raise InputError(field, "malformed event head")  # unreachable: one of the fields failed
+
+
+def is_token_id(text: str) -> bool:
+    """True if ``text`` has the form of a token id (TOKEN_ID_FORM), without the ``token:`` subject prefix."""
+    return _TOKEN_ID_RE.fullmatch(text) is not None
 
 
 def read_event(data: bytes) -> Event:

@@ -23,6 +23,7 @@ from lineage_ledger.core import smt
 from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import EventEntry, KeyEntry, SealEntry, decode_entry
 from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof, root_of
+from lineage_ledger.core.model import TOKEN_ID_FORM, is_token_id
 from lineage_ledger.errors import InputError, NotFoundError
 from lineage_ledger.ledger.completeness import MapReader, unwritten_map
 from lineage_ledger.ledger.keyring import Keyring
@@ -34,11 +35,15 @@ EVIDENCE_FORMAT: Final = "lineage-ledger-evidence/1"
 
 
 def subject_of_id(identifier: str) -> str:
-    """``token:<id>`` for a bare token id (64 hex, optionally region-prefixed), else the id as given."""
-    if identifier.startswith(("token:", "asset:", "policy:", "producer:")):
+    """``token:<id>`` for a bare token id (64 hex, optionally region-prefixed), else the id as given.
+    InputError for a token subject whose id is malformed: its bundle would prove the absence of nothing."""
+    if identifier.startswith("token:"):
+        if not is_token_id(identifier.removeprefix("token:")):
+            raise InputError("subject", f"not a token id: expected {TOKEN_ID_FORM}")
         return identifier
-    tail = identifier.rsplit(":", 1)[-1]
-    if len(tail) == 64 and all(c in "0123456789abcdef" for c in tail):
+    if identifier.startswith(("asset:", "policy:", "producer:")):
+        return identifier
+    if is_token_id(identifier):
         return "token:" + identifier
     raise InputError("subject", f"{identifier!r} is neither a token id nor a prefixed subject")
 

@@ -262,7 +262,8 @@ class Lineage:
     # -- token families ---------------------------------------------------------------------------------
 
     def family(self, token_id: str) -> Family:
-        """The whole family of a token: up to its root ancestor, then every descendant (BFS)."""
+        """The whole family of a token: up to its root ancestor, then every descendant (BFS). NotFoundError
+        for a token the ledger knows nothing of (no events of its own and no descendants)."""
         tid = _tid(token_id)
         root = tid
         seen_up = {tid}
@@ -272,7 +273,10 @@ class Lineage:
                 break
             seen_up.add(parent)
             root = parent
-        return self._descend(root)
+        fam = self._descend(root)
+        if not fam.edges and not self.store.subject_entries(["token:" + tid]):
+            raise NotFoundError(f"no events for token {tid}")
+        return fam
 
     def descendants(self, token_id: str) -> Family:
         """A token and every token derived from it (not its ancestors)."""
@@ -303,10 +307,13 @@ class Lineage:
         return fam
 
     def blast_radius(self, token_id: str, start: Time | None = None, end: Time | None = None) -> BlastRadius:
-        """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window."""
+        """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window.
+        NotFoundError for a token the ledger knows nothing of (no events of its own and no descendants)."""
         lo, hi = _hlc(start, ""), _hlc(end, "~")
         fam = self._descend(_tid(token_id))
         rows = self.store.subject_entries(["token:" + t for t in fam.tokens])
+        if not rows:
+            raise NotFoundError(f"no events for token {_tid(token_id)}")
         uses = [
             r
             for r in self.records(rows)
@@ -401,13 +408,16 @@ class Lineage:
         return out
 
     def state_at(self, token_id: str, at: Time) -> TokenState:
-        """The token's lifecycle state as of ``at``, from its own and its children's events up to then."""
+        """The token's lifecycle state as of ``at``, from its own and its children's events up to then.
+        NotFoundError for a token the ledger holds no event of (a state there would be made up)."""
         tid = _tid(token_id)
         when = _hlc(at, "~")
         rows = sorted(
             self.store.subject_entries(["token:" + tid]) + self.store.children_of("token:" + tid),
             key=lambda r: r.index,
         )
+        if not rows:
+            raise NotFoundError(f"no events for token {tid}")
         history = []
         for rec in self.records(rows):
             assert isinstance(rec.event, TokenEvent)

@@ -16,6 +16,7 @@ from typing import Any
 
 from lineage_ledger.core import lifecycle
 from lineage_ledger.core.model import TokenEvent
+from lineage_ledger.errors import NotFoundError
 from lineage_ledger.ledger.lineage import Lineage, Record, Time, _hlc, _tid, refresh_window, resources_of
 from lineage_ledger.ledger.shards import ShardLayout
 from lineage_ledger.store.base import Store
@@ -123,13 +124,17 @@ class ShardedLineage:
         return None
 
     def family(self, token_id: str) -> ShardedFamily:
-        """The whole family of a token: up to its root ancestor, then every descendant, over all shards."""
-        root = _tid(token_id)
+        """The whole family of a token: up to its root ancestor, then every descendant, over all shards.
+        NotFoundError for a token no shard knows anything of (no events of its own and no descendants)."""
+        tid = root = _tid(token_id)
         seen = {root}
         while (parent := self._parent_of(root)) is not None and parent not in seen:
             seen.add(parent)
             root = parent
-        return self.descendants(root)
+        fam = self.descendants(root)
+        if not fam.edges and not self._home(tid).store.subject_entries(["token:" + tid]):
+            raise NotFoundError(f"no events for token {tid}")
+        return fam
 
     def descendants(self, token_id: str) -> ShardedFamily:
         """A token and every token derived from it, generation by generation over all shards."""
@@ -160,9 +165,12 @@ class ShardedLineage:
         return fam
 
     def blast_radius(self, token_id: str, start: Time | None = None, end: Time | None = None) -> ShardedBlastRadius:
-        """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window."""
+        """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window.
+        NotFoundError for a token no shard knows anything of (no events of its own and no descendants)."""
         lo, hi = _hlc(start, ""), _hlc(end, "~")
         fam = self.descendants(token_id)
+        if not fam.edges and not self._home(fam.root).store.subject_entries(["token:" + fam.root]):
+            raise NotFoundError(f"no events for token {fam.root}")
         by_shard: dict[int, list[str]] = {}
         for t in fam.tokens:
             by_shard.setdefault(self.layout.shard_of("token:" + t), []).append("token:" + t)
@@ -208,7 +216,10 @@ class ShardedLineage:
             rotated_elsewhere = parent in rotated and rotated[parent][0] < at
             if home == n and not rotated_elsewhere:
                 continue  # judged by the shard itself, which holds both
-            state = lifecycle.ROTATED if rotated_elsewhere else self.shards[home].state_at(parent, at).state
+            try:
+                state = lifecycle.ROTATED if rotated_elsewhere else self.shards[home].state_at(parent, at).state
+            except NotFoundError:  # a parent its own shard never saw
+                state = lifecycle.NONE
             rule = lifecycle.PARENT_RULES.get(state)
             if rule is not None:
                 out.append(

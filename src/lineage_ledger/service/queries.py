@@ -6,6 +6,7 @@ those entries against the latest signed checkpoint.
 
 # No "from __future__ import annotations": FastAPI reads the route signatures at run time.
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -17,7 +18,11 @@ from lineage_ledger.ledger.lineage import Lineage
 from lineage_ledger.service.auth import Principal
 from lineage_ledger.store.base import Store
 
-__all__ = ["QUERY_ENDPOINTS", "add_query_routes"]
+__all__ = ["EVIDENCE_KIND_HEADER", "QUERY_ENDPOINTS", "add_query_routes"]
+
+EVIDENCE_KIND_HEADER = "Lineage-Evidence"
+"""Response header of an evidence bundle: ``history``, or ``absence`` for a bundle that proves the subject
+has no entries as of its checkpoint."""
 
 QUERY_ENDPOINTS = (
     "GET /v1/query/tokens/{token_id}/family",
@@ -189,6 +194,8 @@ def add_query_routes(
         "/v1/evidence/{subject}",
         tags=["query"],
         summary="Evidence bundle (checked offline)",
+        description=f"The bundle of a subject with no entries proves their absence: it is answered with "
+        f"`{EVIDENCE_KIND_HEADER}: absence` (else `history`).",
         openapi_extra=extra(ep[9]),
     )
     def evidence(
@@ -196,4 +203,6 @@ def add_query_routes(
         _: Annotated[Principal, Depends(guard(ep[9]))],
         size: Annotated[int | None, Query(ge=1)] = None,
     ) -> Response:
-        return Response(export_evidence(reads(), subject, size=size), media_type="application/json")
+        bundle = export_evidence(reads(), subject, size=size)
+        kind = "history" if json.loads(bundle)["entries"] else "absence"
+        return Response(bundle, media_type="application/json", headers={EVIDENCE_KIND_HEADER: kind})

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lineage_ledger.core.instant import ACCEPTED_FORMS, Instant, format_rfc3339, parse_instant
 from lineage_ledger.errors import InputError
 from lineage_ledger.ledger.lineage import Lineage, Record
 from lineage_ledger.ledger.shards import ShardLayout, layout_of, read_layout, shard_url
@@ -20,6 +21,29 @@ from lineage_ledger.store.base import Store
 __all__ = ["register"]
 
 _out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+def instant_arg(option: str) -> Callable[[str], Instant]:
+    """An argparse ``type`` reading ``option``'s value with core.instant (a usage error, exit 2, if it is
+    not a time)."""
+
+    def parse(text: str) -> Instant:
+        try:
+            return parse_instant(text, field=option)
+        except InputError as e:
+            raise argparse.ArgumentTypeError(e.reason) from e
+
+    parse.__name__ = "time"
+    return parse
+
+
+TIME_HELP = "a time: " + ACCEPTED_FORMS
+
+
+def shown(reading: str) -> str:
+    """An HLC reading as people read it: RFC 3339 UTC (the reading itself if it is not one)."""
+    head = reading[:19]
+    return format_rfc3339(int(head)) if len(head) == 19 and head.isdigit() else reading
 
 
 def _print_json(value: Any) -> None:
@@ -35,7 +59,9 @@ def _records_table(title: str, records: list[Record]) -> None:
         payload = getattr(ev, "payload", None)
         detail = getattr(payload, "resource", None) or getattr(payload, "destination", None) or ""
         verdict = r.verdict if r.verdict == "ok" else f"[red]{r.verdict}[/]"
-        table.add_row(str(r.index), ev.occurred_at, r.subject[:40], ev.event_type, verdict, r.producer, str(detail))
+        table.add_row(
+            str(r.index), shown(ev.occurred_at), r.subject[:40], ev.event_type, verdict, r.producer, str(detail)
+        )
     _out.print(table)
 
 
@@ -155,7 +181,8 @@ def _since_refresh(lin: Lineage, a: argparse.Namespace) -> Answer:
     br = lin.since_last_refresh(a.token_id)
 
     def show() -> None:
-        _out.print(f"[bold]{a.token_id}[/] between {br.start or 'issue'} and {br.end if br.end != '~' else 'now'}")
+        start = shown(br.start) if br.start else "issue"
+        _out.print(f"[bold]{a.token_id}[/] between {start} and {shown(br.end) if br.end != '~' else 'now'}")
         _out.print("  resources: " + (", ".join(br.resources) or "none"))
 
     return br.to_json(), br.evidence, show
@@ -178,7 +205,7 @@ def _user_policies(lin: Lineage, a: argparse.Namespace) -> Answer:
         for c in changes:
             p = c["policy"]
             _out.print(
-                f"{p['policy_id']} -> {p['version']} at {p['occurred_at']} (index {p['index']}): "
+                f"{p['policy_id']} -> {p['version']} at {shown(p['occurred_at'])} (index {p['index']}): "
                 f"{len(c['tokens'])} tokens of {a.user_id}"
             )
 
@@ -191,28 +218,39 @@ def _policy_at(lin: Lineage, a: argparse.Namespace) -> Answer:
         at = rec.event.occurred_at
         evidence = [rec.index, *(p.index for p in policies.values())]
     else:
+        if a.at is None:
+            raise InputError("--at", "give --at TIME (the instant) or --token-id ID (when that token was issued)")
         policies = lin.policy_in_force(a.at)
-        at = a.at
+        at = a.at.reading()
         evidence = [p.index for p in policies.values()]
     answer = {"at": at, "policies": {k: v.to_json() for k, v in policies.items()}}
 
     def show() -> None:
+        _out.print(f"policies in force at {shown(at)}:")
         for p in policies.values():
             _out.print(
-                f"{p.policy_id} {p.version} (changed {p.occurred_at}, index {p.index}): {json.dumps(p.document)}"
+                f"{p.policy_id} {p.version} (changed {shown(p.occurred_at)}, index {p.index}): {json.dumps(p.document)}"
             )
 
     return answer, evidence, show
 
 
 def _state_at(lin: Lineage, a: argparse.Namespace) -> Answer:
-    state = lin.state_at(a.token_id, a.at)
-    answer = {"token_id": a.token_id, "at": a.at, "state": state.state, "issued_ns": state.issued_ns}
-    return (
-        answer,
-        [r.index for r in lin.timeline(a.token_id)],
-        lambda: _out.print(f"{a.token_id} at {a.at}: {state.state}"),
-    )
+    state, revoked_by = lin.status_at(a.token_id, a.at)
+    answer = {
+        "token_id": a.token_id,
+        "at": a.at.reading(),
+        "state": state.state,
+        "issued_ns": state.issued_ns,
+        "expires_ns": state.expires_ns,
+        "revoked_by": revoked_by,
+    }
+
+    def show() -> None:
+        why = f" (ancestor {revoked_by} was revoked)" if revoked_by else ""
+        _out.print(f"{a.token_id} at {a.at.rfc3339()}: {state.state}{why}")
+
+    return answer, [r.index for r in lin.timeline(a.token_id)], show
 
 
 def _asset(direction: str) -> Callable[[Lineage, argparse.Namespace], Answer]:
@@ -257,23 +295,26 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add("family", "a token's family DAG (ancestors and descendants)").add_argument("token_id")
     p = add("blast-radius", "every descendant and every resource touched in a window")
     p.add_argument("token_id")
-    p.add_argument("--start")
-    p.add_argument("--end")
+    _window(p)
     add("since-refresh", "resources used between the last refresh and the revocation").add_argument("token_id")
     p = add("resource", "tokens that accessed a resource in a window")
     p.add_argument("resource")
-    p.add_argument("--start")
-    p.add_argument("--end")
+    _window(p)
     p = add("user-policies", "policy changes that affected tokens issued to a user in a window")
     p.add_argument("user_id")
-    p.add_argument("--start")
-    p.add_argument("--end")
+    _window(p)
     p = add("policy-at", "the policy in force at an instant, or when a token was issued/used")
-    p.add_argument("--at", help="HLC reading or nanoseconds")
+    p.add_argument("--at", type=instant_arg("--at"), help="the instant; " + TIME_HELP)
     p.add_argument("--token-id")
     p.add_argument("--event", default="ISSUED")
     p = add("state-at", "a token's lifecycle state at an instant")
     p.add_argument("token_id")
-    p.add_argument("--at", required=True)
+    p.add_argument("--at", type=instant_arg("--at"), required=True, help="the instant; " + TIME_HELP)
     add("upstream", "what a data asset was derived from").add_argument("asset_id")
     add("downstream", "what was derived from a data asset").add_argument("asset_id")
+
+
+def _window(p: argparse.ArgumentParser) -> None:
+    """--start and --end of a half-open window, parsed as times."""
+    p.add_argument("--start", type=instant_arg("--start"), help="window start (inclusive); " + TIME_HELP)
+    p.add_argument("--end", type=instant_arg("--end"), help="window end (exclusive); " + TIME_HELP)

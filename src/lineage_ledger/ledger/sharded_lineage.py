@@ -161,7 +161,7 @@ class ShardedLineage:
 
     def blast_radius(self, token_id: str, start: Time | None = None, end: Time | None = None) -> ShardedBlastRadius:
         """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window."""
-        lo, hi = _hlc(start, ""), _hlc(end, "~")
+        lo, hi = _hlc(start, "", "start"), _hlc(end, "~", "end")
         fam = self.descendants(token_id)
         by_shard: dict[int, list[str]] = {}
         for t in fam.tokens:
@@ -184,7 +184,7 @@ class ShardedLineage:
             rec for lineage in self.shards for rec in lineage.records(lineage.store.children_of("token:" + tid))
         ]
         start, end = refresh_window(self.timeline(tid), sorted(children, key=lambda r: r.event.occurred_at))
-        return self.blast_radius(tid, start, end)
+        return self.blast_radius(tid, start or None, None if end == "~" else end)
 
     def cross_shard_findings(self) -> list[CrossShardFinding]:
         """The lifecycle rules about a parent that a child's shard does not judge (the parent lives in another

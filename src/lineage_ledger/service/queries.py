@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi import Path as PathParam
 
+from lineage_ledger.core.instant import ACCEPTED_FORMS
 from lineage_ledger.ledger.evidence import export_evidence
-from lineage_ledger.ledger.lineage import Lineage
+from lineage_ledger.ledger.lineage import Lineage, instant_of
 from lineage_ledger.service.auth import Principal
 from lineage_ledger.store.base import Store
 
@@ -35,7 +36,9 @@ QUERY_ENDPOINTS = (
 
 _FINGERPRINT = r"^(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}$"
 TokenId = Annotated[str, PathParam(pattern=_FINGERPRINT, description="a token fingerprint, never a raw token")]
-TimeParam = Annotated[str | None, Query(pattern=r"^[0-9]{1,19}(\.[0-9]{5})?$", description="HLC reading or ns")]
+TimeParam = Annotated[str | None, Query(max_length=64, description="a time: " + ACCEPTED_FORMS)]
+"""Any time core.instant reads; Lineage parses it, and a value that is not one is a 422 naming the parameter."""
+At = Annotated[str, Query(max_length=64, description="the instant; a time: " + ACCEPTED_FORMS)]
 Proofs = Annotated[bool, Query(description="add inclusion proofs of the evidence")]
 
 
@@ -112,14 +115,22 @@ def add_query_routes(
     )
     def state(
         token_id: TokenId,
-        at: Annotated[str, Query(pattern=r"^[0-9]{1,19}(\.[0-9]{5})?$")],
+        at: At,
         _: Annotated[Principal, Depends(guard(ep[4]))],
+        proofs: Proofs = False,
     ) -> Any:
         lineage = Lineage(reads())
-        st = lineage.state_at(token_id, at)
-        return answer(
-            {"token_id": token_id, "at": at, "state": st.state}, [r.index for r in lineage.timeline(token_id)], False
-        )
+        instant = instant_of(at, "at")
+        st, revoked_by = lineage.status_at(token_id, instant)
+        result = {
+            "token_id": token_id,
+            "at": instant.reading(),
+            "state": st.state,
+            "issued_ns": st.issued_ns,
+            "expires_ns": st.expires_ns,
+            "revoked_by": revoked_by,
+        }
+        return answer(result, [r.index for r in lineage.timeline(token_id)], proofs)
 
     @app.get(
         "/v1/query/resources",
@@ -162,7 +173,7 @@ def add_query_routes(
         "/v1/query/policies", tags=["query"], summary="Policies in force at an instant", openapi_extra=extra(ep[7])
     )
     def policies(
-        at: Annotated[str, Query(pattern=r"^[0-9]{1,19}(\.[0-9]{5})?$")],
+        at: At,
         _: Annotated[Principal, Depends(guard(ep[7]))],
         proofs: Proofs = False,
     ) -> Any:

@@ -9,6 +9,7 @@ from lineage_ledger.core.note import Checkpoint, open_note
 from lineage_ledger.offline import verify_bundle
 from tests.conftest import token_event
 from tests.service.conftest import Harness
+from tests.service.test_ingest import assert_problem
 
 PARENT = "a" * 64
 CHILD = "b" * 64
@@ -65,3 +66,29 @@ def test_evidence_endpoint_bundle_verifies_offline(service: Harness) -> None:
     assert report.ok, report.problems
     assert report.count == 3  # ROTATED, USED, REVOKED
     assert report.revoked
+
+
+def test_time_parameters_take_rfc3339_and_refuse_what_is_not_a_time(service: Harness) -> None:
+    _history(service)
+    auditor = service.auth("auditor")
+    now = time.time_ns()
+    zoned = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now // 1_000_000_000 + 60))
+    state = service.client.get(f"/v1/query/tokens/{CHILD}/state", params={"at": zoned}, headers=auditor)
+    assert state.status_code == 200, state.text
+    assert state.json()["answer"]["state"] == "REVOKED"
+    epoch = service.client.get(f"/v1/query/tokens/{OTHER}/state", params={"at": str(now // 10**9)}, headers=auditor)
+    assert epoch.json()["answer"]["state"] == "ISSUED"
+    blast = service.client.get(
+        f"/v1/query/tokens/{PARENT}/blast-radius", params={"start": "1970-01-02", "end": zoned}, headers=auditor
+    )
+    assert blast.json()["answer"]["resources"] == ["/orders", "/billing"]
+    for path, name in [
+        (f"/v1/query/tokens/{CHILD}/state", "at"),
+        ("/v1/query/policies", "at"),
+        (f"/v1/query/tokens/{PARENT}/blast-radius", "start"),
+        ("/v1/query/users/u-1/policy-changes", "end"),
+    ]:
+        params = {name: "2026-12-01T09:30:00"}  # no zone
+        if name != "at":
+            params["at"] = zoned
+        assert_problem(service.client.get(path, params=params, headers=auditor), 422, "invalid-input", name)

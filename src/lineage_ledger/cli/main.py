@@ -22,6 +22,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lineage_ledger.cli.events import ensure_token_secret
+from lineage_ledger.cli.events import register as register_events
 from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
@@ -164,11 +166,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     ledger = _init(args)
     info = {"ledger": args.ledger, "origin": ledger.origin, "verifier_key": str(ledger.verifier)}
     ledger.close()
+    info["token_secret_file"] = ensure_token_secret(args.ledger)
     if args.json:
         _json(info)
     else:
         out.print(f"created ledger {args.ledger} (origin {info['origin']})")
         out.print(f"log verifier key: {info['verifier_key']}")
+        if info["token_secret_file"]:
+            out.print(
+                f"token secret: {info['token_secret_file']} (producers and lineage serve fingerprint tokens with it)"
+            )
     return 0
 
 
@@ -928,6 +935,7 @@ def _parser() -> argparse.ArgumentParser:
     register_findings(sub, common)
     register_export(sub, common)
     register_kafka(sub, common)
+    register_events(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id")

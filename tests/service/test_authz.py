@@ -131,6 +131,8 @@ MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
             ("GET /v1/query/policies", "/v1/query/policies?at=1"),
             ("GET /v1/query/assets/{asset_id}/{direction}", "/v1/query/assets/a1/upstream"),
             ("GET /v1/evidence/{subject}", "/v1/evidence/{t}"),
+            ("GET /v1/query/users/{user_id}/tokens", "/v1/query/users/u-1/tokens"),
+            ("GET /v1/query/active-tokens", "/v1/query/active-tokens?at=1"),
         ]
     ],
 ]

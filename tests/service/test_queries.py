@@ -92,3 +92,25 @@ def test_time_parameters_take_rfc3339_and_refuse_what_is_not_a_time(service: Har
         if name != "at":
             params["at"] = zoned
         assert_problem(service.client.get(path, params=params, headers=auditor), 422, "invalid-input", name)
+
+
+def test_tokens_of_a_user_and_active_tokens_with_proofs(service: Harness) -> None:
+    indices = _history(service)
+    auditor = service.auth("auditor")
+    held = service.client.get("/v1/query/users/u-1/tokens", params={"proofs": "true"}, headers=auditor).json()
+    assert [life["token_id"] for life in held["answer"]["tokens"]] == [PARENT, CHILD]
+    assert [life["ended_by"] for life in held["answer"]["tokens"]] == ["ROTATED", "REVOKED"]
+    assert held["evidence"] == [indices[0], indices[2], indices[6]]
+    text, _ = open_note(held["proofs"]["checkpoint"], [service.ledger.verifier])
+    checkpoint = Checkpoint.from_text(text)
+    for index in held["evidence"]:
+        entry = held["proofs"]["entries"][str(index)].encode()
+        path = [bytes.fromhex(h) for h in held["proofs"]["inclusion"][str(index)]]
+        verify_inclusion(leaf_hash(entry), index, checkpoint.size, path, checkpoint.root_hash)
+    now = str(time.time_ns())
+    active = service.client.get("/v1/query/active-tokens", params={"at": now}, headers=auditor).json()
+    assert [life["token_id"] for life in active["answer"]["tokens"]] == [OTHER]
+    mine = service.client.get("/v1/query/active-tokens", params={"at": now, "user": "u-1"}, headers=auditor).json()
+    assert mine["answer"]["tokens"] == []
+    refused = service.client.get("/v1/query/active-tokens", params={"at": "now"}, headers=auditor)
+    assert_problem(refused, 422, "invalid-input", "at")

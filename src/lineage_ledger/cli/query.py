@@ -13,6 +13,7 @@ from rich.table import Table
 
 from lineage_ledger.core.instant import ACCEPTED_FORMS, Instant, format_rfc3339, parse_instant
 from lineage_ledger.errors import InputError
+from lineage_ledger.ledger.holdings import Holdings, active_at, tokens_of_user
 from lineage_ledger.ledger.lineage import Lineage, Record
 from lineage_ledger.ledger.shards import ShardLayout, layout_of, read_layout, shard_url
 from lineage_ledger.store import open_store
@@ -253,6 +254,28 @@ def _state_at(lin: Lineage, a: argparse.Namespace) -> Answer:
     return answer, [r.index for r in lin.timeline(a.token_id)], show
 
 
+def _holdings_table(title: str, held: Holdings) -> None:
+    """One line per token, the id whole so it can be copied."""
+    _out.print(f"[bold]{title}[/]")
+    for life in held.tokens:
+        ended = f"ended {shown(life.ended_at)} ({life.ended_by})" if life.ended_at else "not ended"
+        who = ", ".join(f"{k} {v}" for k, v in (("user", life.user_id), ("client", life.client_id)) if v)
+        parent = f", from {life.parent}" if life.parent else ""
+        _out.print(f"  {life.token_id}  born {shown(life.born_at)}, {ended}{parent}" + (f" ({who})" if who else ""))
+
+
+def _tokens_of_user(lin: Lineage, a: argparse.Namespace) -> Answer:
+    held = tokens_of_user(lin, a.user_id, a.start, a.end)
+    title = f"tokens held by {a.user_id}: {len(held.tokens)}"
+    return held.to_json(), held.evidence, lambda: _holdings_table(title, held)
+
+
+def _active_at(lin: Lineage, a: argparse.Namespace) -> Answer:
+    held = active_at(lin, a.at, user_id=a.user, client_id=a.client, resource=a.resource)
+    title = f"tokens active at {a.at.rfc3339()}: {len(held.tokens)}"
+    return held.to_json(), held.evidence, lambda: _holdings_table(title, held)
+
+
 def _asset(direction: str) -> Callable[[Lineage, argparse.Namespace], Answer]:
     def run(lin: Lineage, a: argparse.Namespace) -> Answer:
         result = lin.upstream(a.asset_id) if direction == "upstream" else lin.downstream(a.asset_id)
@@ -275,6 +298,8 @@ _QUERIES: dict[str, Callable[[Lineage, argparse.Namespace], Answer]] = {
     "user-policies": _user_policies,
     "policy-at": _policy_at,
     "state-at": _state_at,
+    "tokens-of-user": _tokens_of_user,
+    "active-at": _active_at,
     "upstream": _asset("upstream"),
     "downstream": _asset("downstream"),
 }
@@ -310,6 +335,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add("state-at", "a token's lifecycle state at an instant")
     p.add_argument("token_id")
     p.add_argument("--at", type=instant_arg("--at"), required=True, help="the instant; " + TIME_HELP)
+    p = add("tokens-of-user", "every token a user held (born to the user or derived from one), in a window")
+    p.add_argument("user_id")
+    _window(p)
+    p = add("active-at", "every token active at an instant, optionally of one user, client or resource")
+    p.add_argument("--at", type=instant_arg("--at"), required=True, help="the instant; " + TIME_HELP)
+    p.add_argument("--user", help="only tokens held by this user")
+    p.add_argument("--client", help="only tokens born for this client (and tokens derived from them)")
+    p.add_argument("--resource", help="only tokens that had used this resource by then")
     add("upstream", "what a data asset was derived from").add_argument("asset_id")
     add("downstream", "what was derived from a data asset").add_argument("asset_id")
 

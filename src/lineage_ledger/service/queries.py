@@ -14,6 +14,7 @@ from fastapi import Path as PathParam
 
 from lineage_ledger.core.instant import ACCEPTED_FORMS
 from lineage_ledger.ledger.evidence import export_evidence
+from lineage_ledger.ledger.holdings import active_at, tokens_of_user
 from lineage_ledger.ledger.lineage import Lineage, instant_of
 from lineage_ledger.service.auth import Principal
 from lineage_ledger.store.base import Store
@@ -31,6 +32,8 @@ QUERY_ENDPOINTS = (
     "GET /v1/query/policies",
     "GET /v1/query/assets/{asset_id}/{direction}",
     "GET /v1/evidence/{subject}",
+    "GET /v1/query/users/{user_id}/tokens",
+    "GET /v1/query/active-tokens",
 )
 """The routes this module adds; the service's ENDPOINT_ROLES gives each the auditor role."""
 
@@ -208,3 +211,36 @@ def add_query_routes(
         size: Annotated[int | None, Query(ge=1)] = None,
     ) -> Response:
         return Response(export_evidence(reads(), subject, size=size), media_type="application/json")
+
+    @app.get(
+        "/v1/query/users/{user_id}/tokens",
+        tags=["query"],
+        summary="Every token a user held in a window",
+        openapi_extra=extra(ep[10]),
+    )
+    def user_tokens(
+        user_id: Annotated[str, PathParam(min_length=1, max_length=256)],
+        _: Annotated[Principal, Depends(guard(ep[10]))],
+        start: TimeParam = None,
+        end: TimeParam = None,
+        proofs: Proofs = False,
+    ) -> Any:
+        held = tokens_of_user(Lineage(reads()), user_id, start, end)
+        return answer(held.to_json(), held.evidence, proofs)
+
+    @app.get(
+        "/v1/query/active-tokens",
+        tags=["query"],
+        summary="Every token active at an instant (of one user, client or resource)",
+        openapi_extra=extra(ep[11]),
+    )
+    def active_tokens(
+        at: At,
+        _: Annotated[Principal, Depends(guard(ep[11]))],
+        user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        client: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        resource: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
+        proofs: Proofs = False,
+    ) -> Any:
+        held = active_at(Lineage(reads()), at, user_id=user, client_id=client, resource=resource)
+        return answer(held.to_json(), held.evidence, proofs)

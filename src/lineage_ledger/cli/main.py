@@ -28,6 +28,7 @@ from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
+from lineage_ledger.cli.proofs import checkpoint_list, consistency_answer
 from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
@@ -348,6 +349,17 @@ def _verify_sharded(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     store = open_store(args.ledger, readonly=True)
+    if args.list:
+        try:
+            listed = checkpoint_list(store)
+        finally:
+            store.close()
+        if args.json:
+            _json({"checkpoints": listed})
+        else:
+            for cp in listed:
+                print(f"{cp['size']}\t{cp['root']}")
+        return 0
     try:
         verifier = parse_verifier_key(store.meta()["verifier_key"])
         row = store.checkpoints(args.size)[0] if args.size is not None else store.latest_checkpoint()
@@ -378,22 +390,14 @@ def _signed_checkpoint(store: Any, size: int) -> str:
 def cmd_prove(args: argparse.Namespace) -> int:
     store = open_store(args.ledger, readonly=True)
     try:
-        from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof
+        from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof
 
         reader = TiledNodeReader(store.nodes)
         latest = store.latest_checkpoint()
         if latest is None:
             raise NotFoundError("the ledger has no signed checkpoint yet: seal it first")
         if args.consistency:
-            old, new = args.consistency
-            proof = consistency_proof(old, new, reader)
-            result: dict[str, Any] = {
-                "old_size": old,
-                "new_size": new,
-                "proof": [h.hex() for h in proof],
-                "old_checkpoint": _signed_checkpoint(store, old),
-                "new_checkpoint": _signed_checkpoint(store, new),
-            }
+            result: dict[str, Any] = consistency_answer(store, *args.consistency)
         else:
             if args.index is None:
                 raise CommandError("give an INDEX or --consistency OLD NEW")
@@ -922,6 +926,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("checkpoint", parents=[common], help="print the latest signed checkpoint")
     p.add_argument("--verifier-key", action="store_true", help="print the log's note verifier key instead")
     p.add_argument("--size", type=int, help="the checkpoint of this tree size")
+    p.add_argument("--list", action="store_true", help="list every signed checkpoint: size and root hash")
     p.set_defaults(func=cmd_checkpoint)
 
     p = sub.add_parser("prove", parents=[common], help="inclusion or consistency proof")

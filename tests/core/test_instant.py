@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import time
 
 import pytest
 
@@ -110,3 +111,18 @@ def test_no_zone_says_what_to_add() -> None:
 def test_format_rfc3339(ns: int, text: str) -> None:
     assert format_rfc3339(ns) == text
     assert parse_instant(text, field="x").ns == ns
+
+
+def test_calendar_arithmetic_agrees_with_the_standard_library() -> None:
+    # every day from 1970 to 2286 (and leap days) round-trips and matches calendar.timegm
+    for days in range(0, 115_740, 7):  # up to 2286-11-20, the end of ledger time
+        ns = days * 86_400 * S + 3_723 * S
+        year, month, day, hour, minute, second = time.gmtime(days * 86_400 + 3_723)[:6]
+        text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
+        assert format_rfc3339(ns) == text
+        assert parse_instant(text, field="t").ns == ns
+    assert parse_instant("2024-02-29", field="t").ns == calendar.timegm((2024, 2, 29, 0, 0, 0, 0, 0, 0)) * S
+    assert parse_instant("2000-02-29", field="t").ns == calendar.timegm((2000, 2, 29, 0, 0, 0, 0, 0, 0)) * S
+    for bad in ("2100-02-29", "2023-02-29", "2026-04-31", "2026-00-10", "2026-01-00"):
+        with pytest.raises(InputError):
+            parse_instant(bad, field="t")

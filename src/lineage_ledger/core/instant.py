@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from lineage_ledger.core.hlc import format_reading
@@ -55,7 +54,7 @@ _DATETIME_RE: Final = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
     r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))?"
 )
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_NS: Final = 86_400 * 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +93,7 @@ def parse_instant(value: str | int, *, field: str) -> Instant:
         number, unit = int(m.group(1)), m.group(2)
         return Instant(_in_range(number * _UNIT_NS[unit or _unit_of(number)], field, value))
     if m := _DATE_RE.fullmatch(text):
-        return Instant(_in_range(_ns_of(_date(m.groups(), field, value)), field, value))
+        return Instant(_in_range(_date(m.groups(), field, value) * _DAY_NS, field, value))
     if m := _DATETIME_RE.fullmatch(text):
         return Instant(_in_range(_datetime_ns(m.groups(), field, value), field, value))
     raise InputError(field, f"{value!r} is not a time; give {ACCEPTED_FORMS}")
@@ -103,7 +102,9 @@ def parse_instant(value: str | int, *, field: str) -> Instant:
 def format_rfc3339(ns: int) -> str:
     """``ns`` as RFC 3339 UTC: ``2026-12-01T09:30:00Z``, with as many fraction digits as it needs (up to 9)."""
     seconds, frac = divmod(ns, 10**9)
-    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    days, second = divmod(seconds, 86_400)
+    year, month, day = _civil(days)
+    text = f"{year:04d}-{month:02d}-{day:02d}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
     if frac:
         text += "." + f"{frac:09d}".rstrip("0")
     return text + "Z"
@@ -125,20 +126,37 @@ def _in_range(ns: int, field: str, value: str) -> int:
     return ns
 
 
-def _date(parts: tuple[str | None, ...], field: str, value: str) -> date:
+def _date(parts: tuple[str | None, ...], field: str, value: str) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date; InputError if there is no such date."""
     year, month, day = (int(p or 0) for p in parts[:3])
-    try:
-        return date(year, month, day)
-    except ValueError as e:
-        raise InputError(field, f"{value!r} is not a calendar date ({e})") from e
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    length = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    if not (1 <= month <= 12 and 1 <= day <= length[month - 1]):
+        raise InputError(field, f"{value!r} is not a calendar date")
+    # days_from_civil (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms")
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146_097 + doe - 719_468
 
 
-def _ns_of(day: date) -> int:
-    return (day - _EPOCH.date()).days * 86_400 * 10**9
+def _civil(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of days since 1970-01-01 (civil_from_days, the inverse of ``_date``)."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + (3 if mp < 10 else -9)
+    return yoe + era * 400 + (month <= 2), month, day
 
 
 def _datetime_ns(parts: tuple[str | None, ...], field: str, value: str) -> int:
-    day = _date(parts, field, value)
+    days = _date(parts, field, value)
     hour, minute, second = (int(p or 0) for p in parts[3:6])
     fraction, zulu, sign, off_h, off_m = parts[6:]
     if zulu is None and sign is None:
@@ -155,4 +173,4 @@ def _datetime_ns(parts: tuple[str | None, ...], field: str, value: str) -> int:
         offset = (oh * 60 + om) * 60 * (1 if sign == "+" else -1)
     seconds = hour * 3600 + minute * 60 + second - offset
     frac_ns = int((fraction or "").ljust(9, "0")) if fraction else 0
-    return _ns_of(day) + seconds * 10**9 + frac_ns
+    return days * _DAY_NS + seconds * 10**9 + frac_ns

@@ -12,6 +12,9 @@ Keys, all under ``prefix`` (nothing else in the Redis database is read or delete
     <prefix>events:<id>       list of the token's last N events, oldest first, as compact JSON records
     <prefix>revoked           sorted set: revoked token ids, scored by the index of their REVOKED entry
 
+``parent`` (the token it was refreshed, rotated or exchanged from) is what ``is_active`` follows for the
+revocation cascade; a state written without it (by an older version) does not cascade until ``rebuild``.
+
 Token ids are the ledger's fingerprints; no raw token ever reaches this module. This is the only module that
 imports the ``redis`` driver (the ``[redis]`` extra).
 """

@@ -84,9 +84,11 @@ class BundleEvent:
     producer: str
     resource: str | None = None
     outcome: str | None = None
+    parent: str | None = None
+    """The token a birth names as its parent (refresh, rotation or exchange)."""
 
     def to_json(self) -> dict[str, Any]:
-        """A plain dict; ``resource`` and ``outcome`` only when the event has them."""
+        """A plain dict; ``resource``, ``outcome`` and ``parent`` only when the event has them."""
         out: dict[str, Any] = {
             "index": self.index,
             "event_type": self.event_type,
@@ -98,6 +100,8 @@ class BundleEvent:
             out["resource"] = self.resource
         if self.outcome is not None:
             out["outcome"] = self.outcome
+        if self.parent is not None:
+            out["parent"] = self.parent
         return out
 
 
@@ -723,7 +727,7 @@ class _Audit:
         subject = prefix + _str(_get(event, field), field)
         payload = event.get("payload")
         payload = payload if isinstance(payload, dict) else {}
-        resource, outcome = payload.get("resource"), payload.get("outcome")
+        resource, outcome, parent = payload.get("resource"), payload.get("outcome"), payload.get("parent_token_id")
         summary = BundleEvent(
             index=index,
             event_type=_str(_get(event, "event_type"), "event_type"),
@@ -732,6 +736,7 @@ class _Audit:
             producer=_str(_get(entry, "producer"), "producer"),
             resource=resource if isinstance(resource, str) else None,
             outcome=outcome if isinstance(outcome, str) else None,
+            parent=parent if isinstance(parent, str) else None,
         )
         self.events.append(summary)
         if self.subject is not None and subject != self.subject:

@@ -283,10 +283,11 @@ def test_findings_scan_json_jsonl_and_webhook(
     got = result.json()
     found = [(f["rule"], f["subject"], f["indices"]) for f in got["findings"]]
     assert found == [
+        ("token.use_after_ancestor_revoke", "token:" + t["C"], [i["rR"], i["uC2"]]),  # C derives from R
         ("token.use_without_issue", "token:" + t["G"], [i["gG"]]),
         ("token.use_after_revoke", "token:" + t["R"], [i["rR"], i["vR"]]),
     ]
-    assert got["by_severity"] == {"low": 0, "medium": 0, "high": 1, "critical": 1}
+    assert got["by_severity"] == {"low": 0, "medium": 0, "high": 1, "critical": 2}
     assert got["entries"] == i["pX"] + 1
     assert jsonl.read_bytes().splitlines() == [canonical_bytes(f) for f in got["findings"]]
     assert [json.loads(body) for _, _, body in receiver.received] == [{"findings": got["findings"]}]
@@ -298,7 +299,10 @@ def test_findings_scan_thresholds_and_exit_codes(
     ledger = ["--ledger", str(built.path), "--json"]
     critical = run(capsys, "findings", "scan", *ledger, "--min-severity", "critical", "--fail-on", "critical")
     assert critical.code == 1
-    assert [f["rule"] for f in critical.json()["findings"]] == ["token.use_after_revoke"]
+    assert [f["rule"] for f in critical.json()["findings"]] == [
+        "token.use_after_ancestor_revoke",
+        "token.use_after_revoke",
+    ]
 
     unknown = run(capsys, "findings", "scan", *ledger, "--known-producer", "svc-a")
     flagged = {f["indices"][0] for f in unknown.json()["findings"] if f["rule"] == "producer.unknown"}
@@ -323,7 +327,8 @@ def test_findings_scan_thresholds_and_exit_codes(
     human = run(capsys, "findings", "scan", "--ledger", str(built.path))
     assert human.code == 0
     assert "token.use_after_revoke" in human.out
-    assert "1 high, 1 critical" in human.out
+    first = human.out.splitlines()[0]
+    assert first == "scanned 19 entries: 2 critical, 1 high (at or above medium)"  # the summary comes first
 
 
 # -- lineage export ---------------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ def ev(
     )
 
 
-def st_(state: str, issued: int = T0) -> TokenState:
-    return TokenState(state, issued)
+def st_(state: str, issued: int = T0, parent: str = "") -> TokenState:
+    return TokenState(state, issued, parent=parent)
 
 
 @dataclass(frozen=True)
@@ -63,27 +63,29 @@ CASES: Final = [
     Case("origin backfills an active token", ev("ORIGIN"), "ok", {T: st_("ACTIVE")}),
     Case("issue twice", ev("ISSUED"), "token.reissued", {}, {T: st_("ISSUED")}),
     Case("origin of a known token", ev("ORIGIN"), "token.reissued", {}, {T: st_("REVOKED")}),
-    Case("exchange from a live parent", ev("ISSUED", parent=P), "ok", {T: st_("ISSUED")}, {P: st_("ACTIVE")}),
-    Case("exchange from an unknown parent", ev("ISSUED", parent=P), "token.parent_unknown", {T: st_("ISSUED")}),
+    Case("exchange from a live parent", ev("ISSUED", parent=P), "ok", {T: st_("ISSUED", parent=P)}, {P: st_("ACTIVE")}),
+    Case(
+        "exchange from an unknown parent", ev("ISSUED", parent=P), "token.parent_unknown", {T: st_("ISSUED", parent=P)}
+    ),
     Case(
         "exchange from a revoked parent",
         ev("ISSUED", parent=P),
         "token.parent_revoked",
-        {T: st_("ISSUED")},
+        {T: st_("ISSUED", parent=P)},
         {P: st_("REVOKED")},
     ),
     Case(
         "exchange from an expired parent",
         ev("ISSUED", parent=P),
         "token.parent_expired",
-        {T: st_("ISSUED")},
+        {T: st_("ISSUED", parent=P)},
         {P: st_("EXPIRED")},
     ),
     Case(
         "exchange from a rotated parent",
         ev("ISSUED", parent=P),
         "token.refresh_after_rotation",
-        {T: st_("ISSUED")},
+        {T: st_("ISSUED", parent=P)},
         {P: st_("ROTATED")},
     ),
     # steps before issue
@@ -101,50 +103,60 @@ CASES: Final = [
         ev("REFRESHED", parent=P),
         "token.use_after_revoke",
         {},
-        {T: st_("REVOKED"), P: st_("ACTIVE")},
+        {T: st_("REVOKED", parent=P), P: st_("ACTIVE")},
     ),
     Case(
-        "rotate into a live token", ev("ROTATED", parent=P), "token.reissued", {}, {T: st_("ACTIVE"), P: st_("ACTIVE")}
+        "rotate into a live token",
+        ev("ROTATED", parent=P),
+        "token.reissued",
+        {},
+        {T: st_("ACTIVE", parent=P), P: st_("ACTIVE")},
     ),
     # children
     Case("refresh without parent", ev("REFRESHED"), "token.orphan_child", {T: st_("ACTIVE")}),
     Case("rotate without parent", ev("ROTATED"), "token.orphan_child", {T: st_("ACTIVE")}),
-    Case("refresh of an unknown parent", ev("REFRESHED", parent=P), "token.parent_unknown", {T: st_("ACTIVE")}),
+    Case(
+        "refresh of an unknown parent", ev("REFRESHED", parent=P), "token.parent_unknown", {T: st_("ACTIVE", parent=P)}
+    ),
     Case(
         "rotation of a revoked parent",
         ev("ROTATED", parent=P),
         "token.parent_revoked",
-        {T: st_("ACTIVE")},
+        {T: st_("ACTIVE", parent=P)},
         {P: st_("REVOKED")},
     ),
     Case(
         "refresh of an expired parent",
         ev("REFRESHED", parent=P),
         "token.parent_expired",
-        {T: st_("ACTIVE")},
+        {T: st_("ACTIVE", parent=P)},
         {P: st_("EXPIRED")},
     ),
     Case(
         "refresh of a rotated parent",
         ev("REFRESHED", parent=P),
         "token.refresh_after_rotation",
-        {T: st_("ACTIVE")},
+        {T: st_("ACTIVE", parent=P)},
         {P: st_("ROTATED")},
     ),
     Case(
         "second rotation of a parent",
         ev("ROTATED", parent=P),
         "token.refresh_after_rotation",
-        {T: st_("ACTIVE")},
+        {T: st_("ACTIVE", parent=P)},
         {P: st_("ROTATED")},
     ),
-    Case("refresh of an active parent", ev("REFRESHED", parent=P), "ok", {T: st_("ACTIVE")}, {P: st_("ACTIVE")}),
-    Case("refresh of an issued parent", ev("REFRESHED", parent=P), "ok", {T: st_("ACTIVE")}, {P: st_("ISSUED")}),
+    Case(
+        "refresh of an active parent", ev("REFRESHED", parent=P), "ok", {T: st_("ACTIVE", parent=P)}, {P: st_("ACTIVE")}
+    ),
+    Case(
+        "refresh of an issued parent", ev("REFRESHED", parent=P), "ok", {T: st_("ACTIVE", parent=P)}, {P: st_("ISSUED")}
+    ),
     Case(
         "rotation moves the parent to ROTATED",
         ev("ROTATED", at=T0 + 5 * SECOND, parent=P),
         "ok",
-        {T: st_("ACTIVE", T0 + 5 * SECOND), P: st_("ROTATED", T0 - SECOND)},
+        {T: st_("ACTIVE", T0 + 5 * SECOND, P), P: st_("ROTATED", T0 - SECOND)},
         {P: st_("ACTIVE", T0 - SECOND)},
     ),
     # activation
@@ -272,8 +284,8 @@ class TestHappyPath:
         assert [live.record(e) for e in steps] == ["ok"] * len(steps)
         assert live.states == {
             a: TokenState("ACTIVE", T0),
-            b: TokenState("ROTATED", T0 + 120 * SECOND),
-            c: TokenState("REVOKED", T0 + 180 * SECOND),
+            b: TokenState("ROTATED", T0 + 120 * SECOND, parent=a),
+            c: TokenState("REVOKED", T0 + 180 * SECOND, parent=b),
         }
         # what the rules then say about the ended tokens
         assert live.record(ev("USED", b, T0 + 300 * SECOND)) == "token.use_after_rotation"

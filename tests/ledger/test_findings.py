@@ -570,3 +570,24 @@ def test_rules_run_as_the_ledger_commits(tmp_path: Path) -> None:
     assert found == list(scan(ledger.store, WORKLOAD_RULES))
     assert any(f.rule == "token.use_after_revoke" for f in found)
     ledger.close()
+
+
+def test_a_use_after_an_ancestors_revocation_is_a_finding(book: Book) -> None:
+    """RFC 7009 section 2.1: revoking a refresh token ends the tokens issued from it, so a descendant used
+    afterwards (its own verdict is "ok": the cascade is read-time) is flagged, citing the revocation."""
+    root, child, grandchild, other = tokens("anc-root", "anc-child", "anc-grandchild", "anc-other")
+    book.token("ISSUED", root, 0)
+    book.token("REFRESHED", child, 1, parent_token_id=root)
+    book.token("ROTATED", grandchild, 2, parent_token_id=child)
+    book.token("USED", grandchild, 3, resource="/before", outcome="ALLOW")  # before the revocation: fine
+    book.token("ISSUED", other, 3)
+    revocation = book.token("REVOKED", root, 4)
+    use = book.token("USED", grandchild, 5, resource="/after", outcome="ALLOW")
+    exchange = book.token("ISSUED", tokens("anc-exchanged")[0], 6, parent_token_id=grandchild)
+    book.token("USED", other, 7, resource="/unrelated", outcome="ALLOW")
+    found = of(findings(book), "token.use_after_ancestor_revoke")
+    assert found == [
+        ("token:" + grandchild, (revocation, use)),
+        ("token:" + tokens("anc-exchanged")[0], (revocation, exchange)),
+    ]
+    assert RuleSet().severity_of("token.use_after_ancestor_revoke") == "critical"

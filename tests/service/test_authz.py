@@ -98,6 +98,8 @@ MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
         ready(lambda h, a: h.client.get("/v1/proofs/consistency", params={"old": 5, "new": 5}, headers=a)),
         {"auditor": OK},
     ),
+    ("GET /checkpoint", ready(lambda h, a: h.client.get("/checkpoint", headers=a)), {"auditor": OK}),
+    ("GET /tile/{path}", ready(lambda h, a: h.client.get("/tile/0/000.p/1", headers=a)), {"auditor": OK}),
     (
         "GET /v1/checkpoints/latest",
         ready(lambda h, a: h.client.get("/v1/checkpoints/latest", headers=a)),
@@ -131,6 +133,8 @@ MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
             ("GET /v1/query/policies", "/v1/query/policies?at=1"),
             ("GET /v1/query/assets/{asset_id}/{direction}", "/v1/query/assets/a1/upstream"),
             ("GET /v1/evidence/{subject}", "/v1/evidence/{t}"),
+            ("GET /v1/query/users/{user_id}/tokens", "/v1/query/users/u-1/tokens"),
+            ("GET /v1/query/active-tokens", "/v1/query/active-tokens?at=1"),
         ]
     ],
 ]

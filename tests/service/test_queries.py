@@ -9,6 +9,7 @@ from lineage_ledger.core.note import Checkpoint, open_note
 from lineage_ledger.offline import verify_bundle
 from tests.conftest import token_event
 from tests.service.conftest import Harness
+from tests.service.test_ingest import assert_problem
 
 PARENT = "a" * 64
 CHILD = "b" * 64
@@ -102,3 +103,51 @@ def test_evidence_of_an_unknown_token_says_it_proves_absence(service: Harness) -
         refused = service.client.get(f"/v1/evidence/{malformed}", headers=auditor)
         assert refused.status_code == 422, (malformed, refused.text)
         assert refused.headers["content-type"].startswith("application/problem+json")
+
+
+def test_time_parameters_take_rfc3339_and_refuse_what_is_not_a_time(service: Harness) -> None:
+    _history(service)
+    auditor = service.auth("auditor")
+    now = time.time_ns()
+    zoned = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now // 1_000_000_000 + 60))
+    state = service.client.get(f"/v1/query/tokens/{CHILD}/state", params={"at": zoned}, headers=auditor)
+    assert state.status_code == 200, state.text
+    assert state.json()["answer"]["state"] == "REVOKED"
+    epoch = service.client.get(f"/v1/query/tokens/{OTHER}/state", params={"at": str(now // 10**9)}, headers=auditor)
+    assert epoch.json()["answer"]["state"] == "ISSUED"
+    blast = service.client.get(
+        f"/v1/query/tokens/{PARENT}/blast-radius", params={"start": "1970-01-02", "end": zoned}, headers=auditor
+    )
+    assert blast.json()["answer"]["resources"] == ["/orders", "/billing"]
+    for path, name in [
+        (f"/v1/query/tokens/{CHILD}/state", "at"),
+        ("/v1/query/policies", "at"),
+        (f"/v1/query/tokens/{PARENT}/blast-radius", "start"),
+        ("/v1/query/users/u-1/policy-changes", "end"),
+    ]:
+        params = {name: "2026-12-01T09:30:00"}  # no zone
+        if name != "at":
+            params["at"] = zoned
+        assert_problem(service.client.get(path, params=params, headers=auditor), 422, "invalid-input", name)
+
+
+def test_tokens_of_a_user_and_active_tokens_with_proofs(service: Harness) -> None:
+    indices = _history(service)
+    auditor = service.auth("auditor")
+    held = service.client.get("/v1/query/users/u-1/tokens", params={"proofs": "true"}, headers=auditor).json()
+    assert [life["token_id"] for life in held["answer"]["tokens"]] == [PARENT, CHILD]
+    assert [life["ended_by"] for life in held["answer"]["tokens"]] == ["ROTATED", "REVOKED"]
+    assert held["evidence"] == [indices[0], indices[2], indices[6]]
+    text, _ = open_note(held["proofs"]["checkpoint"], [service.ledger.verifier])
+    checkpoint = Checkpoint.from_text(text)
+    for index in held["evidence"]:
+        entry = held["proofs"]["entries"][str(index)].encode()
+        path = [bytes.fromhex(h) for h in held["proofs"]["inclusion"][str(index)]]
+        verify_inclusion(leaf_hash(entry), index, checkpoint.size, path, checkpoint.root_hash)
+    now = str(time.time_ns())
+    active = service.client.get("/v1/query/active-tokens", params={"at": now}, headers=auditor).json()
+    assert [life["token_id"] for life in active["answer"]["tokens"]] == [OTHER]
+    mine = service.client.get("/v1/query/active-tokens", params={"at": now, "user": "u-1"}, headers=auditor).json()
+    assert mine["answer"]["tokens"] == []
+    refused = service.client.get("/v1/query/active-tokens", params={"at": "now"}, headers=auditor)
+    assert_problem(refused, 422, "invalid-input", "at")

@@ -124,3 +124,22 @@ def test_malformed_token_requests_are_4xx_and_write_nothing(service: Harness, pa
     assert_problem(as_json, 415, "unsupported-media-type")
     assert service.stored_size() == size
     assert introspect(service, "some-token")["active"] is True
+
+
+def test_revoking_a_refresh_token_ends_the_tokens_derived_from_it(service: Harness) -> None:
+    """RFC 7009 section 2.1: the access and refresh tokens issued from a revoked refresh token stop being
+    active at introspection, though the ledger recorded no REVOKED of their own."""
+    parent = issue(service, "refresh-token-family-0")
+    now = time.time_ns()
+    children = [token_fingerprint(TOKEN_SECRET, f"refresh-token-family-{n}") for n in (1, 2)]
+    events = [
+        token_event("REFRESHED", children[0], now, parent_token_id=parent),
+        token_event("ISSUED", children[1], now + 1_000, parent_token_id=children[0]),  # an exchange
+    ]
+    assert service.post_batch(service.batch(events)).status_code == 200
+    assert introspect(service, "refresh-token-family-1")["active"] is True
+    assert introspect(service, "refresh-token-family-2")["active"] is True
+    assert form_post(service, "/v1/revoke", {"token": "refresh-token-family-0"}).status_code == 200
+    assert introspect(service, "refresh-token-family-0") == {"active": False}
+    assert introspect(service, "refresh-token-family-1") == {"active": False}
+    assert introspect(service, "refresh-token-family-2") == {"active": False}

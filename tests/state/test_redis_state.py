@@ -311,3 +311,32 @@ def test_a_redis_that_missed_commits_never_answers_stale(built: Built, tmp_path:
             hot.state.clear()
             hot.close()
             admin.close()
+
+
+def test_redis_introspection_follows_the_revocation_cascade(built: Built, tmp_path: Path) -> None:
+    """A token refreshed from a revoked token is inactive in Redis too, and Redis keeps the parent link."""
+    with Ledger.create(str(tmp_path / "cascade.db"), make_log_signer()) as ledger:
+        producer = Ed25519Signer.generate("auth-server")
+        ledger.register_key("auth-server", "k1", producer.public_key)
+        parent, child, grandchild = (token_fingerprint(SECRET, f"cascade-{n}") for n in range(3))
+        t = START_NS
+        hot = open_introspector(ledger, built.url, prefix="lineage-cascade:")
+        assert isinstance(hot, RedisFollower)
+        try:
+            events = [
+                token_event("ISSUED", parent, t),
+                token_event("REFRESHED", child, t + S, parent_token_id=parent),
+                token_event("ROTATED", grandchild, t + 2 * S, parent_token_id=child),
+            ]
+            ledger.append(seal_batch(events, producer="auth-server", key_id="k1", signer=producer))
+            assert hot.is_active(grandchild, t + 3 * S)
+            assert hot.token_state(grandchild).parent == child
+            revoke = token_event("REVOKED", parent, t + 4 * S)
+            ledger.append(seal_batch([revoke], producer="auth-server", key_id="k1", signer=producer))
+            assert not hot.is_active(child, t + 5 * S)
+            assert not hot.is_active(grandchild, t + 5 * S)
+            assert not hot.state.is_active(grandchild, t + 5 * S)
+            assert not ledger.is_active(grandchild, t + 5 * S)
+        finally:
+            hot.state.clear()
+            hot.close()

@@ -17,11 +17,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from lineage_ledger.cli.options import output_options, subject_argument
+from lineage_ledger.cli.query import instant_arg
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table
 from lineage_ledger.errors import InputError
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.evidence import export_evidence
+from lineage_ledger.ledger.evidence_set import export_evidence_set
 from lineage_ledger.offline import TRUSTED_KEY_ENV_VAR, BundleReport, verify_bundle
+from lineage_ledger.offline_set import is_evidence_set, verify_evidence_set
 from lineage_ledger.store import open_store
 
 __all__ = ["register"]
@@ -37,10 +40,21 @@ def _print_json(value: Any) -> None:
 def _export(args: argparse.Namespace) -> int:
     store = open_store(args.ledger, readonly=True)
     try:
-        bundle = export_evidence(store, args.token_id, size=args.size)
+        if args.family or args.blast_radius:
+            kind = "family" if args.family else "blast-radius"
+            bundle = export_evidence_set(store, args.token_id, kind, start=args.start, end=args.end, size=args.size)
+        else:
+            bundle = export_evidence(store, args.token_id, size=args.size)
     finally:
         store.close()
     summary = json.loads(bundle)
+    if "bundles" in summary:  # an evidence set: a family or a blast radius
+        if args.output == "-":
+            sys.stdout.buffer.write(bundle)
+            sys.stdout.buffer.flush()
+            return 0
+        Path(args.output).write_bytes(bundle)
+        return _exported_set(args, summary, len(bundle))
     subject, size, count = summary["subject"], summary["tree_size"], len(summary["entries"])
     absent = (
         f"{subject} has no entries as of the checkpoint of size {size}: "
@@ -72,6 +86,53 @@ def _export(args: argparse.Namespace) -> int:
     else:
         _out.print(f"wrote a proof of absence to {escape(args.output)}: {escape(absent)}")
     return 0
+
+
+def _exported_set(args: argparse.Namespace, summary: dict[str, Any], size: int) -> int:
+    tokens = [b["subject"] for b in summary["bundles"]]
+    entries = sum(len(b["entries"]) for b in summary["bundles"])
+    scope = summary["scope"]
+    if args.json:
+        _print_json(
+            {
+                "file": args.output,
+                "scope": scope,
+                "tokens": tokens,
+                "tree_size": summary["tree_size"],
+                "entries": entries,
+                "bytes": size,
+            }
+        )
+    else:
+        _out.print(
+            f"wrote the evidence of the {scope['kind']} of {scope['token_id']} ({len(tokens)} tokens, {entries} "
+            f"entries) against the checkpoint of size {summary['tree_size']} to {args.output}"
+        )
+    return 0
+
+
+def _verify_set(data: bytes, key: str | None, as_json: bool) -> int:
+    report = verify_evidence_set(data, log_key=key)
+    if as_json:
+        _print_json(report.to_json())
+        return 0 if report.ok else 1
+    scope = report.scope
+    if report.ok:
+        resources = sorted({u[3] for u in report.uses})
+        _out.print(
+            f"[green]OK[/] {escape(str(scope.get('kind')))} of {escape(str(scope.get('token_id')))}: "
+            f"{len(report.members)} tokens, each with its complete history as of checkpoint size "
+            f"{report.tree_size}; resources used: {escape(', '.join(resources) or 'none')}"
+        )
+        for parent, child, kind, index in report.edges:
+            _out.print(f"  {parent} --{kind}@{index}--> {child}")
+    else:
+        _out.print(f"[red]FAILED[/] evidence set: {len(report.problems)} problems")
+    for problem in report.problems:
+        _out.print(f"  [red]problem:[/] {escape(problem)}")
+    for warning in report.warnings:
+        _err.print(f"[yellow]warning:[/] {escape(warning)}")
+    return 0 if report.ok else 1
 
 
 def _show(report: BundleReport) -> None:
@@ -116,6 +177,8 @@ def _trusted_key(args: argparse.Namespace) -> str:
 def _verify(args: argparse.Namespace) -> int:
     key = _trusted_key(args)
     data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    if is_evidence_set(data):
+        return _verify_set(data, key, args.json)
     report = verify_bundle(data, log_key=key)
     if args.json:
         _print_json(report.to_json())
@@ -135,6 +198,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="the bundle file ('-' for standard output)")
     p.add_argument("--size", type=int, help="the checkpoint's tree size (default: the latest)")
+    whole = p.add_mutually_exclusive_group()
+    whole.add_argument("--family", action="store_true", help="every token of the token's family, in one file")
+    whole.add_argument(
+        "--blast-radius", action="store_true", help="the token and every token derived from it, in one file"
+    )
+    p.add_argument("--start", type=instant_arg("--start"), help="with --blast-radius: the window's start")
+    p.add_argument("--end", type=instant_arg("--end"), help="with --blast-radius: the window's end")
     p.set_defaults(func=_export)
 
     p = es.add_parser("verify", parents=[output_options()], help="check a bundle offline, with no database")

@@ -1,4 +1,10 @@
-"""``lineage findings scan``: run every findings rule over the log; print, write JSON lines, post to a webhook."""
+"""``lineage findings scan``: run every findings rule over the log; print, write JSON lines, post to a webhook.
+
+People see a summary first (how many findings of each severity and rule), then the findings at or above
+``--min-severity`` (default medium: low findings are clock skew only). ``--backfill`` is for a log that
+holds history imported after the fact: an event recorded long after it occurred is then expected, so the
+late-delivery half of ``time.skew`` is off (a clock running ahead is still a finding).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import Any
 from rich.table import Table
 
 from lineage_ledger.cli.render import counted, output_console, print_table
-from lineage_ledger.core.hlc import parse_reading
+from lineage_ledger.core.instant import ACCEPTED_FORMS, parse_instant
 from lineage_ledger.errors import InputError
 from lineage_ledger.ledger.findings import (
     SEVERITIES,
@@ -61,10 +67,7 @@ def _ns(seconds: float, field: str) -> int:
 def _now(text: str | None) -> str | int | None:
     if text is None:
         return None
-    if text.isdigit():
-        return int(text)
-    parse_reading(text, field="--now")
-    return text
+    return parse_instant(text, field="--now").reading()
 
 
 def _rules(args: argparse.Namespace) -> RuleSet:
@@ -80,7 +83,9 @@ def _rules(args: argparse.Namespace) -> RuleSet:
         gaps[producer] = _ns(value, "--heartbeat")
     return RuleSet(
         skew_tolerance_ns=_ns(args.skew_seconds, "--skew-seconds"),
-        max_delay_ns=_ns(args.max_delay_seconds, "--max-delay-seconds") if args.max_delay_seconds else None,
+        max_delay_ns=(
+            _ns(args.max_delay_seconds, "--max-delay-seconds") if args.max_delay_seconds and not args.backfill else None
+        ),
         refresh_replay_window_ns=_ns(args.replay_seconds, "--replay-seconds"),
         refresh_storm_count=args.storm_count,
         refresh_storm_window_ns=_ns(args.storm_seconds, "--storm-seconds"),
@@ -105,6 +110,30 @@ def _table(findings: list[Finding]) -> None:
             f.message,
         )
     print_table(_out, table)
+
+
+def _summary(
+    scanned: int,
+    floor: str,
+    by_severity: dict[str, int],
+    by_rule: dict[str, int],
+    below: int,
+    backfill: bool,
+    everything: list[Finding],
+) -> None:
+    """What a person reads first: totals by severity and by rule, and what was left out."""
+    counts = ", ".join(f"{n} {s}" for s, n in reversed(by_severity.items()) if n) or "no findings"
+    _out.print(f"scanned {counted(scanned, 'entry', 'entries')}: {counts} (at or above {floor})")
+    for rule, n in sorted(by_rule.items(), key=lambda item: (-item[1], item[0])):
+        _out.print(f"  {n:>6}  {rule}")
+    if below:
+        _out.print(f"  {below} more below {floor} not shown (--min-severity low shows them)")
+    late = sum(1 for f in everything if f.rule == "time.skew" and "after it occurred" in f.message)
+    if not backfill and late and late * 2 >= scanned:
+        _out.print(
+            f"  {late} events were recorded long after they occurred: if this log holds imported history, "
+            "scan with --backfill"
+        )
 
 
 def _scan_sharded(args: argparse.Namespace, layout: ShardLayout, rules: RuleSet, now: str | int | None) -> int:
@@ -156,7 +185,8 @@ def _scan(args: argparse.Namespace) -> int:
         if args.webhook:
             sinks.append(_AtLeast(WebhookSink(args.webhook, timeout=args.webhook_timeout), floor))
         engine = FindingsEngine(rules, sinks=sinks)
-        found = [f for f in engine.scan(store, now=now) if _rank(f.severity) >= _rank(floor)]
+        everything = list(engine.scan(store, now=now))
+        found = [f for f in everything if _rank(f.severity) >= _rank(floor)]
         scanned = engine.position
     finally:
         for sink in sinks:
@@ -167,13 +197,20 @@ def _scan(args: argparse.Namespace) -> int:
     for f in found:
         by_rule[f.rule] = by_rule.get(f.rule, 0) + 1
         by_severity[f.severity] += 1
-    summary: dict[str, Any] = {"entries": scanned, "by_rule": dict(sorted(by_rule.items())), "by_severity": by_severity}
+    below = len(everything) - len(found)
+    summary: dict[str, Any] = {
+        "entries": scanned,
+        "min_severity": floor,
+        "by_rule": dict(sorted(by_rule.items())),
+        "by_severity": by_severity,
+        "below_min_severity": below,
+    }
     if args.json:
         print(json.dumps({**summary, "findings": [f.to_json() for f in found]}))
     else:
-        _table(found)
-        counts = ", ".join(f"{n} {s}" for s, n in by_severity.items() if n) or "none"
-        _out.print(f"scanned {counted(scanned, 'entry', 'entries')}: {counts}")
+        _summary(scanned, floor, by_severity, by_rule, below, args.backfill, everything)
+        if found:
+            _table(found)
     if args.fail_on is not None and any(_rank(f.severity) >= _rank(args.fail_on) for f in found):
         return 1
     return 0
@@ -191,7 +228,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--webhook-timeout", type=float, default=5.0, metavar="SECONDS", help="seconds per webhook request (default 5)"
     )
-    p.add_argument("--min-severity", choices=SEVERITIES, default="low", help="report only this severity and above")
+    p.add_argument(
+        "--min-severity", choices=SEVERITIES, default="medium", help="report only this severity and above (medium)"
+    )
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="the log holds history imported after the fact: a late-recorded event is not clock skew",
+    )
     p.add_argument("--fail-on", choices=SEVERITIES, help="exit 1 if a finding of this severity or above is found")
     p.add_argument("--skew-seconds", type=float, default=60.0, help="clock skew tolerance (default 60)")
     p.add_argument(
@@ -214,5 +258,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="PRODUCER",
         help="the producers that are known (repeatable; default: those with a key in the log)",
     )
-    p.add_argument("--now", help="HLC reading or ns at which open heartbeat gaps are judged (default: last entry)")
+    p.add_argument(
+        "--now", help="when open heartbeat gaps are judged (default: the last entry); a time: " + ACCEPTED_FORMS
+    )
     p.set_defaults(func=_scan)

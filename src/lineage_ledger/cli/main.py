@@ -22,6 +22,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lineage_ledger.cli.events import ensure_token_secret
+from lineage_ledger.cli.events import register as register_events
 from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
@@ -36,6 +38,7 @@ from lineage_ledger.cli.options import (
     shared_options,
     token_id_argument,
 )
+from lineage_ledger.cli.proofs import checkpoint_list, consistency_answer
 from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table, silence_stdout
 from lineage_ledger.cli.tiles import register as register_tiles
@@ -179,11 +182,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     ledger = _init(args)
     info = {"ledger": args.ledger, "origin": ledger.origin, "verifier_key": str(ledger.verifier)}
     ledger.close()
+    info["token_secret_file"] = ensure_token_secret(args.ledger)
     if args.json:
         _json(info)
     else:
         out.print(f"created ledger {args.ledger} (origin {info['origin']})")
         out.print(f"log verifier key: {info['verifier_key']}")
+        if info["token_secret_file"]:
+            out.print(
+                f"token secret: {info['token_secret_file']} (producers and lineage serve fingerprint tokens with it)"
+            )
     return 0
 
 
@@ -351,6 +359,17 @@ def _verify_sharded(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     store = open_store(args.ledger, readonly=True)
+    if args.list:
+        try:
+            listed = checkpoint_list(store)
+        finally:
+            store.close()
+        if args.json:
+            _json({"checkpoints": listed})
+        else:
+            for cp in listed:
+                print(f"{cp['size']}\t{cp['root']}")
+        return 0
     try:
         verifier = parse_verifier_key(store.meta()["verifier_key"])
         row = store.checkpoints(args.size)[0] if args.size is not None else store.latest_checkpoint()
@@ -381,22 +400,14 @@ def _signed_checkpoint(store: Any, size: int) -> str:
 def cmd_prove(args: argparse.Namespace) -> int:
     store = open_store(args.ledger, readonly=True)
     try:
-        from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof
+        from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof
 
         reader = TiledNodeReader(store.nodes)
         latest = store.latest_checkpoint()
         if latest is None:
             raise NotFoundError("the ledger has no signed checkpoint yet: seal it first")
         if args.consistency:
-            old, new = args.consistency
-            proof = consistency_proof(old, new, reader)
-            result: dict[str, Any] = {
-                "old_size": old,
-                "new_size": new,
-                "proof": [h.hex() for h in proof],
-                "old_checkpoint": _signed_checkpoint(store, old),
-                "new_checkpoint": _signed_checkpoint(store, new),
-            }
+            result: dict[str, Any] = consistency_answer(store, *args.consistency)
         else:
             if args.index is None:
                 raise CommandError("give an INDEX or --consistency OLD NEW")
@@ -939,6 +950,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("checkpoint", parents=[common], help="print the latest signed checkpoint")
     p.add_argument("--verifier-key", action="store_true", help="print the log's note verifier key instead")
     p.add_argument("--size", type=int, help="the checkpoint of this tree size")
+    p.add_argument("--list", action="store_true", help="list every signed checkpoint: size and root hash")
     p.set_defaults(func=cmd_checkpoint)
 
     p = sub.add_parser("prove", parents=[common], help="inclusion or consistency proof")
@@ -959,6 +971,7 @@ def _parser() -> argparse.ArgumentParser:
     register_export(sub, common)
     register_kafka(sub, common)
     register_tiles(sub, common)
+    register_events(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id", type=token_id_argument, help=TOKEN_ID_HELP)

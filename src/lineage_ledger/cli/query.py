@@ -11,8 +11,10 @@ from rich.table import Table
 
 from lineage_ledger.cli.options import TOKEN_ID_HELP, token_id_argument
 from lineage_ledger.cli.render import counted, output_console, print_table
+from lineage_ledger.core.instant import ACCEPTED_FORMS, Instant, format_rfc3339, parse_instant
 from lineage_ledger.core.model import TOKEN_EVENT_TYPES
 from lineage_ledger.errors import InputError
+from lineage_ledger.ledger.holdings import Holdings, active_at, tokens_of_user
 from lineage_ledger.ledger.lineage import Lineage, Record
 from lineage_ledger.ledger.shards import ShardLayout, layout_of, read_layout, shard_url
 from lineage_ledger.store import open_store
@@ -21,6 +23,29 @@ from lineage_ledger.store.base import Store
 __all__ = ["register"]
 
 _out = output_console()
+
+
+def instant_arg(option: str) -> Callable[[str], Instant]:
+    """An argparse ``type`` reading ``option``'s value with core.instant (a usage error, exit 2, if it is
+    not a time)."""
+
+    def parse(text: str) -> Instant:
+        try:
+            return parse_instant(text, field=option)
+        except InputError as e:
+            raise argparse.ArgumentTypeError(e.reason) from e
+
+    parse.__name__ = "time"
+    return parse
+
+
+TIME_HELP = "a time: " + ACCEPTED_FORMS
+
+
+def shown(reading: str) -> str:
+    """An HLC reading as people read it: RFC 3339 UTC (the reading itself if it is not one)."""
+    head = reading[:19]
+    return format_rfc3339(int(head)) if len(head) == 19 and head.isdigit() else reading
 
 
 def _print_json(value: Any) -> None:
@@ -36,7 +61,7 @@ def _records_table(title: str, records: list[Record]) -> None:
         payload = getattr(ev, "payload", None)
         detail = getattr(payload, "resource", None) or getattr(payload, "destination", None) or ""
         verdict = r.verdict if r.verdict == "ok" else f"[red]{r.verdict}[/]"
-        table.add_row(str(r.index), ev.occurred_at, r.subject, ev.event_type, verdict, r.producer, str(detail))
+        table.add_row(str(r.index), shown(ev.occurred_at), r.subject, ev.event_type, verdict, r.producer, str(detail))
     print_table(_out, table)
 
 
@@ -58,8 +83,6 @@ def _open_for(args: argparse.Namespace) -> Store:
         )
     return open_store(shard_url(args.ledger, layout.shard_of("token:" + token)), readonly=True)
 
-
-_TIME_HELP = "HLC reading or integer nanoseconds since the Unix epoch"
 
 _ACROSS_SHARDS = frozenset({"family", "blast-radius", "since-refresh"})
 """Queries whose answer spans a token's descendants, which may live in other shards."""
@@ -162,7 +185,8 @@ def _since_refresh(lin: Lineage, a: argparse.Namespace) -> Answer:
     br = lin.since_last_refresh(a.token_id)
 
     def show() -> None:
-        _out.print(f"[bold]{a.token_id}[/] between {br.start or 'issue'} and {br.end if br.end != '~' else 'now'}")
+        start = shown(br.start) if br.start else "issue"
+        _out.print(f"[bold]{a.token_id}[/] between {start} and {shown(br.end) if br.end != '~' else 'now'}")
         _out.print("  resources: " + (", ".join(br.resources) or "none"))
 
     return br.to_json(), br.evidence, show
@@ -185,7 +209,7 @@ def _user_policies(lin: Lineage, a: argparse.Namespace) -> Answer:
         for c in changes:
             p = c["policy"]
             _out.print(
-                f"{p['policy_id']} -> {p['version']} at {p['occurred_at']} (index {p['index']}): "
+                f"{p['policy_id']} -> {p['version']} at {shown(p['occurred_at'])} (index {p['index']}): "
                 f"{counted(len(c['tokens']), 'token')} of {a.user_id}"
             )
 
@@ -198,28 +222,61 @@ def _policy_at(lin: Lineage, a: argparse.Namespace) -> Answer:
         at = rec.event.occurred_at
         evidence = [rec.index, *(p.index for p in policies.values())]
     else:
+        if a.at is None:
+            raise InputError("--at", "give --at TIME (the instant) or --token-id ID (when that token was issued)")
         policies = lin.policy_in_force(a.at)
-        at = a.at
+        at = a.at.reading()
         evidence = [p.index for p in policies.values()]
     answer = {"at": at, "policies": {k: v.to_json() for k, v in policies.items()}}
 
     def show() -> None:
+        _out.print(f"policies in force at {shown(at)}:")
         for p in policies.values():
             _out.print(
-                f"{p.policy_id} {p.version} (changed {p.occurred_at}, index {p.index}): {json.dumps(p.document)}"
+                f"{p.policy_id} {p.version} (changed {shown(p.occurred_at)}, index {p.index}): {json.dumps(p.document)}"
             )
 
     return answer, evidence, show
 
 
 def _state_at(lin: Lineage, a: argparse.Namespace) -> Answer:
-    state = lin.state_at(a.token_id, a.at)
-    answer = {"token_id": a.token_id, "at": a.at, "state": state.state, "issued_ns": state.issued_ns}
-    return (
-        answer,
-        [r.index for r in lin.timeline(a.token_id)],
-        lambda: _out.print(f"{a.token_id} at {a.at}: {state.state}"),
-    )
+    state, revoked_by = lin.status_at(a.token_id, a.at)
+    answer = {
+        "token_id": a.token_id,
+        "at": a.at.reading(),
+        "state": state.state,
+        "issued_ns": state.issued_ns,
+        "expires_ns": state.expires_ns,
+        "revoked_by": revoked_by,
+    }
+
+    def show() -> None:
+        why = f" (ancestor {revoked_by} was revoked)" if revoked_by else ""
+        _out.print(f"{a.token_id} at {a.at.rfc3339()}: {state.state}{why}")
+
+    return answer, [r.index for r in lin.timeline(a.token_id)], show
+
+
+def _holdings_table(title: str, held: Holdings) -> None:
+    """One line per token, the id whole so it can be copied."""
+    _out.print(f"[bold]{title}[/]")
+    for life in held.tokens:
+        ended = f"ended {shown(life.ended_at)} ({life.ended_by})" if life.ended_at else "not ended"
+        who = ", ".join(f"{k} {v}" for k, v in (("user", life.user_id), ("client", life.client_id)) if v)
+        parent = f", from {life.parent}" if life.parent else ""
+        _out.print(f"  {life.token_id}  born {shown(life.born_at)}, {ended}{parent}" + (f" ({who})" if who else ""))
+
+
+def _tokens_of_user(lin: Lineage, a: argparse.Namespace) -> Answer:
+    held = tokens_of_user(lin, a.user_id, a.start, a.end)
+    title = f"tokens held by {a.user_id}: {len(held.tokens)}"
+    return held.to_json(), held.evidence, lambda: _holdings_table(title, held)
+
+
+def _active_at(lin: Lineage, a: argparse.Namespace) -> Answer:
+    held = active_at(lin, a.at, user_id=a.user, client_id=a.client, resource=a.resource)
+    title = f"tokens active at {a.at.rfc3339()}: {len(held.tokens)}"
+    return held.to_json(), held.evidence, lambda: _holdings_table(title, held)
 
 
 def _asset(direction: str) -> Callable[[Lineage, argparse.Namespace], Answer]:
@@ -244,6 +301,8 @@ _QUERIES: dict[str, Callable[[Lineage, argparse.Namespace], Answer]] = {
     "user-policies": _user_policies,
     "policy-at": _policy_at,
     "state-at": _state_at,
+    "tokens-of-user": _tokens_of_user,
+    "active-at": _active_at,
     "upstream": _asset("upstream"),
     "downstream": _asset("downstream"),
 }
@@ -264,23 +323,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("token_id", type=token_id_argument, help=TOKEN_ID_HELP)
         return p
 
-    def window(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--start", help=f"{_TIME_HELP}: the window's start, included (default: the beginning)")
-        p.add_argument("--end", help=f"{_TIME_HELP}: the window's end, excluded (default: no end)")
-
     token(add("timeline", "a token's events"))
     token(add("family", "a token's family DAG (ancestors and descendants)"))
-    window(token(add("blast-radius", "every descendant and every resource touched in a window")))
+    _window(token(add("blast-radius", "every descendant and every resource touched in a window")))
     token(add("since-refresh", "resources used between the last refresh and the revocation"))
     p = add("resource", "tokens that accessed a resource in a window")
     p.add_argument("resource", help="the resource as producers name it in USED events, e.g. /v1/orders")
-    window(p)
+    _window(p)
     p = add("user-policies", "policy changes that affected tokens issued to a user in a window")
     p.add_argument("user_id", help="the user id of the tokens' ISSUED events")
-    window(p)
+    _window(p)
     p = add("policy-at", "the policy in force at an instant, or when a token was issued/used")
     instant = p.add_mutually_exclusive_group(required=True)
-    instant.add_argument("--at", help=f"{_TIME_HELP}: the instant")
+    instant.add_argument("--at", type=instant_arg("--at"), help="the instant; " + TIME_HELP)
     instant.add_argument("--token-id", type=token_id_argument, help="the instant of this token's --event")
     p.add_argument(
         "--event",
@@ -289,6 +344,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="with --token-id: the token's first event of this type (default ISSUED)",
     )
     p = token(add("state-at", "a token's lifecycle state at an instant"))
-    p.add_argument("--at", required=True, help=f"{_TIME_HELP}: the instant")
+    p.add_argument("--at", type=instant_arg("--at"), required=True, help="the instant; " + TIME_HELP)
+    p = add("tokens-of-user", "every token a user held (born to the user or derived from one), in a window")
+    p.add_argument("user_id", help="the user id of the tokens' ISSUED events")
+    _window(p)
+    p = add("active-at", "every token active at an instant, optionally of one user, client or resource")
+    p.add_argument("--at", type=instant_arg("--at"), required=True, help="the instant; " + TIME_HELP)
+    p.add_argument("--user", help="only tokens held by this user")
+    p.add_argument("--client", help="only tokens born for this client (and tokens derived from them)")
+    p.add_argument("--resource", help="only tokens that had used this resource by then")
     add("upstream", "what a data asset was derived from").add_argument("asset_id", help="the data asset's id")
     add("downstream", "what was derived from a data asset").add_argument("asset_id", help="the data asset's id")
+
+
+def _window(p: argparse.ArgumentParser) -> None:
+    """--start and --end of a half-open window, parsed as times."""
+    p.add_argument("--start", type=instant_arg("--start"), help="the window's start, included; " + TIME_HELP)
+    p.add_argument("--end", type=instant_arg("--end"), help="the window's end, excluded; " + TIME_HELP)

@@ -9,10 +9,19 @@ States: NONE (never seen), ISSUED, ACTIVE, ROTATED (replaced by a child), EXPIRE
 REFRESHED and ROTATED are recorded on the new (child) token and name the parent in
 ``payload.parent_token_id``; ROTATED also moves the parent to ROTATED. ISSUED with a parent is a token
 exchange (RFC 8693).
+
+Revocation cascade (RFC 7009 section 2.1: revoking a refresh token should invalidate the tokens issued
+from the same grant). With ``LifecyclePolicy.revocation_cascade`` (the default) a token whose ancestor (its
+parent by refresh, rotation or exchange, that parent's parent, ...) was revoked is no longer active. The
+cascade is a read of the state, never a verdict: ``apply`` judges each event exactly as before, so entries
+recorded before the setting existed keep their verdicts and every ledger verifies as it did. Readers apply
+it (``active_at`` with ``ancestor_revoked``; ledger.cascade), and a use after an ancestor's revocation is a
+finding (``token.use_after_ancestor_revoke``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -28,7 +37,9 @@ __all__ = [
     "LifecyclePolicy",
     "TokenState",
     "apply",
+    "effective_state",
     "replay",
+    "revoked_ancestor",
 ]
 
 NONE: Final = "NONE"
@@ -75,12 +86,26 @@ class TokenState:
     issued_ns: int = 0
     expires_ns: int = 0
     """When the token stops being valid by its own terms (payload.expires_at), 0 if it never said."""
+    parent: str = ""
+    """The token it was refreshed, rotated or exchanged from ("" for none): the link the cascade follows."""
 
-    def active_at(self, now_ns: int) -> bool:
-        """True if the token may be used at ``now_ns``: issued or active, not revoked, rotated or expired."""
-        if self.state not in {ISSUED, ACTIVE}:
+    def active_at(self, now_ns: int, *, ancestor_revoked: bool = False) -> bool:
+        """True if the token may be used at ``now_ns``: issued or active, not revoked, rotated or expired
+        (by an EXPIRED event or by its own ``expires_at``), and, when the caller found a revoked ancestor
+        under a cascading policy, never."""
+        if self.state not in {ISSUED, ACTIVE} or ancestor_revoked:
             return False
         return self.expires_ns == 0 or now_ns < self.expires_ns
+
+    def at(self, now_ns: int) -> TokenState:
+        """This state as of ``now_ns``: EXPIRED once an issued or active token's ``expires_at`` has passed."""
+        if self.state in {ISSUED, ACTIVE} and self.expires_ns and now_ns >= self.expires_ns:
+            return dataclasses.replace(self, state=EXPIRED)
+        return self
+
+    def becoming(self, state: str) -> TokenState:
+        """The same token in ``state`` (its times and parent kept)."""
+        return dataclasses.replace(self, state=state)
 
 
 NEVER_SEEN: Final = TokenState()
@@ -92,26 +117,34 @@ class LifecyclePolicy:
 
     activation_window_ns: int = 15 * 60 * 1_000_000_000
     require_mfa_for_activation: bool = True
+    revocation_cascade: bool = True
+    """Revoking a token ends every token derived from it (read-time; verdicts never depend on it)."""
 
     def to_text(self) -> str:
-        """The policy as the ledger's settings record it (canonical JSON), so a verifier judges alike."""
-        return canonical_bytes(
-            {
-                "activation_window_ns": self.activation_window_ns,
-                "require_mfa_for_activation": self.require_mfa_for_activation,
-            }
-        ).decode()
+        """The policy as the ledger's settings record it (canonical JSON), so a verifier judges alike.
+
+        ``revocation_cascade`` is written only when it is off, so a default policy reads as it always has
+        and a ledger created before the setting existed cascades."""
+        fields: dict[str, object] = {
+            "activation_window_ns": self.activation_window_ns,
+            "require_mfa_for_activation": self.require_mfa_for_activation,
+        }
+        if not self.revocation_cascade:
+            fields["revocation_cascade"] = False
+        return canonical_bytes(fields).decode()
 
     @classmethod
     def from_text(cls, text: str) -> LifecyclePolicy:
         """The policy ``to_text`` wrote; InputError if it is not one."""
         value = decode_json(text.encode(), field="lifecycle")
-        if not isinstance(value, dict) or set(value) != {"activation_window_ns", "require_mfa_for_activation"}:
+        required = {"activation_window_ns", "require_mfa_for_activation"}
+        if not isinstance(value, dict) or not required <= set(value) <= required | {"revocation_cascade"}:
             raise InputError("lifecycle", "not a lifecycle policy")
         window, mfa = value["activation_window_ns"], value["require_mfa_for_activation"]
-        if type(window) is not int or window < 0 or type(mfa) is not bool:
-            raise InputError("lifecycle", "activation_window_ns must be a non-negative integer, the other a boolean")
-        return cls(activation_window_ns=window, require_mfa_for_activation=mfa)
+        cascade = value.get("revocation_cascade", True)
+        if type(window) is not int or window < 0 or type(mfa) is not bool or type(cascade) is not bool:
+            raise InputError("lifecycle", "activation_window_ns must be a non-negative integer, the others booleans")
+        return cls(activation_window_ns=window, require_mfa_for_activation=mfa, revocation_cascade=cascade)
 
 
 def _expiry(event: TokenEvent) -> int:
@@ -146,8 +179,8 @@ def apply(
     if kind in {"ISSUED", "ORIGIN"}:
         if s != NONE:
             return "token.reissued", {}
-        new = TokenState(ISSUED if kind == "ISSUED" else ACTIVE, _ns(event.occurred_at), _expiry(event))
         parent = event.payload.parent_token_id
+        new = TokenState(ISSUED if kind == "ISSUED" else ACTIVE, _ns(event.occurred_at), _expiry(event), parent or "")
         if parent is not None and (local is None or local(parent)):
             pstate = state_of(parent).state
             if pstate in PARENT_RULES:
@@ -157,8 +190,8 @@ def apply(
     if kind in {"REFRESHED", "ROTATED"}:
         if s != NONE:
             return _TERMINAL_RULE.get(s, "token.reissued"), {}
-        new = TokenState(ACTIVE, _ns(event.occurred_at), _expiry(event))
         parent = event.payload.parent_token_id
+        new = TokenState(ACTIVE, _ns(event.occurred_at), _expiry(event), parent or "")
         if parent is None:
             return "token.orphan_child", {tid: new}
         if local is not None and not local(parent):
@@ -168,14 +201,14 @@ def apply(
             return PARENT_RULES[pcur.state], {tid: new}
         changes = {tid: new}
         if kind == "ROTATED":
-            changes[parent] = TokenState(ROTATED, pcur.issued_ns, pcur.expires_ns)
+            changes[parent] = pcur.becoming(ROTATED)
         return "ok", changes
 
     if s == NONE:
         return "token.use_without_issue", {}
 
     if kind == "REVOKED":
-        return "ok", ({} if s == REVOKED else {tid: TokenState(REVOKED, cur.issued_ns, cur.expires_ns)})
+        return "ok", ({} if s == REVOKED else {tid: cur.becoming(REVOKED)})
 
     if s in _TERMINAL_RULE:
         if kind == "EXPIRED":
@@ -183,7 +216,7 @@ def apply(
         return _TERMINAL_RULE[s], {}
 
     if kind == "EXPIRED":
-        return "ok", {tid: TokenState(EXPIRED, cur.issued_ns, cur.expires_ns)}
+        return "ok", {tid: cur.becoming(EXPIRED)}
 
     if kind == "ACTIVATED":
         if s != ISSUED:
@@ -198,7 +231,7 @@ def apply(
             mfa_ns = _ns(mfa)
             if mfa_ns > at or at - mfa_ns > policy.activation_window_ns:
                 return "token.activation_without_mfa", {}
-        return "ok", {tid: TokenState(ACTIVE, cur.issued_ns, cur.expires_ns)}
+        return "ok", {tid: cur.becoming(ACTIVE)}
 
     # USED on an ISSUED or ACTIVE token
     return "ok", {}
@@ -221,5 +254,32 @@ def replay(token_id: str, rows: Iterable[tuple[TokenEvent, str]], policy: Lifecy
             _, changes = apply(event, own_state, policy)
             state = changes.get(token_id, state)
         elif event.event_type == "ROTATED" and verdict == "ok" and event.payload.parent_token_id == token_id:
-            state = TokenState(ROTATED, state.issued_ns, state.expires_ns)
+            state = state.becoming(ROTATED)
     return state
+
+
+def revoked_ancestor(state: TokenState, state_of: Callable[[str], TokenState]) -> str | None:
+    """The nearest ancestor of a token in ``state`` (parent, grandparent, ... by the ``parent`` links) whose
+    own state is REVOKED, or None. A parent link that loops is followed once."""
+    seen: set[str] = set()
+    parent = state.parent
+    while parent and parent not in seen:
+        seen.add(parent)
+        ancestor = state_of(parent)
+        if ancestor.state == REVOKED:
+            return parent
+        parent = ancestor.parent
+    return None
+
+
+def effective_state(
+    token_id: str, state_of: Callable[[str], TokenState], policy: LifecyclePolicy, now_ns: int
+) -> tuple[TokenState, str | None]:
+    """A token's state as a resource server should see it at ``now_ns``: its own state, EXPIRED once its
+    ``expires_at`` has passed, and REVOKED when the policy cascades and an ancestor was revoked. Returns the
+    state and the id of the revoked ancestor that ended it (None if none did)."""
+    own = state_of(token_id).at(now_ns)
+    if not policy.revocation_cascade or own.state not in {ISSUED, ACTIVE}:
+        return own, None
+    ancestor = revoked_ancestor(own, state_of)
+    return (own, None) if ancestor is None else (own.becoming(REVOKED), ancestor)

@@ -75,6 +75,8 @@ RULES: Final[dict[str, str]] = {
     "the storm threshold",
     "session.ip_jump": "one token family used from two networks (a different /16 for IPv4, /48 for IPv6) "
     "within the session window",
+    "token.use_after_ancestor_revoke": "a step on a token after a token it was refreshed, rotated or exchanged "
+    "from (at any distance) was revoked: RFC 7009 section 2.1 ends the whole grant",
 }
 """The anomaly rules this module adds to the lifecycle rules (core.lifecycle.RULES)."""
 
@@ -102,6 +104,7 @@ DEFAULT_SEVERITY: Final[dict[str, Severity]] = {
     "producer.heartbeat_gap": "medium",
     "token.refresh_storm": "medium",
     "session.ip_jump": "high",
+    "token.use_after_ancestor_revoke": "critical",
 }
 
 _S: Final = 1_000_000_000
@@ -239,6 +242,10 @@ class _SubjectMemo:
     born_index: int | None = None
     ended_index: int | None = None
     """The entry that revoked, expired or rotated the token away."""
+    parent: str | None = None
+    """The token it was refreshed, rotated or exchanged from."""
+    revoked: tuple[int, int] | None = None
+    """(occurred ns, index) of its first valid REVOKED."""
     children: deque[tuple[int, int, str]] = field(default_factory=deque)
     """Recent refresh/rotation births from this token: (occurred ns, index, child token id)."""
 
@@ -558,6 +565,10 @@ class FindingsEngine:
                 memo.root = parent.root if parent is not None else parent_id
         if verdict == "ok" and kind in {"REVOKED", "EXPIRED"} and memo.ended_index is None:
             memo.ended_index = index
+        if kind in _BIRTHS and parent_id is not None and memo.parent is None:
+            memo.parent = parent_id
+        if verdict == "ok" and kind == "REVOKED" and memo.revoked is None:
+            memo.revoked = (occurred_ns, index)
 
         if kind in _REFRESHES and parent_id is not None:
             if parent is None:
@@ -570,6 +581,31 @@ class FindingsEngine:
 
         if event.payload.ip is not None:
             self._ip_rule(event, memo.root, index, occurred_ns, now, out)
+        if verdict == "ok" and kind not in {"REVOKED", "EXPIRED"}:
+            self._ancestor_revoked(kind, subject, index, occurred_ns, memo, now, out)
+
+    def _ancestor_revoked(
+        self, kind: str, subject: str, index: int, occurred_ns: int, memo: _SubjectMemo, now: str, out: list[Finding]
+    ) -> None:
+        """token.use_after_ancestor_revoke: the nearest ancestor (still in memory) revoked before this step."""
+        seen = {subject}
+        ancestor_id = memo.parent
+        while ancestor_id is not None and "token:" + ancestor_id not in seen:
+            seen.add("token:" + ancestor_id)
+            ancestor = self._subjects.get("token:" + ancestor_id)
+            if ancestor is None:
+                return
+            if ancestor.revoked is not None and ancestor.revoked[0] <= occurred_ns:
+                self._finding(
+                    out,
+                    "token.use_after_ancestor_revoke",
+                    subject,
+                    (ancestor.revoked[1], index),
+                    f"{kind} after its ancestor {ancestor_id} was revoked (index {ancestor.revoked[1]})",
+                    now,
+                )
+                return
+            ancestor_id = ancestor.parent
 
     def _session(self, root: str) -> _SessionMemo:
         session = self._sessions.get(root)

@@ -4,8 +4,10 @@ Every answer lists the log indices of the entries it rests on (``evidence``); ``
 those into RFC 9162 inclusion proofs against a signed checkpoint, so an incident responder can hand the
 answer to someone who does not trust the ledger's operator.
 
-Times are HLC readings (``"<19-digit ns>.<5-digit counter>"``) or integer nanoseconds; windows are
-half-open, ``start <= occurred_at < end``, by the producers' ``occurred_at``.
+Times are anything ``core.instant.parse_instant`` reads (RFC 3339 with a zone, dates, epoch seconds,
+milliseconds or nanoseconds, HLC readings), an ``Instant``, or integer nanoseconds; anything else is an
+InputError naming the argument. Windows are half-open, ``start <= occurred_at < end``, by the producers'
+``occurred_at``; "at T" includes everything that occurred in T's nanosecond.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import msgspec
 
 from lineage_ledger.core import lifecycle
 from lineage_ledger.core.entry import read_event_entry
-from lineage_ledger.core.hlc import format_reading
+from lineage_ledger.core.instant import Instant, parse_instant
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, read_event
@@ -37,16 +39,23 @@ __all__ = [
     "Time",
 ]
 
-Time = str | int
+Time = str | int | Instant
+_BIRTHS = frozenset({"ISSUED", "ORIGIN", "REFRESHED", "ROTATED"})
 
 
-def _hlc(value: Time | None, default: str) -> str:
-    """An HLC reading from a reading, integer nanoseconds, or a string of digits (nanoseconds)."""
-    if value is None:
-        return default
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    return format_reading(value, 0) if isinstance(value, int) else value
+def instant_of(value: Time, field: str) -> Instant:
+    """``value`` as an Instant (InputError naming ``field`` if it is not a time)."""
+    return value if isinstance(value, Instant) else parse_instant(value, field=field)
+
+
+def _hlc(value: Time | None, default: str, field: str) -> str:
+    """The HLC reading that bounds a window at ``value`` (``default`` for an open end)."""
+    return default if value is None else instant_of(value, field).reading()
+
+
+def _through(value: Time, field: str) -> str:
+    """The last HLC reading within the instant ``value``: what "as of" compares against."""
+    return instant_of(value, field).reading_through()
 
 
 class Record(msgspec.Struct, frozen=True):
@@ -199,6 +208,12 @@ class AssetLineage:
         }
 
 
+def recorded_policy(store: Store) -> LifecyclePolicy:
+    """The lifecycle policy the ledger in ``store`` was created with (the default if it recorded none)."""
+    text = store.meta().get("lifecycle")
+    return LifecyclePolicy() if text is None else LifecyclePolicy.from_text(text)
+
+
 def _record(row: EntryRow) -> Record | None:
     entry = read_event_entry(row.body)
     if entry is None:
@@ -216,8 +231,9 @@ class Lineage:
     """Read-only lineage queries over one store."""
 
     def __init__(self, store: Store, *, policy: LifecyclePolicy | None = None) -> None:
+        """Queries over ``store``, under ``policy`` (default: the lifecycle policy the ledger recorded)."""
         self.store = store
-        self.policy = policy or LifecyclePolicy()
+        self.policy = policy or recorded_policy(store)
 
     # -- building blocks --------------------------------------------------------------------------------
 
@@ -309,7 +325,7 @@ class Lineage:
     def blast_radius(self, token_id: str, start: Time | None = None, end: Time | None = None) -> BlastRadius:
         """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window.
         NotFoundError for a token the ledger knows nothing of (no events of its own and no descendants)."""
-        lo, hi = _hlc(start, ""), _hlc(end, "~")
+        lo, hi = _hlc(start, "", "start"), _hlc(end, "~", "end")
         fam = self._descend(_tid(token_id))
         rows = self.store.subject_entries(["token:" + t for t in fam.tokens])
         if not rows:
@@ -331,13 +347,13 @@ class Lineage:
         """
         tid = _tid(token_id)
         start, end = refresh_window(self.timeline(tid), self.records(self.store.children_of("token:" + tid)))
-        return self.blast_radius(tid, start, end)
+        return self.blast_radius(tid, start or None, None if end == "~" else end)
 
     # -- resources, users, policies ---------------------------------------------------------------------
 
     def tokens_for_resource(self, resource: str, start: Time | None = None, end: Time | None = None) -> list[Record]:
         """Every USED event of ``resource`` in the window, any token, in time order."""
-        links = find_links(self.store, "resource", resource, _hlc(start, ""), _hlc(end, "~"))
+        links = find_links(self.store, "resource", resource, _hlc(start, "", "start"), _hlc(end, "~", "end"))
         return self.records(self.store.entries_at([i for _, i, _ in links]))
 
     def policy_history(self, policy_id: str | None = None) -> list[PolicyVersion]:
@@ -356,7 +372,7 @@ class Lineage:
 
     def policy_in_force(self, at: Time) -> dict[str, PolicyVersion]:
         """For each policy, the version in force at ``at`` (the latest change with occurred_at <= at)."""
-        when = _hlc(at, "")
+        when = _through(at, "at")
         current: dict[str, PolicyVersion] = {}
         for version in self.policy_history():
             if version.occurred_at <= when:
@@ -379,9 +395,10 @@ class Lineage:
         """Policy changes during the lives of tokens issued to ``user_id`` in the window, with those tokens.
 
         A change affects a token when it happened after the token was issued and before the token ended
-        (revoked, expired or rotated away) or, for a live token, at any time up to ``end``.
+        (revoked, expired by an EXPIRED event or its own ``expires_at``, or rotated away) or, for a live
+        token, at any time up to ``end``.
         """
-        lo, hi = _hlc(start, ""), _hlc(end, "~")
+        lo, hi = _hlc(start, "", "start"), _hlc(end, "~", "end")
         born = find_links(self.store, "user", user_id, lo, hi)
         if not born:
             return []
@@ -393,6 +410,8 @@ class Lineage:
             first, last = lives.get(ev.token_id, (ev.occurred_at, "~"))
             if ev.event_type in {"REVOKED", "EXPIRED"} and rec.verdict == "ok":
                 last = min(last, ev.occurred_at)
+            if ev.event_type in _BIRTHS and ev.payload.expires_at is not None:  # it ended by its own terms
+                last = min(last, ev.payload.expires_at)
             lives[ev.token_id] = (min(first, ev.occurred_at), last)
         for rec in self.records(self.store.children_of_many(subjects)):
             ev = rec.event
@@ -408,16 +427,31 @@ class Lineage:
         return out
 
     def state_at(self, token_id: str, at: Time) -> TokenState:
-        """The token's lifecycle state as of ``at``, from its own and its children's events up to then.
-        NotFoundError for a token the ledger holds no event of (a state there would be made up)."""
+        """The token's lifecycle state as of ``at``: from its own and its children's events up to then,
+        EXPIRED once its own ``expires_at`` has passed, and REVOKED once an ancestor was revoked when the
+        ledger's lifecycle policy cascades revocations (``status_at`` also names that ancestor). NotFoundError
+        for a token the ledger holds no event of (a state there would be made up)."""
+        return self.status_at(token_id, at)[0]
+
+    def status_at(self, token_id: str, at: Time) -> tuple[TokenState, str | None]:
+        """``state_at`` and the id of the revoked ancestor that ended the token (None if none did)."""
+        instant = instant_of(at, "at")
+        when = instant.reading_through()
         tid = _tid(token_id)
-        when = _hlc(at, "~")
+        if not self.store.subject_entries(["token:" + tid]) and not self.store.children_of("token:" + tid):
+            raise NotFoundError(f"no events for token {tid}")
+
+        def own(subject: str) -> TokenState:
+            return self._own_state_through(subject, when)
+
+        return lifecycle.effective_state(tid, own, self.policy, instant.ns)
+
+    def _own_state_through(self, tid: str, when: str) -> TokenState:
+        """The state ``apply`` reached from the events of the token and its children that occurred by ``when``."""
         rows = sorted(
             self.store.subject_entries(["token:" + tid]) + self.store.children_of("token:" + tid),
             key=lambda r: r.index,
         )
-        if not rows:
-            raise NotFoundError(f"no events for token {tid}")
         history = []
         for rec in self.records(rows):
             assert isinstance(rec.event, TokenEvent)

@@ -167,7 +167,7 @@ class ShardedLineage:
     def blast_radius(self, token_id: str, start: Time | None = None, end: Time | None = None) -> ShardedBlastRadius:
         """Every descendant of ``token_id`` (itself included) and every USED event of any of them in the window.
         NotFoundError for a token no shard knows anything of (no events of its own and no descendants)."""
-        lo, hi = _hlc(start, ""), _hlc(end, "~")
+        lo, hi = _hlc(start, "", "start"), _hlc(end, "~", "end")
         fam = self.descendants(token_id)
         if not fam.edges and not self._home(fam.root).store.subject_entries(["token:" + fam.root]):
             raise NotFoundError(f"no events for token {fam.root}")
@@ -192,7 +192,7 @@ class ShardedLineage:
             rec for lineage in self.shards for rec in lineage.records(lineage.store.children_of("token:" + tid))
         ]
         start, end = refresh_window(self.timeline(tid), sorted(children, key=lambda r: r.event.occurred_at))
-        return self.blast_radius(tid, start, end)
+        return self.blast_radius(tid, start or None, None if end == "~" else end)
 
     def cross_shard_findings(self) -> list[CrossShardFinding]:
         """The lifecycle rules about a parent that a child's shard does not judge (the parent lives in another

@@ -525,8 +525,11 @@ class Ledger:
         return self._cache[subject].token or lifecycle.NEVER_SEEN
 
     def is_active(self, token_id: str, now_ns: int | None = None) -> bool:
-        """RFC 7662 "active": issued or activated, and not revoked, rotated away or expired."""
-        return self.token_state(token_id).active_at(time.time_ns() if now_ns is None else now_ns)
+        """RFC 7662 "active": issued or activated, and not revoked, rotated away or expired, nor derived from a
+        revoked token when the lifecycle policy cascades revocations."""
+        now = time.time_ns() if now_ns is None else now_ns
+        state, _ = lifecycle.effective_state(token_id, self.token_state, self.settings.lifecycle, now)
+        return state.active_at(now)
 
     # -- producer keys ----------------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, TOO_DEEP
 from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, SealEntry, decode_entry
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import HLC_PATTERN, format_reading
+from lineage_ledger.core.lifecycle import effective_state
 from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof, leaf_hash
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
 from lineage_ledger.errors import (
@@ -1198,17 +1199,21 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
     async def introspect(
         request: Request, _: Annotated[Principal, Depends(_guard(service, endpoint_introspect))]
     ) -> JSONResponse:
-        """RFC 7662: ``{"active": true, ...}`` while the ledger-derived state is issued or active and not
-        expired, else only ``{"active": false}`` (also for a token the ledger never saw). A
-        ``token_type_hint`` other than ``access_token`` or ``refresh_token`` is 400 ``invalid_request``."""
+        """RFC 7662: ``{"active": true, ...}`` while the ledger-derived state is issued or active, not
+        expired, and (under a cascading lifecycle policy) no ancestor of the token was revoked, else only
+        ``{"active": false}`` (also for a token the ledger never saw). A ``token_type_hint`` other than
+        ``access_token`` or ``refresh_token`` is 400 ``invalid_request``."""
         form = await _form(request, _TOKEN_FORM_FIELDS)
         _check_hint(form, "invalid_request")
         token_id = _fingerprint(service, form)
+        now, policy = service.clock(), service.ledger.settings.lifecycle
         if service.introspector is None:
-            state = await service.writer.run(partial(service.ledger.token_state, token_id))
+            look = partial(effective_state, token_id, service.ledger.token_state, policy, now)
+            state = (await service.writer.run(look))[0]
         else:
-            state = await run_in_threadpool(service.introspector.token_state, token_id)
-        if not state.active_at(service.clock()):
+            own = service.introspector.token_state
+            state = (await run_in_threadpool(effective_state, token_id, own, policy, now))[0]
+        if not state.active_at(now):
             return JSONResponse({"active": False}, headers=_NO_STORE)
         body: dict[str, Any] = {
             "active": True,

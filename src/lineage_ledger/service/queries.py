@@ -13,8 +13,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi import Path as PathParam
 
+from lineage_ledger.core.instant import ACCEPTED_FORMS
 from lineage_ledger.ledger.evidence import export_evidence
-from lineage_ledger.ledger.lineage import Lineage
+from lineage_ledger.ledger.holdings import active_at, tokens_of_user
+from lineage_ledger.ledger.lineage import Lineage, instant_of
 from lineage_ledger.service.auth import Principal
 from lineage_ledger.store.base import Store
 
@@ -35,12 +37,16 @@ QUERY_ENDPOINTS = (
     "GET /v1/query/policies",
     "GET /v1/query/assets/{asset_id}/{direction}",
     "GET /v1/evidence/{subject}",
+    "GET /v1/query/users/{user_id}/tokens",
+    "GET /v1/query/active-tokens",
 )
 """The routes this module adds; the service's ENDPOINT_ROLES gives each the auditor role."""
 
 _FINGERPRINT = r"^(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}$"
 TokenId = Annotated[str, PathParam(pattern=_FINGERPRINT, description="a token fingerprint, never a raw token")]
-TimeParam = Annotated[str | None, Query(pattern=r"^[0-9]{1,19}(\.[0-9]{5})?$", description="HLC reading or ns")]
+TimeParam = Annotated[str | None, Query(max_length=64, description="a time: " + ACCEPTED_FORMS)]
+"""Any time core.instant reads; Lineage parses it, and a value that is not one is a 422 naming the parameter."""
+At = Annotated[str, Query(max_length=64, description="the instant; a time: " + ACCEPTED_FORMS)]
 Proofs = Annotated[bool, Query(description="add inclusion proofs of the evidence")]
 
 
@@ -117,14 +123,22 @@ def add_query_routes(
     )
     def state(
         token_id: TokenId,
-        at: Annotated[str, Query(pattern=r"^[0-9]{1,19}(\.[0-9]{5})?$")],
+        at: At,
         _: Annotated[Principal, Depends(guard(ep[4]))],
+        proofs: Proofs = False,
     ) -> Any:
         lineage = Lineage(reads())
-        st = lineage.state_at(token_id, at)
-        return answer(
-            {"token_id": token_id, "at": at, "state": st.state}, [r.index for r in lineage.timeline(token_id)], False
-        )
+        instant = instant_of(at, "at")
+        st, revoked_by = lineage.status_at(token_id, instant)
+        result = {
+            "token_id": token_id,
+            "at": instant.reading(),
+            "state": st.state,
+            "issued_ns": st.issued_ns,
+            "expires_ns": st.expires_ns,
+            "revoked_by": revoked_by,
+        }
+        return answer(result, [r.index for r in lineage.timeline(token_id)], proofs)
 
     @app.get(
         "/v1/query/resources",
@@ -167,7 +181,7 @@ def add_query_routes(
         "/v1/query/policies", tags=["query"], summary="Policies in force at an instant", openapi_extra=extra(ep[7])
     )
     def policies(
-        at: Annotated[str, Query(pattern=r"^[0-9]{1,19}(\.[0-9]{5})?$")],
+        at: At,
         _: Annotated[Principal, Depends(guard(ep[7]))],
         proofs: Proofs = False,
     ) -> Any:
@@ -206,3 +220,36 @@ def add_query_routes(
         bundle = export_evidence(reads(), subject, size=size)
         kind = "history" if json.loads(bundle)["entries"] else "absence"
         return Response(bundle, media_type="application/json", headers={EVIDENCE_KIND_HEADER: kind})
+
+    @app.get(
+        "/v1/query/users/{user_id}/tokens",
+        tags=["query"],
+        summary="Every token a user held in a window",
+        openapi_extra=extra(ep[10]),
+    )
+    def user_tokens(
+        user_id: Annotated[str, PathParam(min_length=1, max_length=256)],
+        _: Annotated[Principal, Depends(guard(ep[10]))],
+        start: TimeParam = None,
+        end: TimeParam = None,
+        proofs: Proofs = False,
+    ) -> Any:
+        held = tokens_of_user(Lineage(reads()), user_id, start, end)
+        return answer(held.to_json(), held.evidence, proofs)
+
+    @app.get(
+        "/v1/query/active-tokens",
+        tags=["query"],
+        summary="Every token active at an instant (of one user, client or resource)",
+        openapi_extra=extra(ep[11]),
+    )
+    def active_tokens(
+        at: At,
+        _: Annotated[Principal, Depends(guard(ep[11]))],
+        user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        client: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        resource: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
+        proofs: Proofs = False,
+    ) -> Any:
+        held = active_at(Lineage(reads()), at, user_id=user, client_id=client, resource=resource)
+        return answer(held.to_json(), held.evidence, proofs)

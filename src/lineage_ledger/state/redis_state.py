@@ -8,9 +8,12 @@ the recorded verdicts, so they equal ``Ledger.token_state``.
 Keys, all under ``prefix`` (nothing else in the Redis database is read or deleted):
 
     <prefix>applied           log index of the last entry applied (absent: none)
-    <prefix>token:<id>        hash {state, issued_ns, expires_ns}
+    <prefix>token:<id>        hash {state, issued_ns, expires_ns, parent}
     <prefix>events:<id>       list of the token's last N events, oldest first, as compact JSON records
     <prefix>revoked           sorted set: revoked token ids, scored by the index of their REVOKED entry
+
+``parent`` (the token it was refreshed, rotated or exchanged from) is what ``is_active`` follows for the
+revocation cascade; a state written without it (by an older version) does not cascade until ``rebuild``.
 
 Token ids are the ledger's fingerprints; no raw token ever reaches this module. This is the only module that
 imports the ``redis`` driver (the ``[redis]`` extra).
@@ -42,6 +45,7 @@ _REBUILD_CHUNK: Final = 5_000
 _DELETE_CHUNK: Final = 500
 _WATCH_ATTEMPTS: Final = 20
 _GLOB_SPECIAL: Final = re.compile(r"([*?\[\]\\])")
+_FIELDS: Final = ["state", "issued_ns", "expires_ns", "parent"]
 
 
 class _Record(msgspec.Struct, frozen=True):
@@ -181,7 +185,7 @@ class RedisTokenState:
             parent = event.payload.parent_token_id
             if parent is not None and event.event_type == "ROTATED" and row.verdict == "ok":
                 p = states[parent]
-                states[parent] = TokenState(lifecycle.ROTATED, p.issued_ns, p.expires_ns)
+                states[parent] = p.becoming(lifecycle.ROTATED)
                 changed.add(parent)
             record = _Record(row.index, event.event_type, event.occurred_at, row.verdict, event.payload.resource)
             records.setdefault(tid, []).append(_ENCODER.encode(record))
@@ -189,7 +193,12 @@ class RedisTokenState:
             st = states[tid]
             pipe.hset(
                 self._token_key(tid),
-                mapping={"state": st.state, "issued_ns": st.issued_ns, "expires_ns": st.expires_ns},
+                mapping={
+                    "state": st.state,
+                    "issued_ns": st.issued_ns,
+                    "expires_ns": st.expires_ns,
+                    "parent": st.parent,
+                },
             )
         for tid, encoded in records.items():
             key = self._events_key(tid)
@@ -201,7 +210,7 @@ class RedisTokenState:
     def _states(self, token_ids: Sequence[str]) -> dict[str, TokenState]:
         reader = self._redis.pipeline(transaction=False)
         for tid in token_ids:
-            reader.hmget(self._token_key(tid), ["state", "issued_ns", "expires_ns"])
+            reader.hmget(self._token_key(tid), _FIELDS)
         return {tid: _state(fields) for tid, fields in zip(token_ids, reader.execute(), strict=True)}
 
     def catch_up(self, store: Store, chunk: int = _REBUILD_CHUNK) -> int:
@@ -259,13 +268,17 @@ class RedisTokenState:
         """The token's lifecycle state as of ``applied_index()`` (NEVER_SEEN for a token never seen)."""
         tid = token_id.removeprefix(_SUBJECT_PREFIX)
         try:
-            return _state(self._redis.hmget(self._token_key(tid), ["state", "issued_ns", "expires_ns"]))
+            return _state(self._redis.hmget(self._token_key(tid), _FIELDS))
         except self._errors as e:
             raise StoreError(f"Redis token state: {e}") from e
 
     def is_active(self, token_id: str, now_ns: int) -> bool:
-        """RFC 7662 "active" at ``now_ns``: issued or activated, and not revoked, rotated away or expired."""
-        return self.token_state(token_id).active_at(now_ns)
+        """RFC 7662 "active" at ``now_ns``: issued or activated, and not revoked, rotated away or expired, nor
+        derived from a revoked token when the lifecycle policy cascades revocations."""
+        state, _ = lifecycle.effective_state(
+            token_id.removeprefix(_SUBJECT_PREFIX), self.token_state, self.policy, now_ns
+        )
+        return state.active_at(now_ns)
 
     def is_revoked(self, token_id: str) -> bool:
         """True if the token is in the revocation set."""
@@ -297,8 +310,12 @@ def _to_int(value: Any, default: int) -> int:
     return default if value is None else int(value)
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _state(fields: Sequence[Any]) -> TokenState:
-    state, issued, expires = fields
+    state, issued, expires, parent = fields
     if state is None:
         return NEVER_SEEN
-    return TokenState(state.decode() if isinstance(state, bytes) else str(state), int(issued), int(expires))
+    return TokenState(_text(state), int(issued), int(expires), "" if parent is None else _text(parent))

@@ -14,12 +14,14 @@ session advisory lock instead (store/postgres.py), described with the same :clas
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import json
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -88,7 +90,7 @@ class FileWriterLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = self._read_holder(fd)
+            holder = self._holder(fd)
             os.close(fd)
             raise LockedError(locked_message(self._ledger, holder)) from None
         except OSError as e:
@@ -103,21 +105,41 @@ class FileWriterLock:
         self._fd = fd
 
     def release(self) -> None:
-        """Give the lock up (closing the descriptor releases the flock). Idempotent."""
+        """Give the lock up (closing the descriptor releases the flock), first clearing the description so
+        that it never names a holder that has gone. Idempotent."""
         fd, self._fd = self._fd, None
         if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             os.close(fd)
 
     @staticmethod
-    def _read_holder(fd: int) -> str:
+    def _holder(fd: int) -> str:
+        """The holder's description. A holder writes it just after taking the lock, so an empty file, or one a
+        holder that died left behind, is read again a few times (up to about half a second)."""
+        for _ in range(25):
+            holder = _read_holder(fd)
+            if holder is not None:
+                return holder.describe()
+            time.sleep(0.02)
+        return "another process (it has not described itself yet)"
+
+
+def _read_holder(fd: int) -> Holder | None:
+    """The description in the lock file, or None if there is none yet or it names a dead process of this host."""
+    try:
+        fields = json.loads(os.pread(fd, 4096, 0))
+        holder = Holder(int(fields["pid"]), str(fields["host"]), str(fields["command"]), str(fields["since"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if holder.host == socket.gethostname():
         try:
-            raw = os.pread(fd, 4096, 0)
-            fields = json.loads(raw)
-            return Holder(
-                int(fields["pid"]), str(fields["host"]), str(fields["command"]), str(fields["since"])
-            ).describe()
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another process (it has not described itself yet)"
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return None  # left by a holder that died; the new one has not written its own yet
+        except PermissionError:
+            pass  # alive, another user's
+    return holder
 
 
 def _as_json(holder: Holder) -> dict[str, object]:

@@ -26,15 +26,17 @@ from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
+from lineage_ledger.cli.key_lifecycle import register_apikey, register_rotate_log
 from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import decode_event
-from lineage_ledger.core.note import NoteVerifier, parse_verifier_key
+from lineage_ledger.core.note import NoteVerifier
 from lineage_ledger.errors import InputError, LedgerError, NotFoundError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_signer_key
+from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.ledger.pipeline import Done, Pipeline
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
@@ -342,10 +344,11 @@ def _verify_sharded(args: argparse.Namespace) -> int:
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     store = open_store(args.ledger, readonly=True)
     try:
-        verifier = parse_verifier_key(store.meta()["verifier_key"])
+        chain = read_key_chain(store)
         row = store.checkpoints(args.size)[0] if args.size is not None else store.latest_checkpoint()
         if row is None or (args.size is not None and row.size != args.size):
             raise NotFoundError("no checkpoint" + (f" of size {args.size}" if args.size is not None else " yet"))
+        verifier = chain.verifier_for(row.size)
     finally:
         store.close()
     if args.verifier_key:
@@ -661,19 +664,6 @@ _SERVE_LOGGING: dict[str, Any] = {
 }
 
 
-def cmd_apikey(args: argparse.Namespace) -> int:
-    from lineage_ledger.service.auth import ApiKeyStore
-
-    path = _api_key_path(args)
-    principal, raw = ApiKeyStore.load(path).create(args.role, args.producer)
-    if args.json:
-        _json({"key_id": principal.key_id, "role": principal.role, "producer": principal.producer, "api_key": raw})
-    else:
-        err.print(f"created {principal.role} API key {principal.key_id} in {path}; it is shown only this once:")
-        print(raw)
-    return 0
-
-
 # -- emit -------------------------------------------------------------------------------------------------
 
 API_KEY_ENV_VAR = "LINEAGE_API_KEY"
@@ -933,7 +923,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("token_id")
     p.set_defaults(func=cmd_trace)
 
-    p = sub.add_parser("keys", parents=[common], help="producer signing keys (every change is a ledger entry)")
+    p = sub.add_parser(
+        "keys", parents=[common], help="producer signing keys and the log key (each change a ledger entry)"
+    )
     ks = p.add_subparsers(dest="keys_command", required=True)
     k = ks.add_parser("list", parents=[common])
     k.set_defaults(func=cmd_keys)
@@ -949,6 +941,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--key-id", required=True)
     k.add_argument("--at", help="HLC reading from which the key signs nothing (default now)")
     k.set_defaults(func=cmd_keys)
+    register_rotate_log(ks, common)
 
     p = sub.add_parser("fingerprint", parents=[common], help="token id of a raw token read from stdin")
     p.add_argument("--secret-file", required=True)
@@ -980,13 +973,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--block-seconds", type=float, help="... or at this block age (default 5)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("apikey", parents=[common], help="API keys of the HTTP service")
-    ak = p.add_subparsers(dest="apikey_command", required=True)
-    k = ak.add_parser("create", parents=[common], help="create a key; it is printed once, only its hash is kept")
-    k.add_argument("--role", required=True, choices=["producer", "auditor", "admin"])
-    k.add_argument("--producer", help="the producer id a producer key may append for")
-    k.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
-    k.set_defaults(func=cmd_apikey)
+    register_apikey(sub, common)
 
     p = sub.add_parser("emit", help="send JSONL events to a lineage service or Kafka through the emitter SDK")
     p.add_argument("file", nargs="?", default="-", help="JSONL file, one event per line (default: standard input)")

@@ -61,6 +61,7 @@ from lineage_ledger.ledger.keyring import Keyring, ProducerKey
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
+from lineage_ledger.service.apikeys import APIKEY_ENDPOINTS, add_apikey_routes
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
@@ -100,6 +101,7 @@ ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     "POST /v1/introspect": frozenset({"auditor", "producer"}),
     "POST /v1/verify": frozenset({"auditor"}),
     **dict.fromkeys(QUERY_ENDPOINTS, frozenset({"auditor"})),
+    **dict.fromkeys(APIKEY_ENDPOINTS, frozenset({"admin"})),
 }
 """Which roles may call which endpoint (``/healthz`` needs no key). The one authorisation table."""
 
@@ -726,6 +728,14 @@ def create_app(
     _add_write_routes(app, service)
     _add_read_routes(app, service)
     _add_key_routes(app, service)
+    add_apikey_routes(
+        app,
+        service.api_keys,
+        service.writer.run,
+        service.ledger.record_api_key_change,
+        lambda endpoint: _guard(service, endpoint),
+        _route_extra,
+    )
     _add_token_routes(app, service)
     return app
 

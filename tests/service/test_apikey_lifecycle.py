@@ -17,6 +17,7 @@ from lineage_ledger.core.entry import ApiKeyEntry, decode_entry
 from lineage_ledger.errors import ConflictError, InputError, NotFoundError
 from lineage_ledger.service.auth import ApiKeyStore, utc_time
 from lineage_ledger.store import open_store
+from tests.service.conftest import Harness
 from tests.service.test_server import Server, server  # noqa: F401 - the fixture
 
 LINEAGE = str(Path(sys.executable).parent / "lineage")
@@ -205,3 +206,14 @@ def test_a_running_server_refuses_a_revoked_key_on_its_next_request(server: Serv
     ]
     report = json.loads(lineage("verify", "--ledger", str(server.ledger), "--json").stdout)
     assert report["ok"], report["problems"]
+
+
+def test_an_api_key_change_reads_back_as_an_apikey_entry(service: Harness) -> None:
+    index = service.size()
+    created = service.client.post("/v1/apikeys", json={"role": "auditor"}, headers=service.auth("admin"))
+    assert created.status_code == 201, created.text
+    entry = service.client.get(f"/v1/entries/{index}", headers=service.auth("auditor")).json()
+    assert entry["type"] == "apikey"
+    body = json.loads(entry["entry"])
+    assert body["change"] == {"action": "create", "key_id": created.json()["key_id"], "role": "auditor"}
+    assert created.json()["api_key"] not in entry["entry"]

@@ -51,7 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import MAX_SAFE_INTEGER
-from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, SealEntry, decode_entry
+from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, decode_entry
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import HLC_PATTERN, format_reading
 from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof, leaf_hash
@@ -896,7 +896,7 @@ def _add_read_routes(app: FastAPI, service: _Service) -> None:
         entry = decode_entry(row.body)
         out: dict[str, Any] = {
             "index": row.index,
-            "type": "event" if isinstance(entry, EventEntry) else ("seal" if isinstance(entry, SealEntry) else "key"),
+            "type": type(entry).__struct_config__.tag,
             "entry": row.body.decode("utf-8"),
             "leaf_hash": leaf_hash(row.body).hex(),
             "status": "sealed" if row.index < service.sealed_size() else "pending",

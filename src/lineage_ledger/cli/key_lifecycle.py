@@ -19,7 +19,7 @@ from lineage_ledger.core.crypto import Ed25519Signer
 from lineage_ledger.errors import InputError
 from lineage_ledger.keys import load_signer, write_signer_key
 
-__all__ = ["parse_duration", "register_apikey", "register_rotate_log"]
+__all__ = ["parse_duration", "register_apikey", "register_rotate_log", "register_token_secret"]
 
 _out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -154,3 +154,35 @@ def register_rotate_log(
     k.add_argument("--new-key", required=True, metavar="FILE", help="the new log key's file (C2SP signer key)")
     k.add_argument("--generate", action="store_true", help="generate the new key and write it to --new-key (0600)")
     k.set_defaults(func=_cmd_rotate_log)
+
+
+# -- the token fingerprint secret ---------------------------------------------------------------------------
+
+
+def _cmd_token_secret(args: argparse.Namespace) -> int:
+    from lineage_ledger.cli.main import _default_key_path
+    from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX
+    from lineage_ledger.token_secrets import rotate_token_secret
+
+    path = (
+        Path(args.token_secret_file) if args.token_secret_file else _default_key_path(args.ledger, TOKEN_SECRET_SUFFIX)
+    )
+    version = rotate_token_secret(path)
+    if args.json:
+        _print_json({"file": str(path), "version": version})
+        return 0
+    _out.print(f"added version {version} to {path}: new token ids end in .v{version}; ids of every earlier")
+    _out.print("version stay valid and are looked up too. Restart lineage serve, and give the producers' middleware")
+    _out.print(f"the new secret with token_secret_version={version}.")
+    return 0
+
+
+def register_token_secret(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``lineage token-secret rotate``."""
+    p = sub.add_parser("token-secret", parents=[common], help="the token fingerprint secret and its versions")
+    ts = p.add_subparsers(dest="token_secret_command", required=True)
+    k = ts.add_parser("rotate", parents=[common], help="add a new version; earlier versions stay for lookups")
+    k.add_argument("--token-secret-file", help="the secret file (default <ledger>.secret)")
+    k.set_defaults(func=_cmd_token_secret)

@@ -26,9 +26,9 @@ from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
-from lineage_ledger.cli.key_lifecycle import register_apikey, register_rotate_log
+from lineage_ledger.cli.key_lifecycle import register_apikey, register_rotate_log, register_token_secret
 from lineage_ledger.cli.query import register as register_query
-from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
+from lineage_ledger.core.crypto import Ed25519Signer, Signer
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.merkle import leaf_hash
@@ -46,6 +46,7 @@ from lineage_ledger.store.sqlite import sqlite_path_from_url
 
 if TYPE_CHECKING:
     from lineage_ledger.ledger.shards import ShardLayout
+    from lineage_ledger.token_secrets import TokenSecrets
 
 __all__ = ["main"]
 
@@ -549,15 +550,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    secret = Path(args.secret_file).read_bytes().strip()
+    from lineage_ledger.token_secrets import load_token_secrets
+
+    secrets = load_token_secrets(args.secret_file)
     token = sys.stdin.readline().strip()
     if not token:
         raise InputError("token", "read no token on standard input")
-    fp = token_fingerprint(secret, token, args.region)
+    ids = secrets.candidates(token, args.region) if args.all_versions else [secrets.fingerprint(token, args.region)]
     if args.json:
-        _json({"token_id": fp})
+        _json({"token_id": ids[0], **({"token_ids": ids} if args.all_versions else {})})
     else:
-        print(fp)
+        print("\n".join(ids))
     return 0
 
 
@@ -566,18 +569,19 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 TOKEN_SECRET_ENV_VAR = "LINEAGE_TOKEN_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 
-def _token_secret(args: argparse.Namespace) -> bytes:
-    """--token-secret-file, else $LINEAGE_TOKEN_SECRET, else <ledger>.secret (created 0600 if absent)."""
-    from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX, create_token_secret, load_token_secret
+def _token_secret(args: argparse.Namespace) -> TokenSecrets:
+    """--token-secret-file, else $LINEAGE_TOKEN_SECRET (one version), else <ledger>.secret (created 0600 if
+    absent); every version the file holds (lineage_ledger.token_secrets)."""
+    from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX, create_token_secret
+    from lineage_ledger.token_secrets import TokenSecrets, load_token_secrets
 
     if args.token_secret_file:
-        return load_token_secret(args.token_secret_file)
+        return load_token_secrets(args.token_secret_file)
     from_env = os.environ.get(TOKEN_SECRET_ENV_VAR, "").strip().encode()
     if from_env:
-        token_fingerprint(from_env, "probe")  # InputError (exit 2) for a secret that is too short
-        return from_env
+        return TokenSecrets.single(from_env)  # InputError (exit 2) for a secret that is too short
     path = _default_key_path(args.ledger, TOKEN_SECRET_SUFFIX)
-    return load_token_secret(path) if path.exists() else create_token_secret(path)
+    return load_token_secrets(path) if path.exists() else TokenSecrets.single(create_token_secret(path))
 
 
 def _api_key_path(args: argparse.Namespace) -> Path:
@@ -946,7 +950,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fingerprint", parents=[common], help="token id of a raw token read from stdin")
     p.add_argument("--secret-file", required=True)
     p.add_argument("--region")
+    p.add_argument("--all-versions", action="store_true", help="the id under every secret version, newest first")
     p.set_defaults(func=cmd_fingerprint)
+    register_token_secret(sub, common)
 
     p = sub.add_parser("serve", parents=[common], help="run the HTTP service (needs the [server] extra)")
     p.add_argument(

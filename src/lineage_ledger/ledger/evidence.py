@@ -20,9 +20,11 @@ Format (canonical JSON, ``"format": "lineage-ledger-evidence/1"``)::
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any, Final
 
 from lineage_ledger.core import smt
+from lineage_ledger.core.crypto import TOKEN_ID_PATTERN
 from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import EventEntry, KeyEntry, SealEntry, decode_entry
 from lineage_ledger.core.merkle import TiledNodeReader, inclusion_proof, root_of
@@ -38,11 +40,10 @@ EVIDENCE_FORMAT: Final = "lineage-ledger-evidence/1"
 
 
 def subject_of_id(identifier: str) -> str:
-    """``token:<id>`` for a bare token id (64 hex, optionally region-prefixed), else the id as given."""
+    """``token:<id>`` for a bare token id (crypto.TOKEN_ID_PATTERN), else the id as given."""
     if identifier.startswith(("token:", "asset:", "policy:", "producer:")):
         return identifier
-    tail = identifier.rsplit(":", 1)[-1]
-    if len(tail) == 64 and all(c in "0123456789abcdef" for c in tail):
+    if re.fullmatch(TOKEN_ID_PATTERN, identifier):
         return "token:" + identifier
     raise InputError("subject", f"{identifier!r} is neither a token id nor a prefixed subject")
 

@@ -49,11 +49,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
+from lineage_ledger.core.crypto import TOKEN_ID_PATTERN, Ed25519Signer, Signer
 from lineage_ledger.core.encoding import MAX_SAFE_INTEGER
 from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, decode_entry
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import HLC_PATTERN, format_reading
+from lineage_ledger.core.lifecycle import TokenState
 from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof, leaf_hash
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
 from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError, PushbackError
@@ -68,6 +69,7 @@ from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
 from lineage_ledger.state.introspection import Introspector
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import CheckpointRow, Store
+from lineage_ledger.token_secrets import TokenSecrets, merged_state
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -112,7 +114,7 @@ _FORM: Final = "application/x-www-form-urlencoded"
 _MAX_FORM_FIELDS: Final = 8
 _MAX_RAW_TOKEN: Final = 16 * 1024
 # pydantic checks it with Rust regex, where $ (without multi-line mode) matches only at the very end.
-_TOKEN_ID_RE: Final = r"^(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}$"  # noqa: S105 - a pattern, not a secret
+_TOKEN_ID_RE: Final = f"^{TOKEN_ID_PATTERN}$"
 _LOGGED_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -214,7 +216,7 @@ class _Service:
         self,
         ledger: Ledger,
         api_keys: ApiKeyStore,
-        token_secret: bytes,
+        token_secret: TokenSecrets,
         signer: Signer,
         clock: Callable[[], int],
         max_pending_writes: int,
@@ -349,11 +351,15 @@ class _Service:
         elif mine.revoked_at is not None:
             raise KeyringError(f"the service key {self.key_id} was revoked; start the service with a new key")
 
-    def revoke_token(self, token_id: str, requested_by: str) -> bool:
-        """Append a REVOKED event for a token the ledger knows and has not revoked; True if one was written."""
-        state = self.ledger.token_state(token_id)
-        if state.state in {"NONE", "REVOKED"}:
+    def revoke_token(self, token_ids: list[str], requested_by: str) -> bool:
+        """Append a REVOKED event for a token the ledger knows and has not revoked; True if one was written.
+        ``token_ids`` are its ids under each secret version, newest first: the event goes to the newest one under
+        which the token has a lifecycle state (was issued), so its chain continues.
+        """
+        known = [(i, s) for i in token_ids if (s := self.ledger.token_state(i)).state != "NONE"]
+        if not known or merged_state([s for _, s in known]).state == "REVOKED":
             return False
+        token_id = known[0][0]
         event = encode_event(
             TokenEvent(
                 event_id=str(uuid_utils.uuid7()),
@@ -503,10 +509,11 @@ def _raw_token(form: dict[str, str]) -> str:
     return token
 
 
-def _fingerprint(service: _Service, form: dict[str, str]) -> str:
+def _fingerprints(service: _Service, form: dict[str, str]) -> list[str]:
+    """The token's ids under every version of the fingerprint secret, newest first."""
     region = form.get("region") or None
     try:
-        return token_fingerprint(service.token_secret, _raw_token(form), region)
+        return service.token_secret.candidates(_raw_token(form), region)
     except InputError as e:
         raise _oauth_error(e.reason, "region" if e.field == "region" else "token") from None
 
@@ -666,7 +673,7 @@ def create_app(
     ledger: Ledger,
     *,
     api_keys: ApiKeyStore,
-    token_secret: bytes,
+    token_secret: bytes | TokenSecrets,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     service_signer: Signer | None = None,
     clock: Callable[[], int] = time.time_ns,
@@ -677,20 +684,22 @@ def create_app(
 ) -> FastAPI:
     """The HTTP service for ``ledger`` (which the caller keeps owning and closes after the app stops).
 
-    ``api_keys`` decides who may call; ``token_secret`` is the HMAC secret of token fingerprints (RFC 7009
-    and 7662 requests carry raw tokens). ``service_signer`` signs the REVOKED events of revocations; it is
-    registered as a key of producer ``lineage-service`` now, unless already registered (default: a fresh
-    key per app). ``clock`` (ns since the epoch) stamps those events and judges token expiry. Bodies over
-    ``max_body_bytes`` get 413. ``introspector`` answers /v1/introspect off the writer thread (a
-    RedisTokenState attached to ``ledger``, say); by default the ledger's own state answers, on the writer.
+    ``api_keys`` decides who may call; ``token_secret`` is the HMAC secret of token fingerprints, or all its
+    versions (RFC 7009 and 7662 requests carry raw tokens, looked up under every version). ``service_signer``
+    signs the REVOKED events of revocations; it is registered as a key of producer ``lineage-service`` now,
+    unless already registered (default: a fresh key per app). ``clock`` (ns since the epoch) stamps those
+    events and judges token expiry. Bodies over ``max_body_bytes`` get 413. ``introspector`` answers
+    /v1/introspect off the writer thread (a RedisTokenState attached to ``ledger``, say); by default the
+    ledger's own state answers, on the writer.
     The app's lifespan runs the sealing tick; the ledger is only touched from
     the writer thread (see :func:`call_on_writer`).
     """
-    token_fingerprint(token_secret, "probe")  # InputError now, not on the first request, for a short secret
+    # InputError now, not on the first request, for a short secret
+    secrets = token_secret if isinstance(token_secret, TokenSecrets) else TokenSecrets.single(token_secret)
     service = _Service(
         ledger,
         api_keys,
-        token_secret,
+        secrets,
         service_signer or Ed25519Signer.generate(SERVICE_PRODUCER),
         clock,
         max_pending_writes,
@@ -1129,8 +1138,8 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         not the ledger knew the token (RFC 7009 section 2.2); an unknown or already revoked token writes
         nothing. ``token_type_hint`` is accepted and not needed: one fingerprint covers every token type.
         """
-        token_id = _fingerprint(service, await _form(request, _TOKEN_FORM_FIELDS))
-        await service.writer.run(partial(service.revoke_token, token_id, principal.key_id))
+        token_ids = _fingerprints(service, await _form(request, _TOKEN_FORM_FIELDS))
+        await service.writer.run(partial(service.revoke_token, token_ids, principal.key_id))
         return Response(status_code=200, headers=_NO_STORE)
 
     endpoint_introspect = "POST /v1/introspect"
@@ -1146,11 +1155,18 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
     ) -> JSONResponse:
         """RFC 7662: ``{"active": true, ...}`` while the ledger-derived state is issued or active and not
         expired, else only ``{"active": false}`` (also for a token the ledger never saw)."""
-        token_id = _fingerprint(service, await _form(request, _TOKEN_FORM_FIELDS))
+        token_ids = _fingerprints(service, await _form(request, _TOKEN_FORM_FIELDS))
+        lookup = service.introspector.token_state if service.introspector is not None else service.ledger.token_state
+
+        def states() -> list[TokenState]:
+            return [lookup(token_id) for token_id in token_ids]
+
         if service.introspector is None:
-            state = await service.writer.run(partial(service.ledger.token_state, token_id))
+            found = await service.writer.run(states)
         else:
-            state = await run_in_threadpool(service.introspector.token_state, token_id)
+            found = await run_in_threadpool(states)
+        state = merged_state(found)
+        token_id = token_ids[found.index(state)] if state in found else token_ids[0]
         if not state.active_at(service.clock()):
             return JSONResponse({"active": False}, headers=_NO_STORE)
         body: dict[str, Any] = {

@@ -440,6 +440,10 @@ def load_token_secret(path: str | os.PathLike[str]) -> bytes:
     name = os.fspath(path)
     data = read_private_file(name, what="token secret file", max_bytes=4096)
     secret = data.strip()
+    if b"\n" in secret:
+        raise KeyringError(
+            f"token secret file {name} holds several versions; read it with token_secrets.load_token_secrets"
+        )
     if len(secret) < MIN_FINGERPRINT_SECRET_SIZE:
         raise KeyringError(f"token secret file {name} must hold {MIN_FINGERPRINT_SECRET_SIZE} to 4096 bytes")
     return secret

@@ -195,3 +195,19 @@ def test_a_running_server_looks_tokens_up_under_every_secret_version(tmp_path: P
     assert "REVOKED" in json.dumps(stays)
     report = json.loads(lineage("verify", "--ledger", str(ledger), "--json"))
     assert report["ok"], report["problems"]
+
+
+def test_the_middleware_fingerprints_under_the_version_it_is_given() -> None:
+    from tests.emitter.helpers import SECRET as MIDDLEWARE_SECRET
+    from tests.emitter.helpers import RecordingSink
+    from tests.emitter.test_middleware import TOKEN, _asgi, _auth
+
+    sink = RecordingSink()
+    _asgi(sink, token_secret_version=3).get("/orders/1", headers=_auth())
+    _asgi(sink).get("/orders/1", headers=_auth())
+    versioned, plain = sink.events
+    assert versioned.token_id == token_fingerprint(MIDDLEWARE_SECRET, TOKEN, version=3)
+    assert versioned.token_id.endswith(".v3")
+    assert plain.token_id == token_fingerprint(MIDDLEWARE_SECRET, TOKEN)
+    with pytest.raises(InputError, match="version"):
+        _asgi(sink, token_secret_version=0)

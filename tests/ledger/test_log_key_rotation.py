@@ -238,3 +238,26 @@ def test_the_chain_checks_each_step() -> None:
         KeyChain(old_key, "log.example/l", [(7, only_old)])
     with pytest.raises(LedgerError):
         chain.since(NoteVerifier.from_public_key(stranger.name, stranger.public_key))
+
+
+def test_a_checkpoint_saved_before_the_rotation_is_still_trusted_after_it(rotated: dict[str, Any]) -> None:
+    directory, db, original = Path(rotated["dir"]), str(rotated["db"]), str(rotated["original"])
+    saved = directory / "saved.checkpoint"
+    saved.write_text(json.loads((directory / "old.bundle").read_text())["checkpoint"])
+    report = json.loads(
+        run("verify", "--ledger", db, "--key", original, "--trusted-checkpoint", str(saved), "--json").stdout
+    )
+    assert report["ok"], report["problems"]
+    assert report["trusted_size"] <= rotated["index"]  # a tree without the rotation entry
+    # the same tree signed by the new key: a key the chain had not handed that size to
+    from lineage_ledger.core.note import sign_note
+
+    text = saved.read_text()
+    resigned = directory / "resigned.checkpoint"
+    resigned.write_text(sign_note(text[: text.index("\n\n") + 1], [load_signer(rotated["new_key"])]))
+    done = run(
+        "verify", "--ledger", db, "--key", original, "--trusted-checkpoint", str(resigned), "--json", check=False
+    )
+    report = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert {p["kind"] for p in report["problems"]} == {"trusted_checkpoint"}

@@ -1244,10 +1244,11 @@ def verify_ledger(
     if trusted_checkpoint is not None:
         try:
             text, signers = open_note(trusted_checkpoint, keys)
-            trusted = Checkpoint.from_text(text)
-            if signing_key(trusted.size) not in signers:
-                expected = signing_key(trusted.size)
-                raise LedgerError(f"it is not signed by {expected}, the log key of tree size {trusted.size}")
+            claimed = Checkpoint.from_text(text)
+            if signing_key(claimed.size) not in signers:
+                expected = signing_key(claimed.size)
+                raise LedgerError(f"it is not signed by {expected}, the log key of tree size {claimed.size}")
+            trusted = claimed
         except LedgerError as e:
             report.problems.append(Problem("trusted_checkpoint", f"the trusted checkpoint does not verify: {e}"))
         if trusted is not None:

@@ -217,3 +217,18 @@ def test_an_api_key_change_reads_back_as_an_apikey_entry(service: Harness) -> No
     body = json.loads(entry["entry"])
     assert body["change"] == {"action": "create", "key_id": created.json()["key_id"], "role": "auditor"}
     assert created.json()["api_key"] not in entry["entry"]
+
+
+def test_the_service_verifies_and_serves_a_ledger_whose_log_key_was_rotated(service: Harness) -> None:
+    from lineage_ledger.core.crypto import Ed25519Signer
+    from lineage_ledger.core.note import NoteVerifier, open_note
+
+    new = Ed25519Signer.generate(service.ledger.verifier.name)
+    index = service.on_writer(lambda: service.ledger.rotate_log_key(new))
+    report = service.client.post("/v1/verify", headers=service.auth("auditor")).json()
+    assert report["ok"], report["problems"]
+    latest = service.client.get("/v1/checkpoints/latest", headers=service.auth("auditor")).json()
+    assert latest["size"] > index
+    open_note(latest["note"], [NoteVerifier.from_public_key(new.name, new.public_key)])
+    entry = service.client.get(f"/v1/entries/{index}", headers=service.auth("auditor")).json()
+    assert entry["type"] == "log_key"

@@ -16,7 +16,11 @@ needs to check:
   over the DSSE pre-authentication encoding, the producer key and its validity window at ``recorded_at``;
 * each producer key against its own key entries in the log (registration, and revocation if any), each
   with an inclusion proof in the same checkpoint: the key's public key and window are the log's, not the
-  bundle's say-so.
+  bundle's say-so;
+* when the log key was rotated, the chain from the trusted key to the key that signed the checkpoint: each
+  ``log_key`` entry (included in the checkpoint) carries a note ``lineage-ledger/log-key-rotation/v1``,
+  origin, its index, the retiring key, the new key, signed by both keys; the chain starts after the last
+  rotation to the trusted key (the original key: from the first) and each step must retire the key before.
 
 Hashes are always taken over the bytes the bundle carries (an entry's text, the event's exact slice of it),
 never over a re-serialised copy.
@@ -65,6 +69,7 @@ _MAX_SAFE_INTEGER: Final = 2**53 - 1
 _HEX_DIGITS: Final = frozenset("0123456789abcdef")
 _DECIMAL_DIGITS: Final = frozenset("0123456789")
 _SIGNATURE_LINE_PREFIX: Final = "— "
+_ROTATION_HEADER: Final = "lineage-ledger/log-key-rotation/v1"
 _ED25519: Final = 0x01
 _SUBJECT_FIELD: Final = {
     "token": ("token:", "token_id"),
@@ -523,7 +528,17 @@ class _Audit:
             return self.report(key_source, 0)
         self.header(bundle)
         key = self.log_key(bundle)
-        self.checkpoint(bundle, key)
+        rotations = self.rotations(bundle, key)
+        self.checkpoint(bundle, rotations[-1][4] if rotations else key)
+        for index, leaf, path, origin, _ in rotations:
+            where = f"log key rotation at index {index}"
+            if self.origin is not None and origin != self.origin:
+                self.problem(where, f"it names the log {origin!r}, not the checkpoint's {self.origin!r}")
+            try:
+                if self.root is not None and self.tree_size is not None:
+                    _check_inclusion(index, self.tree_size, leaf, path, self.root)
+            except _Malformed as e:
+                self.problem(where, str(e))
         self.seal(bundle)
         proven, head = self.map_proof(bundle)
         try:
@@ -569,6 +584,52 @@ class _Audit:
         except _Malformed as e:
             self.problem("log key", f"the bundle's log_key is not a note verifier key: {e}")
             return None
+
+    def rotations(
+        self, bundle: dict[str, Any], key: _NoteKey | None
+    ) -> list[tuple[int, bytes, list[bytes], str, _NoteKey]]:
+        """The log key rotations from ``key`` on, each checked against the key it retires: (index, leaf,
+        inclusion path, origin, new key). An unreadable or forged rotation is a problem and ends the chain."""
+        parsed = []
+        try:
+            items = bundle.get("log_key_rotations", [])
+            if not isinstance(items, list):
+                _fail("log_key_rotations must be a list")
+            for n, raw in enumerate(items):
+                item = _object(raw, f"log_key_rotations[{n}]")
+                index = _int(_get(item, "index"), "index")
+                text = _str(_get(item, "entry"), "entry")
+                entry = _object(_parse_json(text), "the rotation entry")
+                if _canonical(entry) != text or entry.get("type") != "log_key" or entry.get("index") != index:
+                    _fail(f"the entry at index {index} is not a canonical log_key entry at its index")
+                note = _str(_get(entry, "rotation"), "rotation")
+                lines = _note_text(note, None)[0][:-1].split("\n")
+                if len(lines) != 5 or lines[0] != _ROTATION_HEADER or lines[2] != str(index):
+                    _fail(f"the rotation at index {index} is not a {_ROTATION_HEADER} statement of its index")
+                path = _hash_list(_get(item, "inclusion"), "inclusion")
+                leaf = _leaf_hash(_utf8(text, "the rotation entry"))
+                parsed.append((index, leaf, path, lines[1], _parse_note_key(lines[3]), _parse_note_key(lines[4]), note))
+        except _Malformed as e:
+            self.problem("log key rotations", str(e))
+            return []
+        if key is None:
+            return []
+        start = max((n + 1 for n, p in enumerate(parsed) if p[5] == key), default=0)
+        chain: list[tuple[int, bytes, list[bytes], str, _NoteKey]] = []
+        current = key
+        for index, leaf, path, origin, old, new, note in parsed[start:]:
+            where = f"log key rotation at index {index}"
+            reasons = [
+                None if old == current else "it retires another key than the log key before it",
+                _note_text(note, current)[1],
+                _note_text(note, new)[1],
+            ]
+            if any(reasons):
+                self.problem(where, "; ".join(r for r in reasons if r))
+                return chain
+            chain.append((index, leaf, path, origin, new))
+            current = new
+        return chain
 
     def checkpoint(self, bundle: dict[str, Any], key: _NoteKey | None) -> None:
         try:

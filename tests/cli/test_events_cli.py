@@ -20,6 +20,7 @@ from lineage_ledger.ledger.writer import Ledger
 from lineage_ledger.service.app import create_app
 from lineage_ledger.service.auth import ApiKeyStore, load_token_secret
 from lineage_ledger.store import open_store
+from lineage_ledger.token_secrets import TokenSecrets
 from tests.cli.test_cli import Run, run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def test_init_creates_the_token_secret_beside_the_ledger(capsys: pytest.CaptureF
     assert (secret_file.stat().st_mode & 0o777) == 0o600
     # lineage serve resolves the same secret (no --token-secret-file, no $LINEAGE_TOKEN_SECRET)
     served = _token_secret(argparse.Namespace(token_secret_file=None, ledger=str(path)))
-    assert served == load_token_secret(secret_file)
+    assert served == TokenSecrets.single(load_token_secret(secret_file))
 
 
 def test_example_events_ingest_cleanly_and_serve_recognises_their_tokens(

@@ -62,6 +62,12 @@ def _revoke_key(h: Harness) -> Call:
     return lambda h, auth: h.client.post(f"/v1/keys/{key_id}/revoke", headers=auth)
 
 
+def _throwaway_api_key(h: Harness, action: str) -> Call:
+    """A fresh auditor API key (none of the matrix's principals) to rotate or revoke."""
+    key_id = h.app.state.lineage.api_keys.create("auditor")[0].key_id
+    return lambda h, auth: h.client.post(f"/v1/apikeys/{key_id}/{action}", headers=auth)
+
+
 def _get_token_path(path: str) -> Call:
     """GET ``path`` with ``{t}`` replaced by the matrix token."""
 
@@ -109,6 +115,14 @@ MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
     ("GET /v1/keys", ready(lambda h, a: h.client.get("/v1/keys", headers=a)), {"auditor": OK, "admin": OK}),
     ("POST /v1/keys", ready(_new_key), {"admin": 201}),
     ("POST /v1/keys/{key_id}/revoke", _revoke_key, {"admin": OK}),
+    ("GET /v1/apikeys", ready(lambda h, a: h.client.get("/v1/apikeys", headers=a)), {"admin": OK}),
+    (
+        "POST /v1/apikeys",
+        ready(lambda h, a: h.client.post("/v1/apikeys", json={"role": "auditor"}, headers=a)),
+        {"admin": 201},
+    ),
+    ("POST /v1/apikeys/{key_id}/rotate", lambda h: _throwaway_api_key(h, "rotate"), {"admin": OK}),
+    ("POST /v1/apikeys/{key_id}/revoke", lambda h: _throwaway_api_key(h, "revoke"), {"admin": OK}),
     (
         "POST /v1/revoke",
         ready(_form("/v1/revoke", "matrix-raw-token")),

@@ -19,7 +19,7 @@ import lineage_ledger.service
 assert main(["init", "--ledger", sys.argv[1]]) == 0
 assert main(["apikey", "create", "--ledger", sys.argv[1], "--role", "auditor", "--json"]) == 0
 assert main(["serve", "--ledger", sys.argv[1]]) == 2
-assert main(["checkpoint", "--ledger", sys.argv[1]]) != 0  # other commands still load (no checkpoint there)
+assert main(["checkpoint", "--ledger", sys.argv[1]]) == 0  # other commands still load
 """
 
 

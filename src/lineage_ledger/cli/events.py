@@ -20,11 +20,11 @@ from typing import Any
 import uuid_utils
 
 from lineage_ledger.cli.query import instant_arg
-from lineage_ledger.core.crypto import token_fingerprint
 from lineage_ledger.core.event_schema import event_json_schema
 from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.instant import format_rfc3339
 from lineage_ledger.core.model import encode_event
+from lineage_ledger.token_secrets import TokenSecrets
 
 __all__ = ["ensure_token_secret", "example_events", "register"]
 
@@ -39,10 +39,10 @@ _RAW = {
 producer; only their fingerprints do."""
 
 
-def example_events(secret: bytes, start_ns: int) -> tuple[list[bytes], dict[str, str]]:
+def example_events(secrets: TokenSecrets, start_ns: int) -> tuple[list[bytes], dict[str, str]]:
     """A valid sample history beginning at ``start_ns``, as canonical event bytes in time order, and the raw
     example tokens by role. Every lifecycle verdict of it is "ok"."""
-    tid = {role: token_fingerprint(secret, raw) for role, raw in _RAW.items()}
+    tid = {role: secrets.fingerprint(raw) for role, raw in _RAW.items()}  # under the current version
 
     def at(minutes: float) -> str:
         return format_reading(start_ns + int(minutes * _MIN), 0)

@@ -10,22 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from lineage_ledger.cli.options import TOKEN_ID_HELP, token_id_argument
-from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
+from lineage_ledger.core.log_key import KeyChain
+from lineage_ledger.core.note import Checkpoint, open_note
 from lineage_ledger.errors import NotFoundError
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.export import Exportable, to_dot, to_jsonl, to_mermaid, to_prov_json
 from lineage_ledger.ledger.lineage import Lineage
+from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import Store
 
 __all__ = ["register"]
 
 
-def _checkpoint(store: Store, verifier: NoteVerifier) -> Checkpoint | None:
+def _checkpoint(store: Store, chain: KeyChain) -> Checkpoint | None:
     row = store.latest_checkpoint()
     if row is None:
         return None
-    text, _ = open_note(row.note, [verifier])
+    text, _ = open_note(row.note, [chain.verifier_for(row.size)])
     return Checkpoint.from_text(text)
 
 
@@ -44,8 +46,10 @@ def _items(lineage: Lineage, args: argparse.Namespace) -> list[Exportable]:
 def _export(args: argparse.Namespace) -> int:
     store = open_store(args.ledger, readonly=True)
     try:
-        verifier = load_verifier(args.key) if args.key else parse_verifier_key(store.meta()["verifier_key"])
-        checkpoint = _checkpoint(store, verifier)
+        chain = read_key_chain(store)
+        trusted = load_verifier(args.key) if args.key else chain.original
+        chain.since(trusted)  # LedgerError for a key that is not one of the log's
+        checkpoint = _checkpoint(store, chain)
         items = _items(Lineage(store), args)
     finally:
         store.close()

@@ -28,6 +28,7 @@ from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
+from lineage_ledger.cli.key_lifecycle import register_apikey, register_rotate_log, register_token_secret
 from lineage_ledger.cli.options import (
     TOKEN_ID_HELP,
     fill_defaults,
@@ -42,14 +43,15 @@ from lineage_ledger.cli.proofs import checkpoint_list, consistency_answer
 from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table, silence_stdout
 from lineage_ledger.cli.tiles import register as register_tiles
-from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
+from lineage_ledger.core.crypto import Ed25519Signer, Signer
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import decode_event
-from lineage_ledger.core.note import NoteVerifier, parse_verifier_key
+from lineage_ledger.core.note import NoteVerifier
 from lineage_ledger.errors import ConflictError, InputError, LedgerError, NotFoundError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_signer_key
+from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.ledger.pipeline import Done, Pipeline
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.resume import split_recorded
@@ -60,6 +62,7 @@ from lineage_ledger.store.sqlite import sqlite_path_from_url
 
 if TYPE_CHECKING:
     from lineage_ledger.ledger.shards import ShardLayout
+    from lineage_ledger.token_secrets import TokenSecrets
 
 __all__ = ["main"]
 
@@ -371,10 +374,11 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
                 print(f"{cp['size']}\t{cp['root']}")
         return 0
     try:
-        verifier = parse_verifier_key(store.meta()["verifier_key"])
+        chain = read_key_chain(store)
         row = store.checkpoints(args.size)[0] if args.size is not None else store.latest_checkpoint()
         if row is None or (args.size is not None and row.size != args.size):
             raise NotFoundError("no checkpoint" + (f" of size {args.size}" if args.size is not None else " yet"))
+        verifier = chain.verifier_for(row.size)
     finally:
         store.close()
     if args.verifier_key:
@@ -567,15 +571,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    secret = Path(args.secret_file).read_bytes().strip()
+    from lineage_ledger.token_secrets import load_token_secrets
+
+    secrets = load_token_secrets(args.secret_file)
     token = sys.stdin.readline().strip()
     if not token:
         raise InputError("token", "read no token on standard input")
-    fp = token_fingerprint(secret, token, args.region)
+    ids = secrets.candidates(token, args.region) if args.all_versions else [secrets.fingerprint(token, args.region)]
     if args.json:
-        _json({"token_id": fp})
+        _json({"token_id": ids[0], **({"token_ids": ids} if args.all_versions else {})})
     else:
-        print(fp)
+        print("\n".join(ids))
     return 0
 
 
@@ -584,18 +590,19 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 TOKEN_SECRET_ENV_VAR = "LINEAGE_TOKEN_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 
-def _token_secret(args: argparse.Namespace) -> bytes:
-    """--token-secret-file, else $LINEAGE_TOKEN_SECRET, else <ledger>.secret (created 0600 if absent)."""
-    from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX, create_token_secret, load_token_secret
+def _token_secret(args: argparse.Namespace) -> TokenSecrets:
+    """--token-secret-file, else $LINEAGE_TOKEN_SECRET (one version), else <ledger>.secret (created 0600 if
+    absent); every version the file holds (lineage_ledger.token_secrets)."""
+    from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX, create_token_secret
+    from lineage_ledger.token_secrets import TokenSecrets, load_token_secrets
 
     if args.token_secret_file:
-        return load_token_secret(args.token_secret_file)
+        return load_token_secrets(args.token_secret_file)
     from_env = os.environ.get(TOKEN_SECRET_ENV_VAR, "").strip().encode()
     if from_env:
-        token_fingerprint(from_env, "probe")  # InputError (exit 2) for a secret that is too short
-        return from_env
+        return TokenSecrets.single(from_env)  # InputError (exit 2) for a secret that is too short
     path = _default_key_path(args.ledger, TOKEN_SECRET_SUFFIX)
-    return load_token_secret(path) if path.exists() else create_token_secret(path)
+    return load_token_secrets(path) if path.exists() else TokenSecrets.single(create_token_secret(path))
 
 
 def _api_key_path(args: argparse.Namespace) -> Path:
@@ -678,21 +685,6 @@ _SERVE_LOGGING: dict[str, Any] = {
         "lineage_ledger": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
     },
 }
-
-
-def cmd_apikey(args: argparse.Namespace) -> int:
-    from lineage_ledger.service.auth import ApiKeyStore
-
-    if args.role == "producer" and not args.producer:
-        raise CommandError("--role producer needs --producer ID: the producer id the key may append batches for")
-    path = _api_key_path(args)
-    principal, raw = ApiKeyStore.load(path).create(args.role, args.producer)
-    if args.json:
-        _json({"key_id": principal.key_id, "role": principal.role, "producer": principal.producer, "api_key": raw})
-    else:
-        err.print(f"created {principal.role} API key {principal.key_id} in {path}; it is shown only this once:")
-        print(raw)
-    return 0
 
 
 # -- emit -------------------------------------------------------------------------------------------------
@@ -977,7 +969,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("token_id", type=token_id_argument, help=TOKEN_ID_HELP)
     p.set_defaults(func=cmd_trace)
 
-    p = sub.add_parser("keys", parents=[common], help="producer signing keys (every change is a ledger entry)")
+    p = sub.add_parser(
+        "keys", parents=[common], help="producer signing keys and the log key (each change a ledger entry)"
+    )
     ks = p.add_subparsers(dest="keys_command", required=True)
     k = ks.add_parser("list", parents=[common], help="every producer key and its state")
     k.set_defaults(func=cmd_keys)
@@ -993,6 +987,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--key-id", required=True, help="the key to revoke")
     k.add_argument("--at", help="HLC reading from which the key signs nothing (default now)")
     k.set_defaults(func=cmd_keys)
+    register_rotate_log(ks, common)
 
     p = sub.add_parser("fingerprint", parents=[output], help="token id of a raw token read from stdin")
     p.add_argument(
@@ -1001,7 +996,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the token HMAC secret the producers and lineage serve share (serve's default: <ledger>.secret)",
     )
     p.add_argument("--region", help="prefix the id with this region ('eu-west-1' gives 'eu-west-1:<hex>')")
+    p.add_argument("--all-versions", action="store_true", help="the id under every secret version, newest first")
     p.set_defaults(func=cmd_fingerprint)
+    register_token_secret(sub, common)
 
     p = sub.add_parser("serve", parents=[common], help="run the HTTP service (needs the [server] extra)")
     p.add_argument(
@@ -1035,19 +1032,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("apikey", parents=[common], help="API keys of the HTTP service")
-    ak = p.add_subparsers(dest="apikey_command", required=True)
-    k = ak.add_parser("create", parents=[common], help="create a key; it is printed once, only its hash is kept")
-    k.add_argument(
-        "--role",
-        required=True,
-        choices=["producer", "auditor", "admin"],
-        help="producer: append batches for --producer, revoke, introspect; auditor: read, query, prove, verify; "
-        "admin: producer keys and revocation",
-    )
-    k.add_argument("--producer", help="the producer id a producer key may append for")
-    k.add_argument("--api-keys", help="API key file (default <ledger>.apikeys.json)")
-    k.set_defaults(func=cmd_apikey)
+    register_apikey(sub, common)
 
     p = sub.add_parser(
         "emit", parents=[output], help="send JSONL events to a lineage service or Kafka through the emitter SDK"

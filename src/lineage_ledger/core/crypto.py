@@ -49,6 +49,13 @@ BATCH_PAYLOAD_TYPE: Final = "application/vnd.lineage-ledger.batch.v1+json"
 MIN_FINGERPRINT_SECRET_SIZE: Final = 16
 """Shortest HMAC secret :func:`token_fingerprint` accepts, in bytes (128 bits)."""
 
+MAX_SECRET_VERSION: Final = 9999
+"""Highest version of the fingerprint secret a token id can name."""
+
+TOKEN_ID_PATTERN: Final = r"(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}(?:\.v(?:[2-9]|[1-9][0-9]{1,3}))?"  # noqa: S105
+"""A token id: ``[<region>:]<64 hex>`` under version 1 of the fingerprint secret (every id made before secrets
+had versions), ``[<region>:]<64 hex>.v<n>`` under version n >= 2."""
+
 _PUBLIC_KEY_CACHE_SIZE: Final = 1024
 _REGION_PATTERN: Final = re.compile(r"[a-z0-9-]{1,32}")
 
@@ -177,8 +184,10 @@ def dsse_verify(public_key: bytes, payload_type: str, payload: bytes, signature:
     verify_ed25519(public_key, signature, pae(payload_type, payload))
 
 
-def token_fingerprint(secret: bytes, raw_token: str | bytes, region: str | None = None) -> str:
-    """Return the ledger's id for a bearer token: ``[<region>:]<lowercase hex HMAC-SHA256(secret, token)>``.
+def token_fingerprint(secret: bytes, raw_token: str | bytes, region: str | None = None, *, version: int = 1) -> str:
+    """Return the ledger's id for a bearer token: ``[<region>:]<lowercase hex HMAC-SHA256(secret, token)>``,
+    followed by ``.v<version>`` when ``secret`` is version 2 or later of the fingerprint secret (so ids made
+    before a rotation keep their form, and an id says which secret made it).
 
     The raw token is a bearer credential: whoever holds it can use it. Storing it, or an unkeyed hash that
     can be checked against guesses, would turn the ledger into a source of credentials. A keyed hash still
@@ -192,6 +201,8 @@ def token_fingerprint(secret: bytes, raw_token: str | bytes, region: str | None 
         raise InputError("secret", f"must be at least {MIN_FINGERPRINT_SECRET_SIZE} bytes")
     if region is not None and (not isinstance(region, str) or not _REGION_PATTERN.fullmatch(region)):
         raise InputError("region", "must match [a-z0-9-]{1,32}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_SECRET_VERSION:
+        raise InputError("version", f"must be an integer from 1 to {MAX_SECRET_VERSION}")
     if isinstance(raw_token, str):
         try:
             token = raw_token.encode("utf-8")
@@ -205,4 +216,6 @@ def token_fingerprint(secret: bytes, raw_token: str | bytes, region: str | None 
     if not token:
         raise InputError("raw_token", "must not be empty")
     digest = hmac.new(bytes(secret), token, hashlib.sha256).hexdigest()
+    if version > 1:
+        digest = f"{digest}.v{version}"
     return digest if region is None else f"{region}:{digest}"

@@ -8,9 +8,12 @@ Every entry has ``index`` (its position in the log), ``recorded_at`` (the ledger
   leaf in that batch), and ``verdict``: ``"ok"`` or the id of the lifecycle rule the event broke.
 * ``seal``: closes a block; ``block`` is the block header (see BlockHeader).
 * ``key``: a producer key registered or revoked (see KeyChange).
+* ``apikey``: an API key of the HTTP service created, rotated or revoked (see ApiKeyChange).
+* ``log_key``: the log's checkpoint signing key handed over to a new key (core.log_key).
 
-Seals chain under the subject ``ledger:blocks``, key changes under ``producer:<id>``, so every chain in the
-ledger, not only the token chains, is covered by the Merkle log.
+Seals chain under the subject ``ledger:blocks``, key changes under ``producer:<id>``, API key changes under
+``apikey:<key id>``, log key rotations under ``ledger:log-key``, so every chain in the ledger, not only the
+token chains, is covered by the Merkle log.
 """
 
 from __future__ import annotations
@@ -23,26 +26,36 @@ from msgspec import Meta, Raw, Struct
 
 from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.hlc import HLC_PATTERN
+from lineage_ledger.core.log_key import LOG_KEY_SUBJECT
 from lineage_ledger.errors import InputError
 
 __all__ = [
+    "API_KEY_ID_PATTERN",
     "BLOCKS_SUBJECT",
     "ENTRY_VERSION",
     "KEY_ID_PATTERN",
     "PRODUCER_PATTERN",
+    "UTC_TIME_PATTERN",
     "ZERO_HASH",
+    "ApiKeyChange",
+    "ApiKeyEntry",
     "BlockHeader",
     "EntryView",
     "EventEntry",
     "KeyChange",
     "KeyEntry",
+    "LogKeyEntry",
     "SealEntry",
     "ShardEntry",
     "StoredEventEntry",
+    "apikey_entry_bytes",
+    "apikey_subject",
     "decode_entry",
     "event_entry_bytes",
     "header_hash",
     "key_entry_bytes",
+    "log_key_entry_bytes",
+    "own_subject",
     "producer_subject",
     "read_event_entry",
     "seal_entry_bytes",
@@ -57,17 +70,28 @@ BLOCKS_SUBJECT: Final = "ledger:blocks"
 # Patterns end in \Z, not $: in Python $ also matches before a trailing newline, which would need escaping.
 PRODUCER_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}\Z"
 KEY_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z"
+API_KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}\Z"
+"""The public id inside an API key ``llk_<id>_<secret>``."""
+UTC_TIME_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z"
+"""Wall-clock times of API keys: RFC 3339 UTC to the second, so text order is time order."""
 
 Hex32 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
 Hlc = Annotated[str, Meta(pattern=HLC_PATTERN)]
 Index = Annotated[int, Meta(ge=0)]
 ProducerId = Annotated[str, Meta(pattern=PRODUCER_PATTERN)]
 KeyId = Annotated[str, Meta(pattern=KEY_ID_PATTERN)]
+ApiKeyId = Annotated[str, Meta(pattern=API_KEY_ID_PATTERN)]
+UtcTime = Annotated[str, Meta(pattern=UTC_TIME_PATTERN)]
 
 
 def producer_subject(producer: str) -> str:
     """The chain of a producer's key changes."""
     return "producer:" + producer
+
+
+def apikey_subject(key_id: str) -> str:
+    """The chain of an API key's changes."""
+    return "apikey:" + key_id
 
 
 class BlockHeader(Struct, frozen=True, kw_only=True):
@@ -98,6 +122,21 @@ class KeyChange(Struct, frozen=True, kw_only=True, omit_defaults=True):
     valid_from: Hlc
     valid_until: Hlc | None = None
     revoked_at: Hlc | None = None
+
+
+class ApiKeyChange(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An API key of the HTTP service created, given a new secret, or revoked. Never holds a secret or its hash.
+
+    ``expires_at`` is when the key stops working (None: never); on ``rotate``, ``previous_until`` is until when
+    the replaced secret still works (the grace period). Times are UTC_TIME_PATTERN wall-clock times.
+    """
+
+    action: Literal["create", "rotate", "revoke"]
+    key_id: ApiKeyId
+    role: Literal["admin", "auditor", "producer"]
+    producer: ProducerId | None = None
+    expires_at: UtcTime | None = None
+    previous_until: UtcTime | None = None
 
 
 class EventEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="event"):
@@ -155,7 +194,39 @@ def shard_subject(shard: int) -> str:
     return f"shard:{shard}"
 
 
-EntryView = EventEntry | SealEntry | KeyEntry | ShardEntry
+class ApiKeyEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="apikey"):
+    """Typed view of an API key change entry (subject ``apikey:<key id>``)."""
+
+    change: ApiKeyChange
+    index: Index
+    prev: Hex32
+    recorded_at: Hlc
+    v: int
+
+
+class LogKeyEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="log_key"):
+    """Typed view of a log key rotation entry (subject ``ledger:log-key``); ``rotation`` is the signed note
+    core.log_key describes, exactly as signed."""
+
+    index: Index
+    prev: Hex32
+    recorded_at: Hlc
+    rotation: str
+    v: int
+
+
+def own_subject(entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry) -> tuple[str, str]:
+    """What kind of record ``entry`` is, and the subject whose chain it belongs to (as its bytes say)."""
+    if isinstance(entry, KeyEntry):
+        return "key", producer_subject(entry.change.producer)
+    if isinstance(entry, ShardEntry):
+        return "shard", shard_subject(entry.shard)
+    if isinstance(entry, ApiKeyEntry):
+        return "apikey", apikey_subject(entry.change.key_id)
+    return "log_key", LOG_KEY_SUBJECT
+
+
+EntryView = EventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry
 _DECODER = msgspec.json.Decoder(EntryView)
 
 
@@ -284,3 +355,31 @@ def shard_entry_bytes(*, index: int, recorded_at: str, prev: bytes, shard: int, 
 def header_hash(header: BlockHeader) -> bytes:
     """SHA-256 of the header's canonical bytes: what the next block's ``prev_header`` names."""
     return hashlib.sha256(canonical_bytes(msgspec.to_builtins(header))).digest()
+
+
+def apikey_entry_bytes(*, index: int, recorded_at: str, prev: bytes, change: ApiKeyChange) -> bytes:
+    """The canonical bytes of an API key change entry."""
+    return canonical_bytes(
+        {
+            "change": msgspec.to_builtins(change),
+            "index": index,
+            "prev": prev.hex(),
+            "recorded_at": recorded_at,
+            "type": "apikey",
+            "v": ENTRY_VERSION,
+        }
+    )
+
+
+def log_key_entry_bytes(*, index: int, recorded_at: str, prev: bytes, rotation: str) -> bytes:
+    """The canonical bytes of a log key rotation entry."""
+    return canonical_bytes(
+        {
+            "index": index,
+            "prev": prev.hex(),
+            "recorded_at": recorded_at,
+            "rotation": rotation,
+            "type": "log_key",
+            "v": ENTRY_VERSION,
+        }
+    )

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from lineage_ledger.core.crypto import TOKEN_ID_PATTERN
 from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, TOO_DEEP, canonical_bytes, decode_json
 from lineage_ledger.core.hlc import HLC_PATTERN
 from lineage_ledger.errors import CanonicalFormError, InputError
@@ -65,9 +66,12 @@ TOKEN_EVENT_TYPES: Final = (
 DATA_EVENT_TYPES: Final = ("CREATED", "TRANSFORMED", "AGGREGATED", "TRANSMITTED", "ACCESSED", "DELETED")
 
 _EVENT_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-_TOKEN_ID = r"(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}"  # noqa: S105 - a pattern, not a secret
+_TOKEN_ID = TOKEN_ID_PATTERN
 _TOKEN_ID_RE = re.compile(_TOKEN_ID)
-TOKEN_ID_FORM: Final = "an HMAC-SHA256 fingerprint: 64 lowercase hex digits, optionally '<region>:' first"  # noqa: S105
+TOKEN_ID_FORM: Final = (
+    "an HMAC-SHA256 fingerprint: 64 lowercase hex digits, optionally '<region>:' first and '.v<n>' "  # noqa: S105
+    "(the secret's version, 2 or more) after"
+)
 """What a token id looks like, in words for error messages."""
 _HLC = HLC_PATTERN.removeprefix("^").removesuffix(r"\Z")
 # The three fields every event has are checked with one regex over "<event_id> <occurred_at> <id>" after
@@ -92,7 +96,7 @@ TokenId = Annotated[
         description="HMAC-SHA256 fingerprint of the token, hex, optionally prefixed by a region",
     ),
 ]
-SubjectTokenId = Annotated[str, Meta(min_length=64, max_length=97, description="checked with _TOKEN_HEAD_RE")]
+SubjectTokenId = Annotated[str, Meta(min_length=64, max_length=103, description="checked with _TOKEN_HEAD_RE")]
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
 AssetId = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00-\x20\x7f]+\Z")]
 Text = Annotated[str, Meta(max_length=4096)]

@@ -21,6 +21,9 @@ Decisions, so that every service records the same thing:
 * ``traceparent``: W3C Trace Context (version-traceid-parentid-flags, lowercase hex); a malformed header,
   version ``ff``, or an all-zero trace or parent id gives no trace id.
 * Text fields longer than the event schema allows (4,096 characters) are truncated.
+* After the ledger's fingerprint secret is rotated (``lineage token-secret rotate``), pass the new secret
+  with ``token_secret_version=N``: its ids end in ``.vN``, and the ledger looks raw tokens up under every
+  version.
 
 Neither middleware logs or stores the token, and recording never fails the request: an error while
 building the event is logged by its type and the response goes out unchanged.
@@ -152,16 +155,19 @@ class _Recorder:
         region: str | None,
         forwarded_hops: int,
         accept_query_token: bool,
+        version: int = 1,
     ) -> None:
-        token_fingerprint(token_secret, "probe", region)  # InputError now for a short secret or a bad region
+        # InputError now for a short secret, a bad region or version
+        token_fingerprint(token_secret, "probe", region, version=version)
         self.sink = sink
         self.secret = bytes(token_secret)
+        self.version = version
         self.region = region
         self.forwarded_hops = forwarded_hops
         self.accept_query_token = accept_query_token
 
     def fingerprint(self, token: bytes) -> str:
-        return token_fingerprint(self.secret, token, self.region)
+        return token_fingerprint(self.secret, token, self.region, version=self.version)
 
     def record(
         self,
@@ -215,9 +221,12 @@ class LineageASGIMiddleware:
         resource: Callable[[Scope], str] = _path_of,
         forwarded_hops: int = 0,
         accept_query_token: bool = False,
+        token_secret_version: int = 1,
     ) -> None:
         self.app = app
-        self._recorder = _Recorder(emitter, token_secret, region, forwarded_hops, accept_query_token)
+        self._recorder = _Recorder(
+            emitter, token_secret, region, forwarded_hops, accept_query_token, token_secret_version
+        )
         self._resource = resource
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -317,9 +326,12 @@ class LineageWSGIMiddleware:
         resource: Callable[[WSGIEnvironment], str] = _wsgi_path,
         forwarded_hops: int = 0,
         accept_query_token: bool = False,
+        token_secret_version: int = 1,
     ) -> None:
         self.app = app
-        self._recorder = _Recorder(emitter, token_secret, region, forwarded_hops, accept_query_token)
+        self._recorder = _Recorder(
+            emitter, token_secret, region, forwarded_hops, accept_query_token, token_secret_version
+        )
         self._resource = resource
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

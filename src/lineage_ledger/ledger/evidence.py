@@ -4,13 +4,16 @@ A bundle holds the subject's entries as stored bytes, an RFC 9162 inclusion proo
 of the checkpoint with its own inclusion proof, the subject-map proof (membership with head and count, or
 non-membership) under that seal's ``subjects_root``, the signed checkpoint, the log's verifier key and the
 producer keys that signed the events' envelopes, each proven by its own key entries in the log (with each
-envelope's statement, signature and the event's path in its batch). ``lineage_ledger.offline`` checks it
-with nothing but ``cryptography``.
+envelope's statement, signature and the event's path in its batch). When the log key was rotated before the
+checkpoint, ``log_key_rotations`` holds every rotation entry in the checkpoint's tree with its inclusion
+proof, so the checkpoint is checked from the log's original key (``log_key``) along the chain of rotations
+(core.log_key). ``lineage_ledger.offline`` checks it with nothing but ``cryptography``.
 
 Format (canonical JSON, ``"format": "lineage-ledger-evidence/1"``)::
 
     {"checkpoint": note, "entries": [{"entry": text, "index": n, "inclusion": [hex], "batch": {...}}],
-     "format": ..., "log_key": "<note verifier key>", "map_proof": {...}, "producer_keys": {key_id: {...}},
+     "format": ..., "log_key": "<note verifier key>", ["log_key_rotations": [{"entry", "index", "inclusion"}],]
+     "map_proof": {...}, "producer_keys": {key_id: {...}},
      "seal": {"entry": text, "index": n, "inclusion": [hex]}, "subject": "token:<id>", "tree_size": n}
 """
 
@@ -27,6 +30,7 @@ from lineage_ledger.core.model import TOKEN_ID_FORM, is_token_id
 from lineage_ledger.errors import InputError, NotFoundError
 from lineage_ledger.ledger.completeness import MapReader, unwritten_map
 from lineage_ledger.ledger.keyring import Keyring
+from lineage_ledger.ledger.log_keys import rotation_evidence
 from lineage_ledger.store.base import Store
 
 __all__ = ["EVIDENCE_FORMAT", "export_evidence", "subject_of_id"]
@@ -145,4 +149,7 @@ def export_evidence(store: Store, identifier: str, *, size: int | None = None) -
         "entries": entries,
         "producer_keys": producer_keys,
     }
+    rotations = rotation_evidence(store, tree_size, reader)
+    if rotations:
+        bundle["log_key_rotations"] = rotations
     return canonical_bytes(bundle)

@@ -12,9 +12,11 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
 * every block: its root over exactly its entries, its entry range and HLC range, and the chain of headers;
 * every block's subject map root: the verifier's own copy of the map of chain heads after the block;
 * every stored tree node against the tree recomputed from the leaves;
-* every checkpoint: its signature under the log's verifier key, and its root against the root recomputed
-  from the leaves at its size, which makes consecutive checkpoints consistent; a consistency proof built
-  from the stored nodes is also checked for each consecutive pair;
+* every checkpoint: its signature under the log key of its tree size (the chain of log key rotations,
+  core.log_key, followed from the trusted key; a rotation its retiring key did not sign is a problem),
+  and its root against the root recomputed from the leaves at its size, which makes consecutive
+  checkpoints consistent; a consistency proof built from the stored nodes is also checked for each
+  consecutive pair;
 * every lifecycle verdict: the token events are judged again, in log order, by the state machine under the
   policy recorded when the ledger was created, and each result must equal the verdict the entry records,
   so a sequencer that recorded "ok" for a use after revocation (or flagged an honest event) is caught;
@@ -69,13 +71,14 @@ from lineage_ledger.core.encoding import decode_json
 from lineage_ledger.core.entry import (
     BLOCKS_SUBJECT,
     ZERO_HASH,
+    ApiKeyEntry,
     KeyEntry,
+    LogKeyEntry,
     SealEntry,
     ShardEntry,
     decode_entry,
     header_hash,
-    producer_subject,
-    shard_subject,
+    own_subject,
 )
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
@@ -86,12 +89,13 @@ from lineage_ledger.core.merkle import (
     verify_consistency,
 )
 from lineage_ledger.core.model import Event, TokenEvent, head_ok
-from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
+from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note
 from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.completeness import checked_node
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, data_links, stored_below, token_links
+from lineage_ledger.ledger.log_keys import check_key_chain
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import EntryRow, EnvelopeRow
 
@@ -198,7 +202,7 @@ class _LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
     verdict: str
 
 
-_LEAN = msgspec.json.Decoder(_LeanEventEntry | SealEntry | KeyEntry | ShardEntry)
+_LEAN = msgspec.json.Decoder(_LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry)
 # The coordinator reads token events as model.read_event does (same type, same checks), a chunk's at once.
 _EVENTS = msgspec.json.Decoder(list[Event])
 _EVENT = msgspec.json.Decoder(Event)
@@ -566,10 +570,7 @@ def _verify_chunk(
                 last_recorded = entry.recorded_at
                 seen = touched.get(subject)
                 touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
-                if type(entry) is KeyEntry:
-                    what, own = "key", producer_subject(entry.change.producer)
-                else:
-                    what, own = "shard", shard_subject(entry.shard)
+                what, own = own_subject(entry)
                 if subject != own or event_id is not None:
                     problem("derived_column", f"{what} entry {idx}: derived columns differ from its bytes", idx)
         if expected < end:
@@ -1178,16 +1179,20 @@ def verify_ledger(
         if not meta:
             report.problems.append(Problem("meta", "the store holds no ledger"))
             return report
-        stored_key = parse_verifier_key(meta["verifier_key"])
+        chain, chain_problems = check_key_chain(store, verifier)
         if verifier is None:
-            verifier = stored_key
+            verifier = chain.original
             report.key_source = "database copy (untrusted: pass --key to verify against a key you hold)"
         else:
             report.key_source = "given"
-            if verifier.public_key != stored_key.public_key:
-                report.problems.append(
-                    Problem("meta", "the verifier key copy in the database differs from the key given")
-                )
+        report.problems.extend(
+            Problem("meta" if index is None else "log_key", message, index) for index, message in chain_problems
+        )
+        # the key that must have signed a checkpoint of a given size: the chain's, when it starts from or
+        # reaches the trusted key; otherwise that key alone (and the chain is reported above)
+        in_chain = verifier in chain.verifiers()
+        keys = chain.verifiers() if in_chain else [verifier]
+        signing_key = chain.verifier_for if in_chain else (lambda _size, key=verifier: key)
         origin = meta["origin"]
         try:
             policy = LifecyclePolicy.from_text(meta["lifecycle"]) if "lifecycle" in meta else LifecyclePolicy()
@@ -1216,7 +1221,7 @@ def verify_ledger(
     signed: list[Checkpoint] = []
     for row in checkpoints:
         try:
-            text, _ = open_note(row.note, [verifier])
+            text, _ = open_note(row.note, [signing_key(row.size)])
             cp = Checkpoint.from_text(text)
         except LedgerError as e:
             report.problems.append(Problem("checkpoint", f"checkpoint {row.size}: {e}", None))
@@ -1238,8 +1243,12 @@ def verify_ledger(
     trusted: Checkpoint | None = None
     if trusted_checkpoint is not None:
         try:
-            text, _ = open_note(trusted_checkpoint, [verifier])
-            trusted = Checkpoint.from_text(text)
+            text, signers = open_note(trusted_checkpoint, keys)
+            claimed = Checkpoint.from_text(text)
+            if signing_key(claimed.size) not in signers:
+                expected = signing_key(claimed.size)
+                raise LedgerError(f"it is not signed by {expected}, the log key of tree size {claimed.size}")
+            trusted = claimed
         except LedgerError as e:
             report.problems.append(Problem("trusted_checkpoint", f"the trusted checkpoint does not verify: {e}"))
         if trusted is not None:

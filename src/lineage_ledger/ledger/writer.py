@@ -33,15 +33,19 @@ from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import (
     BLOCKS_SUBJECT,
     ZERO_HASH,
+    ApiKeyChange,
     BlockHeader,
     EventEntry,
     KeyChange,
     KeyEntry,
     SealEntry,
+    apikey_entry_bytes,
+    apikey_subject,
     decode_entry,
     event_entry_bytes,
     header_hash,
     key_entry_bytes,
+    log_key_entry_bytes,
     producer_subject,
     seal_entry_bytes,
     shard_entry_bytes,
@@ -50,6 +54,7 @@ from lineage_ledger.core.entry import (
 from lineage_ledger.core.envelope import OpenedEnvelope, open_envelope, verify_batch_signature
 from lineage_ledger.core.hlc import HybridClock, parse_reading
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
+from lineage_ledger.core.log_key import LOG_KEY_SUBJECT, sign_rotation
 from lineage_ledger.core.merkle import (
     CompactRange,
     TiledNodeReader,
@@ -58,7 +63,7 @@ from lineage_ledger.core.merkle import (
     leaf_hash,
 )
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, subject_of
-from lineage_ledger.core.note import Checkpoint, NoteVerifier, parse_verifier_key, sign_note, verifier_key
+from lineage_ledger.core.note import Checkpoint, NoteVerifier, sign_note, verifier_key
 from lineage_ledger.core.routing import local_tokens, shard_test
 from lineage_ledger.core.tiles import MAX_BUNDLE_ENTRY_BYTES
 from lineage_ledger.errors import (
@@ -73,6 +78,7 @@ from lineage_ledger.errors import (
 from lineage_ledger.ledger.completeness import MapReader, block_heads, encode_node, map_changes, unwritten_map
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, entry_links, event_links
+from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -266,11 +272,16 @@ class Ledger:
             policy = LifecyclePolicy.from_text(meta["lifecycle"])
             if policy != self.settings.lifecycle:
                 self.settings = dataclasses.replace(self.settings, lifecycle=policy)
-        self.verifier = parse_verifier_key(meta["verifier_key"])
-        if self.verifier.public_key != signer.public_key or self.verifier.name != signer.name:
+        self.key_chain = read_key_chain(store)
+        """The log's signing keys: the original one and each rotation (core.log_key)."""
+        self.verifier = self.key_chain.current
+        if self.verifier != NoteVerifier.from_public_key(signer.name, signer.public_key):
+            retired = any(
+                k.public_key == signer.public_key and k.name == signer.name for k in self.key_chain.verifiers()[:-1]
+            )
             raise KeyringError(
-                f"the signing key {signer.name!r} is not the log key {self.verifier.name!r} this ledger was "
-                "created with"
+                f"the signing key {signer.name!r} is not the current log key {self.verifier}"
+                + (": it was retired by a log key rotation; use the new key" if retired else "")
             )
         self._cache: OrderedDict[str, _Subject] = OrderedDict()
         self._listeners: list[Callable[[list[EntryRow]], object]] = []
@@ -587,6 +598,52 @@ class Ledger:
         body = shard_entry_bytes(index=index, recorded_at=now, prev=prev, shard=shard, checkpoint=note)
         row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
         self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
+        return index
+
+    def record_api_key_change(self, change: ApiKeyChange) -> int:
+        """Record a change of an API key of the HTTP service as an ``apikey`` entry; returns its index.
+
+        The caller (service.auth's key store) decides whether the change is allowed; the log keeps the record."""
+        self._settle()
+        self._fresh()
+        subject = apikey_subject(change.key_id)
+        head = self.store.subject_entries([subject])
+        prev = head[-1].leaf if head else ZERO_HASH
+        now = self._clock.now()
+        index = self.size
+        body = apikey_entry_bytes(index=index, recorded_at=now, prev=prev, change=change)
+        row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
+        self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
+        return index
+
+    def rotate_log_key(self, new: Signer) -> int:
+        """Hand the log over to the signing key ``new``; returns the index of the ``log_key`` entry.
+
+        The current key and ``new`` both sign the rotation statement (core.log_key), which is appended and
+        sealed at once: that checkpoint and every later one are signed by ``new``, and from then on this
+        ledger opens only with ``new``. InputError if ``new`` is the current key."""
+        self._settle()
+        self._fresh()
+        if self.shard_root or self._shard is not None:
+            raise InputError("ledger", "a sharded ledger's shards share the root's log key: it cannot be rotated alone")
+        index = self.size
+        note = sign_rotation(self.origin, index, self._signer, new)
+        chain = read_key_chain(self.store)
+        chain.add(index, note)  # checks what was just signed before anything is written
+        head = self.store.subject_entries([LOG_KEY_SUBJECT])
+        prev = head[-1].leaf if head else ZERO_HASH
+        now = self._clock.now()
+        body = log_key_entry_bytes(index=index, recorded_at=now, prev=prev, rotation=note)
+        row = EntryRow(index, LOG_KEY_SUBJECT, None, None, prev, leaf_hash(body), "ok", body)
+        retired, self._signer = self._signer, new  # a seal in this very commit is already the new key's
+        try:
+            self._commit([row], [], BatchWrite(), [], now, now, {LOG_KEY_SUBJECT: (row.leaf, len(head) + 1, index)})
+        except BaseException:
+            self._signer = retired
+            raise
+        self.key_chain = chain
+        self.verifier = chain.current
+        self.seal()
         return index
 
     def _key_change(self, change: KeyChange, now: str) -> int:

@@ -50,12 +50,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
+from lineage_ledger.core.crypto import TOKEN_ID_PATTERN, Ed25519Signer, Signer
 from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, TOO_DEEP
-from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, SealEntry, decode_entry
+from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEntry, KeyEntry, decode_entry
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import HLC_PATTERN, format_reading
-from lineage_ledger.core.lifecycle import effective_state
+from lineage_ledger.core.lifecycle import TokenState, effective_state
 from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof, leaf_hash
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
 from lineage_ledger.errors import (
@@ -71,6 +71,7 @@ from lineage_ledger.ledger.keyring import Keyring, ProducerKey
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
+from lineage_ledger.service.apikeys import APIKEY_ENDPOINTS, add_apikey_routes
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.openapi import document_problems
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
@@ -80,6 +81,7 @@ from lineage_ledger.service.tiles import TILE_ENDPOINTS, add_tile_routes
 from lineage_ledger.state.introspection import Introspector
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import CheckpointRow, Store
+from lineage_ledger.token_secrets import TokenSecrets, merged_state
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -114,6 +116,7 @@ ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     "POST /v1/verify": frozenset({"auditor"}),
     **dict.fromkeys(QUERY_ENDPOINTS, frozenset({"auditor"})),
     **dict.fromkeys(TILE_ENDPOINTS, frozenset({"auditor"})),  # anyone, with serve --public-log
+    **dict.fromkeys(APIKEY_ENDPOINTS, frozenset({"admin"})),
 }
 """Which roles may call which endpoint (``/healthz`` needs no key). The one authorisation table."""
 
@@ -125,7 +128,7 @@ _TOKEN_TYPE_HINTS: Final = ("access_token", "refresh_token")
 _MAX_FORM_FIELDS: Final = 8
 _MAX_RAW_TOKEN: Final = 16 * 1024
 # pydantic checks it with Rust regex, where $ (without multi-line mode) matches only at the very end.
-_TOKEN_ID_RE: Final = r"^(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}$"  # noqa: S105 - a pattern, not a secret
+_TOKEN_ID_RE: Final = f"^{TOKEN_ID_PATTERN}$"
 _LOGGED_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -227,7 +230,7 @@ class _Service:
         self,
         ledger: Ledger,
         api_keys: ApiKeyStore,
-        token_secret: bytes,
+        token_secret: TokenSecrets,
         signer: Signer,
         clock: Callable[[], int],
         max_pending_writes: int,
@@ -366,11 +369,15 @@ class _Service:
         elif mine.revoked_at is not None:
             raise KeyringError(f"the service key {self.key_id} was revoked; start the service with a new key")
 
-    def revoke_token(self, token_id: str, requested_by: str) -> bool:
-        """Append a REVOKED event for a token the ledger knows and has not revoked; True if one was written."""
-        state = self.ledger.token_state(token_id)
-        if state.state in {"NONE", "REVOKED"}:
+    def revoke_token(self, token_ids: list[str], requested_by: str) -> bool:
+        """Append a REVOKED event for a token the ledger knows and has not revoked; True if one was written.
+        ``token_ids`` are its ids under each secret version, newest first: the event goes to the newest one under
+        which the token has a lifecycle state (was issued), so its chain continues.
+        """
+        known = [(i, s) for i in token_ids if (s := self.ledger.token_state(i)).state != "NONE"]
+        if not known or merged_state([s for _, s in known]).state == "REVOKED":
             return False
+        token_id = known[0][0]
         event = encode_event(
             TokenEvent(
                 event_id=str(uuid_utils.uuid7()),
@@ -529,10 +536,11 @@ def _check_hint(form: dict[str, str], error: str) -> None:
         raise HttpProblem(400, slug, "Invalid request", detail, field="token_type_hint", extensions={"error": error})
 
 
-def _fingerprint(service: _Service, form: dict[str, str]) -> str:
+def _fingerprints(service: _Service, form: dict[str, str]) -> list[str]:
+    """The token's ids under every version of the fingerprint secret, newest first."""
     region = form.get("region") or None
     try:
-        return token_fingerprint(service.token_secret, _raw_token(form), region)
+        return service.token_secret.candidates(_raw_token(form), region)
     except InputError as e:
         raise _oauth_error(e.reason, "region" if e.field == "region" else "token") from None
 
@@ -692,7 +700,7 @@ def create_app(
     ledger: Ledger,
     *,
     api_keys: ApiKeyStore,
-    token_secret: bytes,
+    token_secret: bytes | TokenSecrets,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     service_signer: Signer | None = None,
     clock: Callable[[], int] = time.time_ns,
@@ -705,23 +713,24 @@ def create_app(
 ) -> FastAPI:
     """The HTTP service for ``ledger`` (which the caller keeps owning and closes after the app stops).
 
-    ``api_keys`` decides who may call; ``token_secret`` is the HMAC secret of token fingerprints (RFC 7009
-    and 7662 requests carry raw tokens). ``service_signer`` signs the REVOKED events of revocations; it is
-    registered as a key of producer ``lineage-service`` now, unless already registered (default: a fresh
-    key per app). ``clock`` (ns since the epoch) stamps those events and judges token expiry. Bodies over
-    ``max_body_bytes`` get 413. ``public_log`` serves the tlog-tiles read API (/checkpoint, /tile/...) to
-    anyone, without an API key. ``introspector`` answers /v1/introspect off the writer thread (a
-    RedisTokenState attached to ``ledger``, say); by default the ledger's own state answers, on the writer.
-    After a write finds the disk full, ``/readyz`` answers 503 until the database's filesystem has
-    ``min_free_bytes`` free (service/storage.py).
+    ``api_keys`` decides who may call; ``token_secret`` is the HMAC secret of token fingerprints, or all its
+    versions (RFC 7009 and 7662 requests carry raw tokens, looked up under every version). ``service_signer``
+    signs the REVOKED events of revocations; it is registered as a key of producer ``lineage-service`` now,
+    unless already registered (default: a fresh key per app). ``clock`` (ns since the epoch) stamps those
+    events and judges token expiry. Bodies over ``max_body_bytes`` get 413. ``public_log`` serves the
+    tlog-tiles read API (/checkpoint, /tile/...) to anyone, without an API key. ``introspector`` answers
+    /v1/introspect off the writer thread (a RedisTokenState attached to ``ledger``, say); by default the
+    ledger's own state answers, on the writer. After a write finds the disk full, ``/readyz`` answers 503
+    until the database's filesystem has ``min_free_bytes`` free (service/storage.py).
     The app's lifespan runs the sealing tick; the ledger is only touched from
     the writer thread (see :func:`call_on_writer`).
     """
-    token_fingerprint(token_secret, "probe")  # InputError now, not on the first request, for a short secret
+    # InputError now, not on the first request, for a short secret
+    secrets = token_secret if isinstance(token_secret, TokenSecrets) else TokenSecrets.single(token_secret)
     service = _Service(
         ledger,
         api_keys,
-        token_secret,
+        secrets,
         service_signer or Ed25519Signer.generate(SERVICE_PRODUCER),
         clock,
         max_pending_writes,
@@ -760,6 +769,14 @@ def create_app(
     _add_write_routes(app, service)
     _add_read_routes(app, service)
     _add_key_routes(app, service)
+    add_apikey_routes(
+        app,
+        service.api_keys,
+        service.writer.run,
+        service.ledger.record_api_key_change,
+        lambda endpoint: _guard(service, endpoint),
+        _route_extra,
+    )
     _add_token_routes(app, service)
     guard = None if public_log else (lambda endpoint: _guard(service, endpoint))
     add_tile_routes(app, lambda: service.reads, guard, _route_extra)
@@ -945,7 +962,7 @@ def _add_read_routes(app: FastAPI, service: _Service) -> None:
         entry = decode_entry(row.body)
         out: dict[str, Any] = {
             "index": row.index,
-            "type": "event" if isinstance(entry, EventEntry) else ("seal" if isinstance(entry, SealEntry) else "key"),
+            "type": type(entry).__struct_config__.tag,
             "entry": row.body.decode("utf-8"),
             "leaf_hash": leaf_hash(row.body).hex(),
             "status": "sealed" if row.index < service.sealed_size() else "pending",
@@ -1184,8 +1201,8 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
         """
         form = await _form(request, _TOKEN_FORM_FIELDS)
         _check_hint(form, "unsupported_token_type")
-        token_id = _fingerprint(service, form)
-        await service.writer.run(partial(service.revoke_token, token_id, principal.key_id))
+        token_ids = _fingerprints(service, form)
+        await service.writer.run(partial(service.revoke_token, token_ids, principal.key_id))
         return Response(status_code=200, headers=_NO_STORE)
 
     endpoint_introspect = "POST /v1/introspect"
@@ -1201,18 +1218,24 @@ def _add_token_routes(app: FastAPI, service: _Service) -> None:
     ) -> JSONResponse:
         """RFC 7662: ``{"active": true, ...}`` while the ledger-derived state is issued or active, not
         expired, and (under a cascading lifecycle policy) no ancestor of the token was revoked, else only
-        ``{"active": false}`` (also for a token the ledger never saw). A ``token_type_hint`` other than
-        ``access_token`` or ``refresh_token`` is 400 ``invalid_request``."""
+        ``{"active": false}`` (also for a token the ledger never saw). The token is looked up under every
+        version of the fingerprint secret. A ``token_type_hint`` other than ``access_token`` or
+        ``refresh_token`` is 400 ``invalid_request``."""
         form = await _form(request, _TOKEN_FORM_FIELDS)
         _check_hint(form, "invalid_request")
-        token_id = _fingerprint(service, form)
+        token_ids = _fingerprints(service, form)
         now, policy = service.clock(), service.ledger.settings.lifecycle
+        own = service.introspector.token_state if service.introspector is not None else service.ledger.token_state
+
+        def states() -> list[TokenState]:
+            return [effective_state(token_id, own, policy, now)[0] for token_id in token_ids]
+
         if service.introspector is None:
-            look = partial(effective_state, token_id, service.ledger.token_state, policy, now)
-            state = (await service.writer.run(look))[0]
+            found = await service.writer.run(states)
         else:
-            own = service.introspector.token_state
-            state = (await run_in_threadpool(effective_state, token_id, own, policy, now))[0]
+            found = await run_in_threadpool(states)
+        state = merged_state(found)
+        token_id = token_ids[found.index(state)] if state in found else token_ids[0]
         if not state.active_at(now):
             return JSONResponse({"active": False}, headers=_NO_STORE)
         body: dict[str, Any] = {

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi import Path as PathParam
 
+from lineage_ledger.core.crypto import TOKEN_ID_PATTERN
 from lineage_ledger.core.instant import ACCEPTED_FORMS
 from lineage_ledger.ledger.evidence import export_evidence
 from lineage_ledger.ledger.holdings import active_at, tokens_of_user
@@ -42,7 +43,7 @@ QUERY_ENDPOINTS = (
 )
 """The routes this module adds; the service's ENDPOINT_ROLES gives each the auditor role."""
 
-_FINGERPRINT = r"^(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}$"
+_FINGERPRINT = f"^{TOKEN_ID_PATTERN}$"
 TokenId = Annotated[str, PathParam(pattern=_FINGERPRINT, description="a token fingerprint, never a raw token")]
 TimeParam = Annotated[str | None, Query(max_length=64, description="a time: " + ACCEPTED_FORMS)]
 """Any time core.instant reads; Lineage parses it, and a value that is not one is a 422 naming the parameter."""

@@ -47,6 +47,7 @@ from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.hlc import HybridClock
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event, redact
+from lineage_ledger.core.receipt import Receipt
 from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
 from lineage_ledger.emitter.transport import ERRORS_TO_RETRY, GroupingTransport, Transport
 from lineage_ledger.errors import (
@@ -57,7 +58,6 @@ from lineage_ledger.errors import (
     TransportError,
     event_at,
 )
-from lineage_ledger.ledger.writer import Receipt
 
 __all__ = ["Backoff", "Emitter", "Overflow", "redact"]
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 import msgspec
 
 from lineage_ledger.core.model import read_subject
+from lineage_ledger.core.receipt import Receipt
 from lineage_ledger.core.routing import shard_of
 from lineage_ledger.errors import (
     ConflictError,
@@ -43,7 +44,6 @@ from lineage_ledger.errors import (
     TransportError,
     event_at,
 )
-from lineage_ledger.ledger.writer import Receipt
 
 if TYPE_CHECKING:
     import httpx

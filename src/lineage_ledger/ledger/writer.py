@@ -59,6 +59,7 @@ from lineage_ledger.core.merkle import (
 )
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, subject_of
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, parse_verifier_key, sign_note, verifier_key
+from lineage_ledger.core.receipt import Receipt
 from lineage_ledger.core.routing import local_tokens, shard_test
 from lineage_ledger.errors import (
     ConflictError,
@@ -116,17 +117,6 @@ class LedgerSettings:
     freed when they are evicted (they hold no reference cycles); only cyclic garbage still uncollected at a
     seal would stay. Process-wide, so off for a ledger embedded in someone else's process and on in
     ``lineage serve`` and ``lineage consume``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """Where one event of a batch landed."""
-
-    event_id: str
-    index: int
-    verdict: str
-    duplicate: bool
-    """True when the event was already in the log with the same bytes (nothing was written for it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,14 @@ from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
 from lineage_ledger.cli.query import register as register_query
+from lineage_ledger.cli.receipt import register as register_receipt
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import decode_event
 from lineage_ledger.core.note import NoteVerifier, parse_verifier_key
+from lineage_ledger.core.receipt import Receipt
 from lineage_ledger.errors import InputError, LedgerError, NotFoundError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_signer_key
 from lineage_ledger.ledger.pipeline import Done, Pipeline
@@ -707,9 +709,17 @@ def cmd_emit(args: argparse.Namespace) -> int:
     elif args.url:
         if args.partitions is not None:
             raise CommandError("--partitions is for a sharded ledger: give every shard's --url, shard 0 first")
-        transport = HttpTransport(args.url[0], _emit_api_key(args), timeout=args.http_timeout)
+        log_key = load_verifier(args.log_verifier_key) if args.log_verifier_key else None
+        transport = HttpTransport(args.url[0], _emit_api_key(args), timeout=args.http_timeout, log_key=log_key)
     else:
         raise CommandError("say where to send: --url (a lineage service) or --kafka with --topic")
+    saved = open(args.receipts, "a", encoding="utf-8") if args.receipts else None  # noqa: SIM115
+
+    def keep(receipts: Sequence[Receipt]) -> None:
+        assert saved is not None
+        saved.writelines(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in receipts)
+        saved.flush()
+
     emitter = Emitter(
         args.producer,
         args.key_id or _key_id(signer),
@@ -719,6 +729,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         overflow="block",
         block_timeout=None if args.spool else args.timeout,
+        on_receipts=keep if saved is not None else None,
     )
     started = time.perf_counter()
     lines = invalid = 0
@@ -740,6 +751,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
                 emitter.emit(data)
     finally:
         delivered = emitter.close(timeout=args.timeout)
+        if saved is not None:
+            saved.close()
     m = emitter.metrics()
     summary = {
         "lines": lines,
@@ -751,6 +764,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         "dropped": m["dropped"],
         "pending": m["pending"],
         "retried": m["retried"],
+        "log_inconsistent": m["log_inconsistent"],
         "delivered": delivered,
         "spool": args.spool,
         "seconds": round(time.perf_counter() - started, 3),
@@ -761,6 +775,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
         out.print(
             f"sent {m['sent']} events ({m['duplicates']} already recorded), {m['dead_lettered']} dead-lettered, "
             f"{invalid} invalid lines, {m['pending']} waiting in the spool, {m['dropped']} dropped"
+        )
+    if m["log_inconsistent"]:
+        err.print(
+            f"[red]the ledger's log is not consistent with what it showed before[/] ({m['log_inconsistent']} "
+            "times): keep the receipts; see the log above"
         )
     if m["pending"] or m["dropped"]:
         where = f"they stay in {args.spool} for the next run" if args.spool and not m["dropped"] else "lost"
@@ -928,6 +947,7 @@ def _parser() -> argparse.ArgumentParser:
     register_findings(sub, common)
     register_export(sub, common)
     register_kafka(sub, common)
+    register_receipt(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id")
@@ -1012,6 +1032,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery at the end")
     p.add_argument("--http-timeout", type=float, default=10.0, help="seconds per HTTP request")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.add_argument(
+        "--receipts", metavar="FILE", help="append each event's receipt, with the log's signed promise, as JSONL"
+    )
+    p.add_argument(
+        "--log-verifier-key",
+        help="the log's verifier key (text or file): check its checkpoints' and promises' signatures",
+    )
     p.set_defaults(func=cmd_emit)
 
     p = sub.add_parser("demo", parents=[common], help="build, ingest, seal, verify and trace a realistic workload")

@@ -32,6 +32,7 @@ from lineage_ledger.errors import InputError, SignatureError
 __all__ = [
     "PROMISE_PAYLOAD_TYPE",
     "Promise",
+    "PromisedPath",
     "PromisedRange",
     "Receipt",
     "SavedReceipt",
@@ -240,6 +241,23 @@ class PromisedRange:
         return inclusion_proof(index - promise.first, promise.count, lambda level, i: levels[level][i])
 
 
+class PromisedPath:
+    """A signed promise with one entry's audit path, as a producer receives it over the wire."""
+
+    __slots__ = ("index", "signed", "steps")
+
+    def __init__(self, signed: SignedPromise, index: int, steps: Sequence[bytes]) -> None:
+        self.signed = signed
+        self.index = index
+        self.steps = list(steps)
+
+    def path(self, index: int) -> list[bytes]:
+        """The audit path received for entry ``index``."""
+        if index != self.index:
+            raise InputError("index", f"this path is entry {self.index}'s, not {index}'s")
+        return list(self.steps)
+
+
 def promise_path(promise: Promise, index: int, leaf: bytes, path: Sequence[bytes]) -> None:
     """Return if ``path`` proves that entry ``index`` has leaf hash ``leaf`` among the promised entries;
     else raise InputError (the receipt does not match its promise)."""
@@ -264,7 +282,7 @@ class Receipt:
     """True when the event was already in the log with the same bytes (nothing was written for it)."""
     leaf: bytes = b""
     """The entry's RFC 9162 leaf hash (empty when the ledger gave no promise, as a Kafka queue does not)."""
-    promised: PromisedRange | None = field(default=None, compare=False)
+    promised: PromisedRange | PromisedPath | None = field(default=None, compare=False)
     """The signed promise covering the entry, with what its audit path is built from."""
 
     def to_json(self) -> dict[str, Any]:

@@ -166,6 +166,7 @@ class Emitter:
         block_timeout: float | None = None,
         backoff: Backoff | None = None,
         clock: Callable[[], int] = time.time_ns,
+        on_receipts: Callable[[Sequence[Receipt]], object] | None = None,
     ) -> None:
         if not _PRODUCER_RE.match(producer):
             raise InputError("producer", f"must match {PRODUCER_PATTERN}")
@@ -185,6 +186,9 @@ class Emitter:
         self.overflow: Overflow = policy
         self._signer = signer
         self._transport = transport
+        self._on_receipts = on_receipts
+        """Called (on the sender thread) with each acknowledged batch's receipts, which carry the log's signed
+        promises: keep them to check the ledger later (``lineage receipt verify``)."""
         self._max_queue = max_queue
         self._batch_size = batch_size
         self._max_batch_bytes = max_batch_bytes
@@ -342,12 +346,15 @@ class Emitter:
         ``overflowed`` found the queue full; ``dropped`` lost (queue full under ``drop``, a blocked emit
         that timed out, a failed spool write, or a memory spool abandoned by close); ``retried`` failed
         deliveries that were retried; ``dead_lettered`` refused events. Gauges: ``queued`` (in memory, not
-        yet spooled) and ``pending`` (spooled, not yet acknowledged). Counts only: no event content.
+        yet spooled) and ``pending`` (spooled, not yet acknowledged). ``log_inconsistent``: checkpoints of the
+        ledger that did not extend the ones it showed before (emitter.logwatch). Counts only: no event content.
         """
         with self._lock:
             counts = dict(self._counts)
             counts["queued"] = sum(1 for item in self._queue if type(item) is not _Marker)
         counts["pending"] = 0 if self._abandoned else self._spool.pending
+        watch = getattr(self._transport, "log_watch", None)  # HttpTransport's (emitter.logwatch)
+        counts["log_inconsistent"] = watch.inconsistencies if watch is not None else 0
         return counts
 
     @property
@@ -606,6 +613,11 @@ class Emitter:
                 with self._lock:
                     self._counts["sent"] += len(events)
                     self._counts["duplicates"] += duplicates
+                if self._on_receipts is not None:
+                    try:
+                        self._on_receipts(receipts)
+                    except Exception:
+                        log.exception("the on_receipts callback failed (the events were acknowledged)")
                 if attempt:
                     log.info("ledger reachable again after %d retries", attempt)
                 return True

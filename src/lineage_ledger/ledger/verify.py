@@ -89,6 +89,7 @@ from lineage_ledger.core.model import Event, TokenEvent, head_ok
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
 from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
+from lineage_ledger.ledger.commitments import commitment_problems
 from lineage_ledger.ledger.completeness import checked_node
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, data_links, stored_below, token_links
@@ -1334,6 +1335,10 @@ def verify_ledger(
             )
         if report.ok:
             _check_consistency(store, signed, trusted, report)
+        if report.ok:  # what the log key signed beside the log: promises, the chain of checkpoints
+            seal_indices = [row.index for row in seal_rows]
+            for found in commitment_problems(store, verifier, origin, size, seal_indices, checkpoints):
+                report.problems.append(Problem(*found))
     finally:
         store.close()
     report.problems.sort(key=lambda p: (p.index is None, p.index or 0))

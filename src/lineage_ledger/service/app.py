@@ -64,6 +64,7 @@ from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
+from lineage_ledger.service.receipts import receipts_body
 from lineage_ledger.state.introspection import Introspector
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import CheckpointRow, Store
@@ -90,9 +91,10 @@ ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     "GET /v1/entries/{index}": frozenset({"auditor"}),
     "GET /v1/tokens/{token_id}/timeline": frozenset({"auditor"}),
     "GET /v1/proofs/inclusion": frozenset({"auditor"}),
-    "GET /v1/proofs/consistency": frozenset({"auditor"}),
-    "GET /v1/checkpoints/latest": frozenset({"auditor"}),
-    "GET /v1/checkpoints/{size}": frozenset({"auditor"}),
+    # producers watch the log's checkpoints for consistency (emitter.logwatch); neither reveals an entry
+    "GET /v1/proofs/consistency": frozenset({"auditor", "producer"}),
+    "GET /v1/checkpoints/latest": frozenset({"auditor", "producer"}),
+    "GET /v1/checkpoints/{size}": frozenset({"auditor", "producer"}),
     "GET /v1/keys": frozenset({"admin", "auditor"}),
     "POST /v1/keys": frozenset({"admin"}),
     "POST /v1/keys/{key_id}/revoke": frozenset({"admin"}),
@@ -155,14 +157,23 @@ class ReceiptOut(BaseModel):
     duplicate: bool
     status: str
     """"sealed" once a signed checkpoint covers the entry, else "pending"."""
+    leaf: str | None = None
+    """The entry's RFC 9162 leaf hash (hex)."""
+    path: list[str] | None = None
+    """The leaf's audit path to the promise's ``leaves_root`` (docs/receipts.md)."""
+    promise: int | None = None
+    """Position in ``promises`` of the log key's signed promise covering the entry."""
 
 
 class BatchResult(BaseModel):
-    """The receipts of one batch, in batch order, and the log's size after it."""
+    """The receipts of one batch, in batch order, the log key's signed promises they refer to, the log's
+    size after it and its latest signed checkpoint."""
 
     receipts: list[ReceiptOut]
+    promises: list[dict[str, Any]]
     size: int
     sealed_size: int
+    checkpoint: str | None
 
 
 # -- the single writer ------------------------------------------------------------------------------------
@@ -854,19 +865,12 @@ def _add_write_routes(app: FastAPI, service: _Service) -> None:
                 field="payload.producer",
             )
         result, size, sealed = await service.append_batch(envelope)
+        latest = service.reads.latest_checkpoint()
         body = {
-            "receipts": [
-                {
-                    "event_id": r.event_id,
-                    "index": r.index,
-                    "verdict": r.verdict,
-                    "duplicate": r.duplicate,
-                    "status": "sealed" if r.index < sealed else "pending",
-                }
-                for r in result.receipts
-            ],
+            **receipts_body(result.receipts, sealed),
             "size": size,
             "sealed_size": sealed,
+            "checkpoint": latest.note if latest is not None else None,
         }
         return Response(msgspec.json.encode(body), media_type="application/json")
 

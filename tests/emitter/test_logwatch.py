@@ -1,0 +1,118 @@
+"""The emitter's watch over the log: a real ``lineage serve`` restarted on an earlier copy of its database.
+
+Before the rollback, every checkpoint the ledger shows extends the one before (checked with the ledger's
+consistency proofs). After it, the ledger shows an older checkpoint and cannot prove the newer one it
+showed before: the transport says so loudly (callback, metric, ERROR log, ``check()`` raises).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from lineage_ledger.cli.main import main
+from lineage_ledger.core.envelope import seal_batch
+from lineage_ledger.core.note import parse_verifier_key
+from lineage_ledger.core.receipt import Receipt
+from lineage_ledger.emitter.transport import HttpTransport
+from lineage_ledger.errors import InconsistencyError
+from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
+from lineage_ledger.service.auth import ApiKeyStore
+from lineage_ledger.store import open_store
+from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_events
+from tests.service.test_server import Server, free_port, wait_healthy
+
+WAIT_S = 30.0
+
+
+def _serve(ledger: Path, port: int, log: Path) -> Server:
+    env = {k: v for k, v in os.environ.items() if k != DEFAULT_KEY_ENV_VAR}
+    script = Path(sys.executable).parent / "lineage"
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [str(script), "serve", "--ledger", str(ledger), "--port", str(port), "--block-seconds", "0.2"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    served = Server(f"http://127.0.0.1:{port}", process, ledger, log)
+    wait_healthy(served.url, process, log)
+    return served
+
+
+def _send_until_sealed(transport: HttpTransport, label: str, above: int) -> list[Receipt]:
+    """Send small batches until an answer carries a checkpoint larger than ``above`` (the server seals every
+    0.2 s); returns every receipt."""
+    receipts: list[Receipt] = []
+    deadline = time.monotonic() + WAIT_S
+    n = 0
+    while transport.log_watch.latest is None or transport.log_watch.latest.size <= above:
+        assert time.monotonic() < deadline, "the server showed no new checkpoint"
+        events = token_events(2, label=f"{label}-{n}")
+        envelope = seal_batch(events, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+        receipts.extend(transport.send(envelope))
+        n += 1
+    return receipts
+
+
+def test_a_rolled_back_ledger_is_reported_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ledger = tmp_path / "served.db"
+    assert main(["init", "--ledger", str(ledger)]) == 0
+    register = ["keys", "register", "--ledger", str(ledger), "--producer", PRODUCER, "--key-id", PRODUCER_KEY_ID]
+    assert main([*register, "--public-key", make_producer_signer().public_key.hex()]) == 0
+    api_key = ApiKeyStore.load(f"{ledger}.apikeys.json").create("producer", PRODUCER)[1]
+    store = open_store(str(ledger), readonly=True)
+    log_key = parse_verifier_key(store.meta()["verifier_key"])
+    store.close()
+    seen: list[InconsistencyError] = []
+    port, log = free_port(), tmp_path / "server.log"
+    transport = HttpTransport(f"http://127.0.0.1:{port}", api_key, log_key=log_key, on_inconsistency=seen.append)
+    try:
+        server = _serve(ledger, port, log)
+        first = _send_until_sealed(transport, "before", 0)
+        assert all(r.promised is not None for r in first)
+        assert server.stop() == 0
+        backup = tmp_path / "backup.db"
+        with closing(sqlite3.connect(ledger)) as src, closing(sqlite3.connect(backup)) as dst:
+            src.backup(dst)  # the operator's copy from earlier
+        early = transport.log_watch.latest
+        assert early is not None
+
+        server = _serve(ledger, port, log)
+        _send_until_sealed(transport, "after", early.size)  # every new checkpoint extends the last: quiet
+        assert seen == []
+        assert transport.log_watch.inconsistencies == 0
+        assert server.stop() == 0
+
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(backup, ledger)  # the rollback
+        server = _serve(ledger, port, log)
+        with caplog.at_level(logging.ERROR, logger="lineage_ledger.emitter"):
+            envelope = seal_batch(
+                token_events(2, label="rolled"),
+                producer=PRODUCER,
+                key_id=PRODUCER_KEY_ID,
+                signer=make_producer_signer(),
+            )
+            transport.send(envelope)
+        assert len(seen) == 1
+        # an older checkpoint it cannot prove the newer one from, or one of the same size with another root
+        assert re.search("rollback|a fork", str(seen[0])), seen[0]
+        assert transport.log_watch.inconsistencies == 1
+        assert any("NOT CONSISTENT" in record.getMessage() for record in caplog.records)
+        with pytest.raises(InconsistencyError):
+            transport.log_watch.check()
+        assert server.stop() == 0
+    finally:
+        transport.close()

@@ -7,6 +7,7 @@ showed before: the transport says so loudly (callback, metric, ERROR log, ``chec
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from lineage_ledger.core.note import parse_verifier_key
 from lineage_ledger.core.receipt import Receipt
 from lineage_ledger.emitter.transport import HttpTransport
 from lineage_ledger.errors import InconsistencyError
-from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
+from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, write_signer_key
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_events
@@ -116,3 +117,62 @@ def test_a_rolled_back_ledger_is_reported_loudly(tmp_path: Path, caplog: pytest.
         assert server.stop() == 0
     finally:
         transport.close()
+
+
+def _lineage(*args: str, api_key: str, stdin: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != DEFAULT_KEY_ENV_VAR} | {"LINEAGE_API_KEY": api_key}
+    with (stdin or Path(os.devnull)).open("rb") as source:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "lineage"), *args],
+            stdin=source,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+
+def test_lineage_emit_saves_receipts_that_receipt_verify_checks_over_http(tmp_path: Path) -> None:
+    ledger = tmp_path / "served.db"
+    assert main(["init", "--ledger", str(ledger)]) == 0
+    register = ["keys", "register", "--ledger", str(ledger), "--producer", PRODUCER, "--key-id", PRODUCER_KEY_ID]
+    assert main([*register, "--public-key", make_producer_signer().public_key.hex()]) == 0
+    keys = ApiKeyStore.load(f"{ledger}.apikeys.json")
+    producer_key, auditor_key = keys.create("producer", PRODUCER)[1], keys.create("auditor")[1]
+    store = open_store(str(ledger), readonly=True)
+    log_key = store.meta()["verifier_key"]
+    store.close()
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(ledger, backup)  # before any event: what a rollback restores
+    key_file = tmp_path / "producer.key"
+    write_signer_key(key_file, make_producer_signer())
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(e + b"\n" for e in token_events(12, label="cli")))
+    port, log = free_port(), tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    receipts = tmp_path / "receipts.jsonl"
+
+    server = _serve(ledger, port, log)
+    emit = ["emit", "--url", url, "--producer", PRODUCER, "--key", str(key_file), "--key-id", PRODUCER_KEY_ID]
+    sent = _lineage(
+        *emit, "--receipts", str(receipts), "--log-verifier-key", log_key, api_key=producer_key, stdin=events
+    )
+    assert sent.returncode == 0, sent.stderr
+    saved = [json.loads(line) for line in receipts.read_text("utf-8").splitlines()]
+    assert len(saved) == 12
+    assert all("promise" in r and "path" in r for r in saved)
+    check = ["receipt", "verify", str(receipts), "--key", log_key, "--url", url, "--json"]
+    held = _lineage(*check, api_key=auditor_key)
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert {r["status"] for r in json.loads(held.stdout)["receipts"]} <= {"sealed", "pending"}
+    assert server.stop() == 0
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(backup, ledger)  # the rollback
+    server = _serve(ledger, port, log)
+    dropped = _lineage(*check, api_key=auditor_key)
+    assert dropped.returncode == 1, dropped.stdout + dropped.stderr
+    assert {r["status"] for r in json.loads(dropped.stdout)["receipts"]} == {"dropped"}
+    assert server.stop() == 0

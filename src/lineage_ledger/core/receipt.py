@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from lineage_ledger.core.crypto import Signer, dsse_verify, pae, verify_ed25519
 from lineage_ledger.core.encoding import MAX_SAFE_INTEGER, canonical_bytes, decode_canonical, decode_json
-from lineage_ledger.core.merkle import inclusion_proof, node_hash, root_from_inclusion, root_of
+from lineage_ledger.core.merkle import node_hash, root_from_inclusion, root_of
 from lineage_ledger.core.note import NoteVerifier, note_key_id
 from lineage_ledger.errors import InputError, SignatureError
 
@@ -212,33 +212,59 @@ class PromisedRange:
 
     The leaves are trusted as given (the writer hands over its own, a reader the stored ones)."""
 
-    __slots__ = ("leaves", "levels", "signed")
+    __slots__ = ("leaves", "levels", "promise", "signed")
 
-    def __init__(self, signed: SignedPromise, leaves: Sequence[bytes]) -> None:
+    def __init__(self, signed: SignedPromise, leaves: Sequence[bytes], promise: Promise | None = None) -> None:
         self.signed = signed
+        self.promise = promise if promise is not None else signed.promise()
+        """The promise, parsed (``signed`` holds its bytes)."""
         self.leaves = list(leaves)
-        self.levels: list[list[bytes]] | None = None
+        self.levels: dict[tuple[int, int], bytes] | None = None
 
     @classmethod
     def create(cls, promise: Promise, leaves: Sequence[bytes], signer: Signer) -> PromisedRange:
         """Sign ``promise``, whose ``leaves_root`` must be the root of ``leaves``."""
         if len(leaves) != promise.count or root_of(leaves) != promise.leaves_root:
             raise InputError("promise.leaves_root", "is not the root of the promised leaves")
-        return cls(sign_promise(promise, signer), leaves)
+        return cls(sign_promise(promise, signer), leaves, promise)
 
     def path(self, index: int) -> list[bytes]:
-        """RFC 9162 audit path of log entry ``index`` within the promised range's tree."""
-        promise = self.signed.promise()
+        """RFC 9162 audit path of log entry ``index`` within the promised range's tree (PATH(m, D[n]) of
+        RFC 9162 section 2.1.3.1; subtree hashes are computed once and shared by every path)."""
+        promise = self.promise
         if not promise.covers(index):
             raise InputError("index", f"entry {index} is not in the promised range {promise.first}..")
         if self.levels is None:
-            levels = [self.leaves]
-            while len(levels[-1]) > 1:
-                below = levels[-1]
-                levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
-            self.levels = levels
-        levels = self.levels
-        return inclusion_proof(index - promise.first, promise.count, lambda level, i: levels[level][i])
+            self.levels = {}
+        memo = self.levels
+        leaves = self.leaves
+
+        def mth(lo: int, hi: int) -> bytes:
+            if hi - lo == 1:
+                return leaves[lo]
+            got = memo.get((lo, hi))
+            if got is None:
+                k = _split(hi - lo)
+                got = memo[(lo, hi)] = node_hash(mth(lo, lo + k), mth(lo + k, hi))
+            return got
+
+        out: list[bytes] = []
+        m, lo, hi = index - promise.first, 0, promise.count
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if m < lo + k:
+                out.append(mth(lo + k, hi))
+                hi = lo + k
+            else:
+                out.append(mth(lo, lo + k))
+                lo += k
+        out.reverse()
+        return out
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than ``n`` (n > 1): where RFC 9162 splits a tree of n leaves."""
+    return 1 << ((n - 1).bit_length() - 1)
 
 
 class PromisedPath:

@@ -709,7 +709,7 @@ class Ledger:
         """The stored promise covering entry ``index`` with its leaves (None for an entry recorded by a version
         that signed no promises); ``known`` holds the ones already read, by their first index."""
         for promised in known.values():
-            if promised is not None and promised.signed.promise().covers(index):
+            if promised is not None and promised.promise.covers(index):
                 return promised
         row = self.store.promise_covering(index)
         if row is None:

@@ -25,12 +25,22 @@ from lineage_ledger.cli.main import main
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.note import parse_verifier_key
 from lineage_ledger.core.receipt import Receipt
+from lineage_ledger.emitter.logwatch import LogWatch
 from lineage_ledger.emitter.transport import HttpTransport
 from lineage_ledger.errors import InconsistencyError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, write_signer_key
+from lineage_ledger.ledger.writer import Ledger
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
-from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_events
+from tests.conftest import (
+    PRODUCER,
+    PRODUCER_KEY_ID,
+    SETTINGS,
+    append_in_batches,
+    make_log_signer,
+    make_producer_signer,
+    token_events,
+)
 from tests.service.test_server import Server, free_port, wait_healthy
 
 WAIT_S = 30.0
@@ -176,3 +186,46 @@ def test_lineage_emit_saves_receipts_that_receipt_verify_checks_over_http(tmp_pa
     assert dropped.returncode == 1, dropped.stdout + dropped.stderr
     assert {r["status"] for r in json.loads(dropped.stdout)["receipts"]} == {"dropped"}
     assert server.stop() == 0
+
+
+def _ledger_with_checkpoints(path: Path, label: str, counts: list[int]) -> tuple[Ledger, list[str]]:
+    """A ledger sealed after each of ``counts`` events; its checkpoint notes, oldest first."""
+    ledger = Ledger.create(str(path), make_log_signer(), settings=SETTINGS)
+    ledger.register_key(PRODUCER, PRODUCER_KEY_ID, make_producer_signer().public_key)
+    notes = []
+    for n, count in enumerate(counts):
+        append_in_batches(ledger, token_events(count, label=f"{label}-{n}"), make_producer_signer())
+        checkpoint = ledger.seal()
+        assert checkpoint is not None
+        notes.append(checkpoint.note)
+    return ledger, notes
+
+
+def test_a_stale_answer_is_quiet_and_a_fork_of_the_same_key_is_not(tmp_path: Path) -> None:
+    ledger, notes = _ledger_with_checkpoints(tmp_path / "a.db", "a", [3, 4, 5])
+    fork, fork_notes = _ledger_with_checkpoints(tmp_path / "b.db", "b", [3, 4, 6])  # same key, other entries
+    serving = [ledger]  # which ledger answers the watch's proof requests
+    seen: list[InconsistencyError] = []
+
+    def proof(old: int, new: int) -> list[bytes]:
+        return serving[0].consistency_proof(old, new)
+
+    watch = LogWatch(proof, log_key=ledger.log_verifier(), on_inconsistency=seen.append)
+    try:
+        watch.observe(notes[0])
+        watch.observe(notes[2])
+        watch.observe(notes[1])  # an answer that read its checkpoint before the previous answer did
+        assert seen == []
+        assert watch.latest_note == notes[2]
+
+        serving[0] = fork  # the operator now serves the fork, which proves its own tree honestly
+        watch.observe(fork_notes[2])  # larger than the last checkpoint seen, but not an extension of it
+        assert len(seen) == 1
+        assert "not one append-only log" in str(seen[0])
+        assert watch.inconsistencies == 1
+        assert watch.latest_note == notes[2]  # the watch keeps the last good checkpoint
+        with pytest.raises(InconsistencyError):
+            watch.check()
+    finally:
+        ledger.close()
+        fork.close()

@@ -18,6 +18,8 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
 * every lifecycle verdict: the token events are judged again, in log order, by the state machine under the
   policy recorded when the ledger was created, and each result must equal the verdict the entry records,
   so a sequencer that recorded "ok" for a use after revocation (or flagged an honest event) is caught;
+* once the entries check out, what the log key signed beside the log (ledger.commitments): every stored
+  promise of an acknowledgement against the entries it names, and the checkpoints as a chain, one per seal;
 * optionally, a checkpoint saved earlier: the ledger must be an append-only extension of it, so truncation
   and rollback are caught even when the attacker also removed the later checkpoints;
 * once all of the above holds, the store's derived indexes, which no signature covers: the links table

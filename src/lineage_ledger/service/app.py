@@ -243,6 +243,7 @@ class _Service:
         self.introspector: Introspector | None = None
         self._reads: Store | None = None
         self._reads_lock = threading.Lock()
+        self._latest: CheckpointRow | None = None
         self._max_batches = max_pending_writes
         self._waiting: list[tuple[bytes, asyncio.Future[tuple[AppendResult, int, int]]]] = []
         self._waiting_lock = threading.Lock()  # appended to on the event loop, taken on the writer thread
@@ -407,6 +408,13 @@ class _Service:
             if isinstance(entry, KeyEntry):
                 changes.append(entry.change)
         return Keyring(changes)
+
+    def latest_note(self, sealed_size: int) -> str | None:
+        """The latest signed checkpoint for a batch answer: read again only when the sealed size moved."""
+        latest = self._latest
+        if latest is None or latest.size != sealed_size:
+            latest = self._latest = self.reads.latest_checkpoint()
+        return latest.note if latest is not None else None
 
     def sealed_size(self) -> int:
         latest = self.reads.latest_checkpoint()
@@ -865,12 +873,11 @@ def _add_write_routes(app: FastAPI, service: _Service) -> None:
                 field="payload.producer",
             )
         result, size, sealed = await service.append_batch(envelope)
-        latest = service.reads.latest_checkpoint()
         body = {
             **receipts_body(result.receipts, sealed),
             "size": size,
             "sealed_size": sealed,
-            "checkpoint": latest.note if latest is not None else None,
+            "checkpoint": service.latest_note(sealed) if sealed else None,
         }
         return Response(msgspec.json.encode(body), media_type="application/json")
 

@@ -30,6 +30,7 @@ from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import format_reading, parse_reading
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.note import open_note, sign_note, verifier_key
+from lineage_ledger.core.receipt import SignedPromise, sign_promise
 from lineage_ledger.ledger import verify as verify_module
 from lineage_ledger.ledger.completeness import decode_node
 from lineage_ledger.ledger.verify import VerifyReport, verify_ledger
@@ -340,6 +341,7 @@ def _truncate(built_ledger: BuiltLedger, keep: int, *, with_checkpoints: bool, d
             if derived:
                 for table in ("links", "revocations", "subject_index"):
                     db.execute(f"DELETE FROM {table} WHERE idx >= ?", (keep,))
+                db.execute("DELETE FROM promises WHERE first >= ?", (keep,))
 
 
 def test_truncation_with_its_checkpoints_is_caught_only_by_a_trusted_checkpoint(
@@ -608,6 +610,9 @@ def test_replaced_verifier_key_copy(
         for size, note in db.execute("SELECT size, note FROM checkpoints").fetchall():
             text, _ = open_note(note, [built_ledger.verifier])
             db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (sign_note(text, [impostor]), size))
+        for first, promise in db.execute("SELECT first, promise FROM promises").fetchall():
+            resigned = sign_promise(SignedPromise.from_json(promise).promise(), impostor).to_bytes()
+            db.execute("UPDATE promises SET promise = ? WHERE first = ?", (resigned, first))
 
     # Against the database's own copy the ledger is consistent: that is why the report names the key source.
     trusting = verify(built_ledger, use_stored_key=True)

@@ -102,16 +102,20 @@ MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
     (
         "GET /v1/proofs/consistency",
         ready(lambda h, a: h.client.get("/v1/proofs/consistency", params={"old": 5, "new": 5}, headers=a)),
-        {"auditor": OK},
+        {"auditor": OK, "producer": OK, "other_producer": OK},
     ),
     ("GET /checkpoint", ready(lambda h, a: h.client.get("/checkpoint", headers=a)), {"auditor": OK}),
     ("GET /tile/{path}", ready(lambda h, a: h.client.get("/tile/0/000.p/1", headers=a)), {"auditor": OK}),
     (
         "GET /v1/checkpoints/latest",
         ready(lambda h, a: h.client.get("/v1/checkpoints/latest", headers=a)),
-        {"auditor": OK},
+        {"auditor": OK, "producer": OK, "other_producer": OK},
     ),
-    ("GET /v1/checkpoints/{size}", ready(lambda h, a: h.client.get("/v1/checkpoints/5", headers=a)), {"auditor": OK}),
+    (
+        "GET /v1/checkpoints/{size}",
+        ready(lambda h, a: h.client.get("/v1/checkpoints/5", headers=a)),
+        {"auditor": OK, "producer": OK, "other_producer": OK},
+    ),
     ("GET /v1/keys", ready(lambda h, a: h.client.get("/v1/keys", headers=a)), {"auditor": OK, "admin": OK}),
     ("POST /v1/keys", ready(_new_key), {"admin": 201}),
     ("POST /v1/keys/{key_id}/revoke", _revoke_key, {"admin": OK}),

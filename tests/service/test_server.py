@@ -111,7 +111,7 @@ def test_lineage_serve_over_real_http(server: Server) -> None:
     envelope = seal_batch(events, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=signer)
 
     with httpx.Client(base_url=server.url, timeout=10.0) as client:
-        assert client.get("/v1/checkpoints/latest", headers=producer).status_code == 403
+        assert client.get("/v1/entries/0", headers=producer).status_code == 403
         response = client.post(
             "/v1/batches", content=envelope, headers={**producer, "Content-Type": "application/json"}
         )

@@ -24,6 +24,7 @@ from lineage_ledger.store.base import (
     EnvelopeRow,
     OffsetRow,
     PolicyRow,
+    PromiseRow,
     QuarantineRow,
     SchemaRow,
     Store,
@@ -193,6 +194,21 @@ def test_side_tables(backend: tuple[Store, Raw]) -> None:
     assert [idx for _, idx, _ in store.links("resource", "/x")] == [0, 1, 2]
 
 
+def test_promises_read_back_in_order_and_by_the_entry_they_cover(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    store.write(
+        BatchWrite(entries=[_row(0, "token:a", "e0"), _row(1, "token:a", "e1")], promise=PromiseRow(0, 2, b"p0"))
+    )
+    store.write(BatchWrite(entries=[_row(2, "ledger:blocks")]))  # a seal: its checkpoint covers it
+    store.write(BatchWrite(entries=[_row(3, "token:b", "e3")], promise=PromiseRow(3, 1, b"p3")))
+    assert store.promises() == [PromiseRow(0, 2, b"p0"), PromiseRow(3, 1, b"p3")]
+    assert store.promises(1) == [PromiseRow(3, 1, b"p3")]
+    assert store.promise_covering(1) == PromiseRow(0, 2, b"p0")
+    assert store.promise_covering(2) is None
+    assert store.promise_covering(3) == PromiseRow(3, 1, b"p3")
+    assert store.promise_covering(4) is None
+
+
 def test_every_link_and_revocation_reads_back_for_the_verifier(backend: tuple[Store, Raw]) -> None:
     store, _ = backend
     # more than one page of link_rows, keys interleaved so the pages must follow the key order
@@ -272,6 +288,7 @@ def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tup
         "UPDATE offsets SET next_offset = 0",
         "DELETE FROM schemas",
         "DELETE FROM quarantine",
+        "DELETE FROM promises",
     ],
 )
 def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw], sql: str) -> None:
@@ -285,6 +302,7 @@ def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw
     batch.offsets = [OffsetRow("topic", 0, 5)]
     batch.schemas = [SchemaRow(_h("schema")[:8], "Batch", '{"type":"int"}', "0000000000000000010.00000")]
     batch.quarantine = [QuarantineRow("topic", 0, 4, "bad signature", _h("msg"), None)]
+    batch.promise = PromiseRow(0, 1, b"{}")
     store.write(batch)
     with pytest.raises(Exception, match="append-only") as refused:
         raw(sql)

@@ -23,7 +23,6 @@ from lineage_ledger.errors import InputError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, write_signer_key
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger
-from lineage_ledger.service.auth import create_token_secret
 from lineage_ledger.store import open_store
 from tests.conftest import make_log_signer, token_events
 from tests.tmpfs import needs_root, tmpfs
@@ -76,8 +75,7 @@ def test_cli_and_service_secrets_are_created_0600(tmp_path: Path, monkeypatch: p
     ledger = tmp_path / "ledger.db"
     assert main(["init", "--ledger", str(ledger)]) == 0
     assert main(["apikey", "create", "--ledger", str(ledger), "--role", "auditor"]) == 0
-    # what lineage serve creates beside the ledger when they are missing
-    create_token_secret(f"{ledger}.secret")
+    # lineage init creates the token secret; lineage serve creates its own key beside the ledger if missing
     write_signer_key(tmp_path / "ledger.db.service.key", Ed25519Signer.generate("lineage-service"))
     created = sorted(p.name for p in tmp_path.iterdir())
     expected = {"ledger.db", "ledger.db.key", "ledger.db.producer.key", "ledger.db.apikeys.json", "ledger.db.secret"}

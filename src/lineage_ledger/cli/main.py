@@ -41,6 +41,7 @@ from lineage_ledger.cli.options import (
 )
 from lineage_ledger.cli.proofs import checkpoint_list, consistency_answer
 from lineage_ledger.cli.query import register as register_query
+from lineage_ledger.cli.receipt import register as register_receipt
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table, silence_stdout
 from lineage_ledger.cli.tiles import register as register_tiles
 from lineage_ledger.core.crypto import Ed25519Signer, Signer
@@ -49,6 +50,7 @@ from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import decode_event
 from lineage_ledger.core.note import NoteVerifier
+from lineage_ledger.core.receipt import Receipt
 from lineage_ledger.errors import ConflictError, InputError, LedgerError, NotFoundError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_signer_key
 from lineage_ledger.ledger.log_keys import read_key_chain
@@ -721,9 +723,17 @@ def cmd_emit(args: argparse.Namespace) -> int:
     elif args.url:
         if args.partitions is not None:
             raise CommandError("--partitions is for a sharded ledger: give every shard's --url, shard 0 first")
-        transport = HttpTransport(args.url[0], _emit_api_key(args), timeout=args.http_timeout)
+        log_key = load_verifier(args.log_verifier_key) if args.log_verifier_key else None
+        transport = HttpTransport(args.url[0], _emit_api_key(args), timeout=args.http_timeout, log_key=log_key)
     else:
         raise CommandError("say where to send: --url (a lineage service) or --kafka with --topic")
+    saved = open(args.receipts, "a", encoding="utf-8") if args.receipts else None  # noqa: SIM115
+
+    def keep(receipts: Sequence[Receipt]) -> None:
+        assert saved is not None
+        saved.writelines(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in receipts)
+        saved.flush()
+
     emitter = Emitter(
         args.producer,
         args.key_id or _key_id(signer),
@@ -735,6 +745,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         block_timeout=None if args.spool else args.timeout,
         spool_full="block",
         spool_full_timeout=args.timeout,
+        on_receipts=keep if saved is not None else None,
     )
     started = time.perf_counter()
     lines = invalid = 0
@@ -766,6 +777,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
                     break
     finally:
         delivered = emitter.close(timeout=args.timeout)
+        if saved is not None:
+            saved.close()
     m = emitter.metrics()
     summary = {
         "lines": lines,
@@ -779,6 +792,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         "pending": m["pending"],
         "retried": m["retried"],
         "stopped_at_line": stopped_at,
+        "log_inconsistent": m["log_inconsistent"],
         "delivered": delivered,
         "spool": args.spool,
         "seconds": round(time.perf_counter() - started, 3),
@@ -790,6 +804,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
             f"sent {m['sent']} events ({m['duplicates']} already recorded, {m['absorbed']} repeats of spooled "
             f"events kept once), {m['dead_lettered']} dead-lettered, "
             f"{invalid} invalid lines, {m['pending']} waiting in the spool, {m['dropped']} dropped"
+        )
+    if m["log_inconsistent"]:
+        err.print(
+            f"[red]the ledger's log is not consistent with what it showed before[/] ({m['log_inconsistent']} "
+            "times): keep the receipts; see the log above"
         )
     if m["pending"] or m["dropped"]:
         where = f"they stay in {args.spool} for the next run" if args.spool and not m["dropped"] else "lost"
@@ -964,6 +983,7 @@ def _parser() -> argparse.ArgumentParser:
     register_kafka(sub, common)
     register_tiles(sub, common)
     register_events(sub, common)
+    register_receipt(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id", type=token_id_argument, help=TOKEN_ID_HELP)
@@ -1059,6 +1079,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1000, choices=range(1, MAX_BATCH_EVENTS + 1), metavar="N", help=_BATCH)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery at the end")
     p.add_argument("--http-timeout", type=float, default=10.0, help="seconds per HTTP request")
+    p.add_argument(
+        "--receipts", metavar="FILE", help="append each event's receipt, with the log's signed promise, as JSONL"
+    )
+    p.add_argument(
+        "--log-verifier-key",
+        help="the log's verifier key (text or file): check its checkpoints' and promises' signatures",
+    )
     p.set_defaults(func=cmd_emit)
 
     p = sub.add_parser(

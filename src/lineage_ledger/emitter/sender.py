@@ -51,6 +51,7 @@ from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
 from lineage_ledger.core.hlc import HybridClock
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event, redact
+from lineage_ledger.core.receipt import Receipt
 from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
 from lineage_ledger.emitter.transport import GroupingTransport, Transport, refuses_events
 from lineage_ledger.errors import (
@@ -62,7 +63,6 @@ from lineage_ledger.errors import (
     TransportError,
     event_at,
 )
-from lineage_ledger.ledger.writer import Receipt
 
 __all__ = ["Backoff", "Emitter", "Overflow", "SpoolFull", "redact"]
 
@@ -186,6 +186,7 @@ class Emitter:
         spool_full_timeout: float | None = 30.0,
         backoff: Backoff | None = None,
         clock: Callable[[], int] = time.time_ns,
+        on_receipts: Callable[[Sequence[Receipt]], object] | None = None,
     ) -> None:
         if not _PRODUCER_RE.match(producer):
             raise InputError("producer", f"must match {PRODUCER_PATTERN}")
@@ -209,6 +210,9 @@ class Emitter:
         self._spool_full_timeout = spool_full_timeout
         self._signer = signer
         self._transport = transport
+        self._on_receipts = on_receipts
+        """Called (on the sender thread) with each acknowledged batch's receipts, which carry the log's signed
+        promises: keep them to check the ledger later (``lineage receipt verify``)."""
         self._max_queue = max_queue
         self._batch_size = batch_size
         self._max_batch_bytes = max_batch_bytes
@@ -435,14 +439,17 @@ class Emitter:
         events; ``spool_write_failures`` spool writes the disk refused (retried); ``refused_spool_full``
         emit() calls that raised SpoolFullError. Gauges: ``queued`` (in memory, not yet spooled),
         ``pending`` (spooled, not yet acknowledged) and ``spool_full`` (1 while the spool refuses writes).
-        Every emitted event is in exactly one of sent, absorbed, dead_lettered, dropped, queued, pending.
-        Counts only: no event content.
+        ``log_inconsistent``: checkpoints of the ledger that did not extend the ones it showed before
+        (emitter.logwatch). Every emitted event is in exactly one of sent, absorbed, dead_lettered, dropped,
+        queued, pending. Counts only: no event content.
         """
         with self._lock:
             counts = dict(self._counts)
             counts["queued"] = sum(1 for item in self._queue if type(item) is not _Marker) + self._unwritten_events
             counts["spool_full"] = int(self._spool_refusal is not None)
         counts["pending"] = 0 if self._abandoned else self._spool.pending
+        watch = getattr(self._transport, "log_watch", None)  # HttpTransport's (emitter.logwatch)
+        counts["log_inconsistent"] = watch.inconsistencies if watch is not None else 0
         return counts
 
     @property
@@ -816,6 +823,11 @@ class Emitter:
                 with self._lock:
                     self._counts["sent"] += len(events)
                     self._counts["duplicates"] += duplicates
+                if self._on_receipts is not None:
+                    try:
+                        self._on_receipts(receipts)
+                    except Exception:
+                        log.exception("the on_receipts callback failed (the events were acknowledged)")
                 if attempt:
                     log.info("ledger reachable again after %d retries", attempt)
                 return True

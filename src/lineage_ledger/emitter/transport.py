@@ -28,27 +28,31 @@ from __future__ import annotations
 import email.utils
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import msgspec
 
 from lineage_ledger.core.model import read_subject
+from lineage_ledger.core.note import NoteVerifier, parse_verifier_key
+from lineage_ledger.core.receipt import PromisedPath, Receipt, SignedPromise
 from lineage_ledger.core.routing import shard_of
+from lineage_ledger.emitter.logwatch import LogWatch
 from lineage_ledger.errors import (
     ConflictError,
     EnvelopeError,
+    InconsistencyError,
     InputError,
     KeyringError,
     LedgerError,
+    NotFoundError,
     PushbackError,
     SignatureError,
     StoreError,
     TransportError,
     event_at,
 )
-from lineage_ledger.ledger.writer import Receipt
 
 if TYPE_CHECKING:
     import httpx
@@ -156,10 +160,19 @@ class _ReceiptWire(msgspec.Struct, frozen=True):
     index: int
     verdict: str
     duplicate: bool
+    leaf: str | None = None
+    path: list[str] | None = None
+    promise: int | None = None
 
 
 class _BatchResultWire(msgspec.Struct, frozen=True):
     receipts: list[_ReceiptWire]
+    promises: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    checkpoint: str | None = None
+
+
+class _ConsistencyWire(msgspec.Struct, frozen=True):
+    proof: list[str]
 
 
 class _ProblemWire(msgspec.Struct, frozen=True):
@@ -170,6 +183,7 @@ class _ProblemWire(msgspec.Struct, frozen=True):
 
 
 _RESULT = msgspec.json.Decoder(_BatchResultWire)
+_CONSISTENCY = msgspec.json.Decoder(_ConsistencyWire)
 _PROBLEM = msgspec.json.Decoder(_ProblemWire)
 
 
@@ -195,6 +209,11 @@ class HttpTransport:
     maps to an error class as the module docstring says. Messages name the endpoint without credentials and
     never include the API key. ``http_transport`` replaces httpx's network transport (httpx.MockTransport
     in tests).
+
+    Each answer carries the log key's signed promise for its events (kept in the receipts) and the ledger's
+    latest checkpoint, which :attr:`log_watch` checks against the one before (emitter.logwatch): give
+    ``log_key`` (the log's verifier key, from outside the ledger) to have signatures checked too, and
+    ``on_inconsistency`` to be called when the ledger's log does not extend what it showed before.
     """
 
     def __init__(
@@ -204,6 +223,8 @@ class HttpTransport:
         *,
         timeout: float = 10.0,
         http_transport: httpx.BaseTransport | None = None,
+        log_key: NoteVerifier | str | None = None,
+        on_inconsistency: Callable[[InconsistencyError], object] | None = None,
     ) -> None:
         try:
             import httpx
@@ -219,6 +240,10 @@ class HttpTransport:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._client = httpx.Client(timeout=timeout, headers=headers, transport=http_transport)
+        self._base = str(httpx.URL(url.rstrip("/")))
+        key = parse_verifier_key(log_key) if isinstance(log_key, str) else log_key
+        self.log_watch = LogWatch(self._consistency, log_key=key, on_inconsistency=on_inconsistency)
+        """The newest checkpoint this ledger showed, checked for consistency with the ones before."""
 
     def send(self, envelope: bytes) -> Sequence[Receipt]:
         """POST one envelope; the receipts of its events, in order."""
@@ -233,8 +258,46 @@ class HttpTransport:
                 result = _RESULT.decode(response.content)
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 raise TransportError(f"POST {self._shown} answered {status} without receipts: {e}") from e
-            return [Receipt(r.event_id, r.index, r.verdict, r.duplicate) for r in result.receipts]
+            return self._receipts(result)
         raise self._error(status, response.headers.get("retry-after"), response.content)
+
+    def _receipts(self, result: _BatchResultWire) -> list[Receipt]:
+        try:
+            promises = [SignedPromise.from_json(p) for p in result.promises]
+        except LedgerError as e:
+            raise TransportError(f"POST {self._shown} answered with a malformed promise: {e}") from e
+        for signed in promises:
+            self.log_watch.check_promise(signed)
+        self.log_watch.observe(result.checkpoint)
+        out: list[Receipt] = []
+        for r in result.receipts:
+            if r.promise is None or r.leaf is None or r.path is None or not 0 <= r.promise < len(promises):
+                out.append(Receipt(r.event_id, r.index, r.verdict, r.duplicate))
+                continue
+            try:
+                leaf, path = bytes.fromhex(r.leaf), [bytes.fromhex(h) for h in r.path]
+            except ValueError as e:
+                raise TransportError(f"POST {self._shown} answered with a malformed receipt: {e}") from e
+            promised = PromisedPath(promises[r.promise], r.index, path)
+            out.append(Receipt(r.event_id, r.index, r.verdict, r.duplicate, leaf, promised))
+        return out
+
+    def _consistency(self, old: int, new: int) -> list[bytes]:
+        """GET the ledger's consistency proof between two of its checkpoints (for :attr:`log_watch`)."""
+        httpx = self._httpx
+        url = f"{self._base}/v1/proofs/consistency"
+        try:
+            response = self._client.get(url, params={"old": old, "new": new})
+        except httpx.HTTPError as e:
+            raise TransportError(f"GET consistency proof {old} -> {new}: {type(e).__name__}: {e}") from e
+        if response.status_code == 404:
+            raise NotFoundError(f"the ledger has no signed checkpoint of size {old} or {new} any more")
+        if response.status_code != 200:
+            raise TransportError(f"GET consistency proof {old} -> {new} answered {response.status_code}")
+        try:
+            return [bytes.fromhex(h) for h in _CONSISTENCY.decode(response.content).proof]
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            raise TransportError(f"GET consistency proof {old} -> {new}: malformed answer: {e}") from e
 
     def _error(self, status: int, retry_after: str | None, body: bytes) -> Exception:
         try:

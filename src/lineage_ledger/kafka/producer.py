@@ -28,11 +28,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from lineage_ledger.core.model import read_subject
+from lineage_ledger.core.receipt import Receipt
 from lineage_ledger.core.routing import partition_for, subject_key
 from lineage_ledger.errors import InputError, TransportError
 from lineage_ledger.kafka.avro import V1, Schema, encode_envelope
 from lineage_ledger.kafka.topics import topic_partitions
-from lineage_ledger.ledger.writer import Receipt
 
 __all__ = ["PRODUCER_DEFAULTS", "KafkaTransport"]
 

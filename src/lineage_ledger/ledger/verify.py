@@ -20,6 +20,8 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
 * every lifecycle verdict: the token events are judged again, in log order, by the state machine under the
   policy recorded when the ledger was created, and each result must equal the verdict the entry records,
   so a sequencer that recorded "ok" for a use after revocation (or flagged an honest event) is caught;
+* once the entries check out, what the log key signed beside the log (ledger.commitments): every stored
+  promise of an acknowledgement against the entries it names, and the checkpoints as a chain, one per seal;
 * optionally, a checkpoint saved earlier: the ledger must be an append-only extension of it, so truncation
   and rollback are caught even when the attacker also removed the later checkpoints;
 * once all of the above holds, the store's derived indexes, which no signature covers: the links table
@@ -92,6 +94,7 @@ from lineage_ledger.core.model import Event, TokenEvent, head_ok
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note
 from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
+from lineage_ledger.ledger.commitments import commitment_problems
 from lineage_ledger.ledger.completeness import checked_node
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, data_links, stored_below, token_links
@@ -1343,6 +1346,10 @@ def verify_ledger(
             )
         if report.ok:
             _check_consistency(store, signed, trusted, report)
+        if report.ok:  # what the log key signed beside the log: promises, the chain of checkpoints
+            seal_indices = [row.index for row in seal_rows]
+            for found in commitment_problems(store, signing_key, origin, size, seal_indices, checkpoints):
+                report.problems.append(Problem(*found))
     finally:
         store.close()
     report.problems.sort(key=lambda p: (p.index is None, p.index or 0))

@@ -61,9 +61,11 @@ from lineage_ledger.core.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    root_of,
 )
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, subject_of
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, sign_note, verifier_key
+from lineage_ledger.core.receipt import Promise, PromisedRange, Receipt, SignedPromise
 from lineage_ledger.core.routing import local_tokens, shard_test
 from lineage_ledger.core.tiles import MAX_BUNDLE_ENTRY_BYTES
 from lineage_ledger.errors import (
@@ -87,6 +89,7 @@ from lineage_ledger.store.base import (
     EnvelopeRow,
     OffsetRow,
     PolicyRow,
+    PromiseRow,
     QuarantineRow,
     SchemaRow,
     Store,
@@ -115,6 +118,10 @@ class LedgerSettings:
     """occurred_at readings further ahead than this are not merged into the ledger's clock."""
     subject_cache: int = 200_000
     """How many subjects' chain heads and token states stay in memory (bounded, so memory stays flat)."""
+    promise_seconds: float = 60.0
+    """The deadline each acknowledgement's signed promise names: its entries are covered by a signed
+    checkpoint within this long of being recorded (the service seals every ``block_seconds``; keep this well
+    above it). A producer holding a receipt past its deadline can ask for the checkpoint that covers it."""
     freeze_gc_at_seal: bool = False
     """After each seal, collect the young generations and move every object the process holds into the
     garbage collector's permanent generation (``gc.freeze``). The subject cache and the subject map's nodes
@@ -128,17 +135,6 @@ class LedgerSettings:
 MAX_NEW_EVENT_BYTES: Final = MAX_BUNDLE_ENTRY_BYTES - 1024
 """The largest event the ledger takes in: its entry (the event plus at most a few hundred bytes the ledger
 asserts) must fit the uint16 length prefix of a tlog-tiles entry bundle."""
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """Where one event of a batch landed."""
-
-    event_id: str
-    index: int
-    verdict: str
-    duplicate: bool
-    """True when the event was already in the log with the same bytes (nothing was written for it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -761,6 +757,7 @@ class Ledger:
             if not known:
                 raise
         receipts: dict[int, Receipt] = {}
+        promised: dict[int, PromisedRange | None] = {}
         for pos, event in enumerate(events):
             row = known.get(event.event_id)
             if row is None:
@@ -771,13 +768,28 @@ class Ledger:
                     f"events[{pos}].event_id: {event.event_id} is already recorded at index {row.index} "
                     "with different bytes; nothing was written"
                 )
-            receipts[pos] = Receipt(event.event_id, row.index, row.verdict, True)
+            receipts[pos] = Receipt(
+                event.event_id, row.index, row.verdict, True, row.leaf, self._promised(row.index, promised)
+            )
         fresh = [pos for pos in range(len(events)) if pos not in receipts]
         if not fresh:
             if offsets:
                 self.store.write(BatchWrite(offsets=list(offsets)))
             return AppendResult(tuple(receipts[p] for p in range(len(events))), self.sealed_size)
         return self._sequence(opened, events, fresh, receipts, offsets)
+
+    def _promised(self, index: int, known: dict[int, PromisedRange | None]) -> PromisedRange | None:
+        """The stored promise covering entry ``index`` with its leaves (None for an entry recorded by a version
+        that signed no promises); ``known`` holds the ones already read, by their first index."""
+        for promised in known.values():
+            if promised is not None and promised.promise.covers(index):
+                return promised
+        row = self.store.promise_covering(index)
+        if row is None:
+            return None
+        got = PromisedRange(SignedPromise.from_json(row.promise), self.store.leaf_hashes(row.first, row.length))
+        known[row.first] = got
+        return got
 
     def record_transport(
         self,
@@ -913,7 +925,7 @@ class Ledger:
                 leaf = leaf_hash(body)
                 overlay[subject] = _Subject(leaf, cur.token, cur.count + 1, index)
                 rows.append(EntryRow(index, subject, ev.event_id, parent_subject, prev, leaf, verdict, body))
-                receipts[pos] = Receipt(ev.event_id, index, verdict, False)
+                receipts[pos] = Receipt(ev.event_id, index, verdict, False, leaf)
                 index += 1
                 k += 1
             envelope_rows.append(
@@ -924,9 +936,11 @@ class Ledger:
 
         extra = BatchWrite(policies=policies, revocations=revocations, links=links, offsets=list(offsets))
         touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
-        self._commit(rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched, deferred)
+        promised = self._commit(
+            rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched, deferred
+        )
         return [
-            AppendResult(tuple(receipts[p] for p in range(len(part.events))), self.sealed_size)
+            AppendResult(tuple(_with_promise(receipts[p], promised) for p in range(len(part.events))), self.sealed_size)
             for part, receipts in zip(parts, all_receipts, strict=True)
         ]
 
@@ -940,9 +954,10 @@ class Ledger:
         last_recorded: str,
         touched: dict[str, tuple[bytes, int, int]],
         deferred: list[BatchWrite] | None = None,
-    ) -> None:
-        """Integrate ``rows`` into copies of the tree state, seal if due, write, then adopt the new state.
-        Given ``deferred``, the write goes there instead (and the listeners hear of it when it lands)."""
+    ) -> PromisedRange:
+        """Integrate ``rows`` into copies of the tree state, sign the promise about them, seal if due, write,
+        then adopt the new state; returns the promise. Given ``deferred``, the write goes there instead (and
+        the listeners hear of it when it lands)."""
         nodes: list[tuple[int, int, bytes]] = []
 
         def visit(level: int, index: int, digest: bytes) -> None:
@@ -956,6 +971,8 @@ class Ledger:
             block.append(row.leaf)
         size = rows[-1].index + 1
         hlc_first = self._block_hlc_first or first_recorded
+        promised = self._promise(rows, tree.root(), last_recorded)
+        batch.promise = PromiseRow(rows[0].index, len(rows), promised.signed.to_bytes())
         batch.entries = rows
         batch.envelopes = envelope_rows
         batch.nodes = nodes
@@ -994,6 +1011,22 @@ class Ledger:
             self._block_hlc_first = hlc_first
         if self._listeners and deferred is None:
             self._notify(batch.entries)
+        return promised
+
+    def _promise(self, rows: list[EntryRow], tree_root: bytes, last_recorded: str) -> PromisedRange:
+        """The log key's signed promise that ``rows`` (the tree then having root ``tree_root``) will be
+        covered by a signed checkpoint by ``promise_seconds`` after ``last_recorded``."""
+        leaves = [row.leaf for row in rows]
+        deadline_ns = int(last_recorded.split(".", 1)[0]) + int(self.settings.promise_seconds * 1e9)
+        promise = Promise(
+            log=self.origin,
+            first=rows[0].index,
+            count=len(rows),
+            leaves_root=root_of(leaves),
+            tree_root=tree_root,
+            deadline=f"{deadline_ns:019d}.00000",
+        )
+        return PromisedRange.create(promise, leaves, self._signer)
 
     def _seal_rows(
         self,
@@ -1103,6 +1136,13 @@ class Ledger:
     def log_verifier(self) -> NoteVerifier:
         """The note verifier of this log's checkpoints (public; safe to hand out)."""
         return self.verifier
+
+
+def _with_promise(receipt: Receipt, promised: PromisedRange) -> Receipt:
+    """``receipt`` with the promise of the commit that wrote its entry (a duplicate keeps its own)."""
+    if receipt.duplicate:
+        return receipt
+    return dataclasses.replace(receipt, promised=promised)
 
 
 def _token_events(rows: list[EntryRow]) -> list[tuple[TokenEvent, str]]:

@@ -76,6 +76,7 @@ from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
 from lineage_ledger.service.openapi import document_problems
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
+from lineage_ledger.service.receipts import receipts_body
 from lineage_ledger.service.storage import DEFAULT_MIN_FREE_BYTES, StorageWatch
 from lineage_ledger.service.tiles import TILE_ENDPOINTS, add_tile_routes
 from lineage_ledger.state.introspection import Introspector
@@ -105,9 +106,10 @@ ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     "GET /v1/entries/{index}": frozenset({"auditor"}),
     "GET /v1/tokens/{token_id}/timeline": frozenset({"auditor"}),
     "GET /v1/proofs/inclusion": frozenset({"auditor"}),
-    "GET /v1/proofs/consistency": frozenset({"auditor"}),
-    "GET /v1/checkpoints/latest": frozenset({"auditor"}),
-    "GET /v1/checkpoints/{size}": frozenset({"auditor"}),
+    # producers watch the log's checkpoints for consistency (emitter.logwatch); neither reveals an entry
+    "GET /v1/proofs/consistency": frozenset({"auditor", "producer"}),
+    "GET /v1/checkpoints/latest": frozenset({"auditor", "producer"}),
+    "GET /v1/checkpoints/{size}": frozenset({"auditor", "producer"}),
     "GET /v1/keys": frozenset({"admin", "auditor"}),
     "POST /v1/keys": frozenset({"admin"}),
     "POST /v1/keys/{key_id}/revoke": frozenset({"admin"}),
@@ -173,14 +175,23 @@ class ReceiptOut(BaseModel):
     duplicate: bool
     status: str
     """"sealed" once a signed checkpoint covers the entry, else "pending"."""
+    leaf: str | None = None
+    """The entry's RFC 9162 leaf hash (hex)."""
+    path: list[str] | None = None
+    """The leaf's audit path to the promise's ``leaves_root`` (docs/receipts.md)."""
+    promise: int | None = None
+    """Position in ``promises`` of the log key's signed promise covering the entry."""
 
 
 class BatchResult(BaseModel):
-    """The receipts of one batch, in batch order, and the log's size after it."""
+    """The receipts of one batch, in batch order, the log key's signed promises they refer to, the log's
+    size after it and its latest signed checkpoint."""
 
     receipts: list[ReceiptOut]
+    promises: list[dict[str, Any]]
     size: int
     sealed_size: int
+    checkpoint: str | None
 
 
 # -- the single writer ------------------------------------------------------------------------------------
@@ -252,6 +263,7 @@ class _Service:
         self.introspector: Introspector | None = None
         self._reads: Store | None = None
         self._reads_lock = threading.Lock()
+        self._latest: CheckpointRow | None = None
         self._max_batches = max_pending_writes
         self._waiting: list[tuple[bytes, asyncio.Future[tuple[AppendResult, int, int]]]] = []
         self._waiting_lock = threading.Lock()  # appended to on the event loop, taken on the writer thread
@@ -422,6 +434,13 @@ class _Service:
             if isinstance(entry, KeyEntry):
                 changes.append(entry.change)
         return Keyring(changes)
+
+    def latest_note(self, sealed_size: int) -> str | None:
+        """The latest signed checkpoint for a batch answer: read again only when the sealed size moved."""
+        latest = self._latest
+        if latest is None or latest.size != sealed_size:
+            latest = self._latest = self.reads.latest_checkpoint()
+        return latest.note if latest is not None else None
 
     def sealed_size(self) -> int:
         latest = self.reads.latest_checkpoint()
@@ -931,18 +950,10 @@ def _add_write_routes(app: FastAPI, service: _Service) -> None:
             )
         result, size, sealed = await service.append_batch(envelope)
         body = {
-            "receipts": [
-                {
-                    "event_id": r.event_id,
-                    "index": r.index,
-                    "verdict": r.verdict,
-                    "duplicate": r.duplicate,
-                    "status": "sealed" if r.index < sealed else "pending",
-                }
-                for r in result.receipts
-            ],
+            **receipts_body(result.receipts, sealed),
             "size": size,
             "sealed_size": sealed,
+            "checkpoint": service.latest_note(sealed) if sealed else None,
         }
         return Response(msgspec.json.encode(body), media_type="application/json")
 

@@ -19,6 +19,7 @@ __all__ = [
     "EnvelopeRow",
     "OffsetRow",
     "PolicyRow",
+    "PromiseRow",
     "QuarantineRow",
     "SchemaRow",
     "Store",
@@ -58,6 +59,14 @@ class CheckpointRow(NamedTuple):
 
     size: int
     note: str
+
+
+class PromiseRow(NamedTuple):
+    """The log's signed promise about entries ``first .. first + length - 1`` (core.receipt), as wire bytes."""
+
+    first: int
+    length: int
+    promise: bytes
 
 
 class PolicyRow(NamedTuple):
@@ -121,6 +130,8 @@ class BatchWrite:
     envelopes: list[EnvelopeRow] = field(default_factory=list)
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     checkpoint: CheckpointRow | None = None
+    promise: PromiseRow | None = None
+    """The log's signed promise about this write's entries (the seal entry aside)."""
     policies: list[PolicyRow] = field(default_factory=list)
     revocations: list[tuple[str, int]] = field(default_factory=list)
     """(token subject, log index of the REVOKED entry) for tokens this batch revokes."""
@@ -232,6 +243,14 @@ class Store(Protocol):
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         """The checkpoint with the largest size, if any."""
+        ...
+
+    def promises(self, start_first: int = 0) -> list[PromiseRow]:
+        """Signed promises whose first index is >= start_first, in index order."""
+        ...
+
+    def promise_covering(self, index: int) -> PromiseRow | None:
+        """The stored promise whose range holds entry ``index``, if any."""
         ...
 
     def envelope(self, digest: bytes) -> EnvelopeRow:

@@ -48,6 +48,7 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     PolicyRow,
+    PromiseRow,
     QuarantineRow,
     SchemaRow,
     keyset_pages,
@@ -196,6 +197,12 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             PRIMARY KEY (source, part, "offset")
         )
         """,
+    ),
+    _migration(
+        4,
+        "the log's signed promises about entries not yet covered by a checkpoint when acknowledged",
+        ("promises",),
+        "CREATE TABLE promises (first bigint PRIMARY KEY, length bigint NOT NULL, promise bytea NOT NULL)",
     ),
 )
 """Every schema step, oldest first. Append new steps; never edit one that has shipped."""
@@ -570,6 +577,8 @@ class PostgresStore:
                     )
                 if batch.checkpoint is not None:
                     cur.execute("INSERT INTO checkpoints (size, note) VALUES (%s, %s)", batch.checkpoint)
+                if batch.promise is not None:
+                    cur.execute("INSERT INTO promises (first, length, promise) VALUES (%s, %s, %s)", batch.promise)
 
         self._transaction(body)
 
@@ -684,6 +693,18 @@ class PostgresStore:
     def latest_checkpoint(self) -> CheckpointRow | None:
         rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
         return CheckpointRow(*rows[0]) if rows else None
+
+    def promises(self, start_first: int = 0) -> list[PromiseRow]:
+        rows = self._all("SELECT first, length, promise FROM promises WHERE first >= %s ORDER BY first", (start_first,))
+        return [PromiseRow(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def promise_covering(self, index: int) -> PromiseRow | None:
+        rows = self._all(
+            "SELECT first, length, promise FROM promises WHERE first <= %s ORDER BY first DESC LIMIT 1", (index,)
+        )
+        if not rows or rows[0][0] + rows[0][1] <= index:
+            return None
+        return PromiseRow(rows[0][0], rows[0][1], bytes(rows[0][2]))
 
     def envelope(self, digest: bytes) -> EnvelopeRow:
         rows = self._all(f"SELECT {_ENVELOPE_COLS} FROM envelopes WHERE digest = %s", (digest,))

@@ -32,6 +32,7 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     PolicyRow,
+    PromiseRow,
     QuarantineRow,
     SchemaRow,
     keyset_pages,
@@ -48,6 +49,7 @@ _TABLES: Final = (
     "envelopes",
     "nodes",
     "checkpoints",
+    "promises",
     "policies",
     "revocations",
     "links",
@@ -88,6 +90,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS promises (first INTEGER PRIMARY KEY, length INTEGER NOT NULL, promise BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (
     digest BLOB PRIMARY KEY,
     policy_id TEXT NOT NULL,
@@ -563,6 +566,8 @@ class SQLiteStore:
                 _insert_rows(db, "quarantine", 6, batch.quarantine)
             if batch.checkpoint is not None:
                 db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
+            if batch.promise is not None:
+                db.execute("INSERT INTO promises VALUES (?, ?, ?)", batch.promise)
 
         with self._lock:
             index_rows, mark, pos = runs.plan(batch.entries)
@@ -740,6 +745,16 @@ class SQLiteStore:
     def latest_checkpoint(self) -> CheckpointRow | None:
         rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
         return CheckpointRow(*rows[0]) if rows else None
+
+    def promises(self, start_first: int = 0) -> list[PromiseRow]:
+        rows = self._all("SELECT first, length, promise FROM promises WHERE first >= ? ORDER BY first", (start_first,))
+        return [PromiseRow(*r) for r in rows]
+
+    def promise_covering(self, index: int) -> PromiseRow | None:
+        rows = self._all(
+            "SELECT first, length, promise FROM promises WHERE first <= ? ORDER BY first DESC LIMIT 1", (index,)
+        )
+        return PromiseRow(*rows[0]) if rows and rows[0][0] + rows[0][1] > index else None
 
     def envelope(self, digest: bytes) -> EnvelopeRow:
         rows = self._all("SELECT * FROM envelopes WHERE digest = ?", (digest,))

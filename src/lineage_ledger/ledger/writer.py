@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -29,7 +28,6 @@ from typing import TYPE_CHECKING, Final
 
 from lineage_ledger.core import lifecycle, smt
 from lineage_ledger.core.crypto import Signer
-from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import (
     BLOCKS_SUBJECT,
     ZERO_HASH,
@@ -79,7 +77,6 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     OffsetRow,
-    PolicyRow,
     QuarantineRow,
     SchemaRow,
     Store,
@@ -779,7 +776,6 @@ class Ledger:
         k = 0
         rows: list[EntryRow] = []
         envelope_rows: list[EnvelopeRow] = []
-        policies: list[PolicyRow] = []
         revocations: list[tuple[str, int]] = []
         links: list[Link] = []
         all_receipts: list[dict[int, Receipt]] = []
@@ -814,16 +810,6 @@ class Ledger:
                 else:
                     assert type(ev) is PolicyEvent
                     subject = "policy:" + ev.policy_id
-                    document = canonical_bytes(ev.payload.document)
-                    policies.append(
-                        PolicyRow(
-                            hashlib.sha256(document).digest(),
-                            ev.policy_id,
-                            ev.payload.policy_version,
-                            index,
-                            document,
-                        )
-                    )
                 cur = overlay.get(subject) or cache[subject]
                 prev = cur.head
                 body = event_entry_bytes(
@@ -849,7 +835,7 @@ class Ledger:
                 )
             )
 
-        extra = BatchWrite(policies=policies, revocations=revocations, links=links, offsets=list(offsets))
+        extra = BatchWrite(revocations=revocations, links=links, offsets=list(offsets))
         touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
         self._commit(rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched, deferred)
         return [

@@ -39,7 +39,6 @@ from lineage_ledger.store.base import (
     CheckpointRow,
     EntryRow,
     EnvelopeRow,
-    PolicyRow,
     QuarantineRow,
     SchemaRow,
     keyset_pages,
@@ -188,6 +187,12 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         )
         """,
     ),
+    _migration(
+        4,
+        "drop the policies table: nothing read it, and the policy documents are in the log's own entries",
+        (),
+        "DROP TABLE policies",
+    ),
 )
 """Every schema step, oldest first. Append new steps; never edit one that has shipped."""
 
@@ -195,7 +200,6 @@ SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 _MIGRATION_LOCK: Final = 0x6C696E656167  # pg_advisory_xact_lock key: serialises concurrent migrations
 _ENTRY_COLS: Final = "idx, subject, event_id, parent, prev, leaf, verdict, body"
 _ENVELOPE_COLS: Final = "digest, producer, key_id, payload, signature, event_leaves, first_idx"
-_POLICY_COLS: Final = "digest, policy_id, version, idx, document"
 _COPY_ENTRIES: Final = f"COPY entries ({_ENTRY_COLS}) FROM STDIN (FORMAT BINARY)"
 _ENTRY_TYPES: Final = ("int8", "text", "text", "text", "bytea", "bytea", "text", "bytea")
 _PAGE: Final = 4096
@@ -484,11 +488,6 @@ class PostgresStore:
                     )
                 if batch.nodes:
                     cur.executemany("INSERT INTO nodes (level, idx, hash) VALUES (%s, %s, %s)", batch.nodes)
-                if batch.policies:
-                    cur.executemany(
-                        f"INSERT INTO policies ({_POLICY_COLS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        batch.policies,
-                    )
                 if batch.revocations:
                     cur.executemany("INSERT INTO revocations (subject, idx) VALUES (%s, %s)", batch.revocations)
                 if batch.map_nodes:
@@ -638,15 +637,13 @@ class PostgresStore:
             raise NotFoundError(f"no envelope {digest.hex()}")
         return EnvelopeRow(*rows[0])
 
-    def envelopes(self) -> Iterator[EnvelopeRow]:
-        for row in self._all(f"SELECT {_ENVELOPE_COLS} FROM envelopes ORDER BY first_idx"):
-            yield EnvelopeRow(*row)
+    def envelope_first_indexes(self) -> Iterator[tuple[bytes, int]]:
+        rows = keyset_pages(self._all, "SELECT digest, first_idx FROM envelopes", ("digest",), "%s")
+        return ((bytes(digest), first) for digest, first in rows)
 
-    def policy(self, digest: bytes) -> PolicyRow:
-        rows = self._all(f"SELECT {_POLICY_COLS} FROM policies WHERE digest = %s", (digest,))
-        if not rows:
-            raise NotFoundError(f"no policy document {digest.hex()}")
-        return PolicyRow(*rows[0])
+    def map_node_rows(self) -> Iterator[tuple[bytes, bytes]]:
+        rows = keyset_pages(self._all, "SELECT hash, node FROM map_nodes", ("hash",), "%s")
+        return ((bytes(digest), bytes(node)) for digest, node in rows)
 
     def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
         rows = self._all(

@@ -29,7 +29,6 @@ from lineage_ledger.store.base import (
     CheckpointRow,
     EntryRow,
     EnvelopeRow,
-    PolicyRow,
     QuarantineRow,
     SchemaRow,
     keyset_pages,
@@ -44,7 +43,6 @@ _TABLES: Final = (
     "envelopes",
     "nodes",
     "checkpoints",
-    "policies",
     "revocations",
     "links",
     "map_nodes",
@@ -84,13 +82,6 @@ CREATE TABLE IF NOT EXISTS nodes (
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS policies (
-    digest BLOB PRIMARY KEY,
-    policy_id TEXT NOT NULL,
-    version TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    document BLOB NOT NULL
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revocations (subject TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS map_nodes (hash BLOB PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS links (
@@ -523,8 +514,6 @@ class SQLiteStore:
                 _insert_rows(db, "envelopes", 7, batch.envelopes)
             if batch.nodes:
                 _insert_rows(db, "nodes", 3, batch.nodes)
-            if batch.policies:
-                _insert_rows(db, "policies", 5, batch.policies, verb="INSERT OR IGNORE")
             if batch.revocations:
                 _insert_rows(db, "revocations", 2, batch.revocations)
             if batch.map_nodes:
@@ -727,15 +716,11 @@ class SQLiteStore:
             raise NotFoundError(f"no envelope {digest.hex()}")
         return EnvelopeRow(*rows[0])
 
-    def envelopes(self) -> Iterator[EnvelopeRow]:
-        for row in self._all("SELECT * FROM envelopes ORDER BY first_idx"):
-            yield EnvelopeRow(*row)
+    def envelope_first_indexes(self) -> Iterator[tuple[bytes, int]]:
+        return keyset_pages(self._all, "SELECT digest, first_idx FROM envelopes", ("digest",), "?")
 
-    def policy(self, digest: bytes) -> PolicyRow:
-        rows = self._all("SELECT * FROM policies WHERE digest = ?", (digest,))
-        if not rows:
-            raise NotFoundError(f"no policy document {digest.hex()}")
-        return PolicyRow(*rows[0])
+    def map_node_rows(self) -> Iterator[tuple[bytes, bytes]]:
+        return keyset_pages(self._all, "SELECT hash, node FROM map_nodes", ("hash",), "?")
 
     def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
         return [

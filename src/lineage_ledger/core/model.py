@@ -30,6 +30,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "SCHEMA_VERSION",
     "TOKEN_EVENT_TYPES",
+    "TOKEN_ID_PATTERN",
     "AssetRef",
     "DataEvent",
     "DataPayload",
@@ -63,7 +64,9 @@ TOKEN_EVENT_TYPES: Final = (
 DATA_EVENT_TYPES: Final = ("CREATED", "TRANSFORMED", "AGGREGATED", "TRANSMITTED", "ACCESSED", "DELETED")
 
 _EVENT_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-_TOKEN_ID = r"(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}"  # noqa: S105 - a pattern, not a secret
+TOKEN_ID_PATTERN: Final = r"(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}"  # noqa: S105 - a pattern, not a secret
+"""A token id (unanchored): an HMAC fingerprint, 64 hex digits, optionally after a '<region>:' prefix."""
+_TOKEN_ID = TOKEN_ID_PATTERN
 _HLC = HLC_PATTERN.removeprefix("^").removesuffix(r"\Z")
 # The three fields every event has are checked with one regex over "<event_id> <occurred_at> <id>" after
 # decoding: a msgspec pattern per field costs a regex call each, which dominated the ingest path.

@@ -80,6 +80,7 @@ from lineage_ledger.core.entry import (
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.merkle import (
+    TILE_STRIDE,
     CompactRange,
     TiledNodeReader,
     consistency_proof,
@@ -98,8 +99,6 @@ from lineage_ledger.store import open_store
 from lineage_ledger.store.base import EntryRow, EnvelopeRow
 
 __all__ = ["Problem", "VerifyReport", "verify_ledger"]
-
-TILE_STRIDE: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -707,8 +706,8 @@ class _Chains:
         ]
 
 
-_MAP_LEAF: Final = b"\x10"
-_MAP_INTERIOR: Final = b"\x11"
+_MAP_LEAF: Final = smt.LEAF_PREFIX
+_MAP_INTERIOR: Final = smt.INTERIOR_PREFIX
 _MAP_TOP_BIT: Final = smt.KEY_BITS - 1
 
 

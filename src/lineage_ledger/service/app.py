@@ -55,7 +55,7 @@ from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN, EventEnt
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.hlc import HLC_PATTERN, format_reading
 from lineage_ledger.core.merkle import TiledNodeReader, consistency_proof, inclusion_proof, leaf_hash
-from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
+from lineage_ledger.core.model import TOKEN_ID_PATTERN, TokenEvent, TokenPayload, encode_event
 from lineage_ledger.errors import ConflictError, InputError, KeyringError, LedgerError, NotFoundError, PushbackError
 from lineage_ledger.ledger.keyring import Keyring, ProducerKey
 from lineage_ledger.ledger.query import trace_token
@@ -111,7 +111,7 @@ _FORM: Final = "application/x-www-form-urlencoded"
 _MAX_FORM_FIELDS: Final = 8
 _MAX_RAW_TOKEN: Final = 16 * 1024
 # pydantic checks it with Rust regex, where $ (without multi-line mode) matches only at the very end.
-_TOKEN_ID_RE: Final = r"^(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}$"  # noqa: S105 - a pattern, not a secret
+_TOKEN_ID_RE: Final = f"^{TOKEN_ID_PATTERN}$"
 _LOGGED_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

@@ -15,7 +15,6 @@ role to the endpoints it may call.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -31,7 +30,7 @@ from typing import Final, Literal, get_args
 from lineage_ledger.core.crypto import MIN_FINGERPRINT_SECRET_SIZE
 from lineage_ledger.core.entry import PRODUCER_PATTERN
 from lineage_ledger.errors import InputError, KeyringError
-from lineage_ledger.keys import read_private_file
+from lineage_ledger.keys import read_private_file, write_private_file
 
 __all__ = [
     "API_KEYS_SUFFIX",
@@ -55,7 +54,6 @@ TOKEN_SECRET_SUFFIX: Final = ".secret"  # noqa: S105 - a file name suffix, not a
 _FORMAT: Final = "lineage-ledger-apikeys/1"
 _KEY_RE: Final = re.compile(r"llk_([0-9a-f]{16})_[A-Za-z0-9_-]{43}")
 _PRODUCER_RE: Final = re.compile(PRODUCER_PATTERN)
-_PRIVATE_MODE: Final = 0o600
 _GROUP_OTHER_BITS: Final = 0o077
 _MAX_FILE_SIZE: Final = 16 * 1024 * 1024
 _DUMMY_HASH: Final = hashlib.sha256(b"no such key").digest()
@@ -174,23 +172,10 @@ class ApiKeyStore:
         data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
         directory = self.path.absolute().parent
         directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".{self.path.name}.{secrets.token_hex(8)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(temporary, flags, _PRIVATE_MODE)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, self.path)
+            write_private_file(self.path, data, overwrite=True)
         except OSError as e:
             raise KeyringError(f"cannot write API key file {self.path}: {e.strerror}") from e
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
 
     # -- keys -------------------------------------------------------------------------------------------
 
@@ -262,16 +247,10 @@ def create_token_secret(path: str | os.PathLike[str]) -> bytes:
     so far depends on it.
     """
     secret = secrets.token_hex(32).encode()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, _PRIVATE_MODE)
+        write_private_file(path, secret + b"\n", overwrite=False)
     except FileExistsError:
         raise KeyringError(f"token secret file {os.fspath(path)} already exists; refusing to overwrite it") from None
     except OSError as e:
         raise KeyringError(f"cannot create token secret file {os.fspath(path)}: {e.strerror}") from e
-    try:
-        os.write(fd, secret + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return secret

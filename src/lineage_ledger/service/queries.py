@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi import Path as PathParam
 
+from lineage_ledger.core.model import TOKEN_ID_PATTERN
 from lineage_ledger.ledger.evidence import export_evidence
 from lineage_ledger.ledger.lineage import Lineage
 from lineage_ledger.service.auth import Principal
@@ -33,7 +34,7 @@ QUERY_ENDPOINTS = (
 )
 """The routes this module adds; the service's ENDPOINT_ROLES gives each the auditor role."""
 
-_FINGERPRINT = r"^(?:[a-z0-9-]{1,32}:)?[0-9a-f]{64}$"
+_FINGERPRINT = f"^{TOKEN_ID_PATTERN}$"
 TokenId = Annotated[str, PathParam(pattern=_FINGERPRINT, description="a token fingerprint, never a raw token")]
 TimeParam = Annotated[str | None, Query(pattern=r"^[0-9]{1,19}(\.[0-9]{5})?$", description="HLC reading or ns")]
 Proofs = Annotated[bool, Query(description="add inclusion proofs of the evidence")]

@@ -23,12 +23,11 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StoreError
+from lineage_ledger.store._reads import ENTRY_COLUMNS, SqlReads
 from lineage_ledger.store.base import (
     BatchWrite,
     ChainBreak,
-    CheckpointRow,
     EntryRow,
-    EnvelopeRow,
     QuarantineRow,
     SchemaRow,
     keyset_pages,
@@ -350,7 +349,7 @@ def sqlite_path_from_url(url: str) -> str:
     return path
 
 
-_ENTRY_COLS: Final = "idx, subject, event_id, parent, prev, leaf, verdict, body"
+_ENTRY_COLS: Final = ENTRY_COLUMNS
 _ROWS_PER_INSERT: Final = 500
 
 
@@ -379,8 +378,10 @@ def _entry(row: Any) -> EntryRow:
     return EntryRow(*row)
 
 
-class SQLiteStore:
+class SQLiteStore(SqlReads):
     """Store backed by one SQLite database file (or memory, for tests and benchmarks)."""
+
+    _param = "?"
 
     def __init__(self, url: str, *, synchronous: str | None = None, readonly: bool = False) -> None:
         self.url = url
@@ -547,35 +548,6 @@ class SQLiteStore:
             except sqlite3.Error as e:
                 raise StoreError(f"read failed: {e}") from e
 
-    def size(self) -> int:
-        row = self._all("SELECT max(idx) FROM entries")[0]
-        return 0 if row[0] is None else int(row[0]) + 1
-
-    def lowest_index(self) -> int | None:
-        row = self._all("SELECT min(idx) FROM entries")[0]
-        return None if row[0] is None else int(row[0])
-
-    def entry(self, index: int) -> EntryRow:
-        rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE idx = ?", (index,))
-        if not rows:
-            raise NotFoundError(f"no entry at index {index}")
-        return _entry(rows[0])
-
-    def entries(self, start: int, end: int) -> Iterator[EntryRow]:
-        step = 4096
-        pos = start
-        while pos < end:
-            # pages of rows, not of indices: a run of missing indices does not end the range
-            rows = self._all(
-                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?",
-                (pos, end, step),
-            )
-            for row in rows:
-                yield EntryRow(*row)
-            if len(rows) < step:
-                return
-            pos = rows[-1][0] + 1
-
     def events_by_id(self, event_ids: Sequence[str]) -> dict[str, EntryRow]:
         out: dict[str, EntryRow] = {}
         for i in range(0, len(event_ids), 900):
@@ -678,63 +650,6 @@ class SQLiteStore:
             )
         ]
 
-    def children_of(self, subject: str) -> list[EntryRow]:
-        return [
-            _entry(r) for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent = ? ORDER BY idx", (subject,))
-        ]
-
-    def leaf_hashes(self, start: int, count: int) -> list[bytes]:
-        rows = self._all("SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, start + count))
-        if len(rows) != count:
-            raise NotFoundError(f"entries {start}..{start + count - 1} are not all present")
-        return [r[0] for r in rows]
-
-    def nodes(self, level: int, start: int, count: int) -> list[bytes]:
-        if level == 0:
-            return self.leaf_hashes(start, count)
-        rows = self._all(
-            "SELECT hash FROM nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
-            (level, start, start + count),
-        )
-        if len(rows) != count:
-            raise NotFoundError(f"tree nodes at level {level}, {start}..{start + count - 1} are missing")
-        return [r[0] for r in rows]
-
-    def checkpoints(self, start_size: int = 0) -> list[CheckpointRow]:
-        return [
-            CheckpointRow(*r)
-            for r in self._all("SELECT size, note FROM checkpoints WHERE size >= ? ORDER BY size", (start_size,))
-        ]
-
-    def latest_checkpoint(self) -> CheckpointRow | None:
-        rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-        return CheckpointRow(*rows[0]) if rows else None
-
-    def envelope(self, digest: bytes) -> EnvelopeRow:
-        rows = self._all("SELECT * FROM envelopes WHERE digest = ?", (digest,))
-        if not rows:
-            raise NotFoundError(f"no envelope {digest.hex()}")
-        return EnvelopeRow(*rows[0])
-
-    def envelope_first_indexes(self) -> Iterator[tuple[bytes, int]]:
-        return keyset_pages(self._all, "SELECT digest, first_idx FROM envelopes", ("digest",), "?")
-
-    def map_node_rows(self) -> Iterator[tuple[bytes, bytes]]:
-        return keyset_pages(self._all, "SELECT hash, node FROM map_nodes", ("hash",), "?")
-
-    def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
-        return [
-            (r[0], r[1], r[2])
-            for r in self._all(
-                "SELECT at, idx, subject FROM links WHERE kind = ? AND key = ? AND at >= ? AND at < ? ORDER BY at, idx",
-                (kind, key, start, end),
-            )
-        ]
-
-    def map_node(self, digest: bytes) -> bytes | None:
-        rows = self._all("SELECT node FROM map_nodes WHERE hash = ?", (digest,))
-        return bytes(rows[0][0]) if rows else None
-
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}
         for i in range(0, len(digests), 900):
@@ -745,13 +660,6 @@ class SQLiteStore:
                 for h, n in self._all(f"SELECT hash, node FROM map_nodes WHERE hash IN ({marks})", chunk)
             )
         return out
-
-    def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
-        select = "SELECT kind, key, at, idx, subject FROM links"
-        return keyset_pages(self._all, select, ("kind", "key", "at", "idx"), "?")
-
-    def revocation_rows(self) -> list[tuple[str, int]]:
-        return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
 
     def subject_index_rows(self) -> tuple[int, Iterator[tuple[str, int]]] | None:
         if self._legacy:

@@ -27,6 +27,7 @@ from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import sqlite as sqlite_store
 from lineage_ledger.workload import PRODUCERS, batches, generate
 from tests.conftest import make_log_signer
+from tests.services import PostgresLedger
 
 T0 = 1_763_000_000_000_000_000
 SETTINGS = LedgerSettings(block_size=60, block_seconds=1e9)
@@ -38,6 +39,7 @@ NOT_DERIVED: dict[str, str] = {
     "schemas": "Avro schemas registered for decoding transport messages; the log holds the decoded events, "
     "which are checked, so a changed schema can only make later messages fail to decode (quarantined)",
     "quarantine": "messages the ledger refused, kept for an operator; nothing in the log derives from them",
+    "schema_migrations": "PostgreSQL's record of the schema steps applied: the tables themselves are what is read",
 }
 """Tables the ledger keeps that are not derived from the log, and why no answer about the log depends on them."""
 UNREAD: dict[tuple[str, str], str] = {
@@ -60,21 +62,26 @@ class Built:
     verifier: NoteVerifier
 
 
+def _build(url: str) -> NoteVerifier:
+    """The workload's ledger at ``url``; its log key's verifier."""
+    workload = generate(45, start_ns=T0)
+    signers = {p: Ed25519Signer(p, p.encode().ljust(32, b".")[:32]) for p in PRODUCERS}
+    key_ids = {p: f"{p}-1" for p in PRODUCERS}
+    with Ledger.create(url, make_log_signer(), settings=SETTINGS) as ledger:
+        for producer, signer in signers.items():
+            ledger.register_key(producer, key_ids[producer], signer.public_key)
+        for envelope in batches(workload, signers, key_ids):
+            ledger.append(envelope)
+        ledger.seal()
+        return ledger.log_verifier()
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Built:
     path = tmp_path_factory.mktemp("columns") / "ledger.db"
     with pytest.MonkeyPatch.context() as patch:
         _runs_short(patch)
-        workload = generate(45, start_ns=T0)
-        signers = {p: Ed25519Signer(p, p.encode().ljust(32, b".")[:32]) for p in PRODUCERS}
-        key_ids = {p: f"{p}-1" for p in PRODUCERS}
-        with Ledger.create(str(path), make_log_signer(), settings=SETTINGS) as ledger:
-            for producer, signer in signers.items():
-                ledger.register_key(producer, key_ids[producer], signer.public_key)
-            for envelope in batches(workload, signers, key_ids):
-                ledger.append(envelope)
-            ledger.seal()
-            verifier = ledger.log_verifier()
+        verifier = _build(str(path))
     return Built(path, verifier)
 
 
@@ -199,3 +206,68 @@ def test_the_subject_index_mark_cannot_claim_more_than_is_indexed(
     report = verify_ledger(str(copy), verifier=pristine.verifier, workers=1)
     assert not report.ok
     assert "subject_index" in {p.kind for p in report.problems}
+
+
+def test_every_changed_value_fails_verify_on_postgresql(postgres_ledger: PostgresLedger) -> None:
+    """The same on PostgreSQL (no subject index there: the database indexes subjects itself). The owner
+    turns the append-only triggers off for its session, changes one value, and puts it back after verify."""
+    import psycopg
+
+    verifier = _build(postgres_ledger.writer_url)
+    undetected = []
+    flips = 0
+    with psycopg.connect(postgres_ledger.owner_url, autocommit=True) as db:
+        db.execute("SET session_replication_role = replica")  # no triggers fire in this session
+        tables = [
+            r[0]
+            for r in db.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
+            )
+        ]
+        assert {"entries", "envelopes", "nodes", "checkpoints", "map_nodes", "links", "revocations"} <= set(tables)
+        for table in tables:
+            if table in NOT_DERIVED:
+                continue
+            columns = [
+                r[0]
+                for r in db.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "ORDER BY ordinal_position",
+                    (table,),
+                )
+            ]
+            order = ", ".join(f'"{c}"' for c in columns)
+            count = db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]  # type: ignore[index]
+            assert count > 0, table
+            offsets = range(count) if count <= 8 else sorted({0, count // 2, count - 1})
+            for column in columns:
+                for offset in offsets:
+                    row = db.execute(
+                        f'SELECT ctid, "{column}", "{columns[0]}" FROM "{table}" ORDER BY {order} LIMIT 1 OFFSET %s',
+                        (offset,),
+                    ).fetchone()
+                    assert row is not None
+                    ctid, old, key = row[0], row[1], row[2]
+                    if old is None or (table, str(key)) in UNREAD:
+                        continue
+                    old = bytes(old) if isinstance(old, memoryview) else old
+                    changed = None
+                    for new in (_changed(old), _changed(_changed(old)), -1 if isinstance(old, int) else old):
+                        try:
+                            changed = db.execute(
+                                f'UPDATE "{table}" SET "{column}" = %s WHERE ctid = %s RETURNING ctid', (new, ctid)
+                            ).fetchone()
+                            break
+                        except psycopg.errors.UniqueViolation:
+                            continue
+                    assert changed is not None
+                    flips += 1
+                    try:
+                        report = verify_ledger(postgres_ledger.auditor_url, verifier=verifier, workers=1)
+                        if report.ok:
+                            undetected.append(f"{table}.{column} row {offset}: {old!r:.60} -> {new!r:.60}")
+                    finally:
+                        db.execute(f'UPDATE "{table}" SET "{column}" = %s WHERE ctid = %s', (old, changed[0]))
+    assert flips > 60
+    assert undetected == []
+    assert verify_ledger(postgres_ledger.auditor_url, verifier=verifier, workers=1).ok

@@ -2,6 +2,7 @@
 
 What is checked, and how a failure is reported (a Problem with the first bad index or block):
 
+* the settings recorded at creation: present, and of the format this verifier knows;
 * every entry: its leaf hash recomputed from the stored bytes, and every derived column (index, subject,
   event id, parent, prev, verdict) against those bytes; a gap in the indices is a deletion;
 * every envelope: its producer key (from the key entries in the log itself) was valid when the batch was
@@ -25,8 +26,9 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
   entries' events give, SQLite's subject index exactly the entries' (subject, index) pairs (_Derived), and
   the revocation set exactly the tokens the lifecycle rules revoked, each at the entry that revoked it. A
   row removed, changed or slipped in is reported, with the chunk of entries whose rows differ. And the
-  stored subject map that completeness proofs are read from: every node under the newest stored map root,
-  present and hashing to its name (_check_stored_map).
+  stored subject map that completeness proofs are read from: every node under the newest stored map root
+  present (_check_stored_map), and every stored node hashing to its name; every envelope row named by an
+  entry, its first index that of the first entry naming it (ledger.stored_rows, docs/storage.md).
 
 How the work is split. The log is cut into chunks of whole blocks. A worker process reads each chunk once and
 does everything that needs only the chunk: hashes, columns, blocks, tree nodes, the envelopes the chunk refers

@@ -11,7 +11,7 @@ import pytest
 from lineage_ledger.core.crypto import Ed25519Signer, verify_ed25519
 from lineage_ledger.core.note import parse_signer_key, signer_key, verifier_key
 from lineage_ledger.errors import KeyringError
-from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_signer_key
+from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, load_verifier, write_private_file, write_signer_key
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="key file modes are POSIX permissions")
 
@@ -175,3 +175,17 @@ class TestLoadVerifier:
         path = _key_file(tmp_path, "not a key\n", 0o644)
         with pytest.raises(KeyringError, match=r"log\.key"):
             load_verifier(str(path))
+
+
+def test_private_files_are_written_whole_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    write_private_file(path, b"first\n", overwrite=False)
+    assert path.read_bytes() == b"first\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        write_private_file(path, b"second\n", overwrite=False)
+    assert path.read_bytes() == b"first\n"
+    write_private_file(path, b"second\n", overwrite=True)
+    assert path.read_bytes() == b"second\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret"]  # no temporary file left behind

@@ -106,3 +106,10 @@ def test_offline_loads_and_verifies_in_a_fresh_interpreter_without_the_package(
     assert result["loaded"] == []
     assert result["problems"] == []
     assert result["ok"] is True
+
+
+def test_the_stand_alone_copy_of_the_map_prefixes_agrees_with_the_map() -> None:
+    from lineage_ledger.core import smt
+
+    assert offline._MAP_LEAF_PREFIX == smt.LEAF_PREFIX
+    assert offline._MAP_INTERIOR_PREFIX == smt.INTERIOR_PREFIX

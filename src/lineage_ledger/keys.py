@@ -27,6 +27,7 @@ __all__ = [
     "load_signer",
     "load_verifier",
     "read_private_file",
+    "write_private_file",
     "write_signer_key",
 ]
 
@@ -129,13 +130,27 @@ def write_signer_key(path: str | os.PathLike[str], signer: Ed25519Signer) -> Non
     """
     target = os.fspath(path)
     data = (signer_key(signer.name, signer.private_seed()) + "\n").encode("utf-8")
+    try:
+        write_private_file(target, data, overwrite=False)
+    except FileExistsError:
+        raise KeyringError(f"key file {target} already exists; refusing to overwrite a key") from None
+    except OSError as e:
+        raise KeyringError(f"cannot write key file {target}: {e.strerror}") from e
+
+
+def write_private_file(path: str | os.PathLike[str], data: bytes, *, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically: ``path`` holds the old bytes or all the new ones.
+
+    The bytes are written and fsynced under a temporary name in the same directory, created with
+    O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600, then renamed over ``path`` (``overwrite``) or hard-linked to it,
+    which raises FileExistsError if ``path`` exists; the directory is fsynced last. Other failures raise
+    OSError; the temporary file never survives.
+    """
+    target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     temporary = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(temporary, flags, _KEY_FILE_MODE)
-    except OSError as e:
-        raise KeyringError(f"cannot create key file in {directory}: {e.strerror}") from e
+    fd = os.open(temporary, flags, _KEY_FILE_MODE)
     try:
         try:
             view = memoryview(data)
@@ -144,11 +159,10 @@ def write_signer_key(path: str | os.PathLike[str], signer: Ed25519Signer) -> Non
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.link(temporary, target)
-    except FileExistsError:
-        raise KeyringError(f"key file {target} already exists; refusing to overwrite a key") from None
-    except OSError as e:
-        raise KeyringError(f"cannot write key file {target}: {e.strerror}") from e
+        if overwrite:
+            os.replace(temporary, target)
+        else:
+            os.link(temporary, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

@@ -71,6 +71,10 @@ _DECIMAL_DIGITS: Final = frozenset("0123456789")
 _SIGNATURE_LINE_PREFIX: Final = "— "
 _ROTATION_HEADER: Final = "lineage-ledger/log-key-rotation/v1"
 _ED25519: Final = 0x01
+_MAP_LEAF_PREFIX: Final = b"\x10"
+_MAP_INTERIOR_PREFIX: Final = b"\x11"
+"""The subject map's node prefixes, as core/smt.py defines them (this file imports nothing of the package;
+tests/test_offline_isolation.py checks the two agree)."""
 _SUBJECT_FIELD: Final = {
     "token": ("token:", "token_id"),
     "policy": ("policy:", "policy_id"),
@@ -339,14 +343,14 @@ def _map_root_from_proof(
         leaf_key, head, count, index = terminal
         if depth and (int.from_bytes(leaf_key, "big") ^ path) >> (256 - depth):
             _fail(f"the terminal leaf at depth {depth} holds a key that is not on this key's path")
-        node = _sha256(b"\x10" + leaf_key + _map_value_hash(head, count, index))
+        node = _sha256(_MAP_LEAF_PREFIX + leaf_key + _map_value_hash(head, count, index))
     if depth and siblings[-1] == _EMPTY:
         _fail("the proof's last sibling is empty, so its terminal is not where the map keeps it")
     for level in range(depth - 1, -1, -1):
         if (path >> (255 - level)) & 1:
-            node = _sha256(b"\x11" + siblings[level] + node)
+            node = _sha256(_MAP_INTERIOR_PREFIX + siblings[level] + node)
         else:
-            node = _sha256(b"\x11" + node + siblings[level])
+            node = _sha256(_MAP_INTERIOR_PREFIX + node + siblings[level])
     return node
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from lineage_ledger.cli.main import _token_secret
+from lineage_ledger.cli._common import token_secrets_from as _token_secret
 from lineage_ledger.core.crypto import Signer, token_fingerprint
 from lineage_ledger.core.event_schema import event_json_schema
 from lineage_ledger.keys import load_signer

@@ -117,7 +117,7 @@ def flip_bit(proof: Sequence[bytes], position: int, bit: int) -> list[bytes]:
 
 # transparency-dev/merkle proof vectors --------------------------------------------------------------------
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "testvectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 PROOF_VECTORS = VECTORS / "rfc6962-transparency-dev-merkle" / "testdata"
 
 

@@ -28,7 +28,7 @@ from lineage_ledger.core.note import (
 )
 from lineage_ledger.errors import InputError, KeyringError, SignatureError
 
-VECTOR_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "testvectors" / "c2sp-signed-note.json"
+VECTOR_PATH = Path(__file__).resolve().parents[1] / "vectors" / "c2sp-signed-note.json"
 
 # The example in c2sp.org/tlog-checkpoint.
 SPEC_ROOT = "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I="
@@ -46,7 +46,7 @@ TEXT = "lineage.example/log\n3\n" + base64.b64encode(bytes(32)).decode() + "\n"
 @functools.cache
 def _vector() -> dict[str, str]:
     if not VECTOR_PATH.is_file():
-        pytest.fail(f"missing shared test vector {VECTOR_PATH}")
+        pytest.fail(f"missing test vector {VECTOR_PATH}")
     loaded: dict[str, str] = {k: v for k, v in json.loads(VECTOR_PATH.read_text("utf-8")).items() if isinstance(v, str)}
     return loaded
 

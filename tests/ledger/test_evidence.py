@@ -46,7 +46,7 @@ SETTINGS = LedgerSettings(block_size=40, block_seconds=1e9)
 REVOKED_PRODUCER = "orders-svc"
 """Its key is revoked after the workload: what it signed before must still verify."""
 ASSET = "asset:warehouse.revenue_daily"
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "testvectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 
 def producer_signer(producer: str) -> Ed25519Signer:

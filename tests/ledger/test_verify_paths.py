@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lineage_ledger.core import smt
-from lineage_ledger.core.merkle import CompactRange, leaf_hash, root_of
+from lineage_ledger.core.merkle import TILE_STRIDE, CompactRange, leaf_hash, root_of
 from lineage_ledger.ledger import verify as verify_module
 from lineage_ledger.ledger.verify import VerifyReport, verify_ledger
 from tests.conftest import BLOCK_SIZE, LEDGER_EVENTS, BuiltLedger
@@ -50,7 +50,7 @@ def _reference(begin: int, leaves: list[bytes]) -> tuple[tuple[bytes, ...], dict
     seen: dict[tuple[int, int], bytes] = {}
 
     def visit(level: int, index: int, digest: bytes) -> None:
-        if level % verify_module.TILE_STRIDE == 0:
+        if level % TILE_STRIDE == 0:
             seen[(level, index)] = digest
 
     tree = CompactRange(begin)
@@ -69,7 +69,7 @@ def test_tree_feed_matches_leaf_by_leaf_appends(begin: int, count: int, flushes:
     seen: dict[tuple[int, int], bytes] = {}
 
     def visit(level: int, index: int, digest: bytes) -> None:
-        if level % verify_module.TILE_STRIDE == 0:
+        if level % TILE_STRIDE == 0:
             seen[(level, index)] = digest
 
     feed = verify_module._TreeFeed(begin, visit)

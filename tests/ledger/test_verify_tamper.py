@@ -342,6 +342,7 @@ def _truncate(built_ledger: BuiltLedger, keep: int, *, with_checkpoints: bool, d
                 for table in ("links", "revocations", "subject_index"):
                     db.execute(f"DELETE FROM {table} WHERE idx >= ?", (keep,))
                 db.execute("DELETE FROM promises WHERE first >= ?", (keep,))
+                db.execute("DELETE FROM envelopes WHERE first_idx >= ?", (keep,))
 
 
 def test_truncation_with_its_checkpoints_is_caught_only_by_a_trusted_checkpoint(
@@ -379,8 +380,9 @@ def test_truncation_leaving_the_derived_rows_is_caught_without_a_trusted_checkpo
     _truncate(built_ledger, keep, with_checkpoints=True, derived=False)
     report = verify(built_ledger)
     assert not report.ok
-    # the links and revocations of the removed entries name entries the log no longer holds
-    assert kinds(report) == {"links", "revocations"}
+    # the links and revocations of the removed entries name entries the log no longer holds, and their
+    # envelopes are named by no entry
+    assert kinds(report) == {"envelope", "links", "revocations"}
     assert report.size == keep
 
 

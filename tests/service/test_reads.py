@@ -161,5 +161,6 @@ def test_verify_runs_the_full_verification(service: Harness, trusted: bool) -> N
 
 def test_health_and_readiness(service: Harness) -> None:
     assert service.client.get("/healthz").json() == {"status": "ok"}
-    ready = get(service, "/readyz")
-    assert ready == {"ready": True, "size": service.size(), "sealed_size": 0}
+    ready = service.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True}

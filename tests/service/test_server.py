@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -148,3 +149,31 @@ def test_lineage_serve_over_real_http(server: Server) -> None:
             assert needle not in data, path
     report = verify_ledger(str(server.ledger), workers=1)
     assert report.ok, report.problems
+
+
+def test_docs_openapi_and_readiness_answer_without_a_key_and_load_nothing_from_elsewhere(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        assert client.get("/readyz").json() == {"ready": True}
+        document = client.get("/openapi.json")
+        assert document.status_code == 200
+        assert "/v1/batches" in document.json()["paths"]
+
+        page = client.get("/docs")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        html = page.text
+        assert "SwaggerUIBundle" in html
+        # Every script, stylesheet and icon the page loads comes from this server, and so does the document.
+        assert "http://" not in html
+        assert "https://" not in html
+        assert "url: '/openapi.json'" in html
+        assert '"validatorUrl": null' in html
+        loaded = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert {Path(u).name for u in loaded} == {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}
+        kinds = {"swagger-ui-bundle.js": "javascript", "swagger-ui.css": "text/css", "favicon.png": "image/png"}
+        for url in loaded:
+            assert url.startswith("/"), url
+            asset = client.get(url)
+            assert asset.status_code == 200, url
+            assert kinds[Path(url).name] in asset.headers["content-type"], (url, asset.headers["content-type"])
+            assert len(asset.content) > 1000, url

@@ -23,7 +23,6 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     OffsetRow,
-    PolicyRow,
     PromiseRow,
     QuarantineRow,
     SchemaRow,
@@ -163,7 +162,6 @@ def test_side_tables(backend: tuple[Store, Raw]) -> None:
     batch = _batch(0, [_row(0, "token:a", "e0"), _row(1, "policy:p", "e1")])
     batch.nodes = [(8, 0, _h("n0")), (8, 1, _h("n1"))]
     batch.checkpoint = CheckpointRow(2, "note-2")
-    batch.policies = [PolicyRow(_h("doc"), "p", "v1", 1, b'{"allow":[]}')]
     batch.revocations = [("token:a", 0)]
     batch.links = [
         ("resource", "/x", "0000000000000000010.00000", 0, "token:a"),
@@ -177,8 +175,7 @@ def test_side_tables(backend: tuple[Store, Raw]) -> None:
     assert store.checkpoints(3) == [CheckpointRow(3, "note-3")]
     assert store.latest_checkpoint() == CheckpointRow(3, "note-3")
     assert store.envelope(_h("env", 0)).producer == "svc-a"
-    assert [e.digest for e in store.envelopes()] == [_h("env", 0)]
-    assert store.policy(_h("doc")).version == "v1"
+    assert list(store.envelope_first_indexes()) == [(_h("env", 0), 0)]
     assert store.revoked(["token:a", "token:b"]) == {"token:a": 0}
     # windows are half-open: start <= at < end
     assert store.links("resource", "/x") == [
@@ -281,7 +278,6 @@ def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tup
         "DELETE FROM envelopes",
         "DELETE FROM checkpoints",
         "UPDATE nodes SET level = level + 8",
-        "DELETE FROM policies",
         "DELETE FROM revocations",
         "DELETE FROM links",
         "UPDATE meta SET value = 'x'",
@@ -296,7 +292,6 @@ def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw
     batch = _batch(0, [_row(0, "token:a", "e0")])
     batch.nodes = [(8, 0, _h("n"))]
     batch.checkpoint = CheckpointRow(1, "note")
-    batch.policies = [PolicyRow(_h("doc"), "p", "v1", 0, b"{}")]
     batch.revocations = [("token:a", 0)]
     batch.links = [("resource", "/x", "0000000000000000010.00000", 0, "token:a")]
     batch.offsets = [OffsetRow("topic", 0, 5)]
@@ -327,6 +322,7 @@ def test_map_nodes_read_back_one_by_one_and_in_bulk(backend: tuple[Store, Raw]) 
     assert store.map_node(_h("absent")) is None
     wanted = [nodes[4][0], _h("absent"), nodes[0][0]]
     assert store.map_nodes(wanted) == {nodes[4][0]: nodes[4][1], nodes[0][0]: nodes[0][1]}
+    assert list(store.map_node_rows()) == sorted(nodes)
 
 
 def test_batches_of_every_awkward_size_go_in_whole(backend: tuple[Store, Raw]) -> None:

@@ -31,7 +31,6 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     OffsetRow,
-    PolicyRow,
     PromiseRow,
     QuarantineRow,
     SchemaRow,
@@ -47,7 +46,6 @@ LEDGER_TABLES = (
     "envelopes",
     "nodes",
     "checkpoints",
-    "policies",
     "revocations",
     "links",
     "map_nodes",
@@ -106,8 +104,10 @@ def test_a_ledger_from_an_older_schema_opens_migrated_with_its_data_intact(postg
         PostgresStore(url, readonly=True)
 
     store = PostgresStore(url)  # the owner opens it for writing: migrations 2, 3 and 4 run
-    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
-    assert SCHEMA_VERSION == 4
+    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5]
+    assert SCHEMA_VERSION == 5
+    # migration 5 dropped the policies table, which nothing read: the documents are in the entries
+    assert sql(url, "SELECT to_regclass('policies') IS NULL") == [(True,)]
     assert sql(url, "SELECT idx, subject, event_id, prev, leaf, body FROM entries ORDER BY idx") == before
     assert store.size() == 3
     assert [r.body for r in store.entries(0, 3)] == [b'{"i":0}', b'{"i":1}', b'{"i":2}']
@@ -141,7 +141,7 @@ def test_provision_migrates_an_older_ledger_for_its_roles(postgres_server: str) 
 
     name = f"ledger_old_{uuid.uuid4().hex[:8]}"
     _old_ledger(postgres_server, name)
-    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3, 4]
+    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3, 4, 5]
     assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == []  # idempotent
     writer = open_store(with_database(postgres_server, name, user=WRITER_ROLE))
     assert writer.size() == 3
@@ -263,7 +263,6 @@ def test_truncate_is_refused_on_every_table_even_for_the_owner(postgres_ledger: 
             revocations=[("token:a", 0)],
             links=[("resource", "/x", "0000000000000000010.00000", 0, "token:a")],
             map_nodes=[(b"h" * 32, b"node")],
-            policies=[PolicyRow(b"p" * 32, "p", "v1", 0, b"{}")],
             promise=PromiseRow(0, 1, b"{}"),
         )
     )
@@ -494,7 +493,7 @@ def test_a_sharded_ledger_on_postgresql_from_provision_to_verify(
         code, out = _lineage(capsys, "provision", "--admin-url", postgres_server, "--database", name, "--shards", "2")
         assert code == 0, out
         assert sorted(out["databases"]) == sorted(databases)
-        assert all(steps == [1, 2, 3, 4] for steps in out["databases"].values())
+        assert all(steps == [1, 2, 3, 4, 5] for steps in out["databases"].values())
         url = with_database(postgres_server, name, user=WRITER_ROLE)
         keys = ("--log-key", str(tmp_path / "log.key"), "--producer-key", str(tmp_path / "cli.key"))
         code, out = _lineage(capsys, "init", "--ledger", url, "--shards", "2", "--partitions", "4", *keys)

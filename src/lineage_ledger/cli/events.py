@@ -110,7 +110,8 @@ def example_events(secrets: TokenSecrets, start_ns: int) -> tuple[list[bytes], d
 def ensure_token_secret(ledger: str) -> str | None:
     """The token secret file beside a file ledger, ``<ledger>.secret``, created (0600) if it does not exist;
     None when ``$LINEAGE_TOKEN_SECRET`` supplies the secret or the ledger is not a file."""
-    from lineage_ledger.cli.main import TOKEN_SECRET_ENV_VAR, _ledger_file
+    from lineage_ledger.cli._common import TOKEN_SECRET_ENV_VAR
+    from lineage_ledger.cli._common import ledger_file as _ledger_file
     from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX, create_token_secret
 
     path = _ledger_file(ledger)
@@ -132,9 +133,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
-    from lineage_ledger.cli.main import _token_secret  # the secret `lineage serve` would use
+    from lineage_ledger.cli._common import token_secrets_from  # the secret `lineage serve` would use
 
-    secret = _token_secret(args)
+    secret = token_secrets_from(args)
     start = args.start.ns if args.start is not None else time.time_ns() - 60 * _MIN
     events, raw = example_events(secret, start)
     text = b"".join(e + b"\n" for e in events)
@@ -159,7 +160,7 @@ def _cmd_example(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``lineage events schema`` and ``lineage events example``."""
-    from lineage_ledger.cli.main import TOKEN_SECRET_ENV_VAR
+    from lineage_ledger.cli._common import TOKEN_SECRET_ENV_VAR
 
     e = sub.add_parser("events", parents=[common], help="the event format (JSON Schema) and sample events")
     es = e.add_subparsers(dest="events", required=True)

@@ -75,7 +75,7 @@ def _consume_all(args: argparse.Namespace, shards: int) -> int:
     """A sharded root without --shard: one consumer process per shard, and the root's collector here."""
     import subprocess
 
-    from lineage_ledger.cli.main import _open
+    from lineage_ledger.cli._common import open_ledger as _open
     from lineage_ledger.ledger.shards import collect, shard_url
     from lineage_ledger.store import open_store
 
@@ -131,7 +131,7 @@ def _consume_all(args: argparse.Namespace, shards: int) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    from lineage_ledger.cli.main import _open
+    from lineage_ledger.cli._common import open_ledger as _open
     from lineage_ledger.kafka.consumer import LedgerConsumer
 
     if args.shard is None:
@@ -143,7 +143,7 @@ def _consume(args: argparse.Namespace) -> int:
     with _stopped_by_signals() as stop:
         partitions = args.partition
         if args.shard is not None:
-            from lineage_ledger.cli.main import _open_shard
+            from lineage_ledger.cli._common import open_shard as _open_shard
 
             ledger, layout = _open_shard(args)
             partitions = layout.partitions_of(args.shard)
@@ -191,7 +191,8 @@ def _consume(args: argparse.Namespace) -> int:
 
 
 def _schemas(args: argparse.Namespace) -> int:
-    from lineage_ledger.cli.main import _log_signer, _settings
+    from lineage_ledger.cli._common import log_signer as _log_signer
+    from lineage_ledger.cli._common import settings_from as _settings
     from lineage_ledger.kafka.avro import schema_from_json
     from lineage_ledger.kafka.consumer import register_schema
     from lineage_ledger.ledger.shards import layout_of, shard_url
@@ -234,7 +235,7 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from lineage_ledger.cli.main import _open
+    from lineage_ledger.cli._common import open_ledger as _open
     from lineage_ledger.ledger.shards import collect, layout_of, shard_url
     from lineage_ledger.store import open_store
 

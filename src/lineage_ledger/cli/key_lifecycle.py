@@ -43,7 +43,8 @@ def _print_json(value: object) -> None:
 
 
 def _cmd_apikey(args: argparse.Namespace) -> int:
-    from lineage_ledger.cli.main import _api_key_path, _open
+    from lineage_ledger.cli._common import api_key_path as _api_key_path
+    from lineage_ledger.cli._common import open_ledger as _open
     from lineage_ledger.service.auth import ApiKeyStore, utc_time
 
     path = _api_key_path(args)
@@ -126,7 +127,7 @@ def register_apikey(sub: argparse._SubParsersAction[argparse.ArgumentParser], co
 
 
 def _cmd_rotate_log(args: argparse.Namespace) -> int:
-    from lineage_ledger.cli.main import _open
+    from lineage_ledger.cli._common import open_ledger as _open
 
     with _open(args) as ledger:
         generated = None
@@ -168,7 +169,7 @@ def register_rotate_log(
 
 
 def _cmd_token_secret(args: argparse.Namespace) -> int:
-    from lineage_ledger.cli.main import _default_key_path
+    from lineage_ledger.cli._common import default_key_path as _default_key_path
     from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX
     from lineage_ledger.token_secrets import rotate_token_secret
 

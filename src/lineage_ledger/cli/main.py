@@ -22,6 +22,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lineage_ledger.cli._common import TOKEN_SECRET_ENV_VAR, CommandError
+from lineage_ledger.cli._common import api_key_path as _api_key_path
+from lineage_ledger.cli._common import default_key_path as _default_key_path
+from lineage_ledger.cli._common import ledger_file as _ledger_file
+from lineage_ledger.cli._common import log_signer as _log_signer
+from lineage_ledger.cli._common import open_ledger as _open
+from lineage_ledger.cli._common import open_shard as _open_shard
+from lineage_ledger.cli._common import settings_from as _settings
+from lineage_ledger.cli._common import token_secrets_from as _token_secret
 from lineage_ledger.cli.events import ensure_token_secret
 from lineage_ledger.cli.events import register as register_events
 from lineage_ledger.cli.evidence import register as register_evidence
@@ -58,15 +67,13 @@ from lineage_ledger.ledger.pipeline import Done, Pipeline
 from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.resume import split_recorded
 from lineage_ledger.ledger.verify import verify_ledger
-from lineage_ledger.ledger.writer import Ledger, LedgerSettings
+from lineage_ledger.ledger.writer import Ledger
 from lineage_ledger.store import open_store
-from lineage_ledger.store.sqlite import sqlite_path_from_url
 
 if TYPE_CHECKING:
-    from lineage_ledger.ledger.shards import ShardLayout
-    from lineage_ledger.token_secrets import TokenSecrets
+    pass
 
-__all__ = ["main"]
+__all__ = ["TOKEN_SECRET_ENV_VAR", "main"]
 
 CLI_PRODUCER = "lineage-cli"
 DEMO_ORIGIN = "demo.lineage-ledger.local/log"
@@ -75,30 +82,6 @@ _BATCH = "events per signed batch (default 1000)"
 
 out = output_console()
 err = error_console()
-
-
-class CommandError(Exception):
-    """A command-line mistake (exit 2)."""
-
-
-def _ledger_file(url: str) -> Path | None:
-    path = sqlite_path_from_url(url.split("?", 1)[0]) if not url.startswith("postgres") else ":memory:"
-    return None if path == ":memory:" else Path(path)
-
-
-def _default_key_path(url: str, suffix: str = ".key", option: str = "--log-key or set $LINEAGE_LOG_KEY") -> Path:
-    path = _ledger_file(url)
-    if path is None:
-        raise CommandError(f"give {option}: this ledger is not a file, so no key file can sit beside it")
-    return path.with_name(path.name + suffix)
-
-
-def _log_signer(args: argparse.Namespace) -> Signer:
-    if args.log_key:
-        return load_signer(args.log_key)
-    if os.environ.get(DEFAULT_KEY_ENV_VAR):
-        return load_signer(None)
-    return load_signer(_default_key_path(args.ledger))
 
 
 def _json(value: Any) -> None:
@@ -167,20 +150,6 @@ def _producer_key_path(args: argparse.Namespace) -> Path:
 
 def _key_id(signer: Signer) -> str:
     return f"{signer.name}-{leaf_hash(signer.public_key)[:4].hex()}"
-
-
-def _settings(args: argparse.Namespace, *, long_running: bool = False) -> LedgerSettings:
-    """The ledger settings from the command line; ``long_running`` for a process that is the sequencer for
-    as long as it runs (serve, consume), which may then tune the process for steady latency."""
-    return LedgerSettings(
-        block_size=getattr(args, "block_size", None) or 10_000,
-        block_seconds=getattr(args, "block_seconds", None) or 5.0,
-        freeze_gc_at_seal=long_running,
-    )
-
-
-def _open(args: argparse.Namespace, *, long_running: bool = False) -> Ledger:
-    return Ledger.open(args.ledger, _log_signer(args), settings=_settings(args, long_running=long_running))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -588,43 +557,6 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 # -- serve, apikey ----------------------------------------------------------------------------------------
-
-TOKEN_SECRET_ENV_VAR = "LINEAGE_TOKEN_SECRET"  # noqa: S105 - the name of a variable, not a secret
-
-
-def _token_secret(args: argparse.Namespace) -> TokenSecrets:
-    """--token-secret-file, else $LINEAGE_TOKEN_SECRET (one version), else <ledger>.secret (created 0600 if
-    absent); every version the file holds (lineage_ledger.token_secrets)."""
-    from lineage_ledger.service.auth import TOKEN_SECRET_SUFFIX, create_token_secret
-    from lineage_ledger.token_secrets import TokenSecrets, load_token_secrets
-
-    if args.token_secret_file:
-        return load_token_secrets(args.token_secret_file)
-    from_env = os.environ.get(TOKEN_SECRET_ENV_VAR, "").strip().encode()
-    if from_env:
-        return TokenSecrets.single(from_env)  # InputError (exit 2) for a secret that is too short
-    path = _default_key_path(args.ledger, TOKEN_SECRET_SUFFIX)
-    return load_token_secrets(path) if path.exists() else TokenSecrets.single(create_token_secret(path))
-
-
-def _api_key_path(args: argparse.Namespace) -> Path:
-    from lineage_ledger.service.auth import API_KEYS_SUFFIX
-
-    return Path(args.api_keys) if args.api_keys else _default_key_path(args.ledger, API_KEYS_SUFFIX)
-
-
-def _open_shard(args: argparse.Namespace) -> tuple[Ledger, ShardLayout]:
-    """Shard ``--shard`` of the sharded ledger ``--ledger``, open for writing (signed with the root's log key),
-    and the root's layout. InputError if --ledger is not a sharded root or has no such shard."""
-    from lineage_ledger.ledger.shards import read_layout, shard_url
-
-    layout = read_layout(args.ledger)
-    if layout is None:
-        raise InputError("--shard", f"{args.ledger} is not the root of a sharded ledger")
-    if not 0 <= args.shard < layout.shards:
-        raise InputError("--shard", f"{args.ledger} has shards 0 to {layout.shards - 1}, not {args.shard}")
-    settings = _settings(args, long_running=True)
-    return Ledger.open(shard_url(args.ledger, args.shard), _log_signer(args), settings=settings), layout
 
 
 def _served_ledger(args: argparse.Namespace) -> Ledger:

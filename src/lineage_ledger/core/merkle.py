@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from lineage_ledger.errors import InconsistencyError, InputError, ProofError, RootMismatchError, StoreError
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "TILE_STRIDE",
     "CompactRange",
     "NodeGetter",
     "NodeVisitor",
@@ -535,6 +536,10 @@ class CompactRange:
 
 
 # Tiled node storage --------------------------------------------------------------------------------------
+
+TILE_STRIDE: Final = 8
+"""The ledger's stores keep the perfect nodes of every TILE_STRIDE-th level (8, 16, ...) beside the leaf
+hashes: what the writer stores, the verifier checks and TiledNodeReader reads back."""
 
 
 class TiledNodeReader:

@@ -32,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TOKEN_EVENT_TYPES",
     "TOKEN_ID_FORM",
+    "TOKEN_ID_PATTERN",
     "AssetRef",
     "DataEvent",
     "DataPayload",
@@ -66,7 +67,7 @@ TOKEN_EVENT_TYPES: Final = (
 DATA_EVENT_TYPES: Final = ("CREATED", "TRANSFORMED", "AGGREGATED", "TRANSMITTED", "ACCESSED", "DELETED")
 
 _EVENT_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-_TOKEN_ID = TOKEN_ID_PATTERN
+_TOKEN_ID = TOKEN_ID_PATTERN  # its one home is core.crypto, beside the fingerprint it describes
 _TOKEN_ID_RE = re.compile(_TOKEN_ID)
 TOKEN_ID_FORM: Final = (
     "an HMAC-SHA256 fingerprint: 64 lowercase hex digits, optionally '<region>:' first and '.v<n>' "  # noqa: S105

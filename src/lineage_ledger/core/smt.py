@@ -30,7 +30,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from lineage_ledger.core.encoding import MAX_SAFE_INTEGER
 from lineage_ledger.errors import (
@@ -45,7 +45,9 @@ from lineage_ledger.errors import (
 __all__ = [
     "EMPTY",
     "HASH_SIZE",
+    "INTERIOR_PREFIX",
     "KEY_BITS",
+    "LEAF_PREFIX",
     "Interior",
     "Leaf",
     "MapProof",
@@ -72,8 +74,10 @@ EMPTY: bytes = bytes(HASH_SIZE)
 """Hash of a subtree with no leaves, and so the root of the empty map: 32 zero bytes."""
 
 _sha256 = hashlib.sha256
-_LEAF_PREFIX = b"\x10"
-_INTERIOR_PREFIX = b"\x11"
+LEAF_PREFIX: Final = b"\x10"
+"""The first byte hashed into a leaf node: SHA-256(0x10 || key || value hash)."""
+INTERIOR_PREFIX: Final = b"\x11"
+"""The first byte hashed into an interior node: SHA-256(0x11 || left || right)."""
 _TOP_BIT = KEY_BITS - 1
 _HEX_PATTERN = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -108,7 +112,7 @@ def leaf_node_hash(key: bytes, value_hash: bytes) -> bytes:
     """
     _check_hash(key, "key")
     _check_hash(value_hash, "value_hash")
-    return _sha256(_LEAF_PREFIX + key + value_hash).digest()
+    return _sha256(LEAF_PREFIX + key + value_hash).digest()
 
 
 def interior_hash(left: bytes, right: bytes) -> bytes:
@@ -118,7 +122,7 @@ def interior_hash(left: bytes, right: bytes) -> bytes:
     """
     _check_hash(left, "left")
     _check_hash(right, "right")
-    return _sha256(_INTERIOR_PREFIX + left + right).digest()
+    return _sha256(INTERIOR_PREFIX + left + right).digest()
 
 
 # Values and nodes ----------------------------------------------------------------------------------------
@@ -191,7 +195,7 @@ class Leaf:
 
     def node_hash(self) -> bytes:
         """Return this node's hash, ``leaf_node_hash(key, value.value_hash())``: the id it is stored under."""
-        return _sha256(_LEAF_PREFIX + self.key + _value_digest(self.value)).digest()
+        return _sha256(LEAF_PREFIX + self.key + _value_digest(self.value)).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +212,7 @@ class Interior:
 
     def node_hash(self) -> bytes:
         """Return this node's hash, ``interior_hash(left, right)``: the id it is stored under."""
-        return _sha256(_INTERIOR_PREFIX + self.left + self.right).digest()
+        return _sha256(INTERIOR_PREFIX + self.left + self.right).digest()
 
 
 Node: TypeAlias = Leaf | Interior
@@ -237,9 +241,9 @@ def _fetch(read: NodeReader, node_hash: bytes, depth: int, *, checked: bool = Fa
             raise StoreError(f"the store returned a {type(node).__name__} for node {node_hash.hex()}")
         return node
     if isinstance(node, Interior):
-        calculated = _sha256(_INTERIOR_PREFIX + node.left + node.right).digest()
+        calculated = _sha256(INTERIOR_PREFIX + node.left + node.right).digest()
     elif isinstance(node, Leaf):
-        calculated = _sha256(_LEAF_PREFIX + node.key + _value_digest(node.value)).digest()
+        calculated = _sha256(LEAF_PREFIX + node.key + _value_digest(node.value)).digest()
     else:
         raise StoreError(f"the store returned a {type(node).__name__} for node {node_hash.hex()}")
     if calculated != node_hash:
@@ -318,7 +322,7 @@ class _Batch:
                 return EMPTY
             if count == 1:
                 key, value = self.keys[lo], self.values[lo]
-                leaf_hash = _sha256(_LEAF_PREFIX + key + _value_digest(value)).digest()
+                leaf_hash = _sha256(LEAF_PREFIX + key + _value_digest(value)).digest()
                 # Only the old leaf itself can equal a new leaf here: same key, same value.
                 if leaf_hash != old_leaf and self.created is not None:
                     self.created[leaf_hash] = _made_leaf(key, value)
@@ -337,7 +341,7 @@ class _Batch:
         return self._interior(left, right)
 
     def _interior(self, left: bytes, right: bytes) -> bytes:
-        node_hash = _sha256(_INTERIOR_PREFIX + left + right).digest()
+        node_hash = _sha256(INTERIOR_PREFIX + left + right).digest()
         if self.created is not None:
             self.created[node_hash] = _made_interior(left, right)
         return node_hash
@@ -598,7 +602,7 @@ def verify(root: bytes, key: bytes, value: SubjectHead | None, proof: MapProof) 
     if depth and siblings[-1] == EMPTY:
         raise ProofError("the proof's last sibling is empty, so its terminal is not where the tree keeps it")
     sha = _sha256
-    prefix = _INTERIOR_PREFIX
+    prefix = INTERIOR_PREFIX
     for depth_above in range(depth - 1, -1, -1):
         sibling = siblings[depth_above]
         if (path >> (_TOP_BIT - depth_above)) & 1:

@@ -87,8 +87,6 @@ class Pipeline(Generic[T]):
     def __init__(self, ledger: Ledger, *, depth: int = 1) -> None:
         if depth < 1:
             raise InputError("depth", f"must be at least 1, not {depth}")
-        if ledger._pipeline is not None:
-            raise LedgerError("this ledger already has an open pipeline")
         self._ledger = ledger
         self._depth = depth
         self._flight: deque[_Group[T]] = deque()
@@ -96,7 +94,7 @@ class Pipeline(Generic[T]):
         self._failed = False  # set on the commit thread when a write fails; later writes are skipped
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lineage-commit")
         self._closed = False
-        ledger._pipeline = self  # type: ignore[assignment]  # the ledger only settles and closes it
+        ledger.attach_stage(self)
 
     @property
     def in_flight(self) -> int:
@@ -127,7 +125,7 @@ class Pipeline(Generic[T]):
             outcomes = ledger.append_together(batches, positions)
             self._done.append(Done(tag, outcomes, ledger.size, ledger.sealed_size))
             return self._take()
-        results, write = ledger._stage_together(batches, [row for rows in positions for row in rows])
+        results, write = ledger.stage_together(batches, [row for rows in positions for row in rows])
         group = _Group(tag, list(batches), positions, results, write, ledger.size, ledger.sealed_size)
         group.future = self._thread.submit(self._write, write)
         self._flight.append(group)
@@ -153,7 +151,7 @@ class Pipeline(Generic[T]):
         finally:
             self._closed = True
             self._thread.shutdown(wait=True)
-            self._ledger._pipeline = None
+            self._ledger.detach_stage(self)
 
     def __enter__(self) -> Pipeline[T]:
         return self
@@ -191,8 +189,7 @@ class Pipeline(Generic[T]):
                 return
             self._flight.popleft()
             self._done.append(Done(group.tag, list(group.results), group.size, group.sealed_size))
-            if ledger._listeners:
-                ledger._notify(group.write.entries)
+            ledger.landed(group.write)
 
     def _recover(self) -> None:
         """A write failed: the rest in flight were skipped. Reload the ledger's state from the store and append
@@ -204,7 +201,7 @@ class Pipeline(Generic[T]):
             group.future.exception()
         self._failed = False
         ledger = self._ledger
-        ledger._stale = True  # the state adopted for the groups in flight is not the store's
+        ledger.discard_staged()  # the state adopted for the groups in flight is not the store's
         for i, group in enumerate(groups):
             before = _stored_size(ledger)
             try:

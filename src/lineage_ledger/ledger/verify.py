@@ -2,6 +2,7 @@
 
 What is checked, and how a failure is reported (a Problem with the first bad index or block):
 
+* the settings recorded at creation: present, and of the format this verifier knows;
 * every entry: its leaf hash recomputed from the stored bytes, and every derived column (index, subject,
   event id, parent, prev, verdict) against those bytes; a gap in the indices is a deletion;
 * every envelope: its producer key (from the key entries in the log itself) was valid when the batch was
@@ -29,8 +30,9 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
   entries' events give, SQLite's subject index exactly the entries' (subject, index) pairs (_Derived), and
   the revocation set exactly the tokens the lifecycle rules revoked, each at the entry that revoked it. A
   row removed, changed or slipped in is reported, with the chunk of entries whose rows differ. And the
-  stored subject map that completeness proofs are read from: every node under the newest stored map root,
-  present and hashing to its name (_check_stored_map).
+  stored subject map that completeness proofs are read from: every node under the newest stored map root
+  present (_check_stored_map), and every stored node hashing to its name; every envelope row named by an
+  entry, its first index that of the first entry naming it (ledger.stored_rows, docs/storage.md).
 
 How the work is split. The log is cut into chunks of whole blocks. A worker process reads each chunk once and
 does everything that needs only the chunk: hashes, columns, blocks, tree nodes, the envelopes the chunk refers
@@ -85,26 +87,27 @@ from lineage_ledger.core.entry import (
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.merkle import (
+    TILE_STRIDE,
     CompactRange,
     TiledNodeReader,
     consistency_proof,
     verify_consistency,
 )
 from lineage_ledger.core.model import Event, TokenEvent, head_ok
-from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note
+from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note, parse_verifier_key
 from lineage_ledger.core.routing import local_tokens
 from lineage_ledger.errors import LedgerError
+from lineage_ledger.ledger import stored_rows
 from lineage_ledger.ledger.commitments import commitment_problems
 from lineage_ledger.ledger.completeness import checked_node
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, data_links, stored_below, token_links
 from lineage_ledger.ledger.log_keys import check_key_chain
+from lineage_ledger.ledger.writer import FORMAT
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import EntryRow, EnvelopeRow
 
 __all__ = ["Problem", "VerifyReport", "verify_ledger"]
-
-TILE_STRIDE: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,8 +347,8 @@ class _ChunkResult:
     seals: list[_Seal]
     problems: list[Problem]
     envelope_problems: list[Problem]
-    envelopes: list[bytes]
-    """Digests of the envelopes the chunk's events refer to."""
+    envelopes: list[tuple[bytes, int]]
+    """(digest, index of its first entry in the chunk) of the envelopes the chunk's events refer to."""
     first_links: dict[Any, tuple[int, Any]]
     """Subject column -> (index, prev column) of the subject's first entry in the chunk."""
     last_links: dict[Any, Any]
@@ -436,7 +439,7 @@ def _verify_chunk(
     # envelope digest (hex) -> (event leaves, producer, key id); the digests of envelopes not in the store
     envelope_cache: dict[str, tuple[bytes, str, str]] = {}
     envelopes_missing: set[str] = set()
-    envelope_digests: list[bytes] = []
+    envelope_digests: list[tuple[bytes, int]] = []
 
     def first_use(entry: _LeanEventEntry, idx: int) -> tuple[bytes, str, str] | None:
         """An envelope first named in this chunk: read it and check it at this use (its first use in the log
@@ -451,7 +454,7 @@ def _verify_chunk(
             envelopes_missing.add(hex_digest)
             return None
         env = envelope_cache[hex_digest] = (e_row.event_leaves, e_row.producer, e_row.key_id)
-        envelope_digests.append(digest)
+        envelope_digests.append((digest, idx))
         why = _envelope_problem(e_row, digest, entry.producer, entry.key_id, entry.recorded_at, keyring)
         if why is not None:
             envelope_problems.append(
@@ -545,7 +548,7 @@ def _verify_chunk(
             elif type(entry) is SealEntry:
                 h = entry.block
                 blk = h.number
-                if subject != BLOCKS_SUBJECT or event_id is not None or parent is not None:
+                if subject != BLOCKS_SUBJECT or event_id is not None or parent is not None or verdict != "ok":
                     problem("derived_column", f"seal {idx}: derived columns differ from its bytes", idx, blk)
                 if h.first != block_first or h.last != idx - 1:
                     problem(
@@ -574,7 +577,7 @@ def _verify_chunk(
                 seen = touched.get(subject)
                 touched[subject] = (leaf, seen[1] + 1 if seen else 1, idx)
                 what, own = own_subject(entry)
-                if subject != own or event_id is not None:
+                if subject != own or event_id is not None or parent is not None or verdict != "ok":
                     problem("derived_column", f"{what} entry {idx}: derived columns differ from its bytes", idx)
         if expected < end:
             problem("missing", f"entries {expected}..{end - 1} are missing (deleted)", expected)
@@ -709,8 +712,8 @@ class _Chains:
         ]
 
 
-_MAP_LEAF: Final = b"\x10"
-_MAP_INTERIOR: Final = b"\x11"
+_MAP_LEAF: Final = smt.LEAF_PREFIX
+_MAP_INTERIOR: Final = smt.INTERIOR_PREFIX
 _MAP_TOP_BIT: Final = smt.KEY_BITS - 1
 
 
@@ -997,7 +1000,8 @@ class _Merge:
         self.subject_map = _SubjectMap()
         self.crossing: list[tuple[int, int, bytes]] = []
         self.contiguous = True
-        self.envelopes: set[bytes] = set()
+        self.envelopes: dict[bytes, int] = {}
+        """Digest -> the index of the first entry naming the envelope."""
 
     def _visit(self, level: int, index: int, digest: bytes) -> None:
         if level % TILE_STRIDE == 0:
@@ -1007,7 +1011,8 @@ class _Merge:
         report = self.report
         report.problems.extend(res.problems)
         report.problems.extend(res.envelope_problems)
-        self.envelopes.update(res.envelopes)
+        for digest, first in res.envelopes:
+            self.envelopes.setdefault(digest, first)
         self.chains.absorb(res)
         self.verdicts.absorb(res)
         self.links.add(res.start, res.link_sum, res.links_above)
@@ -1182,6 +1187,14 @@ def verify_ledger(
         if not meta:
             report.problems.append(Problem("meta", "the store holds no ledger"))
             return report
+        if missing := stored_rows.meta_problems(meta, FORMAT):
+            report.problems.extend(Problem("meta", message, index) for message, index in missing)
+            return report
+        try:
+            parse_verifier_key(meta.get("verifier_key", ""))
+        except LedgerError as e:
+            report.problems.append(Problem("meta", f"the verifier key copy in the database: {e}"))
+            return report
         chain, chain_problems = check_key_chain(store, verifier)
         if verifier is None:
             verifier = chain.original
@@ -1327,6 +1340,7 @@ def verify_ledger(
             except LedgerError as e:
                 report.problems.append(Problem("derived_index", f"cannot read the derived indexes: {e}"))
             _check_stored_map(store, seal_rows, report)
+            _check_stored_rows(store, merge.envelopes, report)
         for cp in signed:
             if roots.get(cp.size) != cp.root_hash:
                 report.problems.append(
@@ -1410,6 +1424,17 @@ def _check_stored_map(store: Any, seal_rows: Sequence[EntryRow], report: VerifyR
             shown.append(Problem("map_node", f"... and {len(problems) - len(shown)} more", row.index))
         report.problems.extend(shown)
         return
+
+
+def _check_stored_rows(store: Any, first_uses: dict[bytes, int], report: VerifyReport) -> None:
+    """The envelope rows' first indexes and every stored subject-map node (ledger.stored_rows)."""
+    try:
+        found = stored_rows.envelope_row_problems(store.envelope_first_indexes(), first_uses)
+        report.problems.extend(Problem("envelope", message, index) for message, index in found)
+        found = stored_rows.map_node_row_problems(store.map_node_rows())
+        report.problems.extend(Problem("map_node", message, index) for message, index in found)
+    except LedgerError as e:
+        report.problems.append(Problem("derived_index", f"cannot read the stored rows: {e}"))
 
 
 def _links_below(store: Any, checkpoint_size: int) -> int | None:

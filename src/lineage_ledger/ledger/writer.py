@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from lineage_ledger.core import lifecycle, smt
 from lineage_ledger.core.crypto import Signer
-from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import (
     BLOCKS_SUBJECT,
     ZERO_HASH,
@@ -56,6 +54,7 @@ from lineage_ledger.core.hlc import HybridClock, parse_reading
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.log_key import LOG_KEY_SUBJECT, sign_rotation
 from lineage_ledger.core.merkle import (
+    TILE_STRIDE,
     CompactRange,
     TiledNodeReader,
     consistency_proof,
@@ -88,21 +87,28 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     OffsetRow,
-    PolicyRow,
     PromiseRow,
     QuarantineRow,
     SchemaRow,
     Store,
 )
 
-if TYPE_CHECKING:
-    from lineage_ledger.ledger.pipeline import Pipeline
+__all__ = ["AppendResult", "CheckedBatch", "CommitStage", "Ledger", "LedgerSettings", "Receipt"]
 
-__all__ = ["AppendResult", "CheckedBatch", "Ledger", "LedgerSettings", "Receipt"]
-
-TILE_STRIDE: Final = 8
 _log = logging.getLogger(__name__)
 FORMAT: Final = "lineage-ledger/1"
+
+
+class CommitStage(Protocol):
+    """What the ledger asks of the commit stage attached to it (ledger.pipeline.Pipeline)."""
+
+    def settle(self) -> None:
+        """Return once every write staged so far has landed (or been appended again)."""
+        ...
+
+    def close(self) -> None:
+        """Let what is in flight land and stop; the stage detaches itself."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +289,7 @@ class Ledger:
         self._listeners: list[Callable[[list[EntryRow]], object]] = []
         self._clock_source = clock
         self._stale = False
-        self._pipeline: Pipeline[object] | None = None
+        self._pipeline: CommitStage | None = None
         """The open pipeline, if any: writes made outside it first wait for what it has in flight."""
         self._load(clock)
 
@@ -449,6 +455,16 @@ class Ledger:
         """
         self._listeners.append(listener)
 
+    def landed(self, write: BatchWrite) -> None:
+        """For a commit stage: ``write`` (from ``stage_together``) is durable; the listeners hear of its rows."""
+        if self._listeners:
+            self._notify(write.entries)
+
+    def discard_staged(self) -> None:
+        """For a commit stage: a staged write failed, so the state adopted for it and for every write staged
+        after it is not the store's. The ledger reloads its state from the store before its next write."""
+        self._stale = True
+
     def _notify(self, rows: list[EntryRow]) -> None:
         for listener in self._listeners:
             try:
@@ -531,12 +547,12 @@ class Ledger:
         self._preload({subject})
         return self._cache[subject].token or lifecycle.NEVER_SEEN
 
-    def is_active(self, token_id: str, now_ns: int | None = None) -> bool:
-        """RFC 7662 "active": issued or activated, and not revoked, rotated away or expired, nor derived from a
-        revoked token when the lifecycle policy cascades revocations."""
-        now = time.time_ns() if now_ns is None else now_ns
-        state, _ = lifecycle.effective_state(token_id, self.token_state, self.settings.lifecycle, now)
-        return state.active_at(now)
+    def is_active(self, token_id: str, now_ns: int) -> bool:
+        """RFC 7662 "active" at ``now_ns`` (the caller's clock): issued or activated, and not revoked, rotated
+        away or expired by then, nor derived from a revoked token when the lifecycle policy cascades
+        revocations."""
+        state, _ = lifecycle.effective_state(token_id, self.token_state, self.settings.lifecycle, now_ns)
+        return state.active_at(now_ns)
 
     # -- producer keys ----------------------------------------------------------------------------------
 
@@ -814,11 +830,26 @@ class Ledger:
     ) -> AppendResult:
         return self._sequence_many([_Part(opened, events, positions, duplicates)], offsets)[0]
 
-    def _stage_together(
+    # -- the interface of a commit stage (ledger.pipeline) -----------------------------------------------
+
+    def attach_stage(self, stage: CommitStage) -> None:
+        """Make ``stage`` the ledger's one commit stage: writes made outside it first let it settle, and
+        ``close`` closes it. LedgerError if another stage is attached."""
+        if self._pipeline is not None:
+            raise LedgerError("this ledger already has an open pipeline")
+        self._pipeline = stage
+
+    def detach_stage(self, stage: CommitStage) -> None:
+        """Forget ``stage`` (once it has let everything in flight land)."""
+        if self._pipeline is stage:
+            self._pipeline = None
+
+    def stage_together(
         self, batches: Sequence[CheckedBatch], offsets: Sequence[OffsetRow]
     ) -> tuple[list[AppendResult], BatchWrite]:
-        """For Pipeline: sequence ``batches`` as append_many would and adopt the resulting state now, returning
-        the results and the one write that makes them durable (the caller writes it, or reloads on failure)."""
+        """For a commit stage: sequence ``batches`` as append_many would and adopt the resulting state now,
+        returning the results and the one write that makes them durable. The stage writes it and then calls
+        ``landed`` with it; if the write fails it calls ``discard_staged`` before appending again."""
         parts = [_Part(b.opened, b.events, list(range(len(b.events))), {}) for b in batches]
         deferred: list[BatchWrite] = []
         results = self._sequence_many(parts, offsets, deferred)
@@ -864,7 +895,6 @@ class Ledger:
         k = 0
         rows: list[EntryRow] = []
         envelope_rows: list[EnvelopeRow] = []
-        policies: list[PolicyRow] = []
         revocations: list[tuple[str, int]] = []
         links: list[Link] = []
         all_receipts: list[dict[int, Receipt]] = []
@@ -899,16 +929,6 @@ class Ledger:
                 else:
                     assert type(ev) is PolicyEvent
                     subject = "policy:" + ev.policy_id
-                    document = canonical_bytes(ev.payload.document)
-                    policies.append(
-                        PolicyRow(
-                            hashlib.sha256(document).digest(),
-                            ev.policy_id,
-                            ev.payload.policy_version,
-                            index,
-                            document,
-                        )
-                    )
                 cur = overlay.get(subject) or cache[subject]
                 prev = cur.head
                 body = event_entry_bytes(
@@ -934,7 +954,7 @@ class Ledger:
                 )
             )
 
-        extra = BatchWrite(policies=policies, revocations=revocations, links=links, offsets=list(offsets))
+        extra = BatchWrite(revocations=revocations, links=links, offsets=list(offsets))
         touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
         promised = self._commit(
             rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched, deferred

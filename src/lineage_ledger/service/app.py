@@ -11,9 +11,9 @@ What it guarantees:
 * Time-based sealing. A background task calls ``Ledger.tick()`` every ``tick_seconds`` on the writer thread.
 * Nothing can be changed or deleted through the API: there is no PUT, PATCH or DELETE route, and every POST
   only appends (batches, key changes, REVOKED events) or only reads (introspection, verification).
-* Every endpoint except ``/healthz`` needs ``Authorization: Bearer <API key>``; ENDPOINT_ROLES is the one
-  table of which roles may call what. A producer may append only batches whose signed statement names its
-  own producer id.
+* Every endpoint except PUBLIC_ENDPOINTS (liveness, readiness, the OpenAPI document and its Swagger UI page)
+  needs ``Authorization: Bearer <API key>``; ENDPOINT_ROLES is the one table of which roles may call what.
+  A producer may append only batches whose signed statement names its own producer id.
 * Errors are RFC 9457 problem details (see problems.py); a refused request has written nothing.
 * Raw bearer tokens, which reach the service only in the form bodies of /v1/revoke and /v1/introspect, are
   turned into their HMAC fingerprint at once and are never stored or logged; the access log records the
@@ -72,7 +72,8 @@ from lineage_ledger.ledger.query import trace_token
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.service.apikeys import APIKEY_ENDPOINTS, add_apikey_routes
-from lineage_ledger.service.auth import ROLES, ApiKeyStore, Principal, Role
+from lineage_ledger.service.auth import ApiKeyStore, Principal, Role
+from lineage_ledger.service.docs import add_docs_routes
 from lineage_ledger.service.openapi import document_problems
 from lineage_ledger.service.problems import HttpProblem, ProblemType, problem_for, problem_response
 from lineage_ledger.service.queries import QUERY_ENDPOINTS, add_query_routes
@@ -87,6 +88,7 @@ from lineage_ledger.token_secrets import TokenSecrets, merged_state
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "ENDPOINT_ROLES",
+    "PUBLIC_ENDPOINTS",
     "SERVICE_PRODUCER",
     "call_on_writer",
     "create_app",
@@ -98,10 +100,9 @@ DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 SERVICE_PRODUCER: Final = "lineage-service"
 """The producer id under which the service signs the REVOKED events of RFC 7009 revocations."""
 
-_ANY: Final[frozenset[Role]] = frozenset(ROLES)
+PUBLIC_ENDPOINTS: Final = frozenset({"GET /healthz", "GET /readyz", "GET /openapi.json", "GET /docs"})
+"""Answered without an API key: they tell nothing about what the ledger holds."""
 ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
-    "GET /openapi.json": _ANY,
-    "GET /readyz": _ANY,
     "POST /v1/batches": frozenset({"producer"}),
     "GET /v1/entries/{index}": frozenset({"auditor"}),
     "GET /v1/tokens/{token_id}/timeline": frozenset({"auditor"}),
@@ -120,7 +121,7 @@ ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     **dict.fromkeys(TILE_ENDPOINTS, frozenset({"auditor"})),  # anyone, with serve --public-log
     **dict.fromkeys(APIKEY_ENDPOINTS, frozenset({"admin"})),
 }
-"""Which roles may call which endpoint (``/healthz`` needs no key). The one authorisation table."""
+"""Which roles may call which endpoint (PUBLIC_ENDPOINTS need no key). The one authorisation table."""
 
 log = logging.getLogger("lineage_ledger.service")
 
@@ -876,22 +877,23 @@ def _add_operational_routes(app: FastAPI, service: _Service) -> None:
         """The process is up and answering. Touches nothing else."""
         return {"status": "ok"}
 
-    endpoint = "GET /readyz"
+    @app.get("/readyz", tags=["operations"], summary="Readiness (no authentication)")
+    async def readyz() -> dict[str, bool]:
+        """Ready when the writer thread and the read connection both answer; 503 when the writer is saturated.
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness", openapi_extra=_route_extra(endpoint))
-    async def readyz(_: Annotated[Principal, Depends(_guard(service, endpoint))]) -> dict[str, Any]:
-        """Ready when the writer thread and the read connection both answer; 503 with Retry-After when the
-        writer is saturated, or after a write found the disk full until space returns."""
+        503 with Retry-After after a write found the disk full, until space returns. It answers without a
+        key (for orchestrators' probes), so it says nothing about the log's contents.
+        """
         service.storage.check()
-        size, sealed = await service.writer.run(lambda: (service.ledger.size, service.ledger.sealed_size))
+        await service.writer.run(lambda: service.ledger.size)
         await run_in_threadpool(service.reads.size)
-        return {"ready": True, "size": size, "sealed_size": sealed}
-
-    openapi = "GET /openapi.json"
+        return {"ready": True}
 
     @app.get("/openapi.json", include_in_schema=False)
-    async def openapi_document(_: Annotated[Principal, Depends(_guard(service, openapi))]) -> JSONResponse:
+    async def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())
+
+    add_docs_routes(app, title=app.title, openapi_url="/openapi.json")
 
 
 _ENVELOPE_SCHEMA: Final = {

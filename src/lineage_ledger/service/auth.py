@@ -17,7 +17,6 @@ role to the endpoints it may call.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -35,7 +34,7 @@ from typing import Final, Literal, get_args
 from lineage_ledger.core.crypto import MIN_FINGERPRINT_SECRET_SIZE
 from lineage_ledger.core.entry import PRODUCER_PATTERN, UTC_TIME_PATTERN, ApiKeyChange
 from lineage_ledger.errors import ConflictError, InputError, KeyringError, NotFoundError
-from lineage_ledger.keys import read_private_file
+from lineage_ledger.keys import read_private_file, write_private_file
 
 __all__ = [
     "API_KEYS_SUFFIX",
@@ -67,7 +66,6 @@ _UTC_RE: Final = re.compile(UTC_TIME_PATTERN)
 _MAX_GRACE_SECONDS: Final = 90 * 86400
 _KEY_RE: Final = re.compile(r"llk_([0-9a-f]{16})_[A-Za-z0-9_-]{43}")
 _PRODUCER_RE: Final = re.compile(PRODUCER_PATTERN)
-_PRIVATE_MODE: Final = 0o600
 _GROUP_OTHER_BITS: Final = 0o077
 _MAX_FILE_SIZE: Final = 16 * 1024 * 1024
 _DUMMY_HASH: Final = hashlib.sha256(b"no such key").digest()
@@ -270,23 +268,10 @@ class ApiKeyStore:
         data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
         directory = self.path.absolute().parent
         directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".{self.path.name}.{secrets.token_hex(8)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(temporary, flags, _PRIVATE_MODE)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, self.path)
+            write_private_file(self.path, data, overwrite=True)
         except OSError as e:
             raise KeyringError(f"cannot write API key file {self.path}: {e.strerror}") from e
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
 
     def _change(self, key_id: str, update: Callable[[_Record | None], _Record]) -> _Record:
         """Under the lock, on the freshest records: build the new record, write it, adopt it."""
@@ -456,16 +441,10 @@ def create_token_secret(path: str | os.PathLike[str]) -> bytes:
     so far depends on it.
     """
     secret = secrets.token_hex(32).encode()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, _PRIVATE_MODE)
+        write_private_file(path, secret + b"\n", overwrite=False)
     except FileExistsError:
         raise KeyringError(f"token secret file {os.fspath(path)} already exists; refusing to overwrite it") from None
     except OSError as e:
         raise KeyringError(f"cannot create token secret file {os.fspath(path)}: {e.strerror}") from e
-    try:
-        os.write(fd, secret + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return secret

@@ -18,7 +18,6 @@ __all__ = [
     "EntryRow",
     "EnvelopeRow",
     "OffsetRow",
-    "PolicyRow",
     "PromiseRow",
     "QuarantineRow",
     "SchemaRow",
@@ -67,16 +66,6 @@ class PromiseRow(NamedTuple):
     first: int
     length: int
     promise: bytes
-
-
-class PolicyRow(NamedTuple):
-    """A policy document, content-addressed by the SHA-256 of its canonical bytes."""
-
-    digest: bytes
-    policy_id: str
-    version: str
-    index: int  # type: ignore[assignment]  # the log index of the POLICY_CHANGED entry
-    document: bytes
 
 
 class ChainBreak(NamedTuple):
@@ -132,7 +121,6 @@ class BatchWrite:
     checkpoint: CheckpointRow | None = None
     promise: PromiseRow | None = None
     """The log's signed promise about this write's entries (the seal entry aside)."""
-    policies: list[PolicyRow] = field(default_factory=list)
     revocations: list[tuple[str, int]] = field(default_factory=list)
     """(token subject, log index of the REVOKED entry) for tokens this batch revokes."""
     map_nodes: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -245,8 +233,9 @@ class Store(Protocol):
         """The checkpoint with the largest size, if any."""
         ...
 
-    def promises(self, start_first: int = 0) -> list[PromiseRow]:
-        """Signed promises whose first index is >= start_first, in index order."""
+    def promises(self, start_first: int = -(1 << 63)) -> list[PromiseRow]:
+        """Signed promises whose first index is >= start_first (by default every row, a row filed below 0
+        included, for verify to judge), in index order."""
         ...
 
     def promise_covering(self, index: int) -> PromiseRow | None:
@@ -257,12 +246,9 @@ class Store(Protocol):
         """The envelope with this digest (NotFoundError if none)."""
         ...
 
-    def envelopes(self) -> Iterator[EnvelopeRow]:
-        """Every envelope, in order of first index."""
-        ...
-
-    def policy(self, digest: bytes) -> PolicyRow:
-        """The policy document with this digest (NotFoundError if none)."""
+    def envelope_first_indexes(self) -> Iterator[tuple[bytes, int]]:
+        """Every stored envelope as (digest, index of its first entry), in digest order, read in pages (the
+        verifier checks each against the entries)."""
         ...
 
     def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
@@ -296,6 +282,11 @@ class Store(Protocol):
 
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         """The stored bytes of those of these subject-map nodes that exist, in one round trip per chunk."""
+        ...
+
+    def map_node_rows(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored subject-map node as (hash, bytes), in hash order, read in pages (the verifier checks
+        that each hashes to its name)."""
         ...
 
     def revoked(self, subjects: Sequence[str]) -> dict[str, int]:

@@ -41,17 +41,13 @@ from lineage_ledger.errors import (
     StorageFullError,
     StoreError,
 )
+from lineage_ledger.store._reads import ENTRY_COLUMNS, ENVELOPE_COLUMNS, SqlReads
 from lineage_ledger.store.base import (
     BatchWrite,
     ChainBreak,
-    CheckpointRow,
     EntryRow,
-    EnvelopeRow,
-    PolicyRow,
-    PromiseRow,
     QuarantineRow,
     SchemaRow,
-    keyset_pages,
 )
 from lineage_ledger.store.writer_lock import Holder, locked_message
 
@@ -204,15 +200,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ("promises",),
         "CREATE TABLE promises (first bigint PRIMARY KEY, length bigint NOT NULL, promise bytea NOT NULL)",
     ),
+    _migration(
+        5,
+        "drop the policies table: nothing read it, and the policy documents are in the log's own entries",
+        (),
+        "DROP TABLE policies",
+    ),
 )
 """Every schema step, oldest first. Append new steps; never edit one that has shipped."""
 
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 _MIGRATION_LOCK: Final = 0x6C696E656167  # pg_advisory_xact_lock key: serialises concurrent migrations
 _WRITER_LOCK: Final = 0x6C696E65_77726974  # pg_advisory_lock key the one writer holds for its session
-_ENTRY_COLS: Final = "idx, subject, event_id, parent, prev, leaf, verdict, body"
-_ENVELOPE_COLS: Final = "digest, producer, key_id, payload, signature, event_leaves, first_idx"
-_POLICY_COLS: Final = "digest, policy_id, version, idx, document"
+_ENTRY_COLS: Final = ENTRY_COLUMNS
+_ENVELOPE_COLS: Final = ENVELOPE_COLUMNS
 _COPY_ENTRIES: Final = f"COPY entries ({_ENTRY_COLS}) FROM STDIN (FORMAT BINARY)"
 _ENTRY_TYPES: Final = ("int8", "text", "text", "text", "bytea", "bytea", "text", "bytea")
 _PAGE: Final = 4096
@@ -386,8 +387,10 @@ def _entry(row: Sequence[Any]) -> EntryRow:
     return EntryRow(*row)
 
 
-class PostgresStore:
+class PostgresStore(SqlReads):
     """Store backed by one PostgreSQL database; one connection, one transaction per batch."""
+
+    _param = "%s"
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         self.url = url
@@ -544,11 +547,6 @@ class PostgresStore:
                     )
                 if batch.nodes:
                     cur.executemany("INSERT INTO nodes (level, idx, hash) VALUES (%s, %s, %s)", batch.nodes)
-                if batch.policies:
-                    cur.executemany(
-                        f"INSERT INTO policies ({_POLICY_COLS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        batch.policies,
-                    )
                 if batch.revocations:
                     cur.executemany("INSERT INTO revocations (subject, idx) VALUES (%s, %s)", batch.revocations)
                 if batch.map_nodes:
@@ -599,34 +597,6 @@ class PostgresStore:
                     raise StoreError(f"read failed: {e}") from e
             raise AssertionError("unreachable")
 
-    def size(self) -> int:
-        row = self._all("SELECT max(idx) FROM entries")[0]
-        return 0 if row[0] is None else int(row[0]) + 1
-
-    def lowest_index(self) -> int | None:
-        row = self._all("SELECT min(idx) FROM entries")[0]
-        return None if row[0] is None else int(row[0])
-
-    def entry(self, index: int) -> EntryRow:
-        rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE idx = %s", (index,))
-        if not rows:
-            raise NotFoundError(f"no entry at index {index}")
-        return _entry(rows[0])
-
-    def entries(self, start: int, end: int) -> Iterator[EntryRow]:
-        pos = start
-        while pos < end:
-            # pages of rows, not of indices: a run of missing indices does not end the range
-            rows = self._all(
-                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx >= %s AND idx < %s ORDER BY idx LIMIT %s",
-                (pos, end, _PAGE),
-            )
-            for row in rows:
-                yield _entry(row)
-            if len(rows) < _PAGE:
-                return
-            pos = int(rows[-1][0]) + 1
-
     def events_by_id(self, event_ids: Sequence[str]) -> dict[str, EntryRow]:
         rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE event_id = ANY(%s)", (list(event_ids),))
         return {row[2]: _entry(row) for row in rows}
@@ -665,84 +635,9 @@ class PostgresStore:
         )
         return [_entry(r) for r in rows]
 
-    def children_of(self, subject: str) -> list[EntryRow]:
-        rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent = %s ORDER BY idx", (subject,))
-        return [_entry(r) for r in rows]
-
-    def leaf_hashes(self, start: int, count: int) -> list[bytes]:
-        rows = self._all("SELECT leaf FROM entries WHERE idx >= %s AND idx < %s ORDER BY idx", (start, start + count))
-        if len(rows) != count:
-            raise NotFoundError(f"entries {start}..{start + count - 1} are not all present")
-        return [bytes(r[0]) for r in rows]
-
-    def nodes(self, level: int, start: int, count: int) -> list[bytes]:
-        if level == 0:
-            return self.leaf_hashes(start, count)
-        rows = self._all(
-            "SELECT hash FROM nodes WHERE level = %s AND idx >= %s AND idx < %s ORDER BY idx",
-            (level, start, start + count),
-        )
-        if len(rows) != count:
-            raise NotFoundError(f"tree nodes at level {level}, {start}..{start + count - 1} are missing")
-        return [bytes(r[0]) for r in rows]
-
-    def checkpoints(self, start_size: int = 0) -> list[CheckpointRow]:
-        rows = self._all("SELECT size, note FROM checkpoints WHERE size >= %s ORDER BY size", (start_size,))
-        return [CheckpointRow(*r) for r in rows]
-
-    def latest_checkpoint(self) -> CheckpointRow | None:
-        rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-        return CheckpointRow(*rows[0]) if rows else None
-
-    def promises(self, start_first: int = 0) -> list[PromiseRow]:
-        rows = self._all("SELECT first, length, promise FROM promises WHERE first >= %s ORDER BY first", (start_first,))
-        return [PromiseRow(r[0], r[1], bytes(r[2])) for r in rows]
-
-    def promise_covering(self, index: int) -> PromiseRow | None:
-        rows = self._all(
-            "SELECT first, length, promise FROM promises WHERE first <= %s ORDER BY first DESC LIMIT 1", (index,)
-        )
-        if not rows or rows[0][0] + rows[0][1] <= index:
-            return None
-        return PromiseRow(rows[0][0], rows[0][1], bytes(rows[0][2]))
-
-    def envelope(self, digest: bytes) -> EnvelopeRow:
-        rows = self._all(f"SELECT {_ENVELOPE_COLS} FROM envelopes WHERE digest = %s", (digest,))
-        if not rows:
-            raise NotFoundError(f"no envelope {digest.hex()}")
-        return EnvelopeRow(*rows[0])
-
-    def envelopes(self) -> Iterator[EnvelopeRow]:
-        for row in self._all(f"SELECT {_ENVELOPE_COLS} FROM envelopes ORDER BY first_idx"):
-            yield EnvelopeRow(*row)
-
-    def policy(self, digest: bytes) -> PolicyRow:
-        rows = self._all(f"SELECT {_POLICY_COLS} FROM policies WHERE digest = %s", (digest,))
-        if not rows:
-            raise NotFoundError(f"no policy document {digest.hex()}")
-        return PolicyRow(*rows[0])
-
-    def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
-        rows = self._all(
-            "SELECT at, idx, subject FROM links WHERE kind = %s AND key = %s AND at >= %s AND at < %s ORDER BY at, idx",
-            (kind, key, start, end),
-        )
-        return [(r[0], r[1], r[2]) for r in rows]
-
-    def map_node(self, digest: bytes) -> bytes | None:
-        rows = self._all("SELECT node FROM map_nodes WHERE hash = %s", (digest,))
-        return bytes(rows[0][0]) if rows else None
-
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         rows = self._all("SELECT hash, node FROM map_nodes WHERE hash = ANY(%s)", (list(digests),))
         return {bytes(r[0]): bytes(r[1]) for r in rows}
-
-    def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
-        select = "SELECT kind, key, at, idx, subject FROM links"
-        return keyset_pages(self._all, select, ("kind", "key", "at", "idx"), "%s")
-
-    def revocation_rows(self) -> list[tuple[str, int]]:
-        return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
 
     def subject_index_rows(self) -> tuple[int, Iterator[tuple[str, int]]] | None:
         return None  # entries_subject, an index of the database's own

@@ -25,14 +25,11 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StorageFullError, StoreError
+from lineage_ledger.store._reads import ENTRY_COLUMNS, SqlReads
 from lineage_ledger.store.base import (
     BatchWrite,
     ChainBreak,
-    CheckpointRow,
     EntryRow,
-    EnvelopeRow,
-    PolicyRow,
-    PromiseRow,
     QuarantineRow,
     SchemaRow,
     keyset_pages,
@@ -50,7 +47,6 @@ _TABLES: Final = (
     "nodes",
     "checkpoints",
     "promises",
-    "policies",
     "revocations",
     "links",
     "map_nodes",
@@ -91,13 +87,6 @@ CREATE TABLE IF NOT EXISTS nodes (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS promises (first INTEGER PRIMARY KEY, length INTEGER NOT NULL, promise BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS policies (
-    digest BLOB PRIMARY KEY,
-    policy_id TEXT NOT NULL,
-    version TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    document BLOB NOT NULL
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revocations (subject TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS map_nodes (hash BLOB PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS links (
@@ -366,7 +355,7 @@ def sqlite_path_from_url(url: str) -> str:
     return path
 
 
-_ENTRY_COLS: Final = "idx, subject, event_id, parent, prev, leaf, verdict, body"
+_ENTRY_COLS: Final = ENTRY_COLUMNS
 _ROWS_PER_INSERT: Final = 500
 
 
@@ -395,8 +384,10 @@ def _entry(row: Any) -> EntryRow:
     return EntryRow(*row)
 
 
-class SQLiteStore:
+class SQLiteStore(SqlReads):
     """Store backed by one SQLite database file (or memory, for tests and benchmarks)."""
+
+    _param = "?"
 
     def __init__(self, url: str, *, synchronous: str | None = None, readonly: bool = False) -> None:
         self.url = url
@@ -546,8 +537,6 @@ class SQLiteStore:
                 _insert_rows(db, "envelopes", 7, batch.envelopes)
             if batch.nodes:
                 _insert_rows(db, "nodes", 3, batch.nodes)
-            if batch.policies:
-                _insert_rows(db, "policies", 5, batch.policies, verb="INSERT OR IGNORE")
             if batch.revocations:
                 _insert_rows(db, "revocations", 2, batch.revocations)
             if batch.map_nodes:
@@ -582,35 +571,6 @@ class SQLiteStore:
                 return self._reads.execute(sql, params).fetchall()
             except sqlite3.Error as e:
                 raise StoreError(f"read failed: {e}") from e
-
-    def size(self) -> int:
-        row = self._all("SELECT max(idx) FROM entries")[0]
-        return 0 if row[0] is None else int(row[0]) + 1
-
-    def lowest_index(self) -> int | None:
-        row = self._all("SELECT min(idx) FROM entries")[0]
-        return None if row[0] is None else int(row[0])
-
-    def entry(self, index: int) -> EntryRow:
-        rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE idx = ?", (index,))
-        if not rows:
-            raise NotFoundError(f"no entry at index {index}")
-        return _entry(rows[0])
-
-    def entries(self, start: int, end: int) -> Iterator[EntryRow]:
-        step = 4096
-        pos = start
-        while pos < end:
-            # pages of rows, not of indices: a run of missing indices does not end the range
-            rows = self._all(
-                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?",
-                (pos, end, step),
-            )
-            for row in rows:
-                yield EntryRow(*row)
-            if len(rows) < step:
-                return
-            pos = rows[-1][0] + 1
 
     def events_by_id(self, event_ids: Sequence[str]) -> dict[str, EntryRow]:
         out: dict[str, EntryRow] = {}
@@ -714,77 +674,6 @@ class SQLiteStore:
             )
         ]
 
-    def children_of(self, subject: str) -> list[EntryRow]:
-        return [
-            _entry(r) for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent = ? ORDER BY idx", (subject,))
-        ]
-
-    def leaf_hashes(self, start: int, count: int) -> list[bytes]:
-        rows = self._all("SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, start + count))
-        if len(rows) != count:
-            raise NotFoundError(f"entries {start}..{start + count - 1} are not all present")
-        return [r[0] for r in rows]
-
-    def nodes(self, level: int, start: int, count: int) -> list[bytes]:
-        if level == 0:
-            return self.leaf_hashes(start, count)
-        rows = self._all(
-            "SELECT hash FROM nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
-            (level, start, start + count),
-        )
-        if len(rows) != count:
-            raise NotFoundError(f"tree nodes at level {level}, {start}..{start + count - 1} are missing")
-        return [r[0] for r in rows]
-
-    def checkpoints(self, start_size: int = 0) -> list[CheckpointRow]:
-        return [
-            CheckpointRow(*r)
-            for r in self._all("SELECT size, note FROM checkpoints WHERE size >= ? ORDER BY size", (start_size,))
-        ]
-
-    def latest_checkpoint(self) -> CheckpointRow | None:
-        rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-        return CheckpointRow(*rows[0]) if rows else None
-
-    def promises(self, start_first: int = 0) -> list[PromiseRow]:
-        rows = self._all("SELECT first, length, promise FROM promises WHERE first >= ? ORDER BY first", (start_first,))
-        return [PromiseRow(*r) for r in rows]
-
-    def promise_covering(self, index: int) -> PromiseRow | None:
-        rows = self._all(
-            "SELECT first, length, promise FROM promises WHERE first <= ? ORDER BY first DESC LIMIT 1", (index,)
-        )
-        return PromiseRow(*rows[0]) if rows and rows[0][0] + rows[0][1] > index else None
-
-    def envelope(self, digest: bytes) -> EnvelopeRow:
-        rows = self._all("SELECT * FROM envelopes WHERE digest = ?", (digest,))
-        if not rows:
-            raise NotFoundError(f"no envelope {digest.hex()}")
-        return EnvelopeRow(*rows[0])
-
-    def envelopes(self) -> Iterator[EnvelopeRow]:
-        for row in self._all("SELECT * FROM envelopes ORDER BY first_idx"):
-            yield EnvelopeRow(*row)
-
-    def policy(self, digest: bytes) -> PolicyRow:
-        rows = self._all("SELECT * FROM policies WHERE digest = ?", (digest,))
-        if not rows:
-            raise NotFoundError(f"no policy document {digest.hex()}")
-        return PolicyRow(*rows[0])
-
-    def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
-        return [
-            (r[0], r[1], r[2])
-            for r in self._all(
-                "SELECT at, idx, subject FROM links WHERE kind = ? AND key = ? AND at >= ? AND at < ? ORDER BY at, idx",
-                (kind, key, start, end),
-            )
-        ]
-
-    def map_node(self, digest: bytes) -> bytes | None:
-        rows = self._all("SELECT node FROM map_nodes WHERE hash = ?", (digest,))
-        return bytes(rows[0][0]) if rows else None
-
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}
         for i in range(0, len(digests), 900):
@@ -795,13 +684,6 @@ class SQLiteStore:
                 for h, n in self._all(f"SELECT hash, node FROM map_nodes WHERE hash IN ({marks})", chunk)
             )
         return out
-
-    def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
-        select = "SELECT kind, key, at, idx, subject FROM links"
-        return keyset_pages(self._all, select, ("kind", "key", "at", "idx"), "?")
-
-    def revocation_rows(self) -> list[tuple[str, int]]:
-        return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
 
     def subject_index_rows(self) -> tuple[int, Iterator[tuple[str, int]]] | None:
         if self._legacy:

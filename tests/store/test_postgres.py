@@ -103,9 +103,9 @@ def test_a_ledger_from_an_older_schema_opens_migrated_with_its_data_intact(postg
     with pytest.raises(StoreError, match="schema version 1"):  # a reader may not migrate; it says how to
         PostgresStore(url, readonly=True)
 
-    store = PostgresStore(url)  # the owner opens it for writing: migrations 2 and 3 run
-    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3]
-    assert SCHEMA_VERSION == 3
+    store = PostgresStore(url)  # the owner opens it for writing: migrations 2 to 4 run
+    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
+    assert SCHEMA_VERSION == 4
     assert sql(url, "SELECT idx, subject, event_id, prev, leaf, body FROM entries ORDER BY idx") == before
     assert store.size() == 3
     assert [r.body for r in store.entries(0, 3)] == [b'{"i":0}', b'{"i":1}', b'{"i":2}']
@@ -138,7 +138,7 @@ def test_provision_migrates_an_older_ledger_for_its_roles(postgres_server: str) 
 
     name = f"ledger_old_{uuid.uuid4().hex[:8]}"
     _old_ledger(postgres_server, name)
-    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3]
+    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3, 4]
     assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == []  # idempotent
     writer = open_store(with_database(postgres_server, name, user=WRITER_ROLE))
     assert writer.size() == 3
@@ -200,7 +200,7 @@ def test_provision_grants_insert_and_select_to_the_writer_and_select_to_the_audi
         "ALTER TABLE entries DISABLE TRIGGER USER",
         "DROP TRIGGER entries_append_only ON entries",
         "DROP TABLE checkpoints",
-        "INSERT INTO schema_migrations (version) VALUES (3)",
+        "INSERT INTO schema_migrations (version) VALUES (4)",
         "CREATE TABLE entries_shadow (idx bigint)",
     ],
 )

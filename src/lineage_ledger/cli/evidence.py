@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lineage_ledger.cli.witness import add_policy_arguments, load_witness_key
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.evidence import export_evidence
 from lineage_ledger.offline import BundleReport, verify_bundle
@@ -86,7 +87,8 @@ def _show(report: BundleReport) -> None:
 def _verify(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
     key = str(load_verifier(args.key)) if args.key else None
-    report = verify_bundle(data, log_key=key)
+    witness_keys = [str(load_witness_key(k)) for k in args.witness_key]
+    report = verify_bundle(data, log_key=key, witness_keys=witness_keys, witness_quorum=args.witness_quorum)
     if args.json:
         _print_json(report.to_json())
     else:
@@ -108,4 +110,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = es.add_parser("verify", parents=[common], help="check a bundle offline, with no database")
     p.add_argument("file", help="the bundle file ('-' for standard input)")
     p.add_argument("--key", help="the log's verifier key (note key string, or a file holding one)")
+    add_policy_arguments(p)
     p.set_defaults(func=_verify)

@@ -27,6 +27,14 @@ from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
 from lineage_ledger.cli.query import register as register_query
+from lineage_ledger.cli.witness import (
+    add_policy_arguments,
+    add_serve_arguments,
+    check_witnessed,
+    policy_from,
+    start_cosigner,
+)
+from lineage_ledger.cli.witness import register as register_witness
 from lineage_ledger.core.crypto import Ed25519Signer, Signer, token_fingerprint
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
@@ -282,6 +290,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise NotFoundError(f"no ledger at {args.ledger}")
     if _sharded(args.ledger):
         return _verify_sharded(args)
+    policy = policy_from(args)
     with _progress(args, "verify", None) as advance:
         report = verify_ledger(
             args.ledger,
@@ -290,8 +299,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=advance,
         )
+    witnessed = check_witnessed(args.ledger, _verifier_from(args), policy) if policy is not None else None
+    ok = report.ok and (witnessed is None or not witnessed[2])
     if args.json:
-        _json(report.to_json())
+        _json(report.to_json() | ({} if witnessed is None else _witnessed_json(witnessed, ok)))
     else:
         if args.key is None:
             err.print(
@@ -310,7 +321,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
             for p in report.problems[:20]:
                 where = f"index {p.index}" if p.index is not None else "-"
                 out.print(f"  [{p.kind}] {where}: {p.message}")
-    return 0 if report.ok else 1
+        if witnessed is not None:
+            _print_witnessed(witnessed)
+    return 0 if ok else 1
+
+
+def _witnessed_json(witnessed: tuple[int, int, list[str]], ok: bool) -> dict[str, Any]:
+    size, _, problems = witnessed
+    return {"ok": ok, "witnessed_size": size, "witness_problems": problems}
+
+
+def _print_witnessed(witnessed: tuple[int, int, list[str]]) -> None:
+    size, latest, problems = witnessed
+    if problems:
+        out.print(f"[red]FAILED[/] witness policy: {escape(problems[0])}")
+    elif size < latest:
+        out.print(f"[green]OK[/] witnessed up to checkpoint {size}; checkpoint {latest} awaits the quorum")
+    else:
+        out.print(f"[green]OK[/] the latest checkpoint ({size}) meets the witness policy")
 
 
 def _sharded(url: str) -> bool:
@@ -632,10 +660,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from lineage_ledger.state import open_introspector
 
             introspector = open_introspector(ledger, args.redis)  # catches up, then follows every commit
+        metrics = None
         if args.metrics_port is not None:
             from lineage_ledger.metrics import LedgerMetrics
 
-            LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
+            metrics = LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
+        cosigner = start_cosigner(ledger, args, metrics.registry if metrics is not None else None)
         app = create_app(
             ledger,
             api_keys=api_keys,
@@ -645,7 +675,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             introspector=introspector,
         )
         # uvicorn's access log would print request paths and queries; the app logs route templates only.
-        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=_SERVE_LOGGING)
+        try:
+            uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=_SERVE_LOGGING)
+        finally:
+            if cosigner is not None:
+                cosigner.close()
     return 0
 
 
@@ -910,6 +944,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the log's verifier key (note key string, or a file holding one)")
     p.add_argument("--trusted-checkpoint", help="a signed checkpoint saved earlier; the ledger must extend it")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    add_policy_arguments(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("checkpoint", parents=[common], help="print the latest signed checkpoint")
@@ -928,6 +963,7 @@ def _parser() -> argparse.ArgumentParser:
     register_findings(sub, common)
     register_export(sub, common)
     register_kafka(sub, common)
+    register_witness(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id")
@@ -978,6 +1014,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address of the metrics port (default loopback)")
     p.add_argument("--block-size", type=int, help="seal at this many entries (default 10000)")
     p.add_argument("--block-seconds", type=float, help="... or at this block age (default 5)")
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("apikey", parents=[common], help="API keys of the HTTP service")

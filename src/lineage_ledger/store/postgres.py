@@ -43,6 +43,7 @@ from lineage_ledger.store.base import (
     QuarantineRow,
     SchemaRow,
     keyset_pages,
+    with_cosignatures,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "PostgresStore", "apply_migrations", "provision"]
@@ -185,6 +186,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             digest bytea NOT NULL,
             value bytea,
             PRIMARY KEY (source, part, "offset")
+        )
+        """,
+    ),
+    _migration(
+        4,
+        "witness cosignatures of checkpoints (C2SP tlog-cosignature lines), kept beside the checkpoint",
+        ("cosignatures",),
+        """
+        CREATE TABLE cosignatures (
+            size bigint NOT NULL,
+            witness text COLLATE "C" NOT NULL,
+            key_id bigint NOT NULL,
+            line text NOT NULL,
+            PRIMARY KEY (size, witness, key_id)
         )
         """,
     ),
@@ -626,11 +641,34 @@ class PostgresStore:
 
     def checkpoints(self, start_size: int = 0) -> list[CheckpointRow]:
         rows = self._all("SELECT size, note FROM checkpoints WHERE size >= %s ORDER BY size", (start_size,))
-        return [CheckpointRow(*r) for r in rows]
+        return self._cosigned([CheckpointRow(*r) for r in rows], start_size)
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-        return CheckpointRow(*rows[0]) if rows else None
+        return self._cosigned([CheckpointRow(*rows[0])], rows[0][0])[0] if rows else None
+
+    def _cosigned(self, rows: list[CheckpointRow], start_size: int) -> list[CheckpointRow]:
+        if not rows:
+            return rows
+        lines = self._all(
+            "SELECT size, line FROM cosignatures WHERE size >= %s ORDER BY size, witness, key_id", (start_size,)
+        )
+        return with_cosignatures(rows, lines)
+
+    def add_cosignatures(self, size: int, lines: Sequence[tuple[str, int, str]]) -> None:
+        rows = [(size, name, key_id, line) for name, key_id, line in lines]
+
+        def body(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
+            cur.executemany(
+                "INSERT INTO cosignatures (size, witness, key_id, line) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+        self._transaction(body)
+
+    def cosigned_size(self, witness: str, key_id: int) -> int:
+        rows = self._all("SELECT max(size) FROM cosignatures WHERE witness = %s AND key_id = %s", (witness, key_id))
+        return int(rows[0][0] or 0)
 
     def envelope(self, digest: bytes) -> EnvelopeRow:
         rows = self._all(f"SELECT {_ENVELOPE_COLS} FROM envelopes WHERE digest = %s", (digest,))

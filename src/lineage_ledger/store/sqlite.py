@@ -33,6 +33,7 @@ from lineage_ledger.store.base import (
     QuarantineRow,
     SchemaRow,
     keyset_pages,
+    with_cosignatures,
 )
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
@@ -53,6 +54,7 @@ _TABLES: Final = (
     "quarantine",
     "subject_index",
     "subject_index_mark",
+    "cosignatures",
 )
 
 _SCHEMA: Final = """
@@ -129,6 +131,13 @@ CREATE TABLE IF NOT EXISTS subject_index (
     PRIMARY KEY (subject, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subject_index_mark (through INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL,
+    witness TEXT NOT NULL,
+    key_id INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (size, witness, key_id)
+) WITHOUT ROWID;
 """
 
 SUBJECT_RUN: Final = 32768
@@ -712,14 +721,33 @@ class SQLiteStore:
         return [r[0] for r in rows]
 
     def checkpoints(self, start_size: int = 0) -> list[CheckpointRow]:
-        return [
-            CheckpointRow(*r)
-            for r in self._all("SELECT size, note FROM checkpoints WHERE size >= ? ORDER BY size", (start_size,))
-        ]
+        rows = self._all("SELECT size, note FROM checkpoints WHERE size >= ? ORDER BY size", (start_size,))
+        return self._cosigned([CheckpointRow(*r) for r in rows], start_size)
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-        return CheckpointRow(*rows[0]) if rows else None
+        return self._cosigned([CheckpointRow(*rows[0])], rows[0][0])[0] if rows else None
+
+    def _cosigned(self, rows: list[CheckpointRow], start_size: int) -> list[CheckpointRow]:
+        if not rows or not self._has("table", "cosignatures"):
+            return rows  # a ledger from before cosignatures, opened read-only
+        lines = self._all(
+            "SELECT size, line FROM cosignatures WHERE size >= ? ORDER BY size, witness, key_id", (start_size,)
+        )
+        return with_cosignatures(rows, lines)
+
+    def add_cosignatures(self, size: int, lines: Sequence[tuple[str, int, str]]) -> None:
+        if self._runs is None:
+            raise StoreError(f"the ledger {self.path} is open read-only")
+        rows = [(size, name, key_id, line) for name, key_id, line in lines]
+        with self._lock:
+            self._transaction(lambda db: db.executemany("INSERT OR IGNORE INTO cosignatures VALUES (?, ?, ?, ?)", rows))
+
+    def cosigned_size(self, witness: str, key_id: int) -> int:
+        if not self._has("table", "cosignatures"):
+            return 0
+        rows = self._all("SELECT max(size) FROM cosignatures WHERE witness = ? AND key_id = ?", (witness, key_id))
+        return int(rows[0][0] or 0)
 
     def envelope(self, digest: bytes) -> EnvelopeRow:
         rows = self._all("SELECT * FROM envelopes WHERE digest = ?", (digest,))

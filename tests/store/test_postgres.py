@@ -490,7 +490,7 @@ def test_a_sharded_ledger_on_postgresql_from_provision_to_verify(
         code, out = _lineage(capsys, "provision", "--admin-url", postgres_server, "--database", name, "--shards", "2")
         assert code == 0, out
         assert sorted(out["databases"]) == sorted(databases)
-        assert all(steps == [1, 2, 3] for steps in out["databases"].values())
+        assert all(steps == [1, 2, 3, 4] for steps in out["databases"].values())
         url = with_database(postgres_server, name, user=WRITER_ROLE)
         keys = ("--log-key", str(tmp_path / "log.key"), "--producer-key", str(tmp_path / "cli.key"))
         code, out = _lineage(capsys, "init", "--ledger", url, "--shards", "2", "--partitions", "4", *keys)

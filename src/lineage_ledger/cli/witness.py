@@ -21,7 +21,7 @@ from lineage_ledger.core.cosignature import CosignerVerifier, WitnessPolicy, par
 from lineage_ledger.core.crypto import Ed25519Signer
 from lineage_ledger.core.note import NoteVerifier, parse_verifier_key
 from lineage_ledger.errors import InputError, KeyringError, LedgerError, NotFoundError
-from lineage_ledger.keys import load_signer, write_signer_key
+from lineage_ledger.keys import load_signer, load_verifier, write_signer_key
 from lineage_ledger.store import open_store
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def _logs(values: list[str]) -> list[Any]:
     keys: dict[str, list[NoteVerifier]] = {}
     for value in values:
         origin, _, key = value.strip().rpartition(" ")
-        verifier = parse_verifier_key(key)
+        verifier = load_verifier(key)
         keys.setdefault(origin.strip() or verifier.name, []).append(verifier)
     return [WitnessedLog(origin, tuple(found)) for origin, found in keys.items()]
 
@@ -251,7 +251,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="'[ORIGIN] VKEY'",
-        help="a log to witness: its note verifier key, after its origin when that differs from the key's name",
+        help="a log to witness: its note verifier key (or a file holding it), after its origin when that "
+        "differs from the key's name",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)

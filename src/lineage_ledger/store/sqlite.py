@@ -428,6 +428,8 @@ class SQLiteStore:
                 self._db.executescript(_SCHEMA + _triggers())
                 self._runs = self._open_runs()
             self._legacy = not self._has("table", "subject_index")
+            self._cosigned_table = self._has("table", "cosignatures")
+            """False only for a ledger from before cosignatures, opened read-only."""
             self._seen: _SubjectRuns | None = None
             """A read-only store's view of the unindexed tail (see _tail)."""
             """A ledger written before the subject index was written in runs, opened read-only: its entries
@@ -729,8 +731,8 @@ class SQLiteStore:
         return self._cosigned([CheckpointRow(*rows[0])], rows[0][0])[0] if rows else None
 
     def _cosigned(self, rows: list[CheckpointRow], start_size: int) -> list[CheckpointRow]:
-        if not rows or not self._has("table", "cosignatures"):
-            return rows  # a ledger from before cosignatures, opened read-only
+        if not rows or not self._cosigned_table:
+            return rows
         lines = self._all(
             "SELECT size, line FROM cosignatures WHERE size >= ? ORDER BY size, witness, key_id", (start_size,)
         )
@@ -744,7 +746,7 @@ class SQLiteStore:
             self._transaction(lambda db: db.executemany("INSERT OR IGNORE INTO cosignatures VALUES (?, ?, ?, ?)", rows))
 
     def cosigned_size(self, witness: str, key_id: int) -> int:
-        if not self._has("table", "cosignatures"):
+        if not self._cosigned_table:
             return 0
         rows = self._all("SELECT max(size) FROM cosignatures WHERE witness = ? AND key_id = ?", (witness, key_id))
         return int(rows[0][0] or 0)

@@ -245,3 +245,15 @@ def test_the_witness_state_survives_sigkill(
     assert (stale.status_code, stale.text) == (409, f"{size}\n")
     ingest(capsys, ledger, 5, "after")
     assert cosign(capsys, ledger, witness.spec)[0] == 0  # starts from the stored cosignature's size
+
+
+def test_a_witness_policy_is_refused_on_a_sharded_ledger_rather_than_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "sharded.db"
+    code, _, err = cli(capsys, "init", "--ledger", str(path), "--shards", "2")
+    assert code == 0, err
+    witness = CosignerVerifier.from_public_key("witness.test/w1", Ed25519Signer.generate("w").public_key)
+    code, _, err = cli(capsys, "verify", "--ledger", str(path), "--witness-key", str(witness))
+    assert code == 2
+    assert "applies to one log" in err

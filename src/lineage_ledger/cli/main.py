@@ -288,9 +288,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     trusted = Path(args.trusted_checkpoint).read_text(encoding="utf-8") if args.trusted_checkpoint else None
     if not _exists(args.ledger):
         raise NotFoundError(f"no ledger at {args.ledger}")
-    if _sharded(args.ledger):
-        return _verify_sharded(args)
     policy = policy_from(args)
+    if _sharded(args.ledger):
+        if policy is not None:
+            raise CommandError("--witness-key applies to one log; verify each shard's ledger with it instead")
+        return _verify_sharded(args)
     with _progress(args, "verify", None) as advance:
         report = verify_ledger(
             args.ledger,

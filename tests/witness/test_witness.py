@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,3 +228,42 @@ def test_the_record_survives_reopening_the_state(tmp_path: Path, log: Log) -> No
         assert record.size == log.ledger.sealed_size
     finally:
         reopened.close()
+
+
+def test_concurrent_requests_from_one_size_cosign_once_and_never_roll_back(tmp_path: Path, log: Log) -> None:
+    # the race of the spec: two requests both claim the witness's size; the check and the update are one
+    # transaction, so exactly one is cosigned and the other learns the new size (409); two witness
+    # processes sharing one state file are the same case, with two connections
+    smaller = log.grow(5)
+    larger = log.grow(5)
+    verifier = make_log_verifier()
+    states = [WitnessState(tmp_path / "shared.db"), WitnessState(tmp_path / "shared.db")]
+    witnesses = [Witness(WITNESS, [WitnessedLog(verifier.name, (verifier,))], s) for s in states]
+    bodies = [log.request(0, smaller), log.request(0, larger)]
+    start = threading.Barrier(2)
+    outcomes: list[object] = [None, None]
+
+    def submit(i: int) -> None:
+        start.wait()
+        try:
+            outcomes[i] = witnesses[i].add_checkpoint(bodies[i])
+        except StaleSizeError as e:
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        won = [i for i in range(2) if isinstance(outcomes[i], str)]
+        assert len(won) == 1, outcomes
+        lost = outcomes[1 - won[0]]
+        assert isinstance(lost, StaleSizeError)
+        record = states[0].get(verifier.name)
+        assert record is not None
+        assert lost.size == record.size
+        assert record.note.endswith(str(outcomes[won[0]]))
+    finally:
+        for s in states:
+            s.close()

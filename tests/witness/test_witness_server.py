@@ -257,3 +257,14 @@ def test_a_witness_policy_is_refused_on_a_sharded_ledger_rather_than_ignored(
     code, _, err = cli(capsys, "verify", "--ledger", str(path), "--witness-key", str(witness))
     assert code == 2
     assert "applies to one log" in err
+
+
+def test_cosign_names_a_missing_ledger_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.db"
+    witness = CosignerVerifier.from_public_key("witness.test/w1", Ed25519Signer.generate("w").public_key)
+    code, _, err = cli(
+        capsys, "witness", "cosign", "--ledger", str(missing), "--witness", f"http://127.0.0.1:9 {witness}"
+    )
+    assert code == 3
+    assert "no ledger" in err
+    assert not missing.exists()

@@ -207,10 +207,14 @@ def _cosign(args: argparse.Namespace) -> int:
 
     if not args.witness:
         raise InputError("witness", "give at least one --witness 'URL VKEY'")
+    probe = open_store(args.ledger, readonly=True)  # NotFoundError, rather than creating an empty ledger
+    try:
+        if probe.latest_checkpoint() is None:
+            raise NotFoundError("the ledger has no signed checkpoint yet")
+    finally:
+        probe.close()
     store = open_store(args.ledger)
     try:
-        if store.latest_checkpoint() is None:
-            raise NotFoundError("the ledger has no signed checkpoint yet")
         cosigner = Cosigner(store, [parse_witness(w) for w in args.witness], timeout=args.timeout)
         try:
             outcomes = cosigner.run_once(force=True)

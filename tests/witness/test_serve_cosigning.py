@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -85,6 +86,8 @@ def test_a_down_witness_delays_cosigning_but_never_ingest(tmp_path: Path, capsys
                     time.sleep(0.1)  # polling a condition with a deadline
             finally:
                 witness.kill()
+        process.send_signal(signal.SIGINT)  # a graceful stop ends the cosigning thread too
+        assert process.wait(timeout=30) == 0, output.read_text()
     finally:
         if process.poll() is None:
             process.kill()

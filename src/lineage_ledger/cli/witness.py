@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,8 +126,7 @@ def start_cosigner(ledger: Ledger, args: argparse.Namespace, registry: Any | Non
     cosigner = Cosigner(ledger.store, [parse_witness(w) for w in args.witness])
     if registry is not None:
         cosign_metrics(cosigner, registry, ledger.origin)
-    interval = args.cosign_seconds if args.cosign_seconds is not None else 2.0
-    threading.Thread(target=cosigner.run_forever, args=(interval,), name="lineage-cosigner", daemon=True).start()
+    cosigner.start(args.cosign_seconds if args.cosign_seconds is not None else 2.0)
     return cosigner
 
 

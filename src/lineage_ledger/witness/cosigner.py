@@ -105,10 +105,19 @@ class Cosigner:
         self.lag: dict[str, int] = {}
         """Witness name -> entries of the latest checkpoint not covered by its latest stored cosignature."""
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, interval: float = 2.0) -> None:
+        """Run :meth:`run_forever` on a daemon thread of its own until :meth:`close`."""
+        self._thread = threading.Thread(target=self.run_forever, args=(interval,), name="lineage-cosigner", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        """Stop :meth:`run_forever` and close the HTTP client."""
+        """Stop the rounds (waiting for the one under way, if started with :meth:`start`) and close the HTTP
+        client; the store stays open (it is the caller's)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
         self._client.close()
 
     def run_once(self, *, force: bool = False) -> list[CosignOutcome]:

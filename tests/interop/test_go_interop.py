@@ -3,6 +3,9 @@ scripts/install-go-interop.sh, pinned by tests/interop/go.mod and go.sum):
 
 * our cosigned checkpoints, their signature lines shuffled, verify with golang.org/x/mod/sumdb/note (the log
   signature) and github.com/transparency-dev/formats/note (cosignature/v1), via ``cosigverify``;
+* our witness (``lineage witness serve``) cosigns for ``witnessclient``, a client whose tree, consistency
+  proofs and cosignature check come from golang.org/x/mod/sumdb/tlog and transparency-dev/formats, and
+  answers its stale size with the spec's 409;
 * our ledger gets its checkpoints cosigned by filippo.io/torchwood's litewitness, a C2SP tlog-witness that
   shares no code with ours, through ``lineage witness cosign``, first from size 0 and then with a consistency
   proof from the witness's size; its cosignatures verify under our verifier too.
@@ -28,6 +31,7 @@ import pytest
 
 from lineage_ledger.core.cosignature import CosignerVerifier, verify_cosignatures
 from lineage_ledger.core.note import Checkpoint
+from lineage_ledger.store import open_store
 from tests.service.test_server import free_port
 from tests.witness.test_witness_server import (
     ORIGIN,
@@ -47,7 +51,7 @@ def go_bin() -> Path:
     """Where scripts/install-go-interop.sh puts the binaries (skip, or fail with CI=true, if absent)."""
     home = os.environ.get("LINEAGE_GO_INTEROP_HOME") or str(Path.home() / ".cache" / "lineage-ledger" / "go-interop")
     bin_dir = Path(home) / "bin"
-    if not all((bin_dir / name).is_file() for name in ("cosigverify", "litewitness", "witnessctl")):
+    if not all((bin_dir / name).is_file() for name in ("cosigverify", "witnessclient", "litewitness", "witnessctl")):
         reason = (
             f"the Go interop binaries are not in {bin_dir}: run bash scripts/install-go-interop.sh (make test does)"
         )
@@ -209,3 +213,45 @@ def test_our_ledger_gets_cosigned_by_litewitness(
     key_arg = log_key(capsys, ledger)
     code, out, _ = cli(capsys, "verify", "--ledger", str(ledger), "--key", key_arg, "--witness-key", str(key))
     assert code == 0, out
+
+
+def witnessclient(witness: WitnessProcess, old: int, ledger: Path, note: str, tmp_path: Path) -> dict[str, object]:
+    store = open_store(str(ledger), readonly=True)
+    try:
+        entries = tmp_path / "entries.b64"
+        entries.write_text(
+            "".join(base64.b64encode(row.body).decode() + "\n" for row in store.entries(0, store.size()))
+        )
+    finally:
+        store.close()
+    note_file = tmp_path / "checkpoint.note"
+    note_file.write_text(note)
+    args = [str(go_bin() / "witnessclient"), "-url", witness.url, "-witness", str(witness.key), "-old", str(old)]
+    args += ["-entries", str(entries), "-note", str(note_file)]
+    done = subprocess.run(args, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_our_witness_cosigns_for_an_independent_client(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ledger: Path
+) -> None:
+    witness = make_witness(tmp_path, capsys, ledger, "witness.test/w1")
+    witness.start()
+    try:
+        first = latest_note(capsys, ledger)
+        first_size = Checkpoint.from_text(first.split("\n\n", 1)[0] + "\n").size
+        accepted = witnessclient(witness, 0, ledger, first, tmp_path)
+        assert accepted["status"] == 200
+        assert accepted["cosigned"] is True
+        ingest(capsys, ledger, 9, "second")
+        second = latest_note(capsys, ledger)
+        stale = witnessclient(witness, 0, ledger, second, tmp_path)
+        assert stale == {"status": 409, "body": f"{first_size}\n"}
+        cosigned = witnessclient(witness, first_size, ledger, second, tmp_path)  # Go's tlog.ProveTree proof
+        assert cosigned["status"] == 200
+        assert cosigned["cosigned"] is True
+        assert [c.verifier for c in verify_cosignatures(second + str(cosigned["body"]), [witness.key])] == [witness.key]
+    finally:
+        witness.kill()

@@ -33,6 +33,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	bash scripts/install-services.sh
 	bash scripts/install-kafka.sh
+	bash scripts/install-go-interop.sh
 	$(BIN)/pytest -q -n 2
 
 test: lint typecheck unit

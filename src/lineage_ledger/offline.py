@@ -6,6 +6,9 @@ needs to check:
 
 * the C2SP signed note of the checkpoint (Ed25519; key id = first 4 bytes of SHA-256(name || 0x0A || 0x01
   || public key)) and its tlog-checkpoint text (origin, tree size, base64 root);
+* optionally, a witness policy: C2SP tlog-cosignature ``cosignature/v1`` lines on the checkpoint by at
+  least k of n given witness keys (key id with 0x04; 8-byte timestamp then the Ed25519 signature over
+  ``cosignature/v1\ntime <t>\n`` and the checkpoint text);
 * RFC 9162 (section 2.1.3.2) inclusion proofs of the subject's entries and of the checkpoint's seal entry;
 * the subject-map proof under the seal's ``block.subjects_root``: key = SHA-256(subject), leaf node =
   SHA-256(0x10 || key || SHA-256(head || count(8) || index(8))), interior = SHA-256(0x11 || left || right),
@@ -75,6 +78,7 @@ _MAP_LEAF_PREFIX: Final = b"\x10"
 _MAP_INTERIOR_PREFIX: Final = b"\x11"
 """The subject map's node prefixes, as core/smt.py defines them (this file imports nothing of the package;
 tests/test_offline_isolation.py checks the two agree)."""
+_COSIGNATURE_V1: Final = 0x04
 _SUBJECT_FIELD: Final = {
     "token": ("token:", "token_id"),
     "policy": ("policy:", "policy_id"),
@@ -137,6 +141,8 @@ class BundleReport:
     problems: tuple[str, ...]
     key_source: str
     warnings: tuple[str, ...] = ()
+    witnesses: tuple[str, ...] = ()
+    """The witnesses (of those given) whose cosignatures on the checkpoint verified."""
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict of the report."""
@@ -152,6 +158,7 @@ class BundleReport:
             "events": [event.to_json() for event in self.events],
             "problems": list(self.problems),
             "warnings": list(self.warnings),
+            "witnesses": list(self.witnesses),
         }
 
 
@@ -379,8 +386,8 @@ class _NoteKey:
     public_key: bytes
 
 
-def _note_key_id(name: str, public_key: bytes) -> int:
-    digest = _sha256(name.encode("utf-8") + b"\n" + bytes([_ED25519]) + public_key)
+def _note_key_id(name: str, public_key: bytes, kind: int = _ED25519) -> int:
+    digest = _sha256(name.encode("utf-8") + b"\n" + bytes([kind]) + public_key)
     return int.from_bytes(digest[:4], "big")
 
 
@@ -389,8 +396,9 @@ def _check_key_name(name: str) -> None:
         _fail(f"{name!r} is not a valid key name")
 
 
-def _parse_note_key(text: str) -> _NoteKey:
-    """A C2SP verifier key ``<name>+<8 hex key id>+<base64(0x01 || public key)>``, its key id checked."""
+def _parse_note_key(text: str, kind: int = _ED25519) -> _NoteKey:
+    """A C2SP verifier key ``<name>+<8 hex key id>+<base64(kind || public key)>``, its key id checked; kind
+    0x01 for a note signer (the log), 0x04 for a cosignature/v1 cosigner (a witness)."""
     parts = text.strip().split("+", 2)
     if len(parts) != 3:
         _fail("a verifier key is <name>+<key id>+<base64 key>")
@@ -399,10 +407,10 @@ def _parse_note_key(text: str) -> _NoteKey:
     if len(key_id_hex) != 8 or not set(key_id_hex.lower()) <= _HEX_DIGITS:
         _fail("the key id must be 8 hex digits")
     raw = _b64(encoded, "the key")
-    if len(raw) != 33 or raw[0] != _ED25519:
-        _fail("the key must be 0x01 followed by a 32-byte Ed25519 public key")
+    if len(raw) != 33 or raw[0] != kind:
+        _fail(f"the key must be 0x{kind:02x} followed by a 32-byte Ed25519 public key")
     key = _NoteKey(name, int(key_id_hex, 16), raw[1:])
-    if _note_key_id(name, key.public_key) != key.key_id:
+    if _note_key_id(name, key.public_key, kind) != key.key_id:
         _fail("the key id does not match the key name and public key")
     return key
 
@@ -440,6 +448,23 @@ def _note_text(note: str, key: _NoteKey | None) -> tuple[str, str | None]:
     if not found:
         return text, f"the note carries no signature by the log key {key.name}+{key.key_id:08x}"
     return text, None
+
+
+def _cosigners(note: str, text: str, witnesses: Sequence[_NoteKey]) -> list[str]:
+    """The names of ``witnesses`` with a valid cosignature/v1 line on the note (whose text is ``text``)."""
+    found: list[str] = []
+    for number, line in enumerate(note[len(text) + 1 : -1].split("\n")):
+        name, _, encoded = line[len(_SIGNATURE_LINE_PREFIX) :].partition(" ")
+        raw = _b64(encoded, f"signature line {number}")
+        key = next((w for w in witnesses if w.name == name and w.key_id == int.from_bytes(raw[:4], "big")), None)
+        if key is None or name in found:
+            continue
+        timestamp = int.from_bytes(raw[4:12], "big")
+        message = b"cosignature/v1\ntime %d\n" % timestamp + _utf8(text, "the note text")
+        if len(raw) != 76 or timestamp >= 2**63 or not _ed25519_verify(key.public_key, raw[12:], message):
+            _fail(f"the cosignature by witness {name}+{key.key_id:08x} does not verify")
+        found.append(name)
+    return found
 
 
 def _parse_checkpoint_text(text: str) -> tuple[str, int, bytes]:
@@ -488,9 +513,12 @@ class _Entry:
 class _Audit:
     """One pass over a bundle, collecting every problem instead of stopping at the first."""
 
-    def __init__(self, data: bytes, log_key: str | None) -> None:
+    def __init__(self, data: bytes, log_key: str | None, witness_keys: Sequence[str], quorum: int | None) -> None:
         self.data = data
         self.given_key = log_key
+        self.witness_keys = witness_keys
+        self.quorum = len(set(witness_keys)) if quorum is None else quorum
+        self.witnesses: list[str] = []
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.subject: str | None = None
@@ -519,6 +547,7 @@ class _Audit:
             problems=tuple(self.problems),
             key_source=key_source,
             warnings=tuple(self.warnings),
+            witnesses=tuple(self.witnesses),
         )
 
     def run(self) -> BundleReport:
@@ -645,8 +674,27 @@ class _Audit:
         except _Malformed as e:
             self.problem("checkpoint", str(e))
             return
+        self.witness_policy(note, text)
         if self.tree_size is not None and size != self.tree_size:
             self.problem("checkpoint", f"it is of size {size}, but the bundle says tree_size {self.tree_size}")
+
+    def witness_policy(self, note: str, text: str) -> None:
+        if not self.witness_keys and not self.quorum:
+            return
+        try:
+            keys = [_parse_note_key(k, _COSIGNATURE_V1) for k in self.witness_keys]
+            if self.quorum > len(keys):
+                _fail(f"a quorum of {self.quorum} asked of {len(keys)} witness keys")
+            self.witnesses = _cosigners(note, text, keys)
+        except _Malformed as e:
+            self.problem("witnesses", str(e))
+            return
+        if len(self.witnesses) < self.quorum:
+            self.problem(
+                "witnesses",
+                f"the checkpoint is cosigned by {len(self.witnesses)} of the given witnesses, the policy needs "
+                f"{self.quorum}",
+            )
 
     def seal(self, bundle: dict[str, Any]) -> None:
         try:
@@ -939,14 +987,22 @@ class _Audit:
             self.problem("completeness", f"the last entry is at index {last.index}, the map's head at {head.index}")
 
 
-def verify_bundle(data: bytes, *, log_key: str | None = None) -> BundleReport:
+def verify_bundle(
+    data: bytes,
+    *,
+    log_key: str | None = None,
+    witness_keys: Sequence[str] = (),
+    witness_quorum: int | None = None,
+) -> BundleReport:
     """Check an evidence bundle offline and say what it proves; never raises for bad input.
 
     ``log_key`` is the log's note verifier key (``<name>+<key id>+<base64>``) from a source the caller
     trusts; it takes precedence over the copy in the bundle. Without it the bundle's own copy is used, and
-    the report warns that this proves only internal consistency.
+    the report warns that this proves only internal consistency. With ``witness_keys`` (cosigner verifier
+    keys ``<name>+<key id>+<base64(0x04 || key)>``) the checkpoint must also carry valid cosignatures by at
+    least ``witness_quorum`` of them (default: all).
     """
-    return _Audit(bytes(data), log_key).run()
+    return _Audit(bytes(data), log_key, tuple(witness_keys), witness_quorum).run()
 
 
 # Stand-alone use -------------------------------------------------------------------------------------------
@@ -994,6 +1050,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"the log's note verifier key, or a file holding it; else ${TRUSTED_KEY_ENV_VAR}. Required: the key "
         "inside the bundle is not trusted",
     )
+    parser.add_argument("--witness-key", action="append", default=[], help="a witness's verifier key; repeatable")
+    parser.add_argument("--witness-quorum", type=int, help="cosignatures required (default: every --witness-key)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     given = args.key or os.environ.get(TRUSTED_KEY_ENV_VAR, "").strip()
@@ -1014,7 +1072,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = verify_bundle(data, log_key=key)
+    report = verify_bundle(data, log_key=key, witness_keys=args.witness_key, witness_quorum=args.witness_quorum)
     print(json.dumps(report.to_json()) if args.json else _render(report))
     return 0 if report.ok else 1
 

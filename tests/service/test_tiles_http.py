@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,11 +21,10 @@ from lineage_ledger.core.tiles import decode_bundle
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
 from lineage_ledger.workload import generate
+from tests.interop.test_go_interop import go_bin
 from tests.service.test_server import free_port, wait_healthy
-from tests.services import _unavailable
 
 LINEAGE = str(Path(sys.executable).parent / "lineage")
-INTEROP = Path(__file__).resolve().parents[1] / "interop" / "tlogtiles"
 T0 = 1_796_115_600_000_000_000
 
 
@@ -93,18 +90,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
 
 
 @pytest.fixture(scope="module")
-def go_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/interop/tlogtiles built with the Go toolchain (modules from the Go module proxy, as go.sum pins)."""
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if go is None:
-        _unavailable("the Go toolchain is not installed (the tlog-tiles interoperability test builds with it)")
-    binary = tmp_path_factory.mktemp("go") / "tlogtiles"
-    env = {**os.environ, "GOFLAGS": "-mod=readonly"}
-    built = subprocess.run(
-        [go, "build", "-o", str(binary), "."], cwd=INTEROP, capture_output=True, text=True, check=False, env=env
-    )
-    assert built.returncode == 0, built.stderr
-    return binary
+def go_reader() -> Path:
+    """tests/interop/tlogtiles, built by scripts/install-go-interop.sh (modules pinned by tests/interop/go.sum)."""
+    return go_bin() / "tlogtiles"
 
 
 @pytest.fixture

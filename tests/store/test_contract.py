@@ -285,6 +285,8 @@ def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tup
         "DELETE FROM schemas",
         "DELETE FROM quarantine",
         "DELETE FROM promises",
+        "UPDATE cosignatures SET line = 'x'",
+        "DELETE FROM cosignatures",
     ],
 )
 def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw], sql: str) -> None:
@@ -299,11 +301,31 @@ def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw
     batch.quarantine = [QuarantineRow("topic", 0, 4, "bad signature", _h("msg"), None)]
     batch.promise = PromiseRow(0, 1, b"{}")
     store.write(batch)
+    store.add_cosignatures(1, [("w.example/1", 7, "— w.example/1 AAAA\n")])
     with pytest.raises(Exception, match="append-only") as refused:
         raw(sql)
     assert not isinstance(refused.value, LedgerError)  # refused by the database, not by this package
     assert store.entry(0).verdict == "ok"
     assert store.size() == 1
+
+
+def test_cosignatures_are_kept_beside_their_checkpoint_and_served_with_it(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    store.write(BatchWrite(entries=[_row(0, "token:a", "e0")], checkpoint=CheckpointRow(1, "cp-1\n\n— log A\n")))
+    store.write(BatchWrite(entries=[_row(1, "token:a", "e1")], checkpoint=CheckpointRow(2, "cp-2\n\n— log B\n")))
+    assert store.cosigned_size("w.example/1", 7) == 0
+    store.add_cosignatures(1, [("w.example/2", 9, "— w.example/2 W2\n"), ("w.example/1", 7, "— w.example/1 W1\n")])
+    store.add_cosignatures(2, [("w.example/1", 7, "— w.example/1 X1\n")])
+    store.add_cosignatures(2, [("w.example/1", 7, "— w.example/1 other\n")])  # a later one is skipped
+    assert store.checkpoints() == [
+        CheckpointRow(1, "cp-1\n\n— log A\n— w.example/1 W1\n— w.example/2 W2\n"),
+        CheckpointRow(2, "cp-2\n\n— log B\n— w.example/1 X1\n"),
+    ]
+    assert store.checkpoints(2) == [CheckpointRow(2, "cp-2\n\n— log B\n— w.example/1 X1\n")]
+    assert store.latest_checkpoint() == CheckpointRow(2, "cp-2\n\n— log B\n— w.example/1 X1\n")
+    assert store.cosigned_size("w.example/1", 7) == 2
+    assert store.cosigned_size("w.example/2", 9) == 1
+    assert store.cosigned_size("w.example/2", 8) == 0
 
 
 def test_closed_store_fails_cleanly(backend: tuple[Store, Raw]) -> None:

@@ -19,6 +19,7 @@ from rich.table import Table
 from lineage_ledger.cli.options import output_options, subject_argument
 from lineage_ledger.cli.query import instant_arg
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table
+from lineage_ledger.cli.witness import add_policy_arguments, load_witness_key
 from lineage_ledger.errors import InputError
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.evidence import export_evidence
@@ -179,7 +180,8 @@ def _verify(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
     if is_evidence_set(data):
         return _verify_set(data, key, args.json)
-    report = verify_bundle(data, log_key=key)
+    witness_keys = [str(load_witness_key(k)) for k in args.witness_key]
+    report = verify_bundle(data, log_key=key, witness_keys=witness_keys, witness_quorum=args.witness_quorum)
     if args.json:
         _print_json(report.to_json())
     else:
@@ -214,4 +216,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"the log's verifier key (note key string, or a file holding one); else ${TRUSTED_KEY_ENV_VAR}. "
         "Required: the key inside the bundle is not trusted",
     )
+    add_policy_arguments(p)
     p.set_defaults(func=_verify, ledger_default=None)  # reads no ledger, whatever the group was given

@@ -53,6 +53,14 @@ from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.cli.receipt import register as register_receipt
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table, silence_stdout
 from lineage_ledger.cli.tiles import register as register_tiles
+from lineage_ledger.cli.witness import (
+    add_policy_arguments,
+    add_serve_arguments,
+    check_witnessed,
+    policy_from,
+    start_cosigner,
+)
+from lineage_ledger.cli.witness import register as register_witness
 from lineage_ledger.core.crypto import Ed25519Signer, Signer
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
@@ -271,7 +279,10 @@ def _verifier_from(args: argparse.Namespace) -> NoteVerifier | None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     trusted = Path(args.trusted_checkpoint).read_text(encoding="utf-8") if args.trusted_checkpoint else None
+    policy = policy_from(args)
     if _sharded(args.ledger):
+        if policy is not None:
+            raise CommandError("--witness-key applies to one log; verify each shard's ledger with it instead")
         return _verify_sharded(args)
     with _progress(args, "verify", None) as advance:
         report = verify_ledger(
@@ -281,8 +292,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=advance,
         )
+    witnessed = check_witnessed(args.ledger, _verifier_from(args), policy) if policy is not None else None
+    ok = report.ok and (witnessed is None or not witnessed[2])
     if args.json:
-        _json(report.to_json())
+        _json(report.to_json() | ({} if witnessed is None else _witnessed_json(witnessed, ok)))
     else:
         if args.key is None:
             err.print(
@@ -302,7 +315,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
             for p in report.problems[:20]:
                 where = f"index {p.index}" if p.index is not None else "-"
                 out.print(f"  [{p.kind}] {where}: {p.message}")
-    return 0 if report.ok else 1
+        if witnessed is not None:
+            _print_witnessed(witnessed)
+    return 0 if ok else 1
+
+
+def _witnessed_json(witnessed: tuple[int, int, list[str]], ok: bool) -> dict[str, Any]:
+    size, _, problems = witnessed
+    return {"ok": ok, "witnessed_size": size, "witness_problems": problems}
+
+
+def _print_witnessed(witnessed: tuple[int, int, list[str]]) -> None:
+    size, latest, problems = witnessed
+    if problems:
+        out.print(f"[red]FAILED[/] witness policy: {escape(problems[0])}")
+    elif size < latest:
+        out.print(f"[green]OK[/] witnessed up to checkpoint {size}; checkpoint {latest} awaits the quorum")
+    else:
+        out.print(f"[green]OK[/] the latest checkpoint ({size}) meets the witness policy")
 
 
 def _sharded(url: str) -> bool:
@@ -591,10 +621,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from lineage_ledger.state import open_introspector
 
             introspector = open_introspector(ledger, args.redis)  # catches up, then follows every commit
+        metrics = None
         if args.metrics_port is not None:
             from lineage_ledger.metrics import LedgerMetrics
 
-            LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
+            metrics = LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
+        cosigner = start_cosigner(ledger, args, metrics.registry if metrics is not None else None)
         app = create_app(
             ledger,
             api_keys=api_keys,
@@ -605,7 +637,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             public_log=args.public_log,
         )
         # uvicorn's access log would print request paths and queries; the app logs route templates only.
-        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=_SERVE_LOGGING)
+        try:
+            uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=_SERVE_LOGGING)
+        finally:
+            if cosigner is not None:
+                cosigner.close()
     return 0
 
 
@@ -888,6 +924,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the log's verifier key (note key string, or a file holding one)")
     p.add_argument("--trusted-checkpoint", help="a signed checkpoint saved earlier; the ledger must extend it")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    add_policy_arguments(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("checkpoint", parents=[common], help="print the latest signed checkpoint")
@@ -916,6 +953,7 @@ def _parser() -> argparse.ArgumentParser:
     register_tiles(sub, common)
     register_events(sub, common)
     register_receipt(sub, common)
+    register_witness(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id", type=token_id_argument, help=TOKEN_ID_HELP)
@@ -982,6 +1020,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the log's checkpoint and tiles (C2SP tlog-tiles: /checkpoint, /tile/...) without an API key",
     )
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     register_apikey(sub, common)

@@ -40,6 +40,7 @@ __all__ = [
     "Checkpoint",
     "NoteVerifier",
     "note_key_id",
+    "note_signatures",
     "open_note",
     "parse_signer_key",
     "parse_verifier_key",
@@ -279,14 +280,10 @@ def _parse_signature_lines(block: str) -> list[tuple[str, int, bytes]]:
     return signatures
 
 
-def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> tuple[str, list[NoteVerifier]]:
-    """Verify a signed note; return its text and the verifiers whose signatures verified, in note order.
-
-    Signature lines by keys not in ``verifiers`` (matched on name and key id) are ignored, as the spec
-    requires. Raises :class:`InputError` if the note is malformed, and :class:`SignatureError` if a
-    signature by a known key fails or no known key signed the note. The returned text must not be trusted
-    on any other path.
-    """
+def note_signatures(note: str | bytes) -> tuple[str, list[tuple[str, int, bytes]]]:
+    """Split a signed note, checking only its form: its text, and each signature line's key name, key id
+    and signature bytes, in note order. Nothing is verified; :func:`open_note` does that. Other signature
+    types (cosignatures) come out the same way, their bytes uninterpreted. Raises :class:`InputError`."""
     if isinstance(note, bytes | bytearray):
         try:
             note = bytes(note).decode("utf-8")
@@ -296,7 +293,6 @@ def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> tuple[str
         _check_utf8(note, "note")
     else:
         raise InputError("note", "must be str or bytes")
-    known = _index_verifiers(verifiers)
     if _CONTROL_CHARACTER_BUT_NEWLINE.search(note):
         raise InputError("note", "must not contain ASCII control characters other than newline")
     split = note.rfind("\n\n")
@@ -305,8 +301,19 @@ def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> tuple[str
     text, block = note[: split + 1], note[split + 2 :]
     if not block.endswith("\n"):
         raise InputError("note", "the signature lines must be non-empty and end with a newline")
-    signatures = _parse_signature_lines(block)
+    return text, _parse_signature_lines(block)
 
+
+def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> tuple[str, list[NoteVerifier]]:
+    """Verify a signed note; return its text and the verifiers whose signatures verified, in note order.
+
+    Signature lines by keys not in ``verifiers`` (matched on name and key id) are ignored, as the spec
+    requires. Raises :class:`InputError` if the note is malformed, and :class:`SignatureError` if a
+    signature by a known key fails or no known key signed the note. The returned text must not be trusted
+    on any other path.
+    """
+    known = _index_verifiers(verifiers)
+    text, signatures = note_signatures(note)
     message = text.encode("utf-8")
     verified: list[NoteVerifier] = []
     for name, key_id, signature in signatures:

@@ -11,7 +11,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from lineage_ledger.errors import NotFoundError
-from lineage_ledger.store.base import CheckpointRow, EntryRow, EnvelopeRow, PromiseRow, keyset_pages
+from lineage_ledger.store.base import (
+    CheckpointRow,
+    EntryRow,
+    EnvelopeRow,
+    PromiseRow,
+    keyset_pages,
+    with_cosignatures,
+)
 
 __all__ = ["ENTRY_COLUMNS", "ENVELOPE_COLUMNS", "SqlReads"]
 
@@ -82,11 +89,25 @@ class SqlReads:
 
     def checkpoints(self, start_size: int = 0) -> list[CheckpointRow]:
         rows = self._all(f"SELECT size, note FROM checkpoints WHERE size >= {self._param} ORDER BY size", (start_size,))
-        return [CheckpointRow(*r) for r in rows]
+        return self._cosigned([CheckpointRow(*r) for r in rows], start_size)
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         rows = self._all("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-        return CheckpointRow(*rows[0]) if rows else None
+        return self._cosigned([CheckpointRow(*rows[0])], rows[0][0])[0] if rows else None
+
+    def _has_cosignatures(self) -> bool:
+        """Whether the cosignatures table exists (a ledger from before it, opened read-only, has none)."""
+        return True
+
+    def _cosigned(self, rows: list[CheckpointRow], start_size: int) -> list[CheckpointRow]:
+        """The checkpoints with their stored witness cosignature lines appended to each note."""
+        if not rows or not self._has_cosignatures():
+            return rows
+        lines = self._all(
+            f"SELECT size, line FROM cosignatures WHERE size >= {self._param} ORDER BY size, witness, key_id",
+            (start_size,),
+        )
+        return with_cosignatures(rows, lines)
 
     def promises(self, start_first: int = -(1 << 63)) -> list[PromiseRow]:
         p = self._param

@@ -23,6 +23,7 @@ __all__ = [
     "SchemaRow",
     "Store",
     "keyset_pages",
+    "with_cosignatures",
 ]
 
 
@@ -54,7 +55,8 @@ class EnvelopeRow(NamedTuple):
 
 
 class CheckpointRow(NamedTuple):
-    """A signed checkpoint (C2SP signed note) for a tree size."""
+    """A signed checkpoint (C2SP signed note) for a tree size. As a store returns it, the note carries the
+    log's signature followed by every witness cosignature stored for that size (``Store.add_cosignatures``)."""
 
     size: int
     note: str
@@ -135,6 +137,14 @@ class BatchWrite:
     """Transport schemas to register (one already registered under the same fingerprint is kept)."""
     quarantine: list[QuarantineRow] = field(default_factory=list)
     """Refused transport messages."""
+
+
+def with_cosignatures(rows: list[CheckpointRow], lines: Iterable[tuple[int, str]]) -> list[CheckpointRow]:
+    """``rows`` with each (size, signature line) of ``lines`` appended to the note of that size."""
+    extra: dict[int, list[str]] = {}
+    for size, line in lines:
+        extra.setdefault(int(size), []).append(str(line))
+    return [CheckpointRow(row.size, row.note + "".join(extra[row.size])) if row.size in extra else row for row in rows]
 
 
 def keyset_pages(
@@ -240,6 +250,17 @@ class Store(Protocol):
 
     def promise_covering(self, index: int) -> PromiseRow | None:
         """The stored promise whose range holds entry ``index``, if any."""
+        ...
+
+    def add_cosignatures(self, size: int, lines: Sequence[tuple[str, int, str]]) -> None:
+        """Store witness cosignatures of the checkpoint of ``size``: (witness name, cosignature key id,
+        signature line ending in a newline). The caller has verified them; one per witness and size is kept
+        (a later one for the same witness and size is skipped, not refused). Off the write path: a small
+        transaction of its own."""
+        ...
+
+    def cosigned_size(self, witness: str, key_id: int) -> int:
+        """The largest checkpoint size this witness key has a stored cosignature for (0 if none)."""
         ...
 
     def envelope(self, digest: bytes) -> EnvelopeRow:

@@ -206,6 +206,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         (),
         "DROP TABLE policies",
     ),
+    _migration(
+        6,
+        "witness cosignatures of checkpoints (C2SP tlog-cosignature lines), kept beside the checkpoint",
+        ("cosignatures",),
+        """
+        CREATE TABLE cosignatures (
+            size bigint NOT NULL,
+            witness text COLLATE "C" NOT NULL,
+            key_id bigint NOT NULL,
+            line text NOT NULL,
+            PRIMARY KEY (size, witness, key_id)
+        )
+        """,
+    ),
 )
 """Every schema step, oldest first. Append new steps; never edit one that has shipped."""
 
@@ -634,6 +648,21 @@ class PostgresStore(SqlReads):
             (subject,),
         )
         return [_entry(r) for r in rows]
+
+    def add_cosignatures(self, size: int, lines: Sequence[tuple[str, int, str]]) -> None:
+        rows = [(size, name, key_id, line) for name, key_id, line in lines]
+
+        def body(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
+            cur.executemany(
+                "INSERT INTO cosignatures (size, witness, key_id, line) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+        self._transaction(body)
+
+    def cosigned_size(self, witness: str, key_id: int) -> int:
+        rows = self._all("SELECT max(size) FROM cosignatures WHERE witness = %s AND key_id = %s", (witness, key_id))
+        return int(rows[0][0] or 0)
 
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         rows = self._all("SELECT hash, node FROM map_nodes WHERE hash = ANY(%s)", (list(digests),))

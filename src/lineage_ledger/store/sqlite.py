@@ -55,6 +55,7 @@ _TABLES: Final = (
     "quarantine",
     "subject_index",
     "subject_index_mark",
+    "cosignatures",
 )
 
 _SCHEMA: Final = """
@@ -125,6 +126,13 @@ CREATE TABLE IF NOT EXISTS subject_index (
     PRIMARY KEY (subject, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subject_index_mark (through INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL,
+    witness TEXT NOT NULL,
+    key_id INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (size, witness, key_id)
+) WITHOUT ROWID;
 """
 
 SUBJECT_RUN: Final = 32768
@@ -431,6 +439,8 @@ class SQLiteStore(SqlReads):
                 self._db.executescript(_SCHEMA + _triggers())
                 self._runs = self._open_runs()
             self._legacy = not self._has("table", "subject_index")
+            self._cosigned_table = self._has("table", "cosignatures")
+            """False only for a ledger from before cosignatures, opened read-only."""
             self._seen: _SubjectRuns | None = None
             """A read-only store's view of the unindexed tail (see _tail)."""
             """A ledger written before the subject index was written in runs, opened read-only: its entries
@@ -673,6 +683,22 @@ class SQLiteStore(SqlReads):
                 (subject,),
             )
         ]
+
+    def _has_cosignatures(self) -> bool:
+        return self._cosigned_table
+
+    def add_cosignatures(self, size: int, lines: Sequence[tuple[str, int, str]]) -> None:
+        if self._runs is None:
+            raise StoreError(f"the ledger {self.path} is open read-only")
+        rows = [(size, name, key_id, line) for name, key_id, line in lines]
+        with self._lock:
+            self._transaction(lambda db: db.executemany("INSERT OR IGNORE INTO cosignatures VALUES (?, ?, ?, ?)", rows))
+
+    def cosigned_size(self, witness: str, key_id: int) -> int:
+        if not self._cosigned_table:
+            return 0
+        rows = self._all("SELECT max(size) FROM cosignatures WHERE witness = ? AND key_id = ?", (witness, key_id))
+        return int(rows[0][0] or 0)
 
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}

@@ -11,7 +11,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-module="$here/../tests/interop"
+module="${here%/scripts}/tests/interop"
 home="${LINEAGE_GO_INTEROP_HOME:-$HOME/.cache/lineage-ledger/go-interop}"
 stamp="$home/.complete"
 

@@ -40,6 +40,9 @@ NOT_DERIVED: dict[str, str] = {
     "which are checked, so a changed schema can only make later messages fail to decode (quarantined)",
     "quarantine": "messages the ledger refused, kept for an operator; nothing in the log derives from them",
     "schema_migrations": "PostgreSQL's record of the schema steps applied: the tables themselves are what is read",
+    "cosignatures": "witnesses' cosignatures of checkpoints, signed by the witnesses, not derived from the log: "
+    "verify checks them against the witnesses' keys only under a trust policy (--witness-key, --witness-quorum), "
+    "where a changed or missing line leaves the checkpoint short of its quorum (tests/witness)",
 }
 """Tables the ledger keeps that are not derived from the log, and why no answer about the log depends on them."""
 UNREAD: dict[tuple[str, str], str] = {

@@ -46,13 +46,9 @@ class HttpView:
         body: dict[str, Any] = response.json()
         return body
 
-    def size(self) -> int:
-        """The log's size, from /readyz."""
-        body = self._get("/readyz")
-        if body is None or not isinstance(body.get("size"), int):
-            raise TransportError("GET /readyz did not say the log's size")
-        size: int = body["size"]
-        return size
+    def size(self) -> int | None:
+        """None: the API does not publish the log's size to auditors; a missing entry answers 404 instead."""
+        return None
 
     def entry(self, index: int) -> bytes | None:
         """The entry's bytes from /v1/entries/{index}."""

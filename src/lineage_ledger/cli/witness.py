@@ -239,11 +239,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = ws.add_parser("init", parents=[common], help="create a witness key file (0600) and print its verifier key")
     p.add_argument("--key", required=True, help="the witness key file to create")
     p.add_argument("--name", required=True, help="the witness's name, e.g. witness.example.com/w1")
-    p.set_defaults(func=_init)
+    p.set_defaults(func=_init, ledger_default=None)  # a witness reads no ledger
 
     p = ws.add_parser("key", parents=[common], help="print the witness's cosignature verifier key")
     p.add_argument("--key", required=True, help="the witness key file")
-    p.set_defaults(func=_key)
+    p.set_defaults(func=_key, ledger_default=None)
 
     p = ws.add_parser("serve", parents=[common], help="run the witness over HTTP (needs the [server] extra)")
     p.add_argument("--key", required=True, help="the witness key file")
@@ -256,9 +256,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="a log to witness: its note verifier key (or a file holding it), after its origin when that "
         "differs from the key's name",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090)
-    p.set_defaults(func=_serve)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--port", type=int, default=8090, help="port to listen on (default 8090)")
+    p.set_defaults(func=_serve, ledger_default=None)
 
     p = ws.add_parser("cosign", parents=[common], help="ask witnesses to cosign the ledger's latest checkpoint")
     p.add_argument("--witness", action="append", default=[], metavar="'URL VKEY'", help="a witness; repeatable")

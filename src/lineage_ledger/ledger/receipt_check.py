@@ -43,8 +43,8 @@ GOOD = frozenset({"sealed", "pending"})
 class LedgerView(Protocol):
     """What a receipt check asks of a ledger."""
 
-    def size(self) -> int:
-        """Entries in the log."""
+    def size(self) -> int | None:
+        """Entries in the log, or None if this view cannot say (then a missing entry tells)."""
         ...
 
     def entry(self, index: int) -> bytes | None:
@@ -135,7 +135,7 @@ def check_receipt(saved: SavedReceipt, verifier: NoteVerifier, view: LedgerView,
     index = saved.index
     promised = f"the log key promised entry {index} with leaf {saved.leaf.hex()[:16]}..."
     size = view.size()
-    if index >= size:
+    if size is not None and index >= size:
         return outcome("dropped", f"{promised}, but the ledger holds only {size} entries (rolled back or truncated)")
     body = view.entry(index)
     if body is None:

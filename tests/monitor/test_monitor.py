@@ -16,7 +16,7 @@ from lineage_ledger.core.crypto import Ed25519Signer, Signer
 from lineage_ledger.core.merkle import leaf_hash, root_of
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, sign_note
 from lineage_ledger.core.tiles import Tile, decode_bundle, encode_bundle
-from lineage_ledger.errors import NotFoundError
+from lineage_ledger.errors import InputError, NotFoundError
 from lineage_ledger.keys import load_signer
 from lineage_ledger.monitor import EntryFollower, Monitor
 from lineage_ledger.tile_client import TileClient
@@ -219,3 +219,15 @@ def test_a_stall_is_flagged_only_past_the_promised_interval(real: tuple[list[byt
     assert [f.kind for f in _monitor(serving, signer, state, clock, stall_seconds=60).round()] == ["verified"]
     clock[0] = 1100.0
     assert [f.kind for f in _monitor(serving, signer, state, clock, stall_seconds=60).round()] == ["verified"]
+
+
+def test_a_state_file_that_is_not_one_is_named_and_left_alone(real: tuple[list[bytes], Signer], tmp_path: Path) -> None:
+    _, signer = real
+    state = tmp_path / "s.json"
+    state.write_text('{"version": 1, "entries": {"heads": 3}}')
+    with pytest.raises(InputError, match="not a monitor's entry state"):
+        _monitor(_Serving(_Log(signer, real[0][:5])), signer, state)
+    state.write_text("[1, 2")
+    with pytest.raises(InputError, match="is not a monitor state file"):
+        _monitor(_Serving(_Log(signer, real[0][:5])), signer, state)
+    assert state.read_text() == "[1, 2"

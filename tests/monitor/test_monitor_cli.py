@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lineage_ledger.cli.main import main
@@ -224,3 +226,33 @@ def test_a_tampered_tile_is_flagged_and_the_state_stays(
         code, findings = monitor(url, vkey, state)
         assert code == 0, findings
         assert findings[-1]["size"] == grown
+
+
+def test_a_running_monitor_serves_its_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger, key, site = tmp_path / "a.db", tmp_path / "a.key", tmp_path / "site"
+    create(capsys, ledger, key, 10, "first")
+    vkey = verifier_key(capsys, ledger)
+    publish(capsys, ledger, site)
+    port, findings = free_port(), tmp_path / "findings.jsonl"
+    command = [LINEAGE, "monitor", "--log", site.as_uri(), "--key", vkey, "--state", str(tmp_path / "s.json")]
+    options = ["--interval", "3600", "--metrics-port", str(port), "--findings", str(findings)]
+    process = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the first round, then an hour's wait: poll until the round is counted
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1.0).text
+                if f'lineage_monitor_rounds_total{{log="{site.as_uri()}"}} 1.0' in text:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "no round counted within 60 s"
+            time.sleep(0.1)  # polling a condition with a deadline
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    size = int((site / "checkpoint").read_text().split("\n")[1])
+    assert f'lineage_monitor_verified_size{{log="{site.as_uri()}"}} {float(size)}' in text
+    assert f'lineage_monitor_alerts_total{{kind="fork",log="{site.as_uri()}"}} 0.0' in text
+    assert [json.loads(line)["kind"] for line in findings.read_text().splitlines()] == ["verified"]

@@ -170,6 +170,33 @@ class TileClient:
                 where = f"entry {bundle.first + offset} in {bundle.path()}"
                 raise RootMismatchError(f"{where} does not hash to its leaf", expected, leaf_hash(body))
 
+    def leaf_range(self, begin: int, end: int, size: int) -> tuple[list[bytes], list[bytes]]:
+        """Leaf hashes and entries ``begin``..``end - 1`` of the tree of ``size``, read from level-0 tiles and
+        entry bundles, each entry of every bundle read checked to hash to its leaf (RootMismatchError naming
+        the first that does not). The leaf hashes are not yet checked against a root: fold them into a
+        compact range for that. Tiles read here are not cached (a follower reads each once)."""
+        if not 0 <= begin <= end <= size:
+            raise InputError("range", f"{begin}..{end} is not a range of the tree of size {size}")
+        leaves: list[bytes] = []
+        bodies: list[bytes] = []
+        pos = begin
+        while pos < end:
+            tile = self._covering(0, pos, size)
+            hashes = split_hashes(self._tile(tile, keep=False), tile)
+            bundle = Tile(None, tile.index, tile.width)
+            found = decode_bundle(self._tile(bundle, keep=False))
+            if len(found) != bundle.width:
+                raise InputError("bundle", f"{bundle.path()} holds {len(found)} entries, not {bundle.width}")
+            for at, (body, expected) in enumerate(zip(found, hashes, strict=True)):  # the whole bundle served
+                if leaf_hash(body) != expected:
+                    where = f"entry {tile.first + at} in {bundle.path()}"
+                    raise RootMismatchError(f"{where} does not hash to its leaf", expected, leaf_hash(body))
+            take = min(end, tile.first + tile.width) - pos
+            leaves.extend(hashes[pos - tile.first : pos - tile.first + take])
+            bodies.extend(found[pos - tile.first : pos - tile.first + take])
+            pos += take
+        return leaves, bodies
+
     # -- entries and proofs, each checked against a signed root ------------------------------------------
 
     def entry(self, index: int, signed: Checkpoint) -> tuple[bytes, list[bytes]]:

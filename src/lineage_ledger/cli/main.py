@@ -38,6 +38,7 @@ from lineage_ledger.cli.export import register as register_export
 from lineage_ledger.cli.findings import register as register_findings
 from lineage_ledger.cli.kafka import register as register_kafka
 from lineage_ledger.cli.key_lifecycle import register_apikey, register_rotate_log, register_token_secret
+from lineage_ledger.cli.monitor import register as register_monitor
 from lineage_ledger.cli.options import (
     TOKEN_ID_HELP,
     fill_defaults,
@@ -951,6 +952,7 @@ def _parser() -> argparse.ArgumentParser:
     register_export(sub, common)
     register_kafka(sub, common)
     register_tiles(sub, common)
+    register_monitor(sub)
     register_events(sub, common)
     register_receipt(sub, common)
     register_witness(sub, common)

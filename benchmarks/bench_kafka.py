@@ -4,7 +4,7 @@
     python benchmarks/bench_kafka.py --events 50000 --shards 2 --rate 5000     # latency at a fixed rate
 
 Starts its own single-node Kafka (KRaft, the jars scripts/install-kafka.sh fetches) and, for the postgres
-backend, its own durable PostgreSQL server (the helpers the tests use). For each backend and shard count it
+backend, its own durable PostgreSQL server (the fixtures the tests use). For each backend and shard count it
 creates a 4-partition topic and a sharded ledger (root + shards; PostgreSQL: one database per shard, as the
 writer role), starts one consumer process per shard (``LedgerConsumer`` on its partition group, as
 ``lineage consume --shard n`` does), then publishes pre-signed, pre-encoded Avro messages (one envelope per

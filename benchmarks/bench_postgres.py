@@ -3,7 +3,7 @@
     python benchmarks/bench_postgres.py --events 100000            # starts its own durable server
 
 Both stores are durable: SQLite with synchronous=full, PostgreSQL with its defaults (fsync on,
-synchronous_commit on) on a fresh server in a temporary directory (the helper the tests use). The
+synchronous_commit on) on a fresh server in a temporary directory (the fixture the tests use). The
 ledger connects as the writer role of a provisioned database. Also measured on the very rows the ledger
 wrote: the store-level floor for a batch of entries, with COPY (what PostgresStore does) and with
 executemany in pipeline mode (the alternative), and full verification on both backends.

@@ -4,7 +4,8 @@ Appends pre-sealed envelopes of ``bench_emitter.py``'s events (1,000 tokens, eac
 after another to a fresh durable ledger and reports, for every ``--step`` entries, the wall time and the
 appending thread's CPU time per event, the bytes the process wrote per event (``/proc/self/io``), and
 the sizes of the database and its write-ahead log. Sealing the envelopes is done beforehand and not
-timed. This is how the eighth session found the WAL that never started over (docs/design.md).
+timed. A cost per event that grows with the log, or a write-ahead log that grows past its bound, shows
+here first (docs/write-path.md, "SQLite's write-ahead log").
 
 Usage: python benchmarks/ledger_growth.py [--events 400000] [--batch 400] [--step 50000]
 """

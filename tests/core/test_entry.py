@@ -159,7 +159,7 @@ class TestEventEntry:
         assert entry.v == 1
 
     def test_first_prev_is_64_zeros(self) -> None:
-        assert ZERO_HASH.hex() == "0" * 64  # ARCHITECTURE.md, "Entry"
+        assert ZERO_HASH.hex() == "0" * 64  # docs/formats.md, "Event entry"
 
 
 class TestSealEntry:

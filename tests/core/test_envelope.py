@@ -18,7 +18,7 @@ from lineage_ledger.core.crypto import Ed25519Signer
 from lineage_ledger.core.envelope import open_envelope, seal_batch, verify_batch_signature
 from lineage_ledger.errors import EnvelopeError, InputError, SignatureError
 
-PAYLOAD_TYPE: Final = "application/vnd.lineage-ledger.batch.v1+json"  # ARCHITECTURE.md, "Envelope"
+PAYLOAD_TYPE: Final = "application/vnd.lineage-ledger.batch.v1+json"  # docs/formats.md, "Batch envelope"
 PRODUCER: Final = "auth-svc"
 KEY_ID: Final = "auth-svc:2025"
 SIGNER: Final = Ed25519Signer(KEY_ID, bytes(range(32)))

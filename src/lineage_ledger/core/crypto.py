@@ -44,7 +44,7 @@ ED25519_PUBLIC_KEY_SIZE: Final = 32
 ED25519_SIGNATURE_SIZE: Final = 64
 
 BATCH_PAYLOAD_TYPE: Final = "application/vnd.lineage-ledger.batch.v1+json"
-"""DSSE payload type of a producer's signed batch (see ARCHITECTURE.md, "Envelope")."""
+"""DSSE payload type of a producer's signed batch (docs/formats.md, "Batch envelope")."""
 
 MIN_FINGERPRINT_SECRET_SIZE: Final = 16
 """Shortest HMAC secret :func:`token_fingerprint` accepts, in bytes (128 bits)."""

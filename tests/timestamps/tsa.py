@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -136,12 +136,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def serve_authority(directory: Path, name: str = "Lineage Test TSA") -> Iterator[Authority]:
-    """Make a TSA in ``directory`` and serve it on a loopback port until the generator is closed."""
-    config = make_authority(directory, name)
+def serve_authority(directory: Path, name: str = "Lineage Test TSA", port: int = 0) -> Generator[Authority, None, None]:
+    """Make a TSA in ``directory`` (unless one is there) and serve it on a loopback port (``port``, or a free
+    one) until the generator is closed."""
+    config = directory / "tsa.cnf" if (directory / "tsa.cnf").exists() else make_authority(directory, name)
     requests: list[bytes] = []
     handler = type("Handler", (_Handler,), {"config": config, "requests": requests, "lock": threading.Lock()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

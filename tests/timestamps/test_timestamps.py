@@ -22,6 +22,7 @@ from lineage_ledger.errors import SignatureError
 from lineage_ledger.store import open_store
 from lineage_ledger.timestamps.token import load_tsa_anchors, verify_timestamp
 from tests.conftest import BuiltLedger, token_id
+from tests.service.test_server import free_port
 from tests.timestamps.tsa import Authority, openssl, serve_authority
 
 
@@ -199,3 +200,35 @@ def test_an_evidence_bundle_carries_the_timestamp_and_is_checked_with_the_tsa_ro
     code, out = _run(capsys, "evidence", "verify", str(other), "--key", key, "--tsa-cert", ca, "--json")
     assert code == 1
     assert out["timestamp"] == {"ok": False, "problem": "the bundle holds no timestamp of its checkpoint"}
+
+
+def test_a_token_that_does_not_verify_under_the_configured_anchor_is_not_stored(
+    built_ledger: BuiltLedger, authority: Authority, other_authority: Authority, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = ["timestamp", "request", "--ledger", built_ledger.url, "--tsa-url", authority.url]
+    assert main([*request, "--tsa-cert", str(other_authority.ca_cert)]) != 0
+    assert "does not verify" in capsys.readouterr().err
+    assert len(authority.requests) == 1  # the TSA answered; its token was refused
+    store = open_store(built_ledger.url, readonly=True)
+    try:
+        assert store.timestamped_sizes() == []
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert main(["timestamp", "verify", "--ledger", built_ledger.url, "--tsa-cert", str(authority.ca_cert)]) != 0
+    assert "no timestamp" in capsys.readouterr().err  # nothing to verify
+    assert main([*request, "--tsa-cert", str(authority.ca_cert)]) == 0
+
+
+def test_an_unreachable_tsa_or_a_missing_anchor_file_is_a_clear_error(
+    built_ledger: BuiltLedger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["timestamp", "request", "--ledger", built_ledger.url, "--tsa-url", "ftp://tsa.example/"])
+    assert code != 0
+    assert "tsa_url" in capsys.readouterr().err
+    down = f"http://127.0.0.1:{free_port()}/tsr"
+    assert main(["timestamp", "request", "--ledger", built_ledger.url, "--tsa-url", down]) != 0
+    assert "cannot reach the TSA" in capsys.readouterr().err
+    code = main(["timestamp", "verify", "--ledger", built_ledger.url, "--tsa-cert", str(tmp_path / "absent.pem")])
+    assert code != 0
+    assert "absent.pem" in capsys.readouterr().err

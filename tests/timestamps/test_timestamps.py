@@ -232,3 +232,21 @@ def test_an_unreachable_tsa_or_a_missing_anchor_file_is_a_clear_error(
     code = main(["timestamp", "verify", "--ledger", built_ledger.url, "--tsa-cert", str(tmp_path / "absent.pem")])
     assert code != 0
     assert "absent.pem" in capsys.readouterr().err
+
+
+def test_tsa_checks_that_do_not_apply_are_refused_not_skipped(
+    built_ledger: BuiltLedger, authority: Authority, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = str(authority.ca_cert)
+    family = tmp_path / "family.json"
+    export = ["evidence", "export", token_id("t-1"), "--ledger", built_ledger.url, "--family"]
+    assert main([*export, "-o", str(family)]) == 0
+    key = str(built_ledger.verifier)
+    capsys.readouterr()
+    assert main(["evidence", "verify", str(family), "--key", key, "--tsa-cert", ca]) != 0
+    assert "evidence set carries no timestamp" in capsys.readouterr().err
+    root = tmp_path / "sharded.db"
+    assert main(["init", "--ledger", str(root), "--shards", "2"]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--ledger", str(root), "--tsa-cert", ca]) != 0
+    assert "--tsa-cert applies to one log" in capsys.readouterr().err

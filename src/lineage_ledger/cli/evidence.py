@@ -180,6 +180,8 @@ def _verify(args: argparse.Namespace) -> int:
     key = _trusted_key(args)
     data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
     if is_evidence_set(data):
+        if args.tsa_cert:
+            raise InputError("tsa_cert", "an evidence set carries no timestamp; use lineage timestamp verify")
         return _verify_set(data, key, args.json)
     witness_keys = [str(load_witness_key(k)) for k in args.witness_key]
     report = verify_bundle(data, log_key=key, witness_keys=witness_keys, witness_quorum=args.witness_quorum)

@@ -286,6 +286,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if _sharded(args.ledger):
         if policy is not None:
             raise CommandError("--witness-key applies to one log; verify each shard's ledger with it instead")
+        if args.tsa_cert:
+            raise CommandError("--tsa-cert applies to one log; verify each shard's ledger with it instead")
         return _verify_sharded(args)
     with _progress(args, "verify", None) as advance:
         report = verify_ledger(

@@ -43,6 +43,9 @@ NOT_DERIVED: dict[str, str] = {
     "cosignatures": "witnesses' cosignatures of checkpoints, signed by the witnesses, not derived from the log: "
     "verify checks them against the witnesses' keys only under a trust policy (--witness-key, --witness-quorum), "
     "where a changed or missing line leaves the checkpoint short of its quorum (tests/witness)",
+    "timestamps": "RFC 3161 tokens a Time Stamping Authority signed over checkpoints, not derived from the log: "
+    "verify checks them against the TSA's certificate when given one (--tsa-cert), where a changed token fails "
+    "(tests/timestamps)",
 }
 """Tables the ledger keeps that are not derived from the log, and why no answer about the log depends on them."""
 UNREAD: dict[tuple[str, str], str] = {

@@ -287,6 +287,8 @@ def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tup
         "DELETE FROM promises",
         "UPDATE cosignatures SET line = 'x'",
         "DELETE FROM cosignatures",
+        "UPDATE timestamps SET token = 'x'",
+        "DELETE FROM timestamps",
     ],
 )
 def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw], sql: str) -> None:
@@ -302,6 +304,7 @@ def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw
     batch.promise = PromiseRow(0, 1, b"{}")
     store.write(batch)
     store.add_cosignatures(1, [("w.example/1", 7, "— w.example/1 AAAA\n")])
+    store.add_timestamp(1, b"\x30\x00")
     with pytest.raises(Exception, match="append-only") as refused:
         raw(sql)
     assert not isinstance(refused.value, LedgerError)  # refused by the database, not by this package
@@ -326,6 +329,22 @@ def test_cosignatures_are_kept_beside_their_checkpoint_and_served_with_it(backen
     assert store.cosigned_size("w.example/1", 7) == 2
     assert store.cosigned_size("w.example/2", 9) == 1
     assert store.cosigned_size("w.example/2", 8) == 0
+
+
+def test_timestamp_tokens_are_kept_beside_their_checkpoint(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    store.write(BatchWrite(entries=[_row(0, "token:a", "e0")], checkpoint=CheckpointRow(1, "cp-1\n\n— log A\n")))
+    store.write(BatchWrite(entries=[_row(1, "token:a", "e1")], checkpoint=CheckpointRow(2, "cp-2\n\n— log B\n")))
+    assert store.timestamp(1) is None
+    assert store.timestamped_sizes() == []
+    store.add_timestamp(2, b"token-2")
+    store.add_timestamp(1, b"token-1")
+    store.add_timestamp(2, b"a later token")  # skipped: the first one is kept
+    assert store.timestamp(1) == b"token-1"
+    assert store.timestamp(2) == b"token-2"
+    assert store.timestamp(3) is None
+    assert store.timestamped_sizes() == [1, 2]
+    assert store.latest_checkpoint() == CheckpointRow(2, "cp-2\n\n— log B\n")  # the note is unchanged
 
 
 def test_closed_store_fails_cleanly(backend: tuple[Store, Raw]) -> None:

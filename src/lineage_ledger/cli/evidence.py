@@ -19,6 +19,7 @@ from rich.table import Table
 from lineage_ledger.cli.options import output_options, subject_argument
 from lineage_ledger.cli.query import instant_arg
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table
+from lineage_ledger.cli.timestamp import check_bundle_timestamp
 from lineage_ledger.cli.witness import add_policy_arguments, load_witness_key
 from lineage_ledger.errors import InputError
 from lineage_ledger.keys import load_verifier
@@ -179,14 +180,24 @@ def _verify(args: argparse.Namespace) -> int:
     key = _trusted_key(args)
     data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
     if is_evidence_set(data):
+        if args.tsa_cert:
+            raise InputError("tsa_cert", "an evidence set carries no timestamp; use lineage timestamp verify")
         return _verify_set(data, key, args.json)
     witness_keys = [str(load_witness_key(k)) for k in args.witness_key]
     report = verify_bundle(data, log_key=key, witness_keys=witness_keys, witness_quorum=args.witness_quorum)
+    stamp = check_bundle_timestamp(data, args.tsa_cert) if args.tsa_cert else None
     if args.json:
-        _print_json(report.to_json())
+        _print_json(report.to_json() | ({} if stamp is None else {"ok": report.ok and stamp["ok"], "timestamp": stamp}))
     else:
         _show(report)
-    return 0 if report.ok else 1
+        if stamp is not None:
+            mark = (
+                f"[green]OK[/] timestamped at {stamp['gen_time']}"
+                if stamp["ok"]
+                else f"[red]FAILED[/] {escape(stamp['problem'])}"
+            )
+            _out.print(f"{mark} (RFC 3161 timestamp of the checkpoint)")
+    return 0 if report.ok and (stamp is None or stamp["ok"]) else 1
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -217,4 +228,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "Required: the key inside the bundle is not trusted",
     )
     add_policy_arguments(p)
+    p.add_argument("--tsa-cert", help="also check the bundle's RFC 3161 timestamp against this TSA root (PEM)")
     p.set_defaults(func=_verify, ledger_default=None)  # reads no ledger, whatever the group was given

@@ -54,6 +54,9 @@ from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.cli.receipt import register as register_receipt
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table, silence_stdout
 from lineage_ledger.cli.tiles import register as register_tiles
+from lineage_ledger.cli.timestamp import add_serve_arguments as add_timestamp_arguments
+from lineage_ledger.cli.timestamp import check_timestamps, print_timestamp_results, start_timestamper
+from lineage_ledger.cli.timestamp import register as register_timestamp
 from lineage_ledger.cli.witness import (
     add_policy_arguments,
     add_serve_arguments,
@@ -284,6 +287,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if _sharded(args.ledger):
         if policy is not None:
             raise CommandError("--witness-key applies to one log; verify each shard's ledger with it instead")
+        if args.tsa_cert:
+            raise CommandError("--tsa-cert applies to one log; verify each shard's ledger with it instead")
         return _verify_sharded(args)
     with _progress(args, "verify", None) as advance:
         report = verify_ledger(
@@ -294,9 +299,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             progress=advance,
         )
     witnessed = check_witnessed(args.ledger, _verifier_from(args), policy) if policy is not None else None
-    ok = report.ok and (witnessed is None or not witnessed[2])
+    stamps = check_timestamps(args.ledger, args.tsa_cert) if args.tsa_cert else None
+    ok = report.ok and (witnessed is None or not witnessed[2]) and all(s["ok"] for s in stamps or ())
     if args.json:
-        _json(report.to_json() | ({} if witnessed is None else _witnessed_json(witnessed, ok)))
+        extra = {} if stamps is None else {"ok": ok, "timestamps": stamps}
+        _json(report.to_json() | ({} if witnessed is None else _witnessed_json(witnessed, ok)) | extra)
     else:
         if args.key is None:
             err.print(
@@ -318,6 +325,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 out.print(f"  [{p.kind}] {where}: {p.message}")
         if witnessed is not None:
             _print_witnessed(witnessed)
+        if stamps is not None:
+            print_timestamp_results(stamps)
     return 0 if ok else 1
 
 
@@ -628,6 +637,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             metrics = LedgerMetrics.serving(ledger, args.metrics_port, args.metrics_addr)
         cosigner = start_cosigner(ledger, args, metrics.registry if metrics is not None else None)
+        timestamper = start_timestamper(ledger, args)
         app = create_app(
             ledger,
             api_keys=api_keys,
@@ -643,6 +653,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             if cosigner is not None:
                 cosigner.close()
+            if timestamper is not None:
+                timestamper.close()
     return 0
 
 
@@ -926,6 +938,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-checkpoint", help="a signed checkpoint saved earlier; the ledger must extend it")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     add_policy_arguments(p)
+    p.add_argument("--tsa-cert", help="also check the checkpoints' RFC 3161 timestamps against this TSA root (PEM)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("checkpoint", parents=[common], help="print the latest signed checkpoint")
@@ -956,6 +969,7 @@ def _parser() -> argparse.ArgumentParser:
     register_events(sub, common)
     register_receipt(sub, common)
     register_witness(sub, common)
+    register_timestamp(sub, common)
 
     p = sub.add_parser("trace", parents=[common], help="a token's timeline, family and resources")
     p.add_argument("token_id", type=token_id_argument, help=TOKEN_ID_HELP)
@@ -1023,6 +1037,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the log's checkpoint and tiles (C2SP tlog-tiles: /checkpoint, /tile/...) without an API key",
     )
     add_serve_arguments(p)
+    add_timestamp_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     register_apikey(sub, common)

@@ -14,7 +14,8 @@ Format (canonical JSON, ``"format": "lineage-ledger-evidence/1"``)::
     {"checkpoint": note, "entries": [{"entry": text, "index": n, "inclusion": [hex], "batch": {...}}],
      "format": ..., "log_key": "<note verifier key>", ["log_key_rotations": [{"entry", "index", "inclusion"}],]
      "map_proof": {...}, "producer_keys": {key_id: {...}},
-     "seal": {"entry": text, "index": n, "inclusion": [hex]}, "subject": "token:<id>", "tree_size": n}
+     "seal": {"entry": text, "index": n, "inclusion": [hex]}, "subject": "token:<id>",
+     ["timestamp": base64(DER RFC 3161 TimeStampToken of the checkpoint, docs/timestamps.md),] "tree_size": n}
 """
 
 from __future__ import annotations
@@ -152,4 +153,7 @@ def export_evidence(store: Store, identifier: str, *, size: int | None = None) -
     rotations = rotation_evidence(store, tree_size, reader)
     if rotations:
         bundle["log_key_rotations"] = rotations
+    timestamp = store.timestamp(tree_size)
+    if timestamp is not None:
+        bundle["timestamp"] = base64.b64encode(timestamp).decode("ascii")
     return canonical_bytes(bundle)

@@ -109,6 +109,21 @@ class SqlReads:
         )
         return with_cosignatures(rows, lines)
 
+    def _has_timestamps(self) -> bool:
+        """Whether the timestamps table exists (a ledger from before it, opened read-only, has none)."""
+        return True
+
+    def timestamp(self, size: int) -> bytes | None:
+        if not self._has_timestamps():
+            return None
+        rows = self._all(f"SELECT token FROM timestamps WHERE size = {self._param}", (size,))
+        return bytes(rows[0][0]) if rows else None
+
+    def timestamped_sizes(self) -> list[int]:
+        if not self._has_timestamps():
+            return []
+        return [int(r[0]) for r in self._all("SELECT size FROM timestamps ORDER BY size")]
+
     def promises(self, start_first: int = -(1 << 63)) -> list[PromiseRow]:
         p = self._param
         rows = self._all(

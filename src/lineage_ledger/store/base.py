@@ -263,6 +263,20 @@ class Store(Protocol):
         """The largest checkpoint size this witness key has a stored cosignature for (0 if none)."""
         ...
 
+    def add_timestamp(self, size: int, token: bytes) -> None:
+        """Store an RFC 3161 TimeStampToken (DER) for the checkpoint of ``size``. The caller has verified it;
+        one per size is kept (a later one is skipped, not refused). Off the write path: a small transaction of
+        its own."""
+        ...
+
+    def timestamp(self, size: int) -> bytes | None:
+        """The stored TimeStampToken (DER) of the checkpoint of ``size``, if any."""
+        ...
+
+    def timestamped_sizes(self) -> list[int]:
+        """The checkpoint sizes that have a stored TimeStampToken, ascending."""
+        ...
+
     def envelope(self, digest: bytes) -> EnvelopeRow:
         """The envelope with this digest (NotFoundError if none)."""
         ...

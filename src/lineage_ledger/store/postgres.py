@@ -220,6 +220,12 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         )
         """,
     ),
+    _migration(
+        7,
+        "RFC 3161 timestamp tokens of checkpoints (DER TimeStampToken), kept beside the checkpoint",
+        ("timestamps",),
+        "CREATE TABLE timestamps (size bigint PRIMARY KEY, token bytea NOT NULL)",
+    ),
 )
 """Every schema step, oldest first. Append new steps; never edit one that has shipped."""
 
@@ -663,6 +669,12 @@ class PostgresStore(SqlReads):
     def cosigned_size(self, witness: str, key_id: int) -> int:
         rows = self._all("SELECT max(size) FROM cosignatures WHERE witness = %s AND key_id = %s", (witness, key_id))
         return int(rows[0][0] or 0)
+
+    def add_timestamp(self, size: int, token: bytes) -> None:
+        def body(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
+            cur.execute("INSERT INTO timestamps (size, token) VALUES (%s, %s) ON CONFLICT DO NOTHING", (size, token))
+
+        self._transaction(body)
 
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         rows = self._all("SELECT hash, node FROM map_nodes WHERE hash = ANY(%s)", (list(digests),))

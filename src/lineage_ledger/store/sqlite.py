@@ -56,6 +56,7 @@ _TABLES: Final = (
     "subject_index",
     "subject_index_mark",
     "cosignatures",
+    "timestamps",
 )
 
 _SCHEMA: Final = """
@@ -133,6 +134,7 @@ CREATE TABLE IF NOT EXISTS cosignatures (
     line TEXT NOT NULL,
     PRIMARY KEY (size, witness, key_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timestamps (size INTEGER PRIMARY KEY, token BLOB NOT NULL);
 """
 
 SUBJECT_RUN: Final = 32768
@@ -440,6 +442,7 @@ class SQLiteStore(SqlReads):
                 self._runs = self._open_runs()
             self._legacy = not self._has("table", "subject_index")
             self._cosigned_table = self._has("table", "cosignatures")
+            self._timestamps_table = self._has("table", "timestamps")
             """False only for a ledger from before cosignatures, opened read-only."""
             self._seen: _SubjectRuns | None = None
             """A read-only store's view of the unindexed tail (see _tail)."""
@@ -699,6 +702,15 @@ class SQLiteStore(SqlReads):
             return 0
         rows = self._all("SELECT max(size) FROM cosignatures WHERE witness = ? AND key_id = ?", (witness, key_id))
         return int(rows[0][0] or 0)
+
+    def _has_timestamps(self) -> bool:
+        return self._timestamps_table
+
+    def add_timestamp(self, size: int, token: bytes) -> None:
+        if self._runs is None:
+            raise StoreError(f"the ledger {self.path} is open read-only")
+        with self._lock:
+            self._transaction(lambda db: db.execute("INSERT OR IGNORE INTO timestamps VALUES (?, ?)", (size, token)))
 
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}

@@ -1,0 +1,3 @@
+from tests.timestamps.tsa import authority
+
+__all__ = ["authority"]

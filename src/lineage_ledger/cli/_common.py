@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lineage_ledger.core.crypto import Signer
+from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.errors import InputError
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from lineage_ledger.token_secrets import TokenSecrets
 
 __all__ = [
+    "API_KEY_ENV_VAR",
     "TOKEN_SECRET_ENV_VAR",
     "CommandError",
     "api_key_path",
@@ -28,6 +30,7 @@ __all__ = [
     "log_signer",
     "open_ledger",
     "open_shard",
+    "producer_key_id",
     "settings_from",
     "token_secrets_from",
 ]
@@ -89,6 +92,9 @@ def open_shard(args: argparse.Namespace) -> tuple[Ledger, ShardLayout]:
     return Ledger.open(shard_url(args.ledger, args.shard), log_signer(args), settings=settings), layout
 
 
+API_KEY_ENV_VAR = "LINEAGE_API_KEY"
+"""The environment variable holding the service API key of ``lineage emit`` and ``lineage receipt``."""
+
 TOKEN_SECRET_ENV_VAR = "LINEAGE_TOKEN_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 
@@ -112,3 +118,8 @@ def api_key_path(args: argparse.Namespace) -> Path:
     from lineage_ledger.service.auth import API_KEYS_SUFFIX
 
     return Path(args.api_keys) if args.api_keys else default_key_path(args.ledger, API_KEYS_SUFFIX)
+
+
+def producer_key_id(signer: Signer) -> str:
+    """The default id of a producer key: its name and the first 4 bytes of its public key's leaf hash."""
+    return f"{signer.name}-{leaf_hash(signer.public_key)[:4].hex()}"

@@ -21,6 +21,7 @@ from lineage_ledger.store import open_store
 from lineage_ledger.store.sqlite import sqlite_path_from_url
 
 __all__ = [
+    "BATCH_HELP",
     "DEFAULT_LEDGER",
     "TOKEN_ID_HELP",
     "fill_defaults",
@@ -32,6 +33,9 @@ __all__ = [
     "subject_argument",
     "token_id_argument",
 ]
+
+BATCH_HELP = "events per signed batch (default 1000)"
+"""The help of ``--batch`` wherever a command signs batches."""
 
 DEFAULT_LEDGER = "./lineage.db"
 """The ledger every command uses when no ``--ledger`` is given (``lineage demo`` has its own)."""

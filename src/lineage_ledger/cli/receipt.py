@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lineage_ledger.cli._common import API_KEY_ENV_VAR
 from lineage_ledger.cli.options import DEFAULT_LEDGER, require_ledger
 from lineage_ledger.core.encoding import decode_json
 from lineage_ledger.core.hlc import format_reading
@@ -20,8 +21,6 @@ from lineage_ledger.ledger.receipt_check import LedgerView, ReceiptCheck, StoreV
 from lineage_ledger.store import open_store
 
 __all__ = ["HttpView", "register"]
-
-API_KEY_ENV_VAR = "LINEAGE_API_KEY"
 
 
 class HttpView:

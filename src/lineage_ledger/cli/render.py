@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.measure import Measurement
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-__all__ = ["counted", "error_console", "output_console", "print_table", "silence_stdout"]
+__all__ = [
+    "counted",
+    "error_console",
+    "output_console",
+    "print_json",
+    "print_table",
+    "progress",
+    "silence_stdout",
+]
 
 _UNBOUNDED = 1 << 20
 
@@ -70,3 +83,26 @@ def silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def print_json(console: Console, value: Any) -> None:
+    """Print ``value`` as JSON: indented and coloured on a terminal, one plain line otherwise."""
+    console.print_json(json.dumps(value), sort_keys=False) if sys.stdout.isatty() else print(json.dumps(value))
+
+
+@contextmanager
+def progress(console: Console, quiet: bool, label: str, total: int | None) -> Iterator[Any]:
+    """A progress bar on ``console`` (shown only on a terminal, and not when ``quiet``); yields the function
+    that moves it: ``advance(done, total=total)``."""
+    show = not quiet and console.is_terminal
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, total=total: bar.update(task, completed=done, total=total)

@@ -120,3 +120,38 @@ def test_people_see_rfc3339_utc(capsys: pytest.CaptureFixture[str], built: Built
     assert "2026-12-01T09:05:00Z" in timeline.out
     as_json = ask(capsys, built, "state-at", built.token, "--at", "2026-12-01T09:30:00Z").json()["answer"]
     assert as_json["at"] == format_reading((NINE + 1800) * S, 0)  # nanoseconds, as the ledger's readings
+
+
+def _lineage(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    try:
+        return run(capsys, *argv)
+    except SystemExit as e:
+        captured = capsys.readouterr()
+        return Run(int(str(e.code)), captured.out, captured.err)
+
+
+def test_key_windows_take_the_same_times(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ledger = str(tmp_path / "keys.db")
+    assert _lineage(capsys, "init", "--ledger", ledger).code == 0
+    register = ("keys", "register", "--ledger", ledger, "--producer", "svc-t", "--key-id", "svc-t-1")
+    done = _lineage(capsys, *register, "--generate", str(tmp_path / "t.key"), "--valid-from", "2026-12-01T09:00:00Z")
+    assert done.code == 0, done.err
+    listed = _lineage(capsys, "keys", "list", "--ledger", ledger, "--json")
+    (key,) = [k for k in listed.json() if k["key_id"] == "svc-t-1"]
+    assert key["valid_from"] == format_reading(NINE * S, 0)
+    revoked = _lineage(capsys, "keys", "revoke", "--ledger", ledger, "--key-id", "svc-t-1", "--at", "2026-12-02")
+    assert revoked.code == 0, revoked.err
+    (key,) = [
+        k for k in _lineage(capsys, "keys", "list", "--ledger", ledger, "--json").json() if k["key_id"] == "svc-t-1"
+    ]
+    assert key["revoked_at"] == format_reading((NINE + 15 * 3600) * S, 0)  # midnight UTC, 2026-12-02
+    bad = _lineage(capsys, *register[:-1], "svc-t-2", "--generate", str(tmp_path / "u.key"), "--valid-from", "soon")
+    assert bad.code == 2
+    assert "--valid-from" in bad.err
+
+
+def test_trace_shows_times_as_rfc3339(capsys: pytest.CaptureFixture[str], built: Built) -> None:
+    traced = _lineage(capsys, "trace", built.token, "--ledger", str(built.path))
+    assert traced.code == 0, traced.err
+    assert "2026-12-01T09:00:00Z" in traced.out
+    assert "2026-12-01T10:00:00Z" in traced.out

@@ -13,8 +13,10 @@ from lineage_ledger.cli._common import open_ledger as _open
 from lineage_ledger.cli._common import settings_from as _settings
 from lineage_ledger.cli.key_lifecycle import register_rotate_log
 from lineage_ledger.cli.options import output_options
+from lineage_ledger.cli.query import TIME_HELP, instant_arg
 from lineage_ledger.cli.render import output_console, print_json
 from lineage_ledger.core.crypto import Ed25519Signer
+from lineage_ledger.core.instant import Instant
 from lineage_ledger.errors import InputError
 from lineage_ledger.keys import write_signer_key
 from lineage_ledger.ledger.writer import Ledger
@@ -22,6 +24,11 @@ from lineage_ledger.ledger.writer import Ledger
 __all__ = ["register"]
 
 out = output_console()
+
+
+def _reading(instant: Instant | None) -> str | None:
+    """A time option as the HLC reading a key window is written in (None: the option was not given)."""
+    return None if instant is None else instant.reading()
 
 
 def _key_ledgers(args: argparse.Namespace) -> list[Ledger]:
@@ -82,11 +89,15 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 raise CommandError("give --public-key HEX or --generate FILE")
             for ledger in ledgers:
                 index = ledger.register_key(
-                    args.producer, args.key_id, public, valid_from=args.valid_from, valid_until=args.valid_until
+                    args.producer,
+                    args.key_id,
+                    public,
+                    valid_from=_reading(args.valid_from),
+                    valid_until=_reading(args.valid_until),
                 )
         else:
             for ledger in ledgers:
-                index = ledger.revoke_key(args.key_id, at=args.at)
+                index = ledger.revoke_key(args.key_id, at=_reading(args.at))
         for ledger in ledgers:
             ledger.seal()
     finally:
@@ -127,12 +138,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     k.add_argument("--key-id", required=True, help="the key's id, named in every batch it signs")
     k.add_argument("--public-key", help="hex Ed25519 public key")
     k.add_argument("--generate", help="generate a key pair and write the private key to this file (0600)")
-    k.add_argument("--valid-from", help="HLC reading from which the key may sign (default: now)")
-    k.add_argument("--valid-until", help="HLC reading from which the key signs nothing (default: no end)")
+    k.add_argument(
+        "--valid-from",
+        type=instant_arg("--valid-from"),
+        help="when the key may start signing (default: now); " + TIME_HELP,
+    )
+    k.add_argument(
+        "--valid-until", type=instant_arg("--valid-until"), help="when it stops (default: no end); " + TIME_HELP
+    )
     k.set_defaults(func=cmd_keys)
     k = ks.add_parser("revoke", parents=[common], help="record that a key signs nothing from an instant on")
     k.add_argument("--key-id", required=True, help="the key to revoke")
-    k.add_argument("--at", help="HLC reading from which the key signs nothing (default now)")
+    k.add_argument("--at", type=instant_arg("--at"), help="when the key stops signing (default: now); " + TIME_HELP)
     k.set_defaults(func=cmd_keys)
     register_rotate_log(ks, common)
 

@@ -19,6 +19,7 @@ from lineage_ledger.cli._common import producer_key_id
 from lineage_ledger.cli._common import settings_from as _settings
 from lineage_ledger.cli.events import ensure_token_secret
 from lineage_ledger.cli.options import BATCH_HELP, TOKEN_ID_HELP, token_id_argument
+from lineage_ledger.cli.query import shown
 from lineage_ledger.cli.render import counted, error_console, output_console, print_json, print_table, progress
 from lineage_ledger.core.crypto import Ed25519Signer
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
@@ -228,7 +229,7 @@ def print_trace(trace: Any) -> None:
         verdict = "ok" if s.verdict == "ok" else f"[red]{s.verdict}[/]"
         table.add_row(
             str(s.index),
-            s.occurred_at,
+            shown(s.occurred_at),
             s.event_type,
             verdict,
             s.producer,

@@ -8,6 +8,7 @@ off by its reader ends quietly; every option says what it is for.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -411,7 +412,8 @@ def test_tables_show_whole_token_ids(ledger: Path, capsys: pytest.CaptureFixture
     assert "…" not in shown.out
     trace = run(capsys, "trace", region)
     assert "…" not in trace.out
-    assert f"{T0 + 21 * S}.00000" in trace.out  # an HLC reading is whole too
+    at = datetime.datetime.fromtimestamp((T0 + 21 * S) // S, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert at in trace.out  # times are shown whole too, as RFC 3339
 
 
 def _options(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:

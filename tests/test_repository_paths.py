@@ -129,7 +129,7 @@ def test_no_file_names_a_path_above_the_repository_root() -> None:
 @pytest.mark.parametrize(
     ("relative", "source"),
     [
-        ("tests/core/test_x.py", 'V = Path(__file__).resolve().parents[2].parent / "shared" / "testvectors"\n'),
+        ("tests/core/test_x.py", 'V = Path(__file__).resolve().parents[2].parent / "outside" / "testvectors"\n'),
         ("tests/core/test_x.py", "V = Path(__file__).resolve().parents[3]\n"),
         ("tests/test_x.py", "V = Path(__file__).parent.parent.parent\n"),
         ("src/pkg/mod.py", "V = dirname(dirname(dirname(dirname(os.path.abspath(__file__)))))\n"),

@@ -23,7 +23,7 @@ from lineage_ledger.emitter.transport import LocalTransport, refuses_events
 from lineage_ledger.errors import ConflictError, InputError, PushbackError, StoreError, TransportError
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer
 from tests.emitter.helpers import WAIT_S, create_ledger, open_ledger, recorded_events, sequence, sequenced_event
-from tests.service.test_server import free_port
+from tests.service.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "llk_fault_test_key"

@@ -41,7 +41,7 @@ from tests.conftest import (
     make_producer_signer,
     token_events,
 )
-from tests.service.test_server import Server, free_port, wait_healthy
+from tests.service.serving import Server, free_port, wait_healthy
 
 WAIT_S = 30.0
 

@@ -28,7 +28,7 @@ from lineage_ledger.ledger.shards import shard_url
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event, token_events, token_id
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 
 SHARDS = 2
 PARTITIONS = 4

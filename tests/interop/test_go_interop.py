@@ -32,7 +32,7 @@ import pytest
 from lineage_ledger.core.cosignature import CosignerVerifier, verify_cosignatures
 from lineage_ledger.core.note import Checkpoint
 from lineage_ledger.store import open_store
-from tests.service.test_server import free_port
+from tests.service.serving import free_port
 from tests.witness.test_witness_server import (
     ORIGIN,
     WitnessProcess,

@@ -18,7 +18,7 @@ import pytest
 from lineage_ledger.cli.main import main
 from lineage_ledger.store import open_store
 from tests.conftest import token_events
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 
 LINEAGE = str(Path(sys.executable).parent / "lineage")
 ORIGIN = "monitored.example/log"

@@ -32,7 +32,7 @@ from tests.monitor.publishing import (
     static_server,
     verifier_key,
 )
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 
 
 @contextmanager

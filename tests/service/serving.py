@@ -4,19 +4,67 @@ server (its logging, its store files, its process) and not the app in-process.""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lineage_ledger.cli.main import TOKEN_SECRET_ENV_VAR, main
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
 from lineage_ledger.service.auth import ApiKeyStore
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer
-from tests.service.test_server import Server, free_port, wait_healthy
+
+STARTUP_SECONDS = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``url``/healthz until it answers 200; AssertionError with the server's log if the process exits
+    or STARTUP_SECONDS pass first."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"no /healthz within {STARTUP_SECONDS} s:\n{log.read_text()}"
+        time.sleep(0.05)  # polling a condition with a deadline
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    ledger: Path
+    output: Path
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C would; uvicorn shuts down gracefully. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                return self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+                raise
+        return self.process.returncode
 
 
 def make_ledger(ledger: Path, capsys: pytest.CaptureFixture[str] | None = None) -> None:

@@ -18,7 +18,8 @@ from lineage_ledger.errors import ConflictError, InputError, NotFoundError
 from lineage_ledger.service.auth import ApiKeyStore, utc_time
 from lineage_ledger.store import open_store
 from tests.service.conftest import Harness
-from tests.service.test_server import Server, server  # noqa: F401 - the fixture
+from tests.service.serving import Server
+from tests.service.test_server import server  # noqa: F401 - the fixture
 
 LINEAGE = str(Path(sys.executable).parent / "lineage")
 

@@ -16,8 +16,7 @@ from lineage_ledger.core.encoding import MAX_JSON_DEPTH
 from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.service.problems import PROBLEM_JSON
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event, token_id
-from tests.service.serving import api_keys, make_ledger, serving
-from tests.service.test_server import Server
+from tests.service.serving import Server, api_keys, make_ledger, serving
 
 OBJECTS = b'{"a":' * 100_000
 ARRAYS = b"[" * 200_000

@@ -15,7 +15,7 @@ from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.service.auth import ApiKeyStore
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_events
 from tests.service import test_server
-from tests.service.test_server import Server, free_port
+from tests.service.serving import Server, free_port
 
 server = test_server.server  # the fixture: a ledger with the test producer's key, served by `lineage serve`
 

@@ -15,8 +15,7 @@ from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.service.auth import load_token_secret
 from lineage_ledger.service.problems import PROBLEM_JSON
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event
-from tests.service.serving import api_keys, make_ledger, serving
-from tests.service.test_server import Server
+from tests.service.serving import Server, api_keys, make_ledger, serving
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 

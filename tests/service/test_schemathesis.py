@@ -20,8 +20,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
-from tests.service.serving import api_keys, make_ledger, serving
-from tests.service.test_server import Server
+from tests.service.serving import Server, api_keys, make_ledger, serving
 
 EXAMPLES = 5
 """Per operation and role: enough to reach each operation's refusals and successes, few enough that the

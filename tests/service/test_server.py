@@ -3,102 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from lineage_ledger.cli.main import TOKEN_SECRET_ENV_VAR, main
 from lineage_ledger.core.crypto import token_fingerprint
 from lineage_ledger.core.envelope import seal_batch
-from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.service.auth import ApiKeyStore, load_token_secret
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event, token_events
+from tests.service.serving import Server, make_ledger, serving
 from tests.service.test_secrets import jwt_like, needles
-
-STARTUP_SECONDS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``url``/healthz until it answers 200; AssertionError with the server's log if the process exits
-    or STARTUP_SECONDS pass first."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"no /healthz within {STARTUP_SECONDS} s:\n{log.read_text()}"
-        time.sleep(0.05)  # polling a condition with a deadline
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    ledger: Path
-    output: Path
-
-    def stop(self) -> int:
-        """SIGINT, as Ctrl-C would; uvicorn shuts down gracefully. Returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                return self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-                raise
-        return self.process.returncode
 
 
 @pytest.fixture
 def server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Server]:
     """A ledger made with the CLI, the test producer's key registered, and ``lineage serve`` running on it."""
     ledger = tmp_path / "served.db"
-    env = {k: v for k, v in os.environ.items() if k not in (DEFAULT_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR)}
-    assert main(["init", "--ledger", str(ledger)]) == 0
-    public = make_producer_signer().public_key.hex()
-    register = ["keys", "register", "--ledger", str(ledger), "--producer", PRODUCER, "--key-id", PRODUCER_KEY_ID]
-    assert main([*register, "--public-key", public]) == 0
-    capsys.readouterr()
-    port = free_port()
-    output = tmp_path / "server.log"
-    script = Path(sys.executable).parent / "lineage"
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(script), "serve", "--ledger", str(ledger), "--port", str(port), "--block-seconds", "0.5"],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    served = Server(f"http://127.0.0.1:{port}", process, ledger, output)
-    try:
-        wait_healthy(served.url, process, output)
+    make_ledger(ledger, capsys)
+    with serving(ledger, tmp_path / "server.log", ["--block-seconds", "0.5"]) as served:
         yield served
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def test_lineage_serve_over_real_http(server: Server) -> None:

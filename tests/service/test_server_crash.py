@@ -23,7 +23,7 @@ from lineage_ledger.core.note import parse_verifier_key, verifier_key
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, write_signer_key
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.service.auth import ApiKeyStore
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 
 PRODUCERS = 5
 EVENTS_EACH = 400

@@ -22,7 +22,7 @@ from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
 from lineage_ledger.workload import generate
 from tests.interop.test_go_interop import go_bin
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 
 LINEAGE = str(Path(sys.executable).parent / "lineage")
 T0 = 1_796_115_600_000_000_000

@@ -28,7 +28,7 @@ from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
 from lineage_ledger.service.auth import ApiKeyStore, load_token_secret
 from lineage_ledger.token_secrets import load_token_secrets, merged_state, rotate_token_secret
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 
 LINEAGE = str(Path(sys.executable).parent / "lineage")
 SECRET = b"0123456789abcdef0123456789abcdef"

@@ -19,7 +19,7 @@ from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.store import open_store
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_events
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 from tests.timestamps.tsa import make_authority, serve_authority
 
 DEADLINE_SECONDS = 60.0

@@ -22,7 +22,7 @@ from lineage_ledger.errors import SignatureError
 from lineage_ledger.store import open_store
 from lineage_ledger.timestamps.token import load_tsa_anchors, verify_timestamp
 from tests.conftest import BuiltLedger, token_id
-from tests.service.test_server import free_port
+from tests.service.serving import free_port
 from tests.timestamps.tsa import Authority, openssl, serve_authority
 
 

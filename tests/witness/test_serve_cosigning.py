@@ -20,7 +20,7 @@ from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
 from lineage_ledger.service.auth import ApiKeyStore
 from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_events
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 from tests.witness.test_witness_server import ORIGIN, make_witness
 
 DEADLINE_SECONDS = 60.0

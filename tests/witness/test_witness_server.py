@@ -31,7 +31,7 @@ from lineage_ledger.core.note import Checkpoint, sign_note
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR
 from lineage_ledger.offline import verify_bundle
 from tests.conftest import token_events
-from tests.service.test_server import free_port, wait_healthy
+from tests.service.serving import free_port, wait_healthy
 
 ORIGIN = "witnessed.example/log"
 

@@ -184,7 +184,11 @@ def test_lineage_emit_saves_receipts_that_receipt_verify_checks_over_http(tmp_pa
     server = _serve(ledger, port, log)
     dropped = _lineage(*check, api_key=auditor_key)
     assert dropped.returncode == 1, dropped.stdout + dropped.stderr
-    assert {r["status"] for r in json.loads(dropped.stdout)["receipts"]} == {"dropped"}
+    # every receipt proves the loss: its entry is gone, or (once the restarted server has appended its own
+    # entries at those indices, which it may do before the check) the index holds another entry
+    statuses = [r["status"] for r in json.loads(dropped.stdout)["receipts"]]
+    assert len(statuses) == 12
+    assert set(statuses) <= {"dropped", "rewritten"}
     assert server.stop() == 0
 
 

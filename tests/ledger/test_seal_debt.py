@@ -1,4 +1,4 @@
-"""A seal's links and subject-map nodes are written after it, a slice per commit (writer._SealDebt); until they
+"""A seal's links and subject-map nodes are written after it, a slice per commit (publish.SealDebt); until they
 all are, readers, evidence and a reopening writer derive them from the block's entries."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from lineage_ledger.core.entry import SealEntry, decode_entry
 from lineage_ledger.errors import LedgerError
-from lineage_ledger.ledger import writer
+from lineage_ledger.ledger import publish
 from lineage_ledger.ledger.evidence import export_evidence
 from lineage_ledger.ledger.links import find_links
 from lineage_ledger.ledger.verify import verify_ledger
@@ -67,7 +67,7 @@ def test_an_automatic_seal_owes_its_links_and_readers_still_see_them(
     plain: Book, sealing: Book, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # one owed row per commit, to watch it being paid
-    monkeypatch.setattr(writer._SealDebt, "slice_for", lambda _debt, _entries, _block_size: 1)
+    monkeypatch.setattr(publish.SealDebt, "slice_for", lambda _debt, _entries, _block_size: 1)
     expected = _answers(plain)
     assert [i for _, i, _ in expected[("resource", "/r")]] == [4, 5]
     reader = open_store(sealing.url, readonly=True)

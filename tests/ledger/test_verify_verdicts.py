@@ -14,7 +14,7 @@ from lineage_ledger.core.envelope import seal_batch
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.model import TokenEvent
 from lineage_ledger.errors import InputError
-from lineage_ledger.ledger import writer as writer_module
+from lineage_ledger.ledger import sequence as sequence_module
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import open_store
@@ -69,7 +69,7 @@ def test_a_sequencer_that_records_ok_for_a_use_after_revoke_is_caught(
     assert _append(ledger, honest) == ["ok", "ok", "ok"]
     with monkeypatch.context() as patch:
         patch.setattr(
-            writer_module, "lifecycle", types.SimpleNamespace(apply=lying_apply, NEVER_SEEN=lifecycle.NEVER_SEEN)
+            sequence_module, "lifecycle", types.SimpleNamespace(apply=lying_apply, NEVER_SEEN=lifecycle.NEVER_SEEN)
         )
         assert _append(ledger, [forged]) == ["ok"]  # the lie: signed, chained and checkpointed like the truth
     assert _append(ledger, [later]) == ["ok"]

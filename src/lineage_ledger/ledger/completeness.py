@@ -165,7 +165,7 @@ def block_heads(store: Store, first: int, end: int) -> dict[str, tuple[bytes, in
 
 def seal_paid(store: Store, seal: SealEntry) -> bool:
     """True once ``seal``'s subject-map root is stored. The writer writes a sealed block's lineage links and
-    map nodes after the seal, a slice per commit, the root last (ledger.writer, _SealDebt): so then every
+    map nodes after the seal, a slice per commit, the root last (ledger.publish, SealDebt): so then every
     one of them is stored too."""
     root = bytes.fromhex(seal.block.subjects_root)
     return root == smt.EMPTY or store.map_node(root) is not None
@@ -177,7 +177,7 @@ def unwritten_map(
     """The map nodes of the seal at ``seal_index`` if they are not all stored yet, else {}.
 
     The writer stores a sealed block's map nodes (and its lineage links) in slices with the commits after
-    the seal, the root last (ledger.writer, _SealDebt), so a stored root means all of them are. Until then
+    the seal, the root last (ledger.publish, SealDebt), so a stored root means all of them are. Until then
     they follow from the block's entries: this rebuilds them on the previous seal's map (whose nodes are
     all stored: a seal's commit carries what the one before it still owed), checks the result against the
     seal's ``subjects_root``, and holds them in ``reader`` so proofs under this seal can be made now.

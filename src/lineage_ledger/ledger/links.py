@@ -14,7 +14,7 @@ block, for all the block's rows on it.
 
 The seal's own commit does not carry them either: it would be the slowest commit by far, and every event
 queued behind it would wait for it. The writer writes them in slices with the commits after the seal
-(writer._SealDebt), together with the block's subject-map nodes, the map root last. So the store holds
+(publish.SealDebt), together with the block's subject-map nodes, the map root last. So the store holds
 the links of every entry below the latest checkpoint's size once that seal's map root is stored, and below
 the previous checkpoint's size until then; the links of the entries after that point (one block, or two
 while a seal's are being written) follow from those entries' bytes. :func:`find_links` answers from

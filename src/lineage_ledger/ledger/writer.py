@@ -1,14 +1,17 @@
 """The write path: check envelopes, sequence events, integrate them into the tree, commit, seal, publish.
 
-One Ledger instance is the single sequencer of its log. Per batch:
+One Ledger instance is the single sequencer of its log. Per batch, each stage in its own module:
 
-1. check: envelope structure, batch root, producer key (from the keyring the log itself records), the
-   DSSE signature, and every event (model.decode_event);
-2. sequence: log index, recorded_at (the ledger's HLC), prev (per-subject chain link), lifecycle verdict;
-3. integrate: append leaf hashes to the compact range of the tree and of the current block (pure);
-4. commit: one store transaction holds the entries, the envelope, new tree nodes, any seal, and a slice of
-   the latest seal's lineage links and subject-map nodes (written after it, see _SealDebt);
-5. publish: a block that has reached its size or age gets a seal entry and a signed checkpoint.
+1. check (ledger.check): envelope structure, batch root, producer key (from the keyring the log itself
+   records), the DSSE signature, and every event (model.decode_event);
+2. sequence (ledger.sequence): log index, recorded_at (the ledger's HLC), prev (per-subject chain link),
+   lifecycle verdict;
+3. integrate (ledger.integrate): append leaf hashes to the compact range of the tree and of the current
+   block (pure);
+4. commit (here): one store transaction holds the entries, the envelope, new tree nodes, any seal, and a
+   slice of the latest seal's lineage links and subject-map nodes (written after it, see publish.SealDebt);
+5. publish (ledger.publish): a block that has reached its size or age gets a seal entry and a signed
+   checkpoint.
 
 In-memory state changes only after the store commits, so a failed write leaves the ledger as it was.
 The exception is a Pipeline (ledger/pipeline.py), which sequences the next group of batches on top of the
@@ -21,35 +24,28 @@ import dataclasses
 import gc
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from lineage_ledger.core import lifecycle, smt
+from lineage_ledger.core import lifecycle
 from lineage_ledger.core.crypto import Signer
 from lineage_ledger.core.entry import (
-    BLOCKS_SUBJECT,
     ZERO_HASH,
     ApiKeyChange,
-    BlockHeader,
     EventEntry,
     KeyChange,
     KeyEntry,
-    SealEntry,
     apikey_entry_bytes,
     apikey_subject,
     decode_entry,
-    event_entry_bytes,
-    header_hash,
     key_entry_bytes,
     log_key_entry_bytes,
     producer_subject,
-    seal_entry_bytes,
     shard_entry_bytes,
     shard_subject,
 )
-from lineage_ledger.core.envelope import OpenedEnvelope, open_envelope, verify_batch_signature
+from lineage_ledger.core.envelope import OpenedEnvelope
 from lineage_ledger.core.hlc import HybridClock, parse_reading
 from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.log_key import LOG_KEY_SUBJECT, sign_rotation
@@ -60,26 +56,27 @@ from lineage_ledger.core.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
-    root_of,
 )
-from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, subject_of
-from lineage_ledger.core.note import Checkpoint, NoteVerifier, sign_note, verifier_key
-from lineage_ledger.core.receipt import Promise, PromisedRange, Receipt, SignedPromise
+from lineage_ledger.core.model import Event
+from lineage_ledger.core.note import NoteVerifier, verifier_key
+from lineage_ledger.core.receipt import PromisedRange, Receipt, SignedPromise
 from lineage_ledger.core.routing import local_tokens, shard_test
-from lineage_ledger.core.tiles import MAX_BUNDLE_ENTRY_BYTES
 from lineage_ledger.errors import (
     ConflictError,
     InputError,
     KeyringError,
     LedgerError,
     NotFoundError,
-    RoutingError,
     StoreError,
 )
-from lineage_ledger.ledger.completeness import MapReader, block_heads, encode_node, map_changes, unwritten_map
+from lineage_ledger.ledger.check import MAX_NEW_EVENT_BYTES, CheckedBatch, check_batch
+from lineage_ledger.ledger.completeness import encode_node
+from lineage_ledger.ledger.integrate import integrate, stored_nodes
 from lineage_ledger.ledger.keyring import Keyring
-from lineage_ledger.ledger.links import Link, entry_links, event_links
+from lineage_ledger.ledger.links import Link
 from lineage_ledger.ledger.log_keys import read_key_chain
+from lineage_ledger.ledger.publish import OpenBlock, Seal, sign_promise
+from lineage_ledger.ledger.sequence import Part, SubjectCache, SubjectHead, sequence, subjects_of
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -93,7 +90,15 @@ from lineage_ledger.store.base import (
     Store,
 )
 
-__all__ = ["AppendResult", "CheckedBatch", "CommitStage", "Ledger", "LedgerSettings", "Receipt"]
+__all__ = [
+    "MAX_NEW_EVENT_BYTES",
+    "AppendResult",
+    "CheckedBatch",
+    "CommitStage",
+    "Ledger",
+    "LedgerSettings",
+    "Receipt",
+]
 
 _log = logging.getLogger(__name__)
 FORMAT: Final = "lineage-ledger/1"
@@ -138,11 +143,6 @@ class LedgerSettings:
     ``lineage serve`` and ``lineage consume``."""
 
 
-MAX_NEW_EVENT_BYTES: Final = MAX_BUNDLE_ENTRY_BYTES - 1024
-"""The largest event the ledger takes in: its entry (the event plus at most a few hundred bytes the ledger
-asserts) must fit the uint16 length prefix of a tlog-tiles entry bundle."""
-
-
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     """The outcome of one append: a receipt per event in batch order, and the sealed tree size after it."""
@@ -153,95 +153,6 @@ class AppendResult:
     def sealed(self, index: int) -> bool:
         """True if the entry at ``index`` is covered by a signed checkpoint; otherwise it is pending."""
         return index < self.sealed_size
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedBatch:
-    """A batch envelope whose structure, signature and events passed ``Ledger.check`` (not yet sequenced)."""
-
-    opened: OpenedEnvelope
-    events: list[Event]
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    opened: OpenedEnvelope
-    events: Sequence[Event]
-    positions: list[int]
-    duplicates: dict[int, Receipt]
-
-
-class _SealDebt:
-    """What the latest seal still owes the store: its block's lineage links and subject-map nodes.
-
-    Written in the seal's own commit, they made it the slowest commit by far (a block's links land on a page
-    per distinct key, and the nodes on a page per random hash): every event waiting behind it waited for
-    all of them. So they are written a slice with each commit after the seal instead, sorted so a slice
-    touches neighbouring pages, the map root last, and whatever is left goes with the next seal. A stored
-    root therefore means the block's links and nodes are all stored; until it is, readers derive them from
-    the block's entries (ledger.links, completeness.unwritten_map), and so does a writer opening the ledger.
-
-    Sorting waits for the first slice (the seal's own append is the one every queued event waits for), and
-    the slices are sized so the debt is paid over about half a block (``slice_for``).
-    """
-
-    __slots__ = ("link_pos", "links", "node_of", "node_pos", "nodes", "root", "sorted", "total")
-
-    def __init__(self, links: list[Link], nodes: dict[bytes, smt.Leaf | smt.Interior], root: bytes) -> None:
-        self.links = links
-        self.node_of = nodes
-        self.nodes: list[bytes] = []
-        self.root = root
-        self.sorted = False
-        self.total = len(links) + len(nodes)
-        self.link_pos = 0
-        self.node_pos = 0
-
-    def __len__(self) -> int:
-        return self.total - self.link_pos - self.node_pos
-
-    def slice_for(self, entries: int, block_size: int) -> int:
-        """How many owed rows go with a commit of ``entries`` entries: enough to pay the whole debt over half a
-        block's worth of entries, and at least DEBT_SLICE_MIN."""
-        return max(DEBT_SLICE_MIN, -(-2 * self.total * entries // max(block_size, 1)))
-
-    def slice(self, batch: BatchWrite, count: int) -> tuple[int, int]:
-        """Put the next ``count`` owed rows (links first) into ``batch``; returns the positions to
-        :meth:`advance` to once the batch is committed."""
-        if not self.sorted:  # by kind and key only: that is what puts neighbouring rows on one page
-            self.links.sort(key=_link_page)
-            self.nodes = sorted(h for h in self.node_of if h != self.root)  # encoded a slice at a time
-            if self.root in self.node_of:
-                self.nodes.append(self.root)
-            self.sorted = True
-        links_end = min(len(self.links), self.link_pos + count)
-        batch.links.extend(self.links[self.link_pos : links_end])
-        count -= links_end - self.link_pos
-        nodes_end = min(len(self.nodes), self.node_pos + max(count, 0))
-        node_of = self.node_of
-        batch.map_nodes.extend((h, encode_node(node_of[h])) for h in self.nodes[self.node_pos : nodes_end])
-        return links_end, nodes_end
-
-    def advance(self, to: tuple[int, int]) -> None:
-        self.link_pos, self.node_pos = to
-
-
-DEBT_SLICE_MIN: Final = 256
-"""Owed rows (ledger._SealDebt) written with a commit after a seal: at least this many."""
-
-
-def _link_page(link: Link) -> str:
-    return link[0] + "\x00" + link[1]
-
-
-@dataclass(slots=True)
-class _Subject:
-    head: bytes
-    token: TokenState | None
-    count: int = 0
-    """Entries in the subject's chain so far."""
-    index: int = -1
-    """Log index of the head entry (-1 when the chain is empty)."""
 
 
 class Ledger:
@@ -285,7 +196,7 @@ class Ledger:
                 f"the signing key {signer.name!r} is not the current log key {self.verifier}"
                 + (": it was retired by a log key rotation; use the new key" if retired else "")
             )
-        self._cache: OrderedDict[str, _Subject] = OrderedDict()
+        self._cache = SubjectCache(self.settings.subject_cache)
         self._listeners: list[Callable[[list[EntryRow]], object]] = []
         self._clock_source = clock
         self._stale = False
@@ -349,7 +260,7 @@ class Ledger:
     def _pay_debt(self) -> None:
         """Write what the latest seal still owes (_SealDebt). A failure is logged, not raised: the debt
         follows from the entries, and the next writer to open the ledger derives it again."""
-        debt = self._debt
+        debt = self._open.debt
         if debt is None or not len(debt):
             return
         batch = BatchWrite()
@@ -380,36 +291,8 @@ class Ledger:
         if self.size:
             last_recorded = parse_reading(decode_entry(store.entry(self.size - 1).body).recorded_at)
         self._clock = HybridClock(clock, max_offset_ns=self.settings.max_clock_offset_ns, last=last_recorded)
-        seals = store.subject_entries([BLOCKS_SUBJECT])
-        self._seal_head = ZERO_HASH
-        self._block_number = 0
-        self._prev_header = ZERO_HASH
-        self._block_first = 0
-        self._map_root = smt.EMPTY
-        self._map_reader = MapReader(store)
-        self._debt: _SealDebt | None = None
-        if seals:
-            last = seals[-1]
-            seal = decode_entry(last.body)
-            assert isinstance(seal, SealEntry)
-            self._seal_head = last.leaf
-            self._block_number = seal.block.number + 1
-            self._prev_header = header_hash(seal.block)
-            self._block_first = seal.index + 1
-            self._map_root = bytes.fromhex(seal.block.subjects_root)
-            owed = unwritten_map(store, last.index, seal, self._map_reader)
-            if owed:  # the writer stopped before the seal's links and map nodes were all written
-                self._debt = _SealDebt(entry_links(store.entries(seal.block.first, last.index)), owed, self._map_root)
-        # chain heads changed since the last seal, for the next seal's subject map
-        self._touched: dict[str, tuple[bytes, int, int]] = block_heads(store, self._block_first, self.size)
-        # the open block's links are written after its seal (ledger.links): until then they are derived
-        self._pending_links: list[Link] = entry_links(store.entries(self._block_first, self.size))
-        self._block = CompactRange()
-        self._block.append_many(store.leaf_hashes(self._block_first, self.size - self._block_first))
-        self._block_hlc_first = (
-            decode_entry(store.entry(self._block_first).body).recorded_at if self.size > self._block_first else ""
-        )
-        self._block_started = self._monotonic()
+        self._open = OpenBlock(store, self.size, self._monotonic())
+        """The block being filled and what the latest seal still owes the store."""
         latest = store.latest_checkpoint()
         self.sealed_size = latest.size if latest else 0
         self.keyring = Keyring()
@@ -501,41 +384,6 @@ class Ledger:
 
     # -- subjects ---------------------------------------------------------------------------------------
 
-    def _remember(self, subject: str, value: _Subject) -> None:
-        cache = self._cache
-        cache[subject] = value
-        cache.move_to_end(subject)
-        if len(cache) > self.settings.subject_cache:
-            for _ in range(len(cache) // 10):
-                cache.popitem(last=False)
-
-    def _preload(self, subjects: set[str]) -> None:
-        """Bring the chain heads (and token states) of ``subjects`` into the cache with one query."""
-        cache = self._cache
-        missing = [s for s in subjects if s not in cache]
-        if not missing:
-            return
-        rows = self.store.subject_entries(missing)
-        by_subject: dict[str, list[EntryRow]] = {}
-        for row in rows:
-            by_subject.setdefault(row.subject, []).append(row)
-        # a token's state also depends on its children's ROTATED events: one query for all of them
-        known_tokens = [s for s in missing if s in by_subject and s.startswith("token:")]
-        children: dict[str, list[EntryRow]] = {}
-        for row in self.store.children_of_many(known_tokens) if known_tokens else ():
-            assert row.parent is not None
-            children.setdefault(row.parent, []).append(row)
-        for subject in missing:
-            own = by_subject.get(subject)
-            if not own:
-                self._remember(subject, _Subject(ZERO_HASH, lifecycle.NEVER_SEEN if subject[0] == "t" else None))
-                continue
-            token = None
-            if subject.startswith("token:"):
-                history = sorted(own + children.get(subject, []), key=lambda r: r.index)
-                token = lifecycle.replay(subject[6:], _token_events(history), self.settings.lifecycle)
-            self._remember(subject, _Subject(own[-1].leaf, token, len(own), own[-1].index))
-
     def now(self) -> str:
         """A fresh reading of the ledger's hybrid logical clock (what recorded_at would say now)."""
         return self._clock.now()
@@ -544,7 +392,7 @@ class Ledger:
         """The lifecycle state the ledger derived for ``token_id`` from every event recorded so far."""
         subject = "token:" + token_id.removeprefix("token:")
         self._settle()
-        self._preload({subject})
+        self._cache.preload(self.store, {subject}, self.settings.lifecycle)
         return self._cache[subject].token or lifecycle.NEVER_SEEN
 
     def is_active(self, token_id: str, now_ns: int) -> bool:
@@ -682,35 +530,7 @@ class Ledger:
         self._fresh()
         if self.shard_root:
             raise InputError("ledger", f"{self.store.url} is the root log of a sharded ledger: events go to its shards")
-        opened = open_envelope(envelope)
-        stmt = opened.statement
-        key = self.keyring.signing_key(stmt.key_id, stmt.producer, self._clock.now())
-        verify_batch_signature(opened, key.public_key)
-        events = [decode_event(raw, field=f"events[{i}]") for i, raw in enumerate(opened.events)]
-        for i, raw in enumerate(opened.events):
-            if len(raw) > MAX_NEW_EVENT_BYTES:
-                raise InputError(
-                    f"events[{i}]",
-                    f"event is {len(raw)} bytes; the limit is {MAX_NEW_EVENT_BYTES}, so that its entry fits "
-                    "a tlog-tiles entry bundle (65,535 bytes)",
-                )
-        if self._shard is not None:
-            shard, home = self._shard
-            for i, event in enumerate(events):
-                subject = subject_of(event)
-                if home(subject) != shard:
-                    raise RoutingError(
-                        f"events[{i}]: {subject} belongs to shard {home(subject)}, not to this shard {shard}: its "
-                        "producer does not partition by Kafka's murmur2 of the token fingerprint; nothing was written"
-                    )
-        ids = [e.event_id for e in events]
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            for i, eid in enumerate(ids):
-                if eid in seen:
-                    raise InputError(f"events[{i}].event_id", f"{eid} appears twice in the batch")
-                seen.add(eid)
-        return CheckedBatch(opened, events)
+        return check_batch(envelope, self.keyring, self._clock.now, self._shard)
 
     def append(self, envelope: bytes, *, offsets: Sequence[OffsetRow] = ()) -> AppendResult:
         """Check, sequence, integrate and durably commit one signed batch.
@@ -733,7 +553,7 @@ class Ledger:
         if not batches:
             self.record_transport(offsets=offsets)
             return []
-        parts = [_Part(b.opened, b.events, list(range(len(b.events))), {}) for b in batches]
+        parts = [Part(b.opened, b.events, list(range(len(b.events))), {}) for b in batches]
         return self._sequence_many(parts, offsets)
 
     def append_together(
@@ -828,7 +648,7 @@ class Ledger:
         duplicates: dict[int, Receipt],
         offsets: Sequence[OffsetRow] = (),
     ) -> AppendResult:
-        return self._sequence_many([_Part(opened, events, positions, duplicates)], offsets)[0]
+        return self._sequence_many([Part(opened, events, positions, duplicates)], offsets)[0]
 
     # -- the interface of a commit stage (ledger.pipeline) -----------------------------------------------
 
@@ -850,118 +670,30 @@ class Ledger:
         """For a commit stage: sequence ``batches`` as append_many would and adopt the resulting state now,
         returning the results and the one write that makes them durable. The stage writes it and then calls
         ``landed`` with it; if the write fails it calls ``discard_staged`` before appending again."""
-        parts = [_Part(b.opened, b.events, list(range(len(b.events))), {}) for b in batches]
+        parts = [Part(b.opened, b.events, list(range(len(b.events))), {}) for b in batches]
         deferred: list[BatchWrite] = []
         results = self._sequence_many(parts, offsets, deferred)
         return results, deferred[0]
 
     def _sequence_many(
-        self, parts: Sequence[_Part], offsets: Sequence[OffsetRow], deferred: list[BatchWrite] | None = None
+        self, parts: Sequence[Part], offsets: Sequence[OffsetRow], deferred: list[BatchWrite] | None = None
     ) -> list[AppendResult]:
         """Sequence the given events of several checked batches, in order, and commit them in one transaction
         (or, given ``deferred``, put that transaction's write there and adopt the state without writing)."""
         self._fresh()
-        subjects: set[str] = set()
-        latest = ""
-        for part in parts:
-            for pos in part.positions:
-                ev = part.events[pos]
-                latest = max(latest, ev.occurred_at)
-                if type(ev) is TokenEvent:
-                    subjects.add("token:" + ev.token_id)
-                    parent = ev.payload.parent_token_id
-                    if parent is not None:
-                        subjects.add("token:" + parent)
-                elif type(ev) is DataEvent:
-                    subjects.add("asset:" + ev.asset_id)
-                else:
-                    assert type(ev) is PolicyEvent
-                    subjects.add("policy:" + ev.policy_id)
-        self._preload(subjects)
-
+        subjects, latest = subjects_of(parts)
+        self._cache.preload(self.store, subjects, self.settings.lifecycle)
         self._clock.observe(latest)
         readings = self._clock.reserve(sum(len(part.positions) for part in parts))
-        cache = self._cache
-        overlay: dict[str, _Subject] = {}
-        policy = self.settings.lifecycle
-        local = self._local
-
-        def state_of(token_id: str) -> TokenState:
-            subj = "token:" + token_id
-            got = overlay.get(subj) or cache[subj]
-            return got.token or lifecycle.NEVER_SEEN
-
-        index = self.size
-        k = 0
-        rows: list[EntryRow] = []
-        envelope_rows: list[EnvelopeRow] = []
-        revocations: list[tuple[str, int]] = []
-        links: list[Link] = []
-        all_receipts: list[dict[int, Receipt]] = []
-        for part in parts:
-            opened, events = part.opened, part.events
-            receipts = dict(part.duplicates)
-            all_receipts.append(receipts)
-            digest = opened.digest
-            producer = opened.statement.producer
-            key_id = opened.statement.key_id
-            first = index
-            for pos in part.positions:
-                ev = events[pos]
-                verdict = "ok"
-                parent_subject = None
-                if type(ev) is TokenEvent:
-                    subject = "token:" + ev.token_id
-                    verdict, changes = lifecycle.apply(ev, state_of, policy, local)
-                    for tid, st in changes.items():
-                        s = "token:" + tid
-                        cur = overlay.get(s) or cache[s]
-                        overlay[s] = _Subject(cur.head, st, cur.count, cur.index)
-                        if st.state == "REVOKED":
-                            revocations.append((s, index))
-                    parent = ev.payload.parent_token_id
-                    if parent is not None:
-                        parent_subject = "token:" + parent
-                    event_links(ev, index, subject, links)
-                elif type(ev) is DataEvent:
-                    subject = "asset:" + ev.asset_id
-                    event_links(ev, index, subject, links)
-                else:
-                    assert type(ev) is PolicyEvent
-                    subject = "policy:" + ev.policy_id
-                cur = overlay.get(subject) or cache[subject]
-                prev = cur.head
-                body = event_entry_bytes(
-                    index=index,
-                    recorded_at=readings[k],
-                    prev=prev,
-                    producer=producer,
-                    key_id=key_id,
-                    envelope=digest,
-                    position=pos,
-                    verdict=verdict,
-                    event=opened.events[pos],
-                )
-                leaf = leaf_hash(body)
-                overlay[subject] = _Subject(leaf, cur.token, cur.count + 1, index)
-                rows.append(EntryRow(index, subject, ev.event_id, parent_subject, prev, leaf, verdict, body))
-                receipts[pos] = Receipt(ev.event_id, index, verdict, False, leaf)
-                index += 1
-                k += 1
-            envelope_rows.append(
-                EnvelopeRow(
-                    digest, producer, key_id, opened.payload, opened.signature, b"".join(opened.event_leaves), first
-                )
-            )
-
-        extra = BatchWrite(revocations=revocations, links=links, offsets=list(offsets))
-        touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
+        done = sequence(parts, self._cache, readings, self.size, self.settings.lifecycle, self._local)
+        extra = BatchWrite(revocations=done.revocations, links=done.links, offsets=list(offsets))
+        touched = {subj: (v.head, v.count, v.index) for subj, v in done.overlay.items() if v.count}
         promised = self._commit(
-            rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched, deferred
+            done.rows, done.envelopes, extra, list(done.overlay.items()), readings[0], readings[-1], touched, deferred
         )
         return [
             AppendResult(tuple(_with_promise(receipts[p], promised) for p in range(len(part.events))), self.sealed_size)
-            for part, receipts in zip(parts, all_receipts, strict=True)
+            for part, receipts in zip(parts, done.receipts, strict=True)
         ]
 
     def _commit(
@@ -969,7 +701,7 @@ class Ledger:
         rows: list[EntryRow],
         envelope_rows: list[EnvelopeRow],
         batch: BatchWrite,
-        subject_updates: list[tuple[str, _Subject]],
+        subject_updates: list[tuple[str, SubjectHead]],
         first_recorded: str,
         last_recorded: str,
         touched: dict[str, tuple[bytes, int, int]],
@@ -978,35 +710,27 @@ class Ledger:
         """Integrate ``rows`` into copies of the tree state, sign the promise about them, seal if due, write,
         then adopt the new state; returns the promise. Given ``deferred``, the write goes there instead (and
         the listeners hear of it when it lands)."""
-        nodes: list[tuple[int, int, bytes]] = []
-
-        def visit(level: int, index: int, digest: bytes) -> None:
-            if level % TILE_STRIDE == 0:
-                nodes.append((level, index, digest))
-
-        tree = self._tree.copy()
-        block = self._block.copy()
-        for row in rows:
-            tree.append(row.leaf, visit)
-            block.append(row.leaf)
+        nodes, visit = stored_nodes()
+        opened = self._open
+        tree, block = integrate(self._tree, opened.tree, rows, visit)
         size = rows[-1].index + 1
-        hlc_first = self._block_hlc_first or first_recorded
-        promised = self._promise(rows, tree.root(), last_recorded)
+        hlc_first = opened.hlc_first or first_recorded
+        promised = sign_promise(
+            self.origin, rows, tree.root(), last_recorded, self.settings.promise_seconds, self._signer
+        )
         batch.promise = PromiseRow(rows[0].index, len(rows), promised.signed.to_bytes())
         batch.entries = rows
         batch.envelopes = envelope_rows
         batch.nodes = nodes
         links, batch.links = batch.links, []  # held until the seal (ledger.links)
         seal = None
-        debt = self._debt
+        debt = opened.debt
         paid: tuple[int, int] | None = None
-        block_len = size - self._block_first
-        if block_len >= self.settings.block_size or (
-            self._monotonic() - self._block_started >= self.settings.block_seconds
-        ):
-            seal = self._seal_rows(tree, block, size, hlc_first, last_recorded, visit, {**self._touched, **touched})
-            batch.entries = [*rows, seal[0]]
-            batch.checkpoint = seal[1]
+        block_len = size - opened.first
+        if block_len >= self.settings.block_size or (self._monotonic() - opened.started >= self.settings.block_seconds):
+            seal = self._seal(tree, block, size, hlc_first, last_recorded, visit, {**opened.touched, **touched})
+            batch.entries = [*rows, seal.row]
+            batch.checkpoint = seal.checkpoint
             if debt is not None:  # the previous seal's remainder: all of it, so at most one block is owed
                 paid = debt.slice(batch, len(debt))
         elif debt is not None and len(debt):
@@ -1019,36 +743,21 @@ class Ledger:
         self._tree = tree
         self.size = batch.entries[-1].index + 1
         for subject, value in subject_updates:
-            self._remember(subject, value)
+            self._cache.remember(subject, value)
         if debt is not None and paid is not None:
             debt.advance(paid)
         if seal is not None:
-            self._adopt_seal(seal, [*self._pending_links, *links])
+            self._adopt_seal(seal, [*opened.pending_links, *links])
         else:
-            self._touched.update(touched)
-            self._pending_links.extend(links)
-            self._block = block
-            self._block_hlc_first = hlc_first
+            opened.touched.update(touched)
+            opened.pending_links.extend(links)
+            opened.tree = block
+            opened.hlc_first = hlc_first
         if self._listeners and deferred is None:
             self._notify(batch.entries)
         return promised
 
-    def _promise(self, rows: list[EntryRow], tree_root: bytes, last_recorded: str) -> PromisedRange:
-        """The log key's signed promise that ``rows`` (the tree then having root ``tree_root``) will be
-        covered by a signed checkpoint by ``promise_seconds`` after ``last_recorded``."""
-        leaves = [row.leaf for row in rows]
-        deadline_ns = int(last_recorded.split(".", 1)[0]) + int(self.settings.promise_seconds * 1e9)
-        promise = Promise(
-            log=self.origin,
-            first=rows[0].index,
-            count=len(rows),
-            leaves_root=root_of(leaves),
-            tree_root=tree_root,
-            deadline=f"{deadline_ns:019d}.00000",
-        )
-        return PromisedRange.create(promise, leaves, self._signer)
-
-    def _seal_rows(
+    def _seal(
         self,
         tree: CompactRange,
         block: CompactRange,
@@ -1057,57 +766,26 @@ class Ledger:
         hlc_last: str,
         visit: Callable[[int, int, bytes], None],
         touched: dict[str, tuple[bytes, int, int]],
-    ) -> tuple[EntryRow, CheckpointRow, BlockHeader, dict[bytes, smt.Leaf | smt.Interior]]:
-        changes = map_changes((subject, *head) for subject, head in touched.items())
-        self._map_reader.prefetch(self._map_root, changes)
-        map_root, map_nodes = smt.update(self._map_root, changes, self._map_reader, checked_reader=True)
-        header = BlockHeader(
-            number=self._block_number,
-            first=self._block_first,
-            last=size - 1,
-            root=block.root().hex(),
-            prev_header=self._prev_header.hex(),
-            hlc_first=hlc_first,
-            hlc_last=hlc_last,
-            subjects_root=map_root.hex(),
+    ) -> Seal:
+        return self._open.seal(
+            tree,
+            block,
+            size,
+            hlc_first,
+            hlc_last,
+            visit,
+            touched,
+            origin=self.origin,
+            signer=self._signer,
+            now=self._clock.now,
+            sealed_size=self.sealed_size,
         )
-        recorded = self._clock.now()
-        body = seal_entry_bytes(index=size, recorded_at=recorded, prev=self._seal_head, header=header)
-        leaf = leaf_hash(body)
-        tree.append(leaf, visit)
-        if size + 1 <= self.sealed_size:
-            raise LedgerError("refusing to sign a checkpoint that does not extend the last one")
-        text = Checkpoint(origin=self.origin, size=size + 1, root_hash=tree.root(), extensions=()).to_text()
-        note = sign_note(text, [self._signer])
-        row = EntryRow(size, BLOCKS_SUBJECT, None, None, self._seal_head, leaf, "ok", body)
-        return row, CheckpointRow(size + 1, note), header, map_nodes
 
-    def _adopt_seal(
-        self,
-        seal: tuple[EntryRow, CheckpointRow, BlockHeader, dict[bytes, smt.Leaf | smt.Interior]],
-        owed_links: list[Link] | None = None,
-    ) -> None:
+    def _adopt_seal(self, seal: Seal, owed_links: list[Link] | None = None) -> None:
         """Adopt a committed seal. Given ``owed_links``, its links and map nodes are still to be written
-        (_SealDebt); otherwise they were written with it."""
-        row, checkpoint, header, map_nodes = seal
-        self._map_root = bytes.fromhex(header.subjects_root)
-        self._map_reader.release()  # the previous seal's debt was paid with this commit at the latest
-        if owed_links is None:
-            self._map_reader.add(map_nodes)
-            self._debt = None
-        else:
-            self._map_reader.hold(map_nodes)
-            self._debt = _SealDebt(owed_links, map_nodes, self._map_root)
-        self._touched = {}
-        self._pending_links = []
-        self._seal_head = row.leaf
-        self._prev_header = header_hash(header)
-        self._block_number = header.number + 1
-        self._block_first = row.index + 1
-        self._block = CompactRange()
-        self._block_hlc_first = ""
-        self._block_started = self._monotonic()
-        self.sealed_size = checkpoint.size
+        (publish.SealDebt); otherwise they were written with it."""
+        self._open.adopt(seal, owed_links, self._monotonic())
+        self.sealed_size = seal.checkpoint.size
         if self.settings.freeze_gc_at_seal:
             gc.collect(1)
             gc.freeze()
@@ -1118,38 +796,35 @@ class Ledger:
         seal still owed)."""
         self._settle()
         self._fresh()
-        if self.size == self._block_first:
+        opened = self._open
+        if self.size == opened.first:
             return None
-        nodes: list[tuple[int, int, bytes]] = []
-
-        def visit(level: int, index: int, digest: bytes) -> None:
-            if level % TILE_STRIDE == 0:
-                nodes.append((level, index, digest))
-
+        nodes, visit = stored_nodes()
         tree = self._tree.copy()
         last = decode_entry(self.store.entry(self.size - 1).body).recorded_at
-        seal = self._seal_rows(tree, self._block, self.size, self._block_hlc_first or last, last, visit, self._touched)
+        seal = self._seal(tree, opened.tree, self.size, opened.hlc_first or last, last, visit, opened.touched)
         batch = BatchWrite(
-            entries=[seal[0]],
+            entries=[seal.row],
             nodes=nodes,
-            checkpoint=seal[1],
-            map_nodes=[(h, encode_node(n)) for h, n in seal[3].items()],
-            links=sorted(self._pending_links),
+            checkpoint=seal.checkpoint,
+            map_nodes=[(h, encode_node(n)) for h, n in seal.map_nodes.items()],
+            links=sorted(opened.pending_links),
         )
-        if self._debt is not None:
-            self._debt.slice(batch, len(self._debt))
+        if opened.debt is not None:
+            opened.debt.slice(batch, len(opened.debt))
         self._write(batch)
         self._tree = tree
         self.size += 1
         self._adopt_seal(seal)
         if self._listeners:
-            self._notify([seal[0]])
-        return seal[1]
+            self._notify([seal.row])
+        return seal.checkpoint
 
     def tick(self) -> CheckpointRow | None:
         """Seal if the open block is older than the configured age; call this periodically."""
         self._settle()
-        if self.size > self._block_first and self._monotonic() - self._block_started >= self.settings.block_seconds:
+        opened = self._open
+        if self.size > opened.first and self._monotonic() - opened.started >= self.settings.block_seconds:
             return self.seal()
         return None
 
@@ -1163,14 +838,3 @@ def _with_promise(receipt: Receipt, promised: PromisedRange) -> Receipt:
     if receipt.duplicate:
         return receipt
     return dataclasses.replace(receipt, promised=promised)
-
-
-def _token_events(rows: list[EntryRow]) -> list[tuple[TokenEvent, str]]:
-    out = []
-    for row in rows:
-        entry = decode_entry(row.body)
-        if isinstance(entry, EventEntry):
-            event = decode_event(bytes(entry.event))
-            if isinstance(event, TokenEvent):
-                out.append((event, row.verdict))
-    return out

@@ -6,7 +6,7 @@ Two kinds of rule run in one engine:
   records the broken rule's id as the entry's verdict. A finding is raised for every entry whose verdict is
   not "ok", with that id as its rule (token.use_without_issue, token.reissued, token.use_after_revoke,
   token.use_after_expiry, token.refresh_after_rotation, ...), so findings and verdicts never disagree.
-* anomaly rules the state machine does not judge (``RULES`` below): two children of one refresh, clock
+* anomaly rules the state machine does not judge (``RULES``): two children of one refresh, clock
   skew and out-of-order occurred_at, unknown producers, heartbeat gaps, refresh storms and IP jumps.
 
 ``FindingsEngine.observe`` takes entries in log order, one at a time, with bounded memory: per-subject and
@@ -16,34 +16,35 @@ rule may then miss an anomaly whose first half was evicted), plus one small reco
 same entries gives exactly the findings of a full scan. Times are the ledger's own: ``detected_at`` is the
 recorded_at of the entry that made the finding knowable, never the wall clock.
 
-Sinks deliver findings: ``LogSink`` (the logging module), ``JsonLinesSink`` (one canonical JSON object per
-line, for a SIEM); ``lineage_ledger.webhook.WebhookSink`` posts JSON batches over HTTP (an adapter, since it
-does network I/O). ``Ledger.add_listener(engine.observe_rows)`` runs the rules as entries are committed.
+Rules and ``Finding`` are in ledger.finding_rules, the engine's memory in ledger.finding_memory, sinks in
+ledger.finding_sinks (every public name is importable from here): ``LogSink`` (the logging module),
+``JsonLinesSink`` (one canonical JSON object per line, for a SIEM); ``lineage_ledger.webhook.WebhookSink``
+posts JSON batches over HTTP (an adapter, since it does network I/O). ``Ledger.add_listener(engine.observe_rows)``
+runs the rules as entries are committed.
 """
 
 from __future__ import annotations
 
-import functools
-import io
-import ipaddress
-import logging
-import os
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final
 
 from lineage_ledger.core import lifecycle
-from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import EventEntry, KeyChange, KeyEntry, decode_entry
 from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.model import TokenEvent, decode_event
-from lineage_ledger.errors import InputError
+from lineage_ledger.ledger.finding_memory import LRU, MAX_CHILDREN, ProducerMemo, SessionMemo, SubjectMemo, network_of
+from lineage_ledger.ledger.finding_rules import (
+    ALL_RULES,
+    RULES,
+    SECOND_NS,
+    SEVERITIES,
+    Finding,
+    RuleSet,
+    Severity,
+)
+from lineage_ledger.ledger.finding_sinks import FindingSink, JsonLinesSink, LogSink
 from lineage_ledger.ledger.keyring import ProducerKey
 from lineage_ledger.store.base import EntryRow, Store
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "ALL_RULES",
@@ -59,55 +60,6 @@ __all__ = [
     "scan",
 ]
 
-Severity = Literal["low", "medium", "high", "critical"]
-SEVERITIES: Final[tuple[Severity, ...]] = ("low", "medium", "high", "critical")
-
-RULES: Final[dict[str, str]] = {
-    "token.refresh_replay": "two different tokens refreshed or rotated from one parent within the replay window "
-    "(a replayed or stolen refresh token)",
-    "time.skew": "occurred_at is ahead of recorded_at by more than the skew tolerance, or behind it by more "
-    "than the delay limit",
-    "time.out_of_order": "occurred_at goes backwards within one subject by more than the skew tolerance",
-    "producer.unknown": "an event from a producer that had no key in the keyring (or is not in the known "
-    "producer set) when it was recorded",
-    "producer.heartbeat_gap": "no entry from a producer for longer than its heartbeat gap",
-    "token.refresh_storm": "more refreshes and rotations in one token family within the storm window than "
-    "the storm threshold",
-    "session.ip_jump": "one token family used from two networks (a different /16 for IPv4, /48 for IPv6) "
-    "within the session window",
-    "token.use_after_ancestor_revoke": "a step on a token after a token it was refreshed, rotated or exchanged "
-    "from (at any distance) was revoked: RFC 7009 section 2.1 ends the whole grant",
-}
-"""The anomaly rules this module adds to the lifecycle rules (core.lifecycle.RULES)."""
-
-ALL_RULES: Final[dict[str, str]] = {**lifecycle.RULES, **RULES}
-"""Every rule id a finding can carry, with what it means."""
-
-DEFAULT_SEVERITY: Final[dict[str, Severity]] = {
-    "token.use_without_issue": "high",
-    "token.reissued": "high",
-    "token.use_after_revoke": "critical",
-    "token.use_after_expiry": "high",
-    "token.use_after_rotation": "high",
-    "token.activation_window": "medium",
-    "token.activation_without_mfa": "high",
-    "token.activation_state": "medium",
-    "token.orphan_child": "medium",
-    "token.parent_unknown": "high",
-    "token.refresh_after_rotation": "critical",
-    "token.parent_revoked": "high",
-    "token.parent_expired": "medium",
-    "token.refresh_replay": "critical",
-    "time.skew": "low",
-    "time.out_of_order": "medium",
-    "producer.unknown": "high",
-    "producer.heartbeat_gap": "medium",
-    "token.refresh_storm": "medium",
-    "session.ip_jump": "high",
-    "token.use_after_ancestor_revoke": "critical",
-}
-
-_S: Final = 1_000_000_000
 _BIRTHS: Final = frozenset({"ISSUED", "ORIGIN", "REFRESHED", "ROTATED"})
 _REFRESHES: Final = frozenset({"REFRESHED", "ROTATED"})
 _AFTER_END: Final = frozenset({"token.use_after_revoke", "token.use_after_expiry", "token.use_after_rotation"})
@@ -123,160 +75,7 @@ def _time_ns(value: str | int) -> int:
 
 
 def _seconds(ns: int) -> str:
-    return f"{ns / _S:g} s"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One anomaly: which rule, how bad, about which subject, resting on which log entries."""
-
-    rule: str
-    severity: Severity
-    subject: str
-    """``token:<id>``, ``asset:<id>``, ``policy:<id>`` or ``producer:<id>``."""
-    indices: tuple[int, ...]
-    """Log indices of the entries involved, ascending (each can be proven with Lineage.proofs)."""
-    message: str
-    detected_at: str
-    """The ledger's HLC reading when the finding became knowable (recorded_at of the entry that raised it)."""
-
-    def to_json(self) -> dict[str, Any]:
-        """A plain dict (canonical_bytes of it is the JSON-lines form)."""
-        return {
-            "detected_at": self.detected_at,
-            "indices": list(self.indices),
-            "message": self.message,
-            "rule": self.rule,
-            "severity": self.severity,
-            "subject": self.subject,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSet:
-    """Thresholds of the anomaly rules. Durations are nanoseconds; ``None`` switches a check off."""
-
-    skew_tolerance_ns: int = 60 * _S
-    """occurred_at may be this far ahead of recorded_at, and go this far backwards within a subject."""
-    max_delay_ns: int | None = 24 * 3600 * _S
-    """occurred_at may be this far behind recorded_at (late delivery); ORIGIN backfills are exempt."""
-    refresh_replay_window_ns: int = 10 * 60 * _S
-    """Two children of one parent refreshed within this window are a replay."""
-    refresh_storm_count: int = 10
-    refresh_storm_window_ns: int = 10 * 60 * _S
-    """``refresh_storm_count`` refreshes or rotations in one family within this window are a storm."""
-    ip_jump_window_ns: int = 3600 * _S
-    """Two uses of one family from different networks within this window are a jump."""
-    ipv4_prefix: int = 16
-    ipv6_prefix: int = 48
-    heartbeat_gap_ns: Mapping[str, int] = field(default_factory=dict)
-    """Per producer: the longest silence (by the ledger's clock) that is not a gap. Producers named here
-    are expected from the first entry the engine sees on."""
-    default_heartbeat_gap_ns: int | None = None
-    """The gap for every other producer, from its first event on (None: only the producers named above)."""
-    known_producers: frozenset[str] | None = None
-    """If set, the only producers that are not unknown; otherwise a producer is known once a key of it is
-    registered in the log (or handed to the engine)."""
-    disabled: frozenset[str] = frozenset()
-    """Rule ids that raise no finding."""
-    severity: Mapping[str, Severity] = field(default_factory=dict)
-    """Overrides of DEFAULT_SEVERITY by rule id."""
-    cache_size: int = 100_000
-    """Subjects, sessions and parents whose state stays in memory (each an LRU of this size)."""
-
-    def __post_init__(self) -> None:
-        if self.refresh_storm_count < 2:
-            raise InputError("refresh_storm_count", "must be at least 2")
-        if self.cache_size < 1:
-            raise InputError("cache_size", "must be at least 1")
-        for name in ("skew_tolerance_ns", "refresh_replay_window_ns", "refresh_storm_window_ns", "ip_jump_window_ns"):
-            if getattr(self, name) < 0:
-                raise InputError(name, "must not be negative")
-        for producer, gap in self.heartbeat_gap_ns.items():
-            if gap <= 0:
-                raise InputError(f"heartbeat_gap_ns.{producer}", "must be positive")
-        for rule, level in self.severity.items():
-            if level not in SEVERITIES:
-                raise InputError(f"severity.{rule}", f"must be one of {', '.join(SEVERITIES)}")
-
-    def severity_of(self, rule: str) -> Severity:
-        """The severity a finding of ``rule`` carries (unknown future verdict ids are "medium")."""
-        return self.severity.get(rule) or DEFAULT_SEVERITY.get(rule, "medium")
-
-    def heartbeat_gap(self, producer: str) -> int | None:
-        """The heartbeat gap of ``producer``, or None if its silence is never a finding."""
-        return self.heartbeat_gap_ns.get(producer, self.default_heartbeat_gap_ns)
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _LRU(Generic[K, V]):
-    def __init__(self, capacity: int) -> None:
-        self._items: OrderedDict[K, V] = OrderedDict()
-        self._capacity = capacity
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-@dataclass(slots=True)
-class _SubjectMemo:
-    root: str
-    """The token family (session) the token belongs to; the subject itself for non-tokens."""
-    max_ns: int = -1
-    max_index: int = -1
-    born_index: int | None = None
-    ended_index: int | None = None
-    """The entry that revoked, expired or rotated the token away."""
-    parent: str | None = None
-    """The token it was refreshed, rotated or exchanged from."""
-    revoked: tuple[int, int] | None = None
-    """(occurred ns, index) of its first valid REVOKED."""
-    children: deque[tuple[int, int, str]] = field(default_factory=deque)
-    """Recent refresh/rotation births from this token: (occurred ns, index, child token id)."""
-
-
-@dataclass(slots=True)
-class _SessionMemo:
-    refreshes: deque[tuple[int, int]] = field(default_factory=deque)
-    ip: tuple[int, int, str, ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None
-    """The latest address seen: (occurred ns, index, address, network)."""
-
-
-@dataclass(slots=True)
-class _ProducerMemo:
-    last_ns: int
-    last_index: int | None
-    reported: bool = False
-
-
-_MAX_CHILDREN: Final = 16
-
-
-class FindingSink(Protocol):
-    """Where findings go. ``emit`` receives them in the order they were found."""
-
-    def emit(self, findings: Sequence[Finding]) -> None:
-        """Deliver ``findings`` (raise a LedgerError subclass if they could not be delivered)."""
-        ...
-
-    def close(self) -> None:
-        """Release what the sink holds."""
-        ...
+    return f"{ns / SECOND_NS:g} s"
 
 
 class FindingsEngine:
@@ -298,9 +97,9 @@ class FindingsEngine:
         self._keys: dict[str, tuple[str, str]] = {}
         for key in keys:
             self._keys.setdefault(key.key_id, (key.producer, key.valid_from))
-        self._subjects: _LRU[str, _SubjectMemo] = _LRU(self.rules.cache_size)
-        self._sessions: _LRU[str, _SessionMemo] = _LRU(self.rules.cache_size)
-        self._producers: dict[str, _ProducerMemo] = {}
+        self._subjects: LRU[str, SubjectMemo] = LRU(self.rules.cache_size)
+        self._sessions: LRU[str, SessionMemo] = LRU(self.rules.cache_size)
+        self._producers: dict[str, ProducerMemo] = {}
         self._next_deadline: int | None = None
         self._position = 0
         self._last_recorded = ""
@@ -389,7 +188,7 @@ class FindingsEngine:
         out: list[Finding] = []
         if not self._last_recorded:
             for producer, gap in self.rules.heartbeat_gap_ns.items():
-                self._producers[producer] = _ProducerMemo(now_ns, None)
+                self._producers[producer] = ProducerMemo(now_ns, None)
                 self._deadline(now_ns + gap)
         self._last_recorded = now
         self._check_heartbeats(now_ns, now, out)
@@ -405,7 +204,7 @@ class FindingsEngine:
 
         memo = self._subjects.get(subject)
         if memo is None:
-            memo = _SubjectMemo(root=subject.removeprefix("token:"))
+            memo = SubjectMemo(root=subject.removeprefix("token:"))
             self._subjects.put(subject, memo)
         occurred_ns = _ns(event.occurred_at)
         self._time_rules(event.event_type, subject, index, occurred_ns, now_ns, memo, now, out)
@@ -474,7 +273,7 @@ class FindingsEngine:
                 )
         memo = self._producers.get(producer)
         if memo is None:
-            memo = self._producers[producer] = _ProducerMemo(now_ns, entry.index)
+            memo = self._producers[producer] = ProducerMemo(now_ns, entry.index)
         memo.last_ns, memo.last_index, memo.reported = now_ns, entry.index, False
         gap = self.rules.heartbeat_gap(producer)
         if gap is not None:
@@ -487,7 +286,7 @@ class FindingsEngine:
         index: int,
         occurred_ns: int,
         now_ns: int,
-        memo: _SubjectMemo,
+        memo: SubjectMemo,
         now: str,
         out: list[Finding],
     ) -> None:
@@ -541,7 +340,7 @@ class FindingsEngine:
         subject: str,
         index: int,
         occurred_ns: int,
-        memo: _SubjectMemo,
+        memo: SubjectMemo,
         now: str,
         out: list[Finding],
     ) -> None:
@@ -572,7 +371,7 @@ class FindingsEngine:
 
         if kind in _REFRESHES and parent_id is not None:
             if parent is None:
-                parent = _SubjectMemo(root=parent_id)
+                parent = SubjectMemo(root=parent_id)
                 self._subjects.put("token:" + parent_id, parent)
             if kind == "ROTATED" and verdict == "ok" and parent.ended_index is None:
                 parent.ended_index = index
@@ -585,7 +384,7 @@ class FindingsEngine:
             self._ancestor_revoked(kind, subject, index, occurred_ns, memo, now, out)
 
     def _ancestor_revoked(
-        self, kind: str, subject: str, index: int, occurred_ns: int, memo: _SubjectMemo, now: str, out: list[Finding]
+        self, kind: str, subject: str, index: int, occurred_ns: int, memo: SubjectMemo, now: str, out: list[Finding]
     ) -> None:
         """token.use_after_ancestor_revoke: the nearest ancestor (still in memory) revoked before this step."""
         seen = {subject}
@@ -607,19 +406,19 @@ class FindingsEngine:
                 return
             ancestor_id = ancestor.parent
 
-    def _session(self, root: str) -> _SessionMemo:
+    def _session(self, root: str) -> SessionMemo:
         session = self._sessions.get(root)
         if session is None:
-            session = _SessionMemo()
+            session = SessionMemo()
             self._sessions.put(root, session)
         return session
 
     def _replay_rule(
-        self, event: TokenEvent, parent: _SubjectMemo, index: int, occurred_ns: int, now: str, out: list[Finding]
+        self, event: TokenEvent, parent: SubjectMemo, index: int, occurred_ns: int, now: str, out: list[Finding]
     ) -> None:
         window = self.rules.refresh_replay_window_ns
         children = parent.children
-        while children and (occurred_ns - children[0][0] > window or len(children) >= _MAX_CHILDREN):
+        while children and (occurred_ns - children[0][0] > window or len(children) >= MAX_CHILDREN):
             children.popleft()
         siblings = [(i, c) for ns, i, c in children if c != event.token_id and abs(occurred_ns - ns) <= window]
         children.append((occurred_ns, index, event.token_id))
@@ -663,7 +462,7 @@ class FindingsEngine:
         if last is not None and last[2] == address:  # the common case: the session keeps its address
             session.ip = (occurred_ns, index, address, last[3])
             return
-        network = _network(address, rules.ipv4_prefix, rules.ipv6_prefix)
+        network = network_of(address, rules.ipv4_prefix, rules.ipv6_prefix)
         if network is None:
             return  # not an address: nothing to compare
         if (
@@ -684,16 +483,6 @@ class FindingsEngine:
         session.ip = (occurred_ns, index, address, network)
 
 
-@functools.lru_cache(maxsize=65_536)
-def _network(address: str, ipv4_prefix: int, ipv6_prefix: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
-    return ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
-
-
 def scan(
     store: Store,
     rules: RuleSet | None = None,
@@ -704,71 +493,3 @@ def scan(
 ) -> Iterator[Finding]:
     """Every finding in ``store`` from its first entry (a fresh FindingsEngine's full scan)."""
     return FindingsEngine(rules, sinks=sinks).scan(store, now=now, chunk=chunk)
-
-
-# -- sinks ------------------------------------------------------------------------------------------------
-
-_LEVELS: Final[dict[str, int]] = {
-    "low": logging.INFO,
-    "medium": logging.WARNING,
-    "high": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
-
-
-class LogSink:
-    """Logs each finding at a level that follows its severity (low INFO ... critical CRITICAL).
-
-    The record's ``finding`` attribute holds ``Finding.to_json()`` for structured handlers.
-    """
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self.logger = logger or logging.getLogger("lineage_ledger.findings")
-
-    def emit(self, findings: Sequence[Finding]) -> None:
-        """Log every finding."""
-        for f in findings:
-            self.logger.log(
-                _LEVELS[f.severity],
-                "%s %s on %s at %s: %s",
-                f.severity,
-                f.rule,
-                f.subject,
-                ",".join(map(str, f.indices)),
-                f.message,
-                extra={"finding": f.to_json()},
-            )
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class JsonLinesSink:
-    """Appends one canonical JSON object per finding and line (keys sorted) to a file or an open stream.
-
-    A path is opened for appending and closed by ``close``; a stream is flushed after every batch and
-    left open.
-    """
-
-    def __init__(self, target: str | os.PathLike[str] | IO[bytes] | IO[str]) -> None:
-        self._owned = isinstance(target, str | os.PathLike)
-        stream: IO[Any] = open(target, "ab") if isinstance(target, str | os.PathLike) else target  # noqa: SIM115
-        self._stream = stream
-        self._text = isinstance(stream, io.TextIOBase)
-
-    def emit(self, findings: Sequence[Finding]) -> None:
-        """Write and flush one line per finding."""
-        data = b"".join(canonical_bytes(f.to_json()) + b"\n" for f in findings)
-        self._stream.write(data.decode("utf-8") if self._text else data)
-        self._stream.flush()
-
-    def close(self) -> None:
-        """Close the file if this sink opened it (a stream handed in stays open)."""
-        if self._owned:
-            self._stream.close()
-
-    def __enter__(self) -> JsonLinesSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, encode_records
+from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool
+from lineage_ledger.emitter.spool_records import encode_records
 from lineage_ledger.errors import StoreError
 
 RECORDS = [f'{{"n":{i},"pad":"{"x" * (i % 7)}"}}'.encode() for i in range(20)]

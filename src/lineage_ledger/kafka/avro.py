@@ -42,6 +42,9 @@ topic name it by fingerprint. Publish a new schema instead and keep the old one 
 ``Batch``-level optional fields carry top-level envelope members of the same name (unsigned metadata,
 which ``open_envelope`` ignores); ``Batch`` has no residual, so an envelope member the schema lacks is
 refused rather than dropped.
+
+The v1 schema and the record encoders are in kafka.avro_schema; this module parses schemas and encodes and
+decodes envelopes.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import binascii
 import io
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, cast
 
@@ -61,6 +64,7 @@ from fastavro.schema import SchemaParseException, fingerprint, to_parsing_canoni
 
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.errors import EnvelopeError, InputError
+from lineage_ledger.kafka.avro_schema import NOFIT, RESIDUAL, SCHEMA_V1, Fit, RecordEncoder, SchemaCompiler
 
 __all__ = [
     "MARKER",
@@ -78,7 +82,6 @@ __all__ = [
 MARKER: Final = b"\xc3\x01"
 """The two bytes that open every Avro single-object encoded message."""
 _HEADER_LEN: Final = len(MARKER) + 8
-_RESIDUAL: Final = "_residual"
 _BATCH_FIXED: Final = ("payload_type", "payload", "signatures", "events")
 _SORTED: Final = msgspec.json.Encoder(order="sorted").encode
 _COMPACT: Final = msgspec.json.Encoder().encode
@@ -96,257 +99,6 @@ class UnknownSchemaError(InputError):
     def __init__(self, field: str, reason: str, *, fingerprint: bytes = b"") -> None:
         super().__init__(field, reason)
         self.fingerprint = fingerprint
-
-
-# -- the v1 schema ---------------------------------------------------------------------------------------
-
-
-def _opt(name: str, avro_type: Any) -> dict[str, Any]:
-    return {"name": name, "type": ["null", avro_type], "default": None}
-
-
-def _record(name: str, *fields: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "record", "name": name, "fields": [*fields, _opt(_RESIDUAL, "string")]}
-
-
-def _strings(*names: str) -> list[dict[str, Any]]:
-    return [_opt(name, "string") for name in names]
-
-
-_STRING_ARRAY: Final = {"type": "array", "items": "string"}
-_V1_DEFINITION: Final[dict[str, Any]] = {
-    "type": "record",
-    "name": "Batch",
-    "namespace": "dev.lineage_ledger.v1",
-    "fields": [
-        {"name": "payload_type", "type": "string"},
-        {"name": "payload", "type": "bytes"},
-        {
-            "name": "signatures",
-            "type": {
-                "type": "array",
-                "items": {
-                    "type": "record",
-                    "name": "Signature",
-                    "fields": [{"name": "keyid", "type": "string"}, {"name": "sig", "type": "bytes"}],
-                },
-            },
-        },
-        {
-            "name": "events",
-            "type": {
-                "type": "array",
-                "items": [
-                    _record(
-                        "TokenEvent",
-                        *_strings("event_id", "event_type", "token_id", "occurred_at"),
-                        _opt("schema_version", "long"),
-                        _opt(
-                            "payload",
-                            _record(
-                                "TokenPayload",
-                                *_strings("user_id", "client_id"),
-                                _opt("scopes", _STRING_ARRAY),
-                                *_strings(
-                                    "ip",
-                                    "user_agent",
-                                    "policy_version",
-                                    "resource",
-                                    "outcome",
-                                    "parent_token_id",
-                                    "actor_token_id",
-                                    "mfa_at",
-                                    "expires_at",
-                                    "reason",
-                                    "trace_id",
-                                ),
-                            ),
-                        ),
-                    ),
-                    _record(
-                        "PolicyEvent",
-                        *_strings("event_id", "event_type", "policy_id", "occurred_at"),
-                        _opt("schema_version", "long"),
-                        _opt(
-                            "payload",
-                            _record(
-                                "PolicyPayload",
-                                _opt("policy_version", "string"),
-                                _opt("document", _record("PolicyDocument")),
-                                _opt("reason", "string"),
-                            ),
-                        ),
-                    ),
-                    _record(
-                        "DataEvent",
-                        *_strings("event_id", "event_type", "asset_id", "occurred_at"),
-                        _opt("schema_version", "long"),
-                        _opt(
-                            "payload",
-                            _record(
-                                "DataPayload",
-                                _opt("actor", "string"),
-                                _opt(
-                                    "inputs",
-                                    {
-                                        "type": "array",
-                                        "items": _record("AssetRef", *_strings("asset_id", "content_hash")),
-                                    },
-                                ),
-                                *_strings("output_hash", "destination", "purpose", "token_id", "reason"),
-                            ),
-                        ),
-                    ),
-                ],
-            },
-        },
-    ],
-}
-SCHEMA_V1: Final = json.dumps(_V1_DEFINITION, indent=1)
-"""The v1 schema as JSON text (defaults included; publish this, not the canonical form, to a registry)."""
-
-
-# -- compiling a schema into encoders --------------------------------------------------------------------
-
-
-class _NoFit:
-    """Returned by a field encoder when the JSON value does not fit the field's type exactly."""
-
-
-_NOFIT: Final = _NoFit()
-_Fit = Callable[[Any], Any]
-"""JSON value -> Avro datum, or _NOFIT."""
-
-
-def _fit_string(value: Any) -> Any:
-    return value if type(value) is str else _NOFIT
-
-
-def _fit_boolean(value: Any) -> Any:
-    return value if type(value) is bool else _NOFIT
-
-
-def _fit_long(value: Any) -> Any:
-    return value if type(value) is int and -(2**63) <= value < 2**63 else _NOFIT
-
-
-def _fit_int(value: Any) -> Any:
-    return value if type(value) is int and -(2**31) <= value < 2**31 else _NOFIT
-
-
-_PRIMITIVE_FITS: Final[Mapping[str, _Fit]] = MappingProxyType(
-    {"string": _fit_string, "boolean": _fit_boolean, "long": _fit_long, "int": _fit_int}
-)
-
-
-def _fit_array(items: _Fit) -> _Fit:
-    def fit(value: Any) -> Any:
-        if type(value) is not list:
-            return _NOFIT
-        out = []
-        for item in value:
-            datum = items(item)
-            if datum is _NOFIT:
-                return _NOFIT
-            out.append(datum)
-        return out
-
-    return fit
-
-
-class _Record:
-    """A record of optional typed fields plus ``_residual``: how to split a JSON object into its datum."""
-
-    __slots__ = ("branches", "fields", "name")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.fields: dict[str, _Fit] = {}
-        """Typed field -> encoder of its non-null branch (``_residual`` is not in here)."""
-        self.branches: dict[str, str] = {}
-        """Typed field -> the name of its non-null union branch, for fastavro's tuple notation."""
-
-    def encode(self, obj: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        residual: dict[str, Any] | None = None
-        fields = self.fields
-        for key, value in obj.items():
-            fit = fields.get(key)
-            if fit is not None:
-                datum = fit(value)
-                if datum is not _NOFIT:
-                    out[key] = (self.branches[key], datum)
-                    continue
-            if residual is None:
-                residual = {}
-            residual[key] = value
-        if residual is not None:
-            out[_RESIDUAL] = ("string", _COMPACT(residual).decode())
-        return out
-
-    def fit(self, value: Any) -> Any:
-        return self.encode(value) if type(value) is dict else _NOFIT
-
-
-class _Compiler:
-    """Walks a parsed schema, checks it follows the conventions above, and builds the record encoders."""
-
-    def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.records: dict[str, _Record] = {}
-        self.defaulted: dict[str, set[str]] = {}
-        """Record -> its fields that have ``"default": null`` (so a reader may add them)."""
-
-    def bad(self, where: str, reason: str) -> InputError:
-        return InputError(f"schema.{where}", reason)
-
-    def record(self, schema: dict[str, Any]) -> _Record:
-        name = schema["name"]
-        if name in self.records:
-            return self.records[name]
-        rec = self.records[name] = _Record(name)
-        fields = {f["name"]: f for f in schema["fields"]}
-        residual = fields.pop(_RESIDUAL, None)
-        if residual is None or residual["type"] != ["null", "string"]:
-            raise self.bad(
-                name, f'needs a field {{"name": "{_RESIDUAL}", "type": ["null", "string"], "default": null}}'
-            )
-        self.optional(residual, name, f"{name}.{_RESIDUAL}")
-        for field_name, field in fields.items():
-            rec.branches[field_name], rec.fields[field_name] = self.optional(field, name, f"{name}.{field_name}")
-        return rec
-
-    def optional(self, field: dict[str, Any], record: str, where: str) -> tuple[str, _Fit]:
-        """Check ``field`` is ``["null", T]`` with default null; its non-null branch name and encoder.
-
-        A missing default is accepted (the Parsing Canonical Form drops defaults, and a writer schema does
-        not need them) and remembered: such a schema cannot be a reader that adds the field.
-        """
-        kind = field["type"]
-        if not (type(kind) is list and len(kind) == 2 and kind[0] == "null" and field.get("default") is None):
-            raise self.bad(where, 'must be ["null", T] with "default": null (see the schema evolution rule)')
-        if "default" in field:
-            self.defaulted.setdefault(record, set()).add(field["name"])
-        return self.value(kind[1], where)
-
-    def value(self, schema: Any, where: str) -> tuple[str, _Fit]:
-        """The union branch name of ``schema`` and its encoder."""
-        if type(schema) is str and schema in self.named:
-            schema = self.named[schema]
-        if type(schema) is dict and schema.get("type") in _PRIMITIVE_FITS and len(schema) == 1:
-            schema = schema["type"]
-        if type(schema) is str and schema in _PRIMITIVE_FITS:
-            return schema, _PRIMITIVE_FITS[schema]
-        if type(schema) is dict and schema.get("type") == "array":
-            _, items = self.value(schema["items"], f"{where}[]")
-            return "array", _fit_array(items)
-        if type(schema) is dict and schema.get("type") == "record":
-            return schema["name"], self.record(schema).fit
-        raise self.bad(
-            where,
-            f"type {json.dumps(schema)[:80]} is not supported: use string, long, int, "
-            "boolean, records, or arrays of them (JSON has nothing else without loss)",
-        )
 
 
 def _short(name: str) -> str:
@@ -382,12 +134,12 @@ class Schema:
             raise InputError("schema", f"not a valid Avro schema ({e})") from e
         if type(parsed) is not dict or parsed.get("type") != "record":
             raise InputError("schema", "the top-level type must be a record (Batch)")
-        compiler = _Compiler(named)
+        compiler = SchemaCompiler(named)
         fields = {f["name"]: f for f in parsed["fields"]}
         self._check_fixed(fields, named)
         branches = fields["events"]["type"]["items"]
         kind_of: dict[str, str] = {}
-        record_of: dict[str, _Record] = {}
+        record_of: dict[str, RecordEncoder] = {}
         for branch in branches:
             branch_schema = named.get(branch, branch) if type(branch) is str else branch
             if type(branch_schema) is not dict or branch_schema.get("type") != "record":
@@ -402,7 +154,7 @@ class Schema:
             if kind in record_of:
                 raise InputError("schema.events", f"two event records for kind {kind!r}")
             kind_of[rec.name], record_of[kind] = kind, rec
-        extras: dict[str, tuple[str, _Fit]] = {}
+        extras: dict[str, tuple[str, Fit]] = {}
         for name, field in fields.items():
             if name not in _BATCH_FIXED:
                 extras[name] = compiler.optional(field, parsed["name"], f"{parsed['name']}.{name}")
@@ -412,10 +164,10 @@ class Schema:
         self.text = text
         self._parsed = parsed
         self._kind_of: Mapping[str, str] = kind_of
-        self._record_of: Mapping[str, _Record] = record_of
-        self._batch_extras: Mapping[str, tuple[str, _Fit]] = extras
+        self._record_of: Mapping[str, RecordEncoder] = record_of
+        self._batch_extras: Mapping[str, tuple[str, Fit]] = extras
         self._fields: Mapping[str, frozenset[str]] = {
-            **{rec.name: frozenset(rec.fields) | {_RESIDUAL} for rec in compiler.records.values()},
+            **{rec.name: frozenset(rec.fields) | {RESIDUAL} for rec in compiler.records.values()},
             parsed["name"]: frozenset(fields),
         }
         self._defaulted: Mapping[str, frozenset[str]] = {k: frozenset(v) for k, v in compiler.defaulted.items()}
@@ -535,7 +287,7 @@ def encode_envelope(envelope: bytes, schema: Schema = V1) -> bytes:
             continue
         extra = schema._batch_extras.get(name)
         value = decode_json(bytes(raw), field=name)
-        if extra is None or (fitted := extra[1](value)) is _NOFIT:
+        if extra is None or (fitted := extra[1](value)) is NOFIT:
             raise EnvelopeError(name, f"schema {schema.name} has no optional field {name!r} this value fits")
         datum[name] = (extra[0], fitted)
     out = io.BytesIO()
@@ -699,10 +451,10 @@ def _restore(datum: dict[str, Any]) -> dict[str, Any]:
     """The JSON object a record datum was split from: non-null fields, recursively, plus the residual."""
     obj: dict[str, Any] = {}
     for key, value in datum.items():
-        if value is None or key == _RESIDUAL:
+        if value is None or key == RESIDUAL:
             continue
         obj[key] = _restore_value(value) if type(value) in _CONTAINERS else value
-    residual = datum.get(_RESIDUAL)
+    residual = datum.get(RESIDUAL)
     if residual is not None:
         try:
             extra = decode_json(residual.encode())

@@ -17,11 +17,11 @@ Three stages, each on its own thread so none waits for the next:
    memory and is retried; meanwhile ``emit()`` applies the ``spool_full`` policy (block, bounded, or raise
    SpoolFullError), so a full disk is back-pressure, never a drop.
 3. The *sender* reads batches from the spool in order, seals them (DSSE envelope), sends them through the
-   :class:`~lineage_ledger.emitter.transport.Transport` and commits the spool position once the ledger has
-   acknowledged. Failures back off exponentially with jitter (and honour Retry-After); only events the
-   ledger judged invalid are dead-lettered (transport.refuses_events decides: the event an error names, a
-   refusal naming none being narrowed by halving the batch) and the rest re-sent. A
-   restart replays the uncommitted part of the spool before anything new; events the ledger already holds
+   :class:`~lineage_ledger.emitter.transport.Transport` (emitter.delivery) and commits the spool position
+   once the ledger has acknowledged. Failures back off exponentially with jitter (and honour Retry-After);
+   only events the ledger judged invalid are dead-lettered (transport.refuses_events decides: the event an
+   error names, a refusal naming none being narrowed by halving the batch) and the rest re-sent. A restart
+   replays the uncommitted part of the spool before anything new; events the ledger already holds
    come back as duplicates, so the effect is exactly once.
 
 When the queue is full, the overflow policy decides: ``spool`` (the default with a spool directory) moves
@@ -34,34 +34,27 @@ from __future__ import annotations
 
 import atexit
 import logging
-import random
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import msgspec
-
 from lineage_ledger.core.crypto import Signer
 from lineage_ledger.core.entry import KEY_ID_PATTERN, PRODUCER_PATTERN
-from lineage_ledger.core.envelope import MAX_BATCH_EVENTS, seal_batch
+from lineage_ledger.core.envelope import MAX_BATCH_EVENTS
 from lineage_ledger.core.hlc import HybridClock
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event, redact
 from lineage_ledger.core.receipt import Receipt
+from lineage_ledger.emitter.delivery import Backoff, Delivery, event_id_of
 from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
-from lineage_ledger.emitter.transport import GroupingTransport, Transport, refuses_events
+from lineage_ledger.emitter.transport import Transport
 from lineage_ledger.errors import (
     InputError,
-    LedgerError,
-    PushbackError,
     SpoolFullError,
     StoreError,
-    TransportError,
-    event_at,
 )
 
 __all__ = ["Backoff", "Emitter", "Overflow", "SpoolFull", "redact"]
@@ -71,36 +64,12 @@ log = logging.getLogger("lineage_ledger.emitter")
 Overflow = Literal["spool", "drop", "block"]
 SpoolFull = Literal["block", "raise"]
 _ACCEPTED: Final = frozenset({TokenEvent, PolicyEvent, DataEvent, dict, bytes})
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 _PRODUCER_RE = re.compile(PRODUCER_PATTERN)
 _KEY_ID_RE = re.compile(KEY_ID_PATTERN)
 _MEMORY_FULL_POLL_S: Final = 0.05
 _IDLE_ROUNDS: Final = 10
 _EXIT_TIMEOUT_S: Final = 2.0
 _SPOOL_RETRY_S: Final = (0.05, 1.0)  # first and longest wait between attempts to write to a refusing spool
-
-
-class _Head(msgspec.Struct):
-    event_id: str
-
-
-_HEAD = msgspec.json.Decoder(_Head)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: attempt ``n`` waits uniformly between ``initial`` and
-    ``min(maximum, initial * 2**n)`` seconds, and never less than a Retry-After the ledger asked for."""
-
-    initial: float = 0.05
-    maximum: float = 30.0
-    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0 for the first)."""
-        cap = max(min(self.maximum, self.initial * 2.0 ** min(attempt, 60)), self.initial)
-        wait = self.rng.uniform(self.initial, cap)
-        return wait if retry_after is None else max(wait, retry_after)
 
 
 class _Marker:
@@ -117,25 +86,6 @@ class _Marker:
         self.dropped_before = 0
         self.lost = False
         self.refused: str | None = None  # set (with spooled) when the spool refused writes under "raise"
-
-
-def _event_id_of(item: object) -> str | None:
-    if isinstance(item, dict):
-        value = item.get("event_id")
-    elif isinstance(item, bytes):
-        try:
-            value = _HEAD.decode(item).event_id
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-    else:
-        value = getattr(item, "event_id", None)
-    return value if isinstance(value, str) and _UUID.match(value) else None
-
-
-def _event_position(error: LedgerError, count: int) -> int | None:
-    """The batch position of the one event an error names (``events[3].payload.ip``), if it names one."""
-    at = event_at(error.field if isinstance(error, InputError) else str(error))
-    return at[0] if at is not None and at[0] < count else None
 
 
 class Emitter:
@@ -208,17 +158,12 @@ class Emitter:
         self.overflow: Overflow = policy
         self.spool_full: SpoolFull = spool_full
         self._spool_full_timeout = spool_full_timeout
-        self._signer = signer
         self._transport = transport
-        self._on_receipts = on_receipts
-        """Called (on the sender thread) with each acknowledged batch's receipts, which carry the log's signed
-        promises: keep them to check the ledger later (``lineage receipt verify``)."""
         self._max_queue = max_queue
         self._batch_size = batch_size
         self._max_batch_bytes = max_batch_bytes
         self._linger = linger_ms / 1000.0
         self._block_timeout = block_timeout
-        self._backoff = backoff or Backoff()
         self._hlc = HybridClock(clock)
         self._hlc_lock = threading.Lock()
         self._spool: Spool = DiskSpool(spool_dir) if spool_dir is not None else MemorySpool(max_queue)
@@ -262,6 +207,17 @@ class Emitter:
         self._data_ready = threading.Event()  # the spool has new records (or it is time to stop)
         self._space = threading.Event()  # the sender committed something (room in a memory spool)
         self._stop = threading.Event()
+        self._delivery = Delivery(
+            producer,
+            key_id,
+            signer,
+            transport,
+            backoff or Backoff(),
+            self._stop,
+            self._count,
+            self._dead_letter,
+            on_receipts,
+        )
         self._spooler_done = threading.Event()
         self._spooler = threading.Thread(target=self._spool_loop, name="lineage-emitter-spooler", daemon=True)
         self._sender = threading.Thread(target=self._send_loop, name="lineage-emitter-sender", daemon=True)
@@ -609,10 +565,10 @@ class Emitter:
                     unwritten.append(encode_event(item))  # type: ignore[arg-type]
                 added += 1
             except InputError as e:
-                refused.append(DeadLetter(type(e).__name__, redact(e.reason), redact(e.field), _event_id_of(item)))
+                refused.append(DeadLetter(type(e).__name__, redact(e.reason), redact(e.field), event_id_of(item)))
             except Exception as e:
                 reason = "could not be encoded as an event"
-                refused.append(DeadLetter(type(e).__name__, reason, None, _event_id_of(item)))
+                refused.append(DeadLetter(type(e).__name__, reason, None, event_id_of(item)))
         self._unwritten_events += added
         if refused:
             try:
@@ -698,6 +654,11 @@ class Emitter:
             marker.spooled.set()
         self._await_delivery(self._spool.end, marker.delivered)
 
+    def _count(self, changes: Mapping[str, int]) -> None:
+        with self._lock:
+            for name, n in changes.items():
+                self._counts[name] += n
+
     def _lose(self, count: int, message: str) -> None:
         with self._lock:
             self._counts["dropped"] += count
@@ -745,7 +706,7 @@ class Emitter:
             if batch is None:
                 self._data_ready.wait()
                 continue
-            if not self._deliver(self._distinct(batch.records)):
+            if not self._delivery.deliver(self._distinct(batch.records)):
                 return
             self._spool.commit(batch.end, len(batch.records))
             position = batch.end
@@ -769,7 +730,7 @@ class Emitter:
         absorbed = 0
         clashes: list[DeadLetter] = []
         for body in records:
-            event_id = _event_id_of(body)
+            event_id = event_id_of(body)
             first = None if event_id is None else seen.setdefault(event_id, body)
             if first is None or first is body:
                 events.append(body)
@@ -787,102 +748,3 @@ class Emitter:
             except StoreError as e:
                 self._lose(len(clashes), f"cannot dead-letter {len(clashes)} refused events, they are lost: {e}")
         return events
-
-    def _deliver(self, events: list[bytes]) -> bool:
-        """Deliver or dead-letter every event of one batch; False if stopped first.
-
-        transport.refuses_events alone decides: a refusal of the events dead-letters the one it names (and
-        the rest are re-sent); a refusal that names none is narrowed by halving the batch, so only events
-        the ledger refuses on their own are dead-lettered. Anything else is retried with backoff while the
-        events stay in the spool."""
-        attempt = 0
-        while events:
-            retry_after: float | None = None
-            try:
-                receipts = self._send(events)
-                duplicates = self._check(events, receipts)
-            except Exception as e:
-                if isinstance(e, LedgerError) and refuses_events(e):
-                    at = _event_position(e, len(events))
-                    if at is None and len(events) > 1:
-                        half = len(events) // 2
-                        return self._deliver(events[:half]) and self._deliver(events[half:])
-                    try:
-                        self._refuse(events, e, at)
-                    except StoreError as dead:
-                        problem = f"cannot dead-letter refused events: {dead}"
-                    else:
-                        continue
-                elif isinstance(e, LedgerError):
-                    retry_after = e.retry_after if isinstance(e, PushbackError) else None
-                    problem = f"{type(e).__name__}: {redact(str(e))}"
-                else:  # a broken transport or signer: keep the events and retry
-                    log.exception("delivering a batch failed unexpectedly")
-                    problem = type(e).__name__
-            else:
-                with self._lock:
-                    self._counts["sent"] += len(events)
-                    self._counts["duplicates"] += duplicates
-                if self._on_receipts is not None:
-                    try:
-                        self._on_receipts(receipts)
-                    except Exception:
-                        log.exception("the on_receipts callback failed (the events were acknowledged)")
-                if attempt:
-                    log.info("ledger reachable again after %d retries", attempt)
-                return True
-            with self._lock:
-                self._counts["retried"] += 1
-            if attempt == 0:
-                log.warning(
-                    "cannot deliver %d events (%s); they wait in the spool, retrying with backoff",
-                    len(events),
-                    problem,
-                )
-            if self._stop.wait(self._backoff.delay(attempt, retry_after)):
-                return False
-            attempt += 1
-        return True
-
-    def _send(self, events: list[bytes]) -> Sequence[Receipt]:
-        """Seal and send one batch: one envelope, or one per group when the transport routes (Kafka)."""
-        transport = self._transport
-        if not isinstance(transport, GroupingTransport):
-            return transport.send(seal_batch(events, producer=self.producer, key_id=self.key_id, signer=self._signer))
-        routes = transport.route(events)
-        groups = [[events[i] for i in route] for route in routes]
-        envelopes = [
-            seal_batch(group, producer=self.producer, key_id=self.key_id, signer=self._signer) for group in groups
-        ]
-        got = transport.send_groups(envelopes, groups)
-        order = [i for route in routes for i in route]
-        if len(got) != len(order) or sorted(order) != list(range(len(events))):
-            raise TransportError(f"the transport returned {len(got)} receipts for {len(events)} events")
-        receipts: list[Receipt] = [got[0]] * len(events)
-        for receipt, pos in zip(got, order, strict=True):
-            receipts[pos] = receipt
-        return receipts
-
-    def _refuse(self, events: list[bytes], error: LedgerError, at: int | None) -> None:
-        """Dead-letter the event at ``at`` (and keep the rest), or the whole batch."""
-        field = redact(error.field) if isinstance(error, InputError) else None
-        reason = redact(error.reason if isinstance(error, InputError) else str(error))
-        chosen = [at] if at is not None else list(range(len(events)))
-        self._dead_letter(
-            [DeadLetter(type(error).__name__, reason, field, _event_id_of(events[i]), events[i]) for i in chosen]
-        )
-        if at is None:
-            events.clear()
-        else:
-            del events[at]
-
-    @staticmethod
-    def _check(events: list[bytes], receipts: Sequence[Receipt]) -> int:
-        if len(receipts) != len(events):
-            raise TransportError(f"the ledger returned {len(receipts)} receipts for {len(events)} events")
-        duplicates = 0
-        for body, receipt in zip(events, receipts, strict=True):
-            if _HEAD.decode(body).event_id != receipt.event_id:
-                raise TransportError("the ledger's receipts do not match the batch's events")
-            duplicates += receipt.duplicate
-        return duplicates

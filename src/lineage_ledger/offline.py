@@ -27,6 +27,9 @@ needs to check:
 
 Hashes are always taken over the bytes the bundle carries (an entry's text, the event's exact slice of it),
 never over a re-serialised copy.
+
+It stays one module, longer than the package's others, on purpose: an auditor copies one file beside the
+bundle, and a split would make the verifier a package again.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ _ROTATION_HEADER: Final = "lineage-ledger/log-key-rotation/v1"
 _ED25519: Final = 0x01
 _MAP_LEAF_PREFIX: Final = b"\x10"
 _MAP_INTERIOR_PREFIX: Final = b"\x11"
-"""The subject map's node prefixes, as core/smt.py defines them (this file imports nothing of the package;
+"""The subject map's node prefixes, as core/smt_nodes.py defines them (this file imports nothing of the package;
 tests/test_offline_isolation.py checks the two agree)."""
 _COSIGNATURE_V1: Final = 0x04
 _SUBJECT_FIELD: Final = {

@@ -49,12 +49,13 @@ class SubjectHead:
 
 
 class SubjectCache:
-    """The chain heads and token states of the subjects used last, at most ``limit`` of them (so memory stays
-    flat): past the limit, the least recently remembered tenth is forgotten."""
+    """The chain heads and token states of the subjects used last, at most ``limit()`` of them (so memory
+    stays flat; read at every change, so a new setting applies at once): past the limit, the least recently
+    remembered tenth is forgotten."""
 
     __slots__ = ("_heads", "limit")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: Callable[[], int]) -> None:
         self._heads: OrderedDict[str, SubjectHead] = OrderedDict()
         self.limit = limit
 
@@ -73,7 +74,7 @@ class SubjectCache:
         cache = self._heads
         cache[subject] = value
         cache.move_to_end(subject)
-        if len(cache) > self.limit:
+        if len(cache) > self.limit():
             for _ in range(len(cache) // 10):
                 cache.popitem(last=False)
 

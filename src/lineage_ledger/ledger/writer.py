@@ -196,7 +196,7 @@ class Ledger:
                 f"the signing key {signer.name!r} is not the current log key {self.verifier}"
                 + (": it was retired by a log key rotation; use the new key" if retired else "")
             )
-        self._cache = SubjectCache(self.settings.subject_cache)
+        self._cache = SubjectCache(lambda: self.settings.subject_cache)
         self._listeners: list[Callable[[list[EntryRow]], object]] = []
         self._clock_source = clock
         self._stale = False

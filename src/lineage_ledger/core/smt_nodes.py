@@ -79,6 +79,7 @@ def key_of(subject: str) -> bytes:
 
 
 def check_hash(value: object, field: str) -> None:
+    """InputError naming ``field`` unless ``value`` is HASH_SIZE bytes."""
     if not isinstance(value, bytes) or len(value) != HASH_SIZE:
         size = len(value) if isinstance(value, bytes) else type(value).__name__
         raise InputError(field, f"must be {HASH_SIZE} bytes, got {size}")
@@ -146,6 +147,7 @@ class SubjectHead:
 
 
 def check_head(value: object, field: str) -> None:
+    """InputError naming ``field`` (or its member) unless ``value`` is a valid SubjectHead."""
     if not isinstance(value, SubjectHead):
         raise InputError(field, f"must be a SubjectHead, got {type(value).__name__}")
     check_hash(value.head, f"{field}.head")
@@ -203,6 +205,7 @@ there is none. Its answers are checked, so a store that returns the wrong node i
 
 
 def key_int(key: bytes) -> int:
+    """``key`` as a 256-bit integer, most significant bit first."""
     return int.from_bytes(key, "big")
 
 

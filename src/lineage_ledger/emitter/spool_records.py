@@ -76,15 +76,18 @@ class PendingKeys:
         return seen[1] if seen is not None and seen[0] is body else event_key(body)
 
     def add(self, end: int, body: bytes) -> None:
+        """Index the record ``body`` ending at ``end``, just appended."""
         key = self._key(body)
         if key is not None:
             self._where.setdefault(key, (end, len(body)))
             self._ends.append((end, key))
 
     def added(self) -> None:
+        """An append is done: forget the keys absent() found for it."""
         self._checked.clear()
 
     def absent(self, records: Sequence[bytes]) -> tuple[list[bytes], int]:
+        """As :meth:`Spool.absent`, by this index."""
         self._checked.clear()
         fresh: list[bytes] = []
         firsts: dict[str, bytes] = {}
@@ -104,6 +107,7 @@ class PendingKeys:
         return fresh, len(records) - len(fresh)
 
     def commit(self, position: int) -> None:
+        """Forget the records before ``position``: they are acknowledged."""
         ends, where = self._ends, self._where
         while ends and ends[0][0] <= position:
             end, key = ends.popleft()

@@ -23,12 +23,14 @@ class LRU(Generic[K, V]):
         self._capacity = capacity
 
     def get(self, key: K) -> V | None:
+        """The value of ``key`` (now the most recently used), or None."""
         value = self._items.get(key)
         if value is not None:
             self._items.move_to_end(key)
         return value
 
     def put(self, key: K, value: V) -> None:
+        """Hold ``value`` under ``key``, forgetting the least recently used item past the capacity."""
         self._items[key] = value
         self._items.move_to_end(key)
         if len(self._items) > self._capacity:

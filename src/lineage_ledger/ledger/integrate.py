@@ -7,15 +7,12 @@ commit has landed), and it reports the tree nodes the store keeps (every TILE_ST
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from lineage_ledger.core.merkle import TILE_STRIDE, CompactRange
+from lineage_ledger.core.merkle import TILE_STRIDE, CompactRange, NodeVisitor
 from lineage_ledger.store.base import EntryRow
 
-__all__ = ["NodeVisitor", "integrate", "stored_nodes"]
-
-NodeVisitor = Callable[[int, int, bytes], None]
-"""Called with (level, index, hash) for each node a tree append completes."""
+__all__ = ["integrate", "stored_nodes"]
 
 
 def stored_nodes() -> tuple[list[tuple[int, int, bytes]], NodeVisitor]:

@@ -21,12 +21,11 @@ from lineage_ledger.core.entry import (
     header_hash,
     seal_entry_bytes,
 )
-from lineage_ledger.core.merkle import CompactRange, leaf_hash, root_of
+from lineage_ledger.core.merkle import CompactRange, NodeVisitor, leaf_hash, root_of
 from lineage_ledger.core.note import Checkpoint, sign_note
 from lineage_ledger.core.receipt import Promise, PromisedRange
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.completeness import MapReader, block_heads, encode_node, map_changes, unwritten_map
-from lineage_ledger.ledger.integrate import NodeVisitor
 from lineage_ledger.ledger.links import Link, entry_links
 from lineage_ledger.store.base import BatchWrite, CheckpointRow, EntryRow, Store
 

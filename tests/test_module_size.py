@@ -46,7 +46,8 @@ def too_long(counts: dict[str, int], allowed: dict[str, str], limit: int) -> lis
 def test_no_module_is_longer_than_the_limit_without_a_reason() -> None:
     counts = line_counts()
     assert "ledger/writer.py" in counts
-    assert too_long(counts, ALLOWED, MAX_LINES) == []
+    problems = too_long(counts, ALLOWED, MAX_LINES)
+    assert problems == [], f"over {MAX_LINES} lines with no reason in ALLOWED (split it): " + "; ".join(problems)
 
 
 def test_every_allowed_module_has_a_reason() -> None:

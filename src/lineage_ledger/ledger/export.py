@@ -22,7 +22,7 @@ PROV mapping (namespace ``lineage`` = ``urn:lineage-ledger:``):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
@@ -32,7 +32,18 @@ import msgspec
 from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.model import DataEvent, PolicyEvent, TokenEvent
 from lineage_ledger.core.note import Checkpoint
-from lineage_ledger.ledger.lineage import AssetLineage, BlastRadius, Family, Record
+from lineage_ledger.ledger.export_graph import to_dot, to_mermaid
+from lineage_ledger.ledger.export_items import (
+    DATA_USES,
+    PAYLOAD_SKIP,
+    TOKEN_BIRTHS,
+    TOKEN_ENDS,
+    TOKEN_USES,
+    Exportable,
+    birth_kind,
+    collect,
+)
+from lineage_ledger.ledger.lineage import Record
 
 __all__ = [
     "NAMESPACE",
@@ -46,44 +57,6 @@ __all__ = [
 
 PREFIX: Final = "lineage"
 NAMESPACE: Final = "urn:lineage-ledger:"
-
-Exportable = Family | BlastRadius | AssetLineage | Record
-
-_TOKEN_BIRTHS: Final = frozenset({"ISSUED", "ORIGIN", "REFRESHED", "ROTATED"})
-_TOKEN_USES: Final = frozenset({"USED", "ACTIVATED"})
-_TOKEN_ENDS: Final = frozenset({"REVOKED", "EXPIRED"})
-_DATA_USES: Final = frozenset({"TRANSMITTED", "ACCESSED"})
-_PAYLOAD_SKIP: Final = frozenset({"parent_token_id", "actor_token_id", "inputs", "token_id", "document"})
-
-
-@dataclass(slots=True)
-class _Input:
-    """Everything the items say, deduplicated."""
-
-    records: dict[int, Record] = field(default_factory=dict)
-    tokens: set[str] = field(default_factory=set)
-    assets: set[str] = field(default_factory=set)
-    token_edges: set[tuple[str, str, str, int]] = field(default_factory=set)
-    asset_edges: set[tuple[str, str, str | None, int]] = field(default_factory=set)
-
-
-def _collect(items: Exportable | Iterable[Exportable]) -> _Input:
-    flat: Iterable[Exportable] = [items] if isinstance(items, Family | BlastRadius | AssetLineage | Record) else items
-    got = _Input()
-    for item in flat:
-        if isinstance(item, Record):
-            got.records[item.index] = item
-        elif isinstance(item, Family):
-            got.tokens.update(item.tokens)
-            got.token_edges.update(item.edges)
-        elif isinstance(item, BlastRadius):
-            got.tokens.update(item.tokens)
-            got.records.update((r.index, r) for r in item.uses)
-        else:
-            got.assets.add(item.asset_id)
-            got.asset_edges.update(item.edges)
-            got.records.update((r.index, r) for r in item.steps)
-    return got
 
 
 def _local(value: str) -> str:
@@ -181,7 +154,7 @@ class _Prov:
 def _payload_attrs(payload: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in msgspec.to_builtins(payload).items():
-        if key in _PAYLOAD_SKIP or value is None:
+        if key in PAYLOAD_SKIP or value is None:
             continue
         out[f"{PREFIX}:{key}"] = sorted(value) if isinstance(value, list) else value
     return out
@@ -208,9 +181,9 @@ def _record_statements(prov: _Prov, rec: Record) -> None:
     if isinstance(ev, TokenEvent):
         me = prov.token(ev.token_id, event_type=kind, verdict=rec.verdict)
         p = ev.payload
-        if kind in _TOKEN_BIRTHS:
+        if kind in TOKEN_BIRTHS:
             prov.relation("wasGeneratedBy", prov_entity=me, prov_activity=act, prov_time=at)
-            for source, label in ((p.parent_token_id, _birth_kind(kind)), (p.actor_token_id, "ACTOR")):
+            for source, label in ((p.parent_token_id, birth_kind(kind)), (p.actor_token_id, "ACTOR")):
                 if source is None:
                     continue
                 other = prov.token(source)
@@ -226,9 +199,9 @@ def _record_statements(prov: _Prov, rec: Record) -> None:
                 prov.relation(
                     "wasInvalidatedBy", prov_entity=_token_q(p.parent_token_id), prov_activity=act, prov_time=at
                 )
-        elif kind in _TOKEN_USES:
+        elif kind in TOKEN_USES:
             prov.relation("used", prov_activity=act, prov_entity=me, prov_time=at)
-        elif kind in _TOKEN_ENDS:
+        elif kind in TOKEN_ENDS:
             prov.relation("wasInvalidatedBy", prov_entity=me, prov_activity=act, prov_time=at)
     elif isinstance(ev, DataEvent):
         d = ev.payload
@@ -249,7 +222,7 @@ def _record_statements(prov: _Prov, rec: Record) -> None:
             )
         if kind in {"CREATED", "TRANSFORMED", "AGGREGATED"}:
             prov.relation("wasGeneratedBy", prov_entity=me, prov_activity=act, prov_time=at)
-        elif kind in _DATA_USES:
+        elif kind in DATA_USES:
             prov.relation("used", prov_activity=act, prov_entity=me, prov_time=at)
         elif kind == "DELETED":
             prov.relation("wasInvalidatedBy", prov_entity=me, prov_activity=act, prov_time=at)
@@ -264,10 +237,6 @@ def _record_statements(prov: _Prov, rec: Record) -> None:
             verdict=rec.verdict,
         )
         prov.relation("wasGeneratedBy", prov_entity=version, prov_activity=act, prov_time=at)
-
-
-def _birth_kind(kind: str) -> str:
-    return "EXCHANGED" if kind in {"ISSUED", "ORIGIN"} else kind
 
 
 def _edge_statements(prov: _Prov, parent: str, child: str, kind: str, index: int, *, asset: bool) -> None:
@@ -289,7 +258,7 @@ def to_prov_json(items: Exportable | Iterable[Exportable], checkpoint: Checkpoin
     With a ``checkpoint`` (open it with core.note.open_note first: the bundle claims it), statements about
     entries below its size go into the bundle named after it; the rest stay at the top level.
     """
-    got = _collect(items)
+    got = collect(items)
     covered, pending = _Prov(), _Prov()
 
     def scope(index: int | None) -> _Prov:
@@ -327,205 +296,10 @@ def to_prov_json(items: Exportable | Iterable[Exportable], checkpoint: Checkpoin
     return canonical_bytes(document)
 
 
-# -- pictures ---------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Node:
-    kind: str
-    """token, asset, resource, destination or policy."""
-    label: str
-    notes: set[str] = field(default_factory=set)
-    """Event types and broken rules recorded about the node."""
-    ended: bool = False
-    flagged: bool = False
-
-
-@dataclass(slots=True)
-class _Picture:
-    nodes: dict[str, _Node] = field(default_factory=dict)
-    edges: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
-    """(from, to, label) -> the log indices the edge rests on."""
-    dashed: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def node(self, kind: str, ident: str) -> str:
-        key = f"{kind}:{ident}"
-        if key not in self.nodes:
-            short = ident if kind != "token" else _short_token(ident)
-            self.nodes[key] = _Node(kind, short)
-        return key
-
-    def edge(self, src: str, dst: str, label: str, index: int, *, dashed: bool = False) -> None:
-        self.edges.setdefault((src, dst, label), []).append(index)
-        if dashed:
-            self.dashed.add((src, dst, label))
-
-
-def _short_token(token_id: str) -> str:
-    region, _, digest = token_id.rpartition(":")
-    return (region + ":" if region else "") + digest[:12] + "…"
-
-
-def _picture(items: Exportable | Iterable[Exportable]) -> _Picture:
-    got = _collect(items)
-    pic = _Picture()
-    for token in got.tokens:
-        pic.node("token", token)
-    for asset in got.assets:
-        pic.node("asset", asset)
-    for index in sorted(got.records):
-        rec = got.records[index]
-        ev = rec.event
-        if isinstance(ev, TokenEvent):
-            me = pic.node("token", ev.token_id)
-            p = ev.payload
-            if ev.event_type in _TOKEN_BIRTHS:
-                for source, label in ((p.parent_token_id, _birth_kind(ev.event_type)), (p.actor_token_id, "ACTOR")):
-                    if source is not None:
-                        pic.edge(pic.node("token", source), me, label, index)
-            if ev.event_type == "USED" and p.resource is not None:
-                pic.edge(me, pic.node("resource", p.resource), "USED", index, dashed=True)
-            if ev.event_type in _TOKEN_ENDS and rec.verdict == "ok":
-                pic.nodes[me].ended = True
-        elif isinstance(ev, DataEvent):
-            me = pic.node("asset", ev.asset_id)
-            d = ev.payload
-            for ref in d.inputs:
-                pic.edge(pic.node("asset", ref.asset_id), me, ev.event_type, index)
-            if d.destination is not None:
-                pic.edge(me, pic.node("destination", d.destination), ev.event_type, index, dashed=True)
-            if d.token_id is not None:
-                pic.edge(pic.node("token", d.token_id), me, ev.event_type, index, dashed=True)
-            if ev.event_type == "DELETED":
-                pic.nodes[me].ended = True
-        else:
-            assert isinstance(ev, PolicyEvent)
-            me = pic.node("policy", f"{ev.policy_id} {ev.payload.policy_version}")
-        pic.nodes[me].notes.add(ev.event_type)
-        if rec.verdict != "ok":
-            pic.nodes[me].notes.add("! " + rec.verdict)
-            pic.nodes[me].flagged = True
-    for parent, child, kind, index in got.token_edges:
-        if index not in got.records:
-            pic.edge(pic.node("token", parent), pic.node("token", child), kind, index)
-    for source, output, _, index in got.asset_edges:
-        if index not in got.records:
-            pic.edge(pic.node("asset", source), pic.node("asset", output), "DERIVED", index)
-    return pic
-
-
-def _edge_label(label: str, indices: list[int]) -> str:
-    ordered = sorted(set(indices))
-    if len(ordered) == 1:
-        return f"{label} @{ordered[0]}"
-    return f"{label} ×{len(ordered)} @{ordered[0]}..{ordered[-1]}"
-
-
-def _node_text(node: _Node) -> list[str]:
-    lines = [f"{node.kind} {node.label}"]
-    plain = sorted(n for n in node.notes if not n.startswith("! "))
-    flags = sorted(n for n in node.notes if n.startswith("! "))
-    if plain:
-        lines.append(" ".join(plain))
-    lines.extend(flags)
-    return lines
-
-
-def _caption(checkpoint: Checkpoint | None) -> str | None:
-    if checkpoint is None:
-        return None
-    return f"checkpoint {checkpoint.origin} size {checkpoint.size} root {checkpoint.root_hash.hex()}"
-
-
-def _dot_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-_DOT_SHAPES: Final = {
-    "token": "ellipse",
-    "asset": "cylinder",
-    "resource": "note",
-    "destination": "cds",
-    "policy": "hexagon",
-}
-
-
-def to_dot(items: Exportable | Iterable[Exportable], checkpoint: Checkpoint | None = None) -> bytes:
-    """A Graphviz digraph: tokens, assets, resources and destinations; derivations solid, uses dashed.
-
-    Ended tokens (revoked, expired) are drawn red, entries with a broken rule bold with the rule's id.
-    """
-    pic = _picture(items)
-    lines = ["digraph lineage {", "  graph [rankdir=LR, fontname=Helvetica];"]
-    caption = _caption(checkpoint)
-    if caption is not None:
-        lines.append(f"  graph [label={_dot_quote(caption)}, labelloc=t];")
-    lines.append("  node [fontname=Helvetica, fontsize=10];")
-    lines.append("  edge [fontname=Helvetica, fontsize=9];")
-    for key in sorted(pic.nodes):
-        node = pic.nodes[key]
-        attrs = [f"shape={_DOT_SHAPES[node.kind]}", f"label={_dot_quote(chr(10).join(_node_text(node)))}"]
-        if node.ended:
-            attrs.append("color=red")
-        if node.flagged:
-            attrs.append("style=bold")
-        lines.append(f"  {_dot_quote(key)} [{', '.join(attrs)}];")
-    for src, dst, label in sorted(pic.edges):
-        attrs = [f"label={_dot_quote(_edge_label(label, pic.edges[(src, dst, label)]))}"]
-        if (src, dst, label) in pic.dashed:
-            attrs.append("style=dashed")
-        lines.append(f"  {_dot_quote(src)} -> {_dot_quote(dst)} [{', '.join(attrs)}];")
-    lines.append("}")
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
-def _mermaid_text(text: str) -> str:
-    return (
-        text.replace("#", "#35;").replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
-    )
-
-
-_MERMAID_SHAPES: Final = {
-    "token": ("([", "])"),
-    "asset": ("[(", ")]"),
-    "resource": (">", "]"),
-    "destination": ("[/", "/]"),
-    "policy": ("{{", "}}"),
-}
-
-
-def to_mermaid(items: Exportable | Iterable[Exportable], checkpoint: Checkpoint | None = None) -> bytes:
-    """A Mermaid flowchart of the same picture as to_dot (nodes n0, n1, ... in sorted order)."""
-    pic = _picture(items)
-    ids = {key: f"n{i}" for i, key in enumerate(sorted(pic.nodes))}
-    lines = ["flowchart LR"]
-    caption = _caption(checkpoint)
-    if caption is not None:
-        lines.append(f"  %% {caption}")
-    for key in sorted(pic.nodes):
-        node = pic.nodes[key]
-        opening, closing = _MERMAID_SHAPES[node.kind]
-        text = "<br/>".join(_mermaid_text(line) for line in _node_text(node))
-        lines.append(f'  {ids[key]}{opening}"{text}"{closing}')
-    for src, dst, label in sorted(pic.edges):
-        arrow = "-.->" if (src, dst, label) in pic.dashed else "-->"
-        text = _mermaid_text(_edge_label(label, pic.edges[(src, dst, label)]))
-        lines.append(f'  {ids[src]} {arrow}|"{text}"| {ids[dst]}')
-    lines.append("  classDef ended stroke:#c00,stroke-width:2px")
-    lines.append("  classDef flagged fill:#fdd")
-    ended = [ids[k] for k in sorted(pic.nodes) if pic.nodes[k].ended]
-    flagged = [ids[k] for k in sorted(pic.nodes) if pic.nodes[k].flagged]
-    if ended:
-        lines.append(f"  class {','.join(ended)} ended")
-    if flagged:
-        lines.append(f"  class {','.join(flagged)} flagged")
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
 def to_jsonl(items: Exportable | Iterable[Exportable]) -> bytes:
     """One canonical JSON object per recorded event (Record.to_json), in log order, one per line.
 
     Family answers carry no records of their own, so they add nothing here; pass the records too.
     """
-    got = _collect(items)
+    got = collect(items)
     return b"".join(canonical_bytes(got.records[i].to_json()) + b"\n" for i in sorted(got.records))

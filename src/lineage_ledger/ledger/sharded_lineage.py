@@ -17,7 +17,8 @@ from typing import Any
 from lineage_ledger.core import lifecycle
 from lineage_ledger.core.model import TokenEvent
 from lineage_ledger.errors import NotFoundError
-from lineage_ledger.ledger.lineage import Lineage, Record, Time, _hlc, _tid, refresh_window, resources_of
+from lineage_ledger.ledger.lineage import Lineage, Record, Time, _hlc, _tid
+from lineage_ledger.ledger.lineage_answers import refresh_window, resources_of
 from lineage_ledger.ledger.shards import ShardLayout
 from lineage_ledger.store.base import Store
 

@@ -81,12 +81,13 @@ from lineage_ledger.ledger.verification.log import (
 from lineage_ledger.ledger.verification.merge import Merge
 from lineage_ledger.ledger.verification.report import Problem, VerifyReport
 from lineage_ledger.ledger.verification.setup import LedgerSetup, read_setup
+from lineage_ledger.ledger.verification.since import verify_since
 from lineage_ledger.ledger.verification.subject_map import SubjectMap, check_stored_map
 from lineage_ledger.ledger.verification.verdicts import Verdicts
 from lineage_ledger.ledger.verification.workers import chunk_ranges, chunk_results, frozen_heap, start_method
 from lineage_ledger.store import open_store
 
-__all__ = ["Problem", "VerifyReport", "verify_ledger"]
+__all__ = ["Problem", "VerifyReport", "verify_ledger", "verify_since"]
 
 # Also reachable here under their former names. The driver looks _chunks and _start_method up in this
 # module when it runs, so replacing them here (as tests do, to cut a small log into many chunks or to

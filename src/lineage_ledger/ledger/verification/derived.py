@@ -48,6 +48,9 @@ class IndexCheck:
     links_below: int | None
     subjects_below: int | None
     key: bytes
+    rollups_end: int | None = None
+    """The end of the last day with stored rollups (None: none are): the chunks sum up the token events
+    below it by day (verification.rollups)."""
 
 
 def _row_hash(row: Sequence[object], key: bytes) -> int:

@@ -70,10 +70,7 @@ def chunk_results(
 ) -> Iterator[ChunkResult]:
     """The chunks' results in log order: from a process pool (later chunks go on in the workers while the
     caller folds earlier results) or, without ``context``, computed here one after another. ``scan`` gets
-    its result once the last chunk's is out. The chunks sum their derived rows as ``scan.check`` says, or
-    without a scan as ``check`` says."""
-    if scan is not None:
-        check = scan.check
+    its result once the last chunk's is out. The chunks sum their derived rows as ``check`` says."""
 
     def cuts_in(a: int, b: int) -> list[int]:
         return [c for c in cut_sizes if a < c <= b]

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.rollups import Rollup, day_name, day_of
-from lineage_ledger.ledger.verification.derived import _row_hash
+from lineage_ledger.ledger.verification.derived import row_hasher
 from lineage_ledger.ledger.verification.entries import LeanEvent
 from lineage_ledger.ledger.verification.report import MAX_PROBLEMS, Problem
 
@@ -77,7 +77,7 @@ class RollupCheck:
     complete, then compared with the stored rows."""
 
     def __init__(self, key: bytes) -> None:
-        self.key = key
+        self.row_hash = row_hasher(key)
         self.firsts: dict[int, int] = {}
         """Day -> index of its first entry."""
         self.order: list[int] = []
@@ -103,7 +103,7 @@ class RollupCheck:
 
     def _close(self, day: int) -> None:
         tokens = self.open.pop(day)
-        total = sum(_row_hash(rollup.row(day, subject), self.key) for subject, rollup in tokens.items())
+        total = sum(self.row_hash(rollup.row(day, subject)) for subject, rollup in tokens.items())
         self.sums[day] = (self.sums.get(day, 0) + total) % _HASH_MOD
 
     def problems(self, store: Any) -> list[Problem]:
@@ -114,7 +114,7 @@ class RollupCheck:
             stored_days = store.rollup_days()
             stored_sums: dict[str, int] = defaultdict(int)
             for row in store.rollup_rows():
-                stored_sums[str(row.day)] += _row_hash(row, self.key)
+                stored_sums[str(row.day)] += self.row_hash(row)
         except LedgerError as e:
             return [Problem("rollups", f"cannot read the rollups: {e}")]
         names = {day_name(day): day for day in self.order}

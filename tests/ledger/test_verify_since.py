@@ -305,3 +305,13 @@ def test_the_cli_exit_codes(built: Built, tmp_path: Path, capsys: pytest.Capture
     note.write_text(built.note, encoding="utf-8")
     _tamper_body(built)
     assert main(["verify", "--ledger", str(built.path), "--key", key, "--since", str(note)]) == 1
+
+
+def test_nothing_new_since_the_newest_checkpoint(built: Built) -> None:
+    newest = _one(built.path, "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+    size, note = newest
+    assert size == built.size
+    assert isinstance(note, str)
+    report = verify_since(str(built.path), note, verifier=built.verifier, workers=2)
+    assert report.ok, report.problems
+    assert report.checked == 0

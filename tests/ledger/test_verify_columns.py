@@ -1,7 +1,8 @@
 """Every stored value is covered: change one value in any column of any table and `verify` fails.
 
 A small ledger with rows in every table the ledger keeps (several blocks and checkpoints, stored tree nodes,
-revocations, links, the subject map, SQLite's subject index, policy and data events, key entries) is copied,
+revocations, links, the subject map, SQLite's subject index, daily rollups, policy and data events, key
+entries) is copied,
 one value is changed with the append-only triggers dropped (anyone holding the file can), and the ledger is
 verified with the log's key held outside the database. Each column is changed in its first, middle and last
 row. The tables that are not derived from the log are listed in NOT_DERIVED with the reason a change there
@@ -11,9 +12,10 @@ classified when it is added.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 
 from lineage_ledger.core.crypto import Ed25519Signer
 from lineage_ledger.core.note import NoteVerifier
+from lineage_ledger.ledger.rollups import roll_up
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import sqlite as sqlite_store
@@ -68,17 +71,25 @@ class Built:
     verifier: NoteVerifier
 
 
+def _days_clock() -> Callable[[], int]:
+    """A clock that moves on three hours each time it is read, so the ledger records entries on several days
+    (each with daily rollups)."""
+    readings = itertools.count()
+    return lambda: T0 + next(readings) * 3 * 3_600_000_000_000
+
+
 def _build(url: str) -> NoteVerifier:
-    """The workload's ledger at ``url``; its log key's verifier."""
+    """The workload's ledger at ``url``, its complete days rolled up; its log key's verifier."""
     workload = generate(45, start_ns=T0)
     signers = {p: Ed25519Signer(p, p.encode().ljust(32, b".")[:32]) for p in PRODUCERS}
     key_ids = {p: f"{p}-1" for p in PRODUCERS}
-    with Ledger.create(url, make_log_signer(), settings=SETTINGS) as ledger:
+    with Ledger.create(url, make_log_signer(), settings=SETTINGS, clock=_days_clock()) as ledger:
         for producer, signer in signers.items():
             ledger.register_key(producer, key_ids[producer], signer.public_key)
         for envelope in batches(workload, signers, key_ids):
             ledger.append(envelope)
         ledger.seal()
+        assert len(roll_up(ledger.store)) > 2
         return ledger.log_verifier()
 
 
@@ -230,7 +241,8 @@ def test_every_changed_value_fails_verify_on_postgresql(postgres_ledger: Postgre
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
             )
         ]
-        assert {"entries", "envelopes", "nodes", "checkpoints", "map_nodes", "links", "revocations"} <= set(tables)
+        derived = {"entries", "envelopes", "nodes", "checkpoints", "map_nodes", "links", "revocations", "rollups"}
+        assert derived | {"rollup_days"} <= set(tables)
         for table in tables:
             if table in NOT_DERIVED:
                 continue

@@ -164,3 +164,20 @@ def test_health_and_readiness(service: Harness) -> None:
     ready = service.client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"ready": True}
+
+
+def test_verify_since_a_checkpoint_checks_what_came_after_it(service: Harness) -> None:
+    service.post_batch(service.batch(token_events(30)))
+    service.seal()
+    trusted = get(service, "/v1/checkpoints/latest")
+    service.post_batch(service.batch(token_events(5, label="after")))
+    service.seal()
+    auditor = service.auth("auditor")
+    response = service.client.post("/v1/verify", json={"since": trusted["note"]}, headers=auditor)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["ok"] is True, report["problems"]
+    assert report["trusted_size"] == report["since"] == trusted["size"]
+    assert report["checked"] == service.size() - trusted["size"]
+    garbage = service.client.post("/v1/verify", json={"since": "not a note\n"}, headers=auditor)
+    assert_problem(garbage, 422, "invalid-input", "since")

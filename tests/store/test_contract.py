@@ -25,6 +25,8 @@ from lineage_ledger.store.base import (
     OffsetRow,
     PromiseRow,
     QuarantineRow,
+    RollupDay,
+    RollupRow,
     SchemaRow,
     Store,
 )
@@ -289,6 +291,10 @@ def test_chain_breaks_compare_each_entry_with_its_subjects_previous(backend: tup
         "DELETE FROM cosignatures",
         "UPDATE timestamps SET token = 'x'",
         "DELETE FROM timestamps",
+        "UPDATE rollups SET uses = uses + 1",
+        "DELETE FROM rollups",
+        "UPDATE rollup_days SET end_idx = 0",
+        "DELETE FROM rollup_days",
     ],
 )
 def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw], sql: str) -> None:
@@ -305,11 +311,53 @@ def test_the_database_itself_refuses_update_and_delete(backend: tuple[Store, Raw
     store.write(batch)
     store.add_cosignatures(1, [("w.example/1", 7, "— w.example/1 AAAA\n")])
     store.add_timestamp(1, b"\x30\x00")
+    store.add_rollups(RollupDay("2025-11-12", 0, 1), [_rollup("2025-11-12", "token:a")])
     with pytest.raises(Exception, match="append-only") as refused:
         raw(sql)
     assert not isinstance(refused.value, LedgerError)  # refused by the database, not by this package
     assert store.entry(0).verdict == "ok"
     assert store.size() == 1
+
+
+def _rollup(day: str, subject: str, uses: int = 1) -> RollupRow:
+    return RollupRow(
+        day,
+        subject,
+        uses + 1,
+        uses,
+        "0000000000000000010.00000",
+        "0000000000000000020.00000",
+        0,
+        1,
+        '["/x"]',
+        '{"ALLOW":1}',
+    )
+
+
+def test_daily_rollups_are_kept_by_day_and_read_by_token(backend: tuple[Store, Raw]) -> None:
+    store, _ = backend
+    assert store.rollup_days() == []
+    assert store.rollups("token:a") == []
+    store.add_rollups(
+        RollupDay("2025-11-12", 0, 10), [_rollup("2025-11-12", "token:b"), _rollup("2025-11-12", "token:a")]
+    )
+    store.add_rollups(RollupDay("2025-11-13", 10, 25), [_rollup("2025-11-13", "token:a", uses=4)])
+    store.add_rollups(RollupDay("2025-11-14", 25, 30), [])  # a day without token events
+    assert store.rollup_days() == [
+        RollupDay("2025-11-12", 0, 10),
+        RollupDay("2025-11-13", 10, 25),
+        RollupDay("2025-11-14", 25, 30),
+    ]
+    assert store.rollups("token:a") == [_rollup("2025-11-12", "token:a"), _rollup("2025-11-13", "token:a", uses=4)]
+    assert store.rollups("token:c") == []
+    assert list(store.rollup_rows()) == [
+        _rollup("2025-11-12", "token:a"),
+        _rollup("2025-11-13", "token:a", uses=4),
+        _rollup("2025-11-12", "token:b"),
+    ]
+    with pytest.raises(ConflictError):  # a day is rolled up once, whole
+        store.add_rollups(RollupDay("2025-11-13", 10, 25), [_rollup("2025-11-13", "token:c")])
+    assert store.rollups("token:c") == []
 
 
 def test_cosignatures_are_kept_beside_their_checkpoint_and_served_with_it(backend: tuple[Store, Raw]) -> None:

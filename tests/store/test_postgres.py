@@ -33,6 +33,8 @@ from lineage_ledger.store.base import (
     OffsetRow,
     PromiseRow,
     QuarantineRow,
+    RollupDay,
+    RollupRow,
     SchemaRow,
 )
 from lineage_ledger.workload import PRODUCERS, batches, generate
@@ -50,6 +52,8 @@ LEDGER_TABLES = (
     "links",
     "map_nodes",
     "promises",
+    "rollups",
+    "rollup_days",
 )
 T0 = 1_763_000_000_000_000_000
 
@@ -103,9 +107,18 @@ def test_a_ledger_from_an_older_schema_opens_migrated_with_its_data_intact(postg
     with pytest.raises(StoreError, match="schema version 1"):  # a reader may not migrate; it says how to
         PostgresStore(url, readonly=True)
 
-    store = PostgresStore(url)  # the owner opens it for writing: migrations 2 to 7 run
-    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5, 6, 7]
-    assert SCHEMA_VERSION == 7
+    store = PostgresStore(url)  # the owner opens it for writing: the later migrations run
+    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        9,
+    ]
+    assert SCHEMA_VERSION == 9
     # migration 5 dropped the policies table, which nothing read: the documents are in the entries
     assert sql(url, "SELECT to_regclass('policies') IS NULL") == [(True,)]
     assert sql(url, "SELECT idx, subject, event_id, prev, leaf, body FROM entries ORDER BY idx") == before
@@ -141,7 +154,7 @@ def test_provision_migrates_an_older_ledger_for_its_roles(postgres_server: str) 
 
     name = f"ledger_old_{uuid.uuid4().hex[:8]}"
     _old_ledger(postgres_server, name)
-    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3, 4, 5, 6, 7]
+    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3, 4, 5, 6, 7, 9]
     assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == []  # idempotent
     writer = open_store(with_database(postgres_server, name, user=WRITER_ROLE))
     assert writer.size() == 3
@@ -266,6 +279,8 @@ def test_truncate_is_refused_on_every_table_even_for_the_owner(postgres_ledger: 
             promise=PromiseRow(0, 1, b"{}"),
         )
     )
+    day = RollupDay("2025-11-12", 0, 1)
+    store.add_rollups(day, [RollupRow(day.day, "token:a", 1, 0, "a", "a", 0, 0, "[]", "{}")])
     owner = postgres_ledger.owner_url
     for table in LEDGER_TABLES:
         error = _refused(owner, f"TRUNCATE {table}")
@@ -493,7 +508,7 @@ def test_a_sharded_ledger_on_postgresql_from_provision_to_verify(
         code, out = _lineage(capsys, "provision", "--admin-url", postgres_server, "--database", name, "--shards", "2")
         assert code == 0, out
         assert sorted(out["databases"]) == sorted(databases)
-        assert all(steps == [1, 2, 3, 4, 5, 6, 7] for steps in out["databases"].values())
+        assert all(steps == [1, 2, 3, 4, 5, 6, 7, 9] for steps in out["databases"].values())
         url = with_database(postgres_server, name, user=WRITER_ROLE)
         keys = ("--log-key", str(tmp_path / "log.key"), "--producer-key", str(tmp_path / "cli.key"))
         code, out = _lineage(capsys, "init", "--ledger", url, "--shards", "2", "--partitions", "4", *keys)

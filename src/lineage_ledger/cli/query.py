@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from lineage_ledger.core.model import TOKEN_EVENT_TYPES
 from lineage_ledger.errors import InputError
 from lineage_ledger.ledger.holdings import Holdings, active_at, tokens_of_user
 from lineage_ledger.ledger.lineage import Lineage, Record
+from lineage_ledger.ledger.rollups import token_rollups
 from lineage_ledger.ledger.shards import ShardLayout, layout_of, read_layout, shard_url
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import Store
@@ -292,7 +294,25 @@ def _asset(direction: str) -> Callable[[Lineage, argparse.Namespace], Answer]:
     return run
 
 
+def _rollup(lin: Lineage, a: argparse.Namespace) -> Answer:
+    rows = token_rollups(lin.store, "token:" + a.token_id, a.day)
+
+    def show() -> None:
+        table = Table(title=f"daily rollups of {a.token_id}", show_edge=False, pad_edge=False)
+        for col in ("day", "events", "uses", "first", "last", "resources", "outcomes", "stored"):
+            table.add_column(col)
+        for r in rows:
+            outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].items())
+            first, last, stored = shown(r["first_at"]), shown(r["last_at"]), "yes" if r["stored"] else "not yet"
+            resources = ", ".join(r["resources"])
+            table.add_row(r["day"], str(r["events"]), str(r["uses"]), first, last, resources, outcomes, stored)
+        print_table(_out, table)
+
+    return rows, [], show
+
+
 _QUERIES: dict[str, Callable[[Lineage, argparse.Namespace], Answer]] = {
+    "rollup": _rollup,
     "timeline": _timeline,
     "family": _family,
     "blast-radius": _blast,
@@ -353,8 +373,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--user", help="only tokens held by this user")
     p.add_argument("--client", help="only tokens born for this client (and tokens derived from them)")
     p.add_argument("--resource", help="only tokens that had used this resource by then")
+    p = token(add("rollup", "a token's daily rollups: uses, first and last access, resources, outcomes"))
+    p.add_argument("--day", type=_day, help="only this day (YYYY-MM-DD, UTC)")
     add("upstream", "what a data asset was derived from").add_argument("asset_id", help="the data asset's id")
     add("downstream", "what was derived from a data asset").add_argument("asset_id", help="the data asset's id")
+
+
+def _day(text: str) -> str:
+    try:
+        return datetime.date.fromisoformat(text).isoformat()
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from e
 
 
 def _window(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from lineage_ledger.core.note import NoteVerifier
 from lineage_ledger.errors import NotFoundError
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.log_keys import read_key_chain
-from lineage_ledger.ledger.verify import verify_ledger
+from lineage_ledger.ledger.verify import verify_ledger, verify_since
 from lineage_ledger.store import open_store
 
 __all__ = ["is_sharded", "register", "verify_sharded_ledger"]
@@ -35,23 +35,40 @@ def _verifier_from(args: argparse.Namespace) -> NoteVerifier | None:
     return None
 
 
+def _read_note(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CommandError(f"{option}: cannot read the checkpoint note {path}: {e}") from e
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    trusted = Path(args.trusted_checkpoint).read_text(encoding="utf-8") if args.trusted_checkpoint else None
+    trusted = _read_note(args.trusted_checkpoint, "--trusted-checkpoint") if args.trusted_checkpoint else None
+    since = _read_note(args.since, "--since") if args.since else None
+    if since is not None and trusted is not None:
+        raise CommandError("--since already checks that the ledger extends its checkpoint: give one of the two")
     policy = policy_from(args)
     if is_sharded(args.ledger):
+        if since is not None:
+            raise CommandError("--since applies to one log; verify each shard's ledger with it instead")
         if policy is not None:
             raise CommandError("--witness-key applies to one log; verify each shard's ledger with it instead")
         if args.tsa_cert:
             raise CommandError("--tsa-cert applies to one log; verify each shard's ledger with it instead")
         return verify_sharded_ledger(args)
     with progress(err, args.json, "verify", None) as advance:
-        report = verify_ledger(
-            args.ledger,
-            verifier=_verifier_from(args),
-            trusted_checkpoint=trusted,
-            workers=args.workers,
-            progress=advance,
-        )
+        if since is not None:
+            report = verify_since(
+                args.ledger, since, verifier=_verifier_from(args), workers=args.workers, progress=advance
+            )
+        else:
+            report = verify_ledger(
+                args.ledger,
+                verifier=_verifier_from(args),
+                trusted_checkpoint=trusted,
+                workers=args.workers,
+                progress=advance,
+            )
     witnessed = check_witnessed(args.ledger, _verifier_from(args), policy) if policy is not None else None
     stamps = check_timestamps(args.ledger, args.tsa_cert) if args.tsa_cert else None
     ok = report.ok and (witnessed is None or not witnessed[2]) and all(s["ok"] for s in stamps or ())
@@ -64,7 +81,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "[yellow]warning:[/] no --key given: checking signatures against the key copy stored in the "
                 "database, which only proves the ledger is internally consistent. Pass the log's verifier key."
             )
-        if report.ok:
+        if report.ok and report.since is not None:
+            rate = f"{report.checked / report.seconds:,.0f}" if report.seconds else "-"
+            out.print(
+                f"[green]OK[/] {counted(report.checked, 'entry', 'entries')} since index {report.since} (of "
+                f"{report.size}), {counted(report.blocks, 'block')}, {counted(report.envelopes, 'envelope')} "
+                f"verified in {report.seconds:.2f} s ({rate} entries/s); extends the trusted checkpoint of size "
+                f"{report.trusted_size}"
+            )
+        elif report.ok:
             rate = f"{report.size / report.seconds:,.0f}" if report.seconds else "-"
             out.print(
                 f"[green]OK[/] {counted(report.size, 'entry', 'entries')}, {counted(report.blocks, 'block')}, "
@@ -210,6 +235,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", parents=[common], help="check every hash, chain, block and signature")
     p.add_argument("--key", help="the log's verifier key (note key string, or a file holding one)")
     p.add_argument("--trusted-checkpoint", help="a signed checkpoint saved earlier; the ledger must extend it")
+    p.add_argument(
+        "--since",
+        metavar="NOTE",
+        help="check only what was appended since this signed checkpoint, kept from an earlier verification "
+        "(a file holding the note, as `lineage checkpoint` prints it)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     add_policy_arguments(p)
     p.add_argument("--tsa-cert", help="also check the checkpoints' RFC 3161 timestamps against this TSA root (PEM)")

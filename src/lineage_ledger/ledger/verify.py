@@ -25,6 +25,7 @@ What is checked, and how a failure is reported (a Problem with the first bad ind
   promise of an acknowledgement against the entries it names, and the checkpoints as a chain, one per seal;
 * optionally, a checkpoint saved earlier: the ledger must be an append-only extension of it, so truncation
   and rollback are caught even when the attacker also removed the later checkpoints;
+* the stored daily rollups per token (ledger.rollups), recomputed from the entries (verification.rollups);
 * once all of the above holds, the store's derived indexes, which no signature covers: the links table
   the lineage queries start from ("which tokens used this resource") must hold exactly the links the
   entries' events give, SQLite's subject index exactly the entries' (subject, index) pairs (verification.derived), and
@@ -80,13 +81,15 @@ from lineage_ledger.ledger.verification.log import (
 )
 from lineage_ledger.ledger.verification.merge import Merge
 from lineage_ledger.ledger.verification.report import Problem, VerifyReport
+from lineage_ledger.ledger.verification.rollups import RollupCheck
 from lineage_ledger.ledger.verification.setup import LedgerSetup, read_setup
+from lineage_ledger.ledger.verification.since import verify_since
 from lineage_ledger.ledger.verification.subject_map import SubjectMap, check_stored_map
 from lineage_ledger.ledger.verification.verdicts import Verdicts
 from lineage_ledger.ledger.verification.workers import chunk_ranges, chunk_results, frozen_heap, start_method
 from lineage_ledger.store import open_store
 
-__all__ = ["Problem", "VerifyReport", "verify_ledger"]
+__all__ = ["Problem", "VerifyReport", "verify_ledger", "verify_since"]
 
 # Also reachable here under their former names. The driver looks _chunks and _start_method up in this
 # module when it runs, so replacing them here (as tests do, to cut a small log into many chunks or to
@@ -168,11 +171,13 @@ def _check_entries(
         Derived("subject_index", "subject index", 1, setup.subjects_below),
     )
     scan = None
+    check = IndexCheck(setup.links_below, setup.subjects_below, os.urandom(32), setup.rollups_end)
     if setup.links_below is not None or setup.subjects_below is not None:
-        check = IndexCheck(setup.links_below, setup.subjects_below, os.urandom(32))
         scan = Scan(url, [a for a, _ in chunks], check)
+    if setup.rollups_end is not None:
+        merge.rollups = RollupCheck(check.key)
     done = 0
-    for res in chunk_results(url, chunks, cut_sizes, setup.keyring, n_workers, context, scan):
+    for res in chunk_results(url, chunks, cut_sizes, setup.keyring, n_workers, context, scan, check):
         merge.absorb(res)
         done += res.end - res.start
         if progress:
@@ -213,6 +218,8 @@ def _check_after_entries(
             report.problems.extend(derived_problems(store, merge.links, merge.index, scanned, revoked, size))
             check_stored_map(store, setup.seal_rows, report)
             check_stored_rows(store, merge.envelopes, report)
+            if merge.rollups is not None:
+                report.problems.extend(merge.rollups.problems(store))
         check_checkpoint_roots(signed, trusted, merge.roots, report)
         if report.ok:
             report.problems.extend(consistency_problems(store, signed, trusted))

@@ -50,6 +50,8 @@ class VerifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     trusted_checkpoint: str | None = None
     """A signed checkpoint saved earlier: the ledger must be an append-only extension of it."""
+    since: str | None = None
+    """A signed checkpoint saved earlier: check only what was appended since it (``lineage verify --since``)."""
 
 
 class ReceiptOut(BaseModel):

@@ -171,7 +171,8 @@ def add_read_routes(app: FastAPI, service: ServiceState) -> None:
         request: Annotated[VerifyRequest | None, Body()] = None,
     ) -> dict[str, Any]:
         """Run verify_ledger against the log's own verifier key and return its report (``ok`` false with the
-        problems if anything fails to check).
+        problems if anything fails to check); with ``since``, verify_since: only what was appended after that
+        checkpoint (422 naming ``since`` if the note cannot be used).
 
         It runs on the writer thread, so appends wait until it is done and the report describes one state of
         the log (verification reads the store in many queries; a seal between two of them would otherwise
@@ -181,6 +182,9 @@ def add_read_routes(app: FastAPI, service: ServiceState) -> None:
             raise PushbackError("a verification is already running", retry_after=5.0)
         service.verifying = True
         try:
-            return await service.writer.run(partial(service.verify, request.trusted_checkpoint if request else None))
+            if request is not None and request.since is not None and request.trusted_checkpoint is not None:
+                raise InputError("since", "give since or trusted_checkpoint, not both")
+            trusted, since = (request.trusted_checkpoint, request.since) if request else (None, None)
+            return await service.writer.run(partial(service.verify, trusted, since))
         finally:
             service.verifying = False

@@ -22,7 +22,7 @@ from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import TokenEvent, TokenPayload, encode_event
 from lineage_ledger.errors import ConflictError, KeyringError, LedgerError, NotFoundError, PushbackError
 from lineage_ledger.ledger.keyring import Keyring, ProducerKey
-from lineage_ledger.ledger.verify import verify_ledger
+from lineage_ledger.ledger.verify import verify_ledger, verify_since
 from lineage_ledger.ledger.writer import AppendResult, CheckedBatch, Ledger
 from lineage_ledger.service.auth import ApiKeyStore
 from lineage_ledger.service.bodies import KeyRegistration
@@ -300,8 +300,12 @@ class ServiceState:
             raise NotFoundError(f"{field}: no signed checkpoint of size {size}")
         return rows[0]
 
-    def verify(self, trusted_checkpoint: str | None) -> dict[str, Any]:
-        """verify_ledger's report on the whole ledger against the log's own verifier key, as JSON."""
+    def verify(self, trusted_checkpoint: str | None, since: str | None = None) -> dict[str, Any]:
+        """verify_ledger's report on the whole ledger against the log's own verifier key, as JSON; with
+        ``since``, verify_since's on what was appended after that checkpoint."""
+        if since is not None:
+            url, key = self.ledger.store.url, self.ledger.log_verifier()
+            return verify_since(url, since, verifier=key, workers=self.verify_workers).to_json()
         report = verify_ledger(
             self.ledger.store.url,
             verifier=self.ledger.log_verifier(),

@@ -16,14 +16,17 @@ from lineage_ledger.store.base import (
     EntryRow,
     EnvelopeRow,
     PromiseRow,
+    RollupDay,
+    RollupRow,
     keyset_pages,
     with_cosignatures,
 )
 
-__all__ = ["ENTRY_COLUMNS", "ENVELOPE_COLUMNS", "SqlReads"]
+__all__ = ["ENTRY_COLUMNS", "ENVELOPE_COLUMNS", "ROLLUP_COLUMNS", "SqlReads"]
 
 ENTRY_COLUMNS: Final = "idx, subject, event_id, parent, prev, leaf, verdict, body"
 ENVELOPE_COLUMNS: Final = "digest, producer, key_id, payload, signature, event_leaves, first_idx"
+ROLLUP_COLUMNS: Final = "day, subject, events, uses, first_at, last_at, first_idx, last_idx, resources, outcomes"
 _PAGE: Final = 4096
 
 
@@ -165,6 +168,27 @@ class SqlReads:
 
     def revocation_rows(self) -> list[tuple[str, int]]:
         return [(subject, idx) for subject, idx in self._all("SELECT subject, idx FROM revocations")]
+
+    def _has_rollups(self) -> bool:
+        """Whether the rollup tables exist (a ledger from before them, opened read-only, has none)."""
+        return True
+
+    def rollup_days(self) -> list[RollupDay]:
+        if not self._has_rollups():
+            return []
+        return [RollupDay(*r) for r in self._all("SELECT day, first_idx, end_idx FROM rollup_days ORDER BY day")]
+
+    def rollups(self, subject: str) -> list[RollupRow]:
+        if not self._has_rollups():
+            return []
+        query = f"SELECT {ROLLUP_COLUMNS} FROM rollups WHERE subject = {self._param} ORDER BY day"
+        return [RollupRow(*r) for r in self._all(query, (subject,))]
+
+    def rollup_rows(self) -> Iterator[RollupRow]:
+        if not self._has_rollups():
+            return iter(())
+        select = f"SELECT subject, day, {ROLLUP_COLUMNS} FROM rollups"
+        return (RollupRow(*r[2:]) for r in keyset_pages(self._all, select, ("subject", "day"), self._param))
 
     def map_node(self, digest: bytes) -> bytes | None:
         rows = self._all(f"SELECT node FROM map_nodes WHERE hash = {self._param}", (digest,))

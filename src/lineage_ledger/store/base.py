@@ -20,6 +20,8 @@ __all__ = [
     "OffsetRow",
     "PromiseRow",
     "QuarantineRow",
+    "RollupDay",
+    "RollupRow",
     "SchemaRow",
     "Store",
     "keyset_pages",
@@ -111,6 +113,31 @@ class QuarantineRow(NamedTuple):
     reason: str
     digest: bytes
     value: bytes | None
+
+
+class RollupRow(NamedTuple):
+    """One token's daily rollup (ledger.rollups): its events recorded on ``day`` (YYYY-MM-DD, UTC, of the
+    ledger's clock), how many were uses, the first and last occurred_at and index among them, the resources
+    its uses touched (a sorted JSON array) and how many uses had each outcome (a JSON object)."""
+
+    day: str
+    subject: str
+    events: int
+    uses: int
+    first_at: str
+    last_at: str
+    first_idx: int
+    last_idx: int
+    resources: str
+    outcomes: str
+
+
+class RollupDay(NamedTuple):
+    """A day whose rollups are stored: its entries are ``first .. end - 1``."""
+
+    day: str
+    first: int
+    end: int
 
 
 @dataclass(slots=True)
@@ -309,6 +336,23 @@ class Store(Protocol):
     def wal_bytes(self) -> int | None:
         """The size of the store's write-ahead log on disk, for monitoring (an SRE alerts on its growth).
         None where the database server manages its own log (PostgreSQL) or there is no file (in memory)."""
+        ...
+
+    def add_rollups(self, day: RollupDay, rows: Sequence[RollupRow]) -> None:
+        """Store a day's token rollups and the day itself, in one transaction (ConflictError if the day is
+        already stored). Off the write path: a transaction of its own."""
+        ...
+
+    def rollup_days(self) -> list[RollupDay]:
+        """The days whose rollups are stored, oldest first."""
+        ...
+
+    def rollups(self, subject: str) -> list[RollupRow]:
+        """The stored daily rollups of one token subject, oldest first."""
+        ...
+
+    def rollup_rows(self) -> Iterator[RollupRow]:
+        """Every stored rollup, in key order, read in pages (the verifier recomputes each)."""
         ...
 
     def map_node(self, digest: bytes) -> bytes | None:

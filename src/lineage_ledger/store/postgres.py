@@ -41,12 +41,14 @@ from lineage_ledger.errors import (
     StorageFullError,
     StoreError,
 )
-from lineage_ledger.store._reads import ENTRY_COLUMNS, ENVELOPE_COLUMNS, SqlReads
+from lineage_ledger.store._reads import ENTRY_COLUMNS, ENVELOPE_COLUMNS, ROLLUP_COLUMNS, SqlReads
 from lineage_ledger.store.base import (
     BatchWrite,
     ChainBreak,
     EntryRow,
     QuarantineRow,
+    RollupDay,
+    RollupRow,
     SchemaRow,
 )
 from lineage_ledger.store.writer_lock import Holder, locked_message
@@ -225,6 +227,33 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         "RFC 3161 timestamp tokens of checkpoints (DER TimeStampToken), kept beside the checkpoint",
         ("timestamps",),
         "CREATE TABLE timestamps (size bigint PRIMARY KEY, token bytea NOT NULL)",
+    ),
+    _migration(
+        9,
+        "daily rollups per token (ledger.rollups) and the days rolled up, kept hot beside the entries",
+        ("rollups", "rollup_days"),
+        """
+        CREATE TABLE rollups (
+            day text COLLATE "C" NOT NULL,
+            subject text COLLATE "C" NOT NULL,
+            events bigint NOT NULL,
+            uses bigint NOT NULL,
+            first_at text COLLATE "C" NOT NULL,
+            last_at text COLLATE "C" NOT NULL,
+            first_idx bigint NOT NULL,
+            last_idx bigint NOT NULL,
+            resources text NOT NULL,
+            outcomes text NOT NULL,
+            PRIMARY KEY (subject, day)
+        )
+        """,
+        """
+        CREATE TABLE rollup_days (
+            day text COLLATE "C" PRIMARY KEY,
+            first_idx bigint NOT NULL,
+            end_idx bigint NOT NULL
+        )
+        """,
     ),
 )
 """Every schema step, oldest first. Append new steps; never edit one that has shipped."""
@@ -673,6 +702,13 @@ class PostgresStore(SqlReads):
     def add_timestamp(self, size: int, token: bytes) -> None:
         def body(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
             cur.execute("INSERT INTO timestamps (size, token) VALUES (%s, %s) ON CONFLICT DO NOTHING", (size, token))
+
+        self._transaction(body)
+
+    def add_rollups(self, day: RollupDay, rows: Sequence[RollupRow]) -> None:
+        def body(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
+            cur.execute("INSERT INTO rollup_days (day, first_idx, end_idx) VALUES (%s, %s, %s)", day)
+            cur.executemany(f"INSERT INTO rollups ({ROLLUP_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})", rows)
 
         self._transaction(body)
 

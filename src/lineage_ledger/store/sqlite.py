@@ -31,6 +31,8 @@ from lineage_ledger.store.base import (
     ChainBreak,
     EntryRow,
     QuarantineRow,
+    RollupDay,
+    RollupRow,
     SchemaRow,
     keyset_pages,
 )
@@ -57,6 +59,8 @@ _TABLES: Final = (
     "subject_index_mark",
     "cosignatures",
     "timestamps",
+    "rollups",
+    "rollup_days",
 )
 
 _SCHEMA: Final = """
@@ -135,6 +139,20 @@ CREATE TABLE IF NOT EXISTS cosignatures (
     PRIMARY KEY (size, witness, key_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS timestamps (size INTEGER PRIMARY KEY, token BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rollups (
+    day TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    uses INTEGER NOT NULL,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    first_idx INTEGER NOT NULL,
+    last_idx INTEGER NOT NULL,
+    resources TEXT NOT NULL,
+    outcomes TEXT NOT NULL,
+    PRIMARY KEY (subject, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_days (day TEXT PRIMARY KEY, first_idx INTEGER NOT NULL, end_idx INTEGER NOT NULL);
 """
 
 SUBJECT_RUN: Final = 32768
@@ -443,6 +461,7 @@ class SQLiteStore(SqlReads):
             self._legacy = not self._has("table", "subject_index")
             self._cosigned_table = self._has("table", "cosignatures")
             self._timestamps_table = self._has("table", "timestamps")
+            self._rollups_table = self._has("table", "rollups")
             """False only for a ledger from before cosignatures, opened read-only."""
             self._seen: _SubjectRuns | None = None
             """A read-only store's view of the unindexed tail (see _tail)."""
@@ -711,6 +730,21 @@ class SQLiteStore(SqlReads):
             raise StoreError(f"the ledger {self.path} is open read-only")
         with self._lock:
             self._transaction(lambda db: db.execute("INSERT OR IGNORE INTO timestamps VALUES (?, ?)", (size, token)))
+
+    def _has_rollups(self) -> bool:
+        return self._rollups_table
+
+    def add_rollups(self, day: RollupDay, rows: Sequence[RollupRow]) -> None:
+        if self._runs is None:
+            raise StoreError(f"the ledger {self.path} is open read-only")
+
+        def body(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO rollup_days VALUES (?, ?, ?)", day)
+            if rows:
+                _insert_rows(db, "rollups", 10, rows)
+
+        with self._lock:
+            self._transaction(body)
 
     def map_nodes(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}

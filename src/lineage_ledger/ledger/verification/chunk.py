@@ -34,6 +34,7 @@ from lineage_ledger.ledger.verification.entries import (
 )
 from lineage_ledger.ledger.verification.log import TreeFeed, chunk_node_problems
 from lineage_ledger.ledger.verification.report import MAX_PROBLEMS, Problem
+from lineage_ledger.ledger.verification.rollups import DayScan, Rollup
 from lineage_ledger.store import open_store
 
 __all__ = ["ChunkResult", "verify_chunk"]
@@ -78,6 +79,11 @@ class ChunkResult:
     and the subject index:"""
     index_sum: int
     index_above: list[tuple[str, int]]
+    day_starts: list[tuple[int, int]]
+    """(day, index of its first entry in the chunk) of each day the chunk's entries up to the rollups' end
+    were recorded on (ledger.rollups) ..."""
+    rollups: list[tuple[int, str, Rollup]]
+    """... and (day, token subject, rollup) of the token events below it."""
 
 
 def verify_chunk(
@@ -89,6 +95,8 @@ def verify_chunk(
     store = open_store(url, readonly=True)
     try:
         scan = _ChunkScan(store, start, cut_sizes, keyring)
+        if check is not None and check.rollups_end is not None and start <= check.rollups_end:
+            scan.days = DayScan(check.rollups_end)
         for row in store.entries(start, end):
             scan.entry(row)
         return scan.result(end, check)
@@ -105,6 +113,7 @@ class _ChunkScan:
         "computed_nodes",
         "cuts",
         "cuts_ahead",
+        "days",
         "envelope_cache",
         "envelope_digests",
         "envelope_problems",
@@ -159,6 +168,7 @@ class _ChunkScan:
         self.envelope_digests: list[tuple[bytes, int]] = []
         self.expected = start
         self.position = start  # leaves read so far: the end of the chunk's tree
+        self.days: DayScan | None = None
 
     def visit(self, level: int, index: int, digest: bytes) -> None:
         if level % TILE_STRIDE == 0:
@@ -202,6 +212,8 @@ class _ChunkScan:
             )
         if type(prev) is not bytes or entry.prev != prev.hex():
             self.problem(Problem("derived_column", f"entry {idx}: prev column differs from its bytes", idx))
+        if self.days is not None:
+            self.days.entry(idx, entry.recorded_at)
         block = self.block
         if not block.hlc_first:
             block.hlc_first = entry.recorded_at
@@ -240,6 +252,8 @@ class _ChunkScan:
             self.problem(Problem("entry_format", f"entry {idx}: bytes are not laid out as an event entry", idx))
             return
         entry_links(entry.event, idx, derived[0], self.links)
+        if self.days is not None and entry.event.kind == "token":
+            self.days.token_event(idx, derived[0], entry.event)
         subject, event_id = columns[0], columns[1]
         if event_id is not None and type(subject) is str and subject.startswith("token:"):
             # judged again by the coordinator, in log order; the envelope check below pins these bytes to the
@@ -324,4 +338,6 @@ class _ChunkScan:
             links_above=links_above,
             index_sum=index_sum,
             index_above=index_above,
+            day_starts=[] if self.days is None else self.days.starts,
+            rollups=[] if self.days is None else self.days.rollups(),
         )

@@ -44,6 +44,8 @@ class LeanPayload(msgspec.Struct, gc=False):
     resource: object = None
     user_id: object = None
     inputs: object = None
+    outcome: object = None
+    """Read for the daily rollups (ledger.rollups)."""
 
 
 class LeanEvent(msgspec.Struct, gc=False):

@@ -11,6 +11,7 @@ from lineage_ledger.ledger.verification.chains import Chains
 from lineage_ledger.ledger.verification.chunk import ChunkResult
 from lineage_ledger.ledger.verification.derived import Derived
 from lineage_ledger.ledger.verification.report import Problem, VerifyReport
+from lineage_ledger.ledger.verification.rollups import RollupCheck
 from lineage_ledger.ledger.verification.subject_map import SubjectMap
 from lineage_ledger.ledger.verification.verdicts import Verdicts
 
@@ -35,6 +36,8 @@ class Merge:
         self.contiguous = True
         self.envelopes: dict[bytes, int] = {}
         """Digest -> the index of the first entry naming the envelope."""
+        self.rollups: RollupCheck | None = None
+        """The stored daily rollups' check, when there are any."""
 
     def _visit(self, level: int, index: int, digest: bytes) -> None:
         if level % TILE_STRIDE == 0:
@@ -51,6 +54,8 @@ class Merge:
         self.verdicts.absorb(res.token_indices, res.token_verdicts, res.token_events, res.token_sizes)
         self.links.add(res.start, res.link_sum, res.links_above)
         self.index.add(res.start, res.index_sum, res.index_above)
+        if self.rollups is not None:
+            self.rollups.absorb(res.day_starts, res.rollups)
         self.contiguous = self.contiguous and res.start == self.tree.end
         for cut, hashes in sorted(res.cuts.items()):
             if not self.contiguous:

@@ -37,6 +37,9 @@ class VerifyReport:
     """Subject-map nodes read from the store and checked against their hashes (the newest stored map's)."""
     key_source: str = ""
     trusted_size: int | None = None
+    since: int | None = None
+    """The first entry checked when only the entries since a trusted checkpoint were (verification.since);
+    None for a full verification."""
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -44,6 +47,11 @@ class VerifyReport:
     def ok(self) -> bool:
         """True when every check passed."""
         return not self.problems
+
+    @property
+    def checked(self) -> int:
+        """How many entries were checked: all of them, or those from ``since`` on."""
+        return self.size - (self.since or 0)
 
     @property
     def first_bad_index(self) -> int | None:
@@ -64,10 +72,11 @@ class VerifyReport:
             "map_nodes": self.map_nodes,
             "key_source": self.key_source,
             "trusted_size": self.trusted_size,
+            **({} if self.since is None else {"since": self.since, "checked": self.checked}),
             "first_bad_index": self.first_bad_index,
             "problems": [
                 {"kind": p.kind, "message": p.message, "index": p.index, "block": p.block} for p in self.problems
             ],
             "seconds": round(self.seconds, 3),
-            "events_per_s": round(self.size / self.seconds) if self.seconds else None,
+            "events_per_s": round(self.checked / self.seconds) if self.seconds else None,
         }

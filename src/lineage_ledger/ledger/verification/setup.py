@@ -49,6 +49,8 @@ class LedgerSetup:
     """Below this index the store must hold every lineage link (None: the links are not checked)."""
     subjects_below: int | None
     """Below this index the subject index must hold every entry (None: the store keeps none to check)."""
+    rollups_end: int | None = None
+    """The end of the last day with stored rollups (None: none are stored)."""
 
     @property
     def origin(self) -> str:
@@ -145,8 +147,18 @@ def read_setup(url: str, verifier: NoteVerifier | None, report: VerifyReport) ->
         keyring = producer_keyring(store, report)
         below = links_below(store, max((row.size for row in checkpoints), default=0))
         kept = store.subject_index_rows()
+        days = store.rollup_days()
         return LedgerSetup(
-            meta, keys, policy, size, seal_rows, checkpoints, keyring, below, None if kept is None else kept[0]
+            meta,
+            keys,
+            policy,
+            size,
+            seal_rows,
+            checkpoints,
+            keyring,
+            below,
+            None if kept is None else kept[0],
+            days[-1].end if days else None,
         )
     finally:
         store.close()

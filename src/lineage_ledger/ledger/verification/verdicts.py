@@ -58,6 +58,10 @@ class Verdicts:
     def absorb(self, indices: Sequence[int], said: Sequence[str], events: bytes, sizes: Sequence[int]) -> None:
         """Judge a chunk's token events, in log order: the entries at ``indices`` record the verdicts ``said``
         and hold the events of the JSON array ``events``, whose elements are ``sizes`` bytes long."""
+        self.judge(indices, said, read_events(events, sizes))
+
+    def judge(self, indices: Sequence[int], said: Sequence[str], events: Sequence[Event | None]) -> None:
+        """Judge token events already read (None for bytes the event model rejects), in log order."""
         states, policy, local, problems = self.states, self.policy, self.local, self.problems
         get = states.get
         never = lifecycle.NEVER_SEEN
@@ -67,7 +71,7 @@ class Verdicts:
             return get(token_id, never)
 
         judged = 0
-        for idx, recorded, event in zip(indices, said, read_events(events, sizes), strict=True):
+        for idx, recorded, event in zip(indices, said, events, strict=True):
             if type(event) is not TokenEvent or not head_ok(event):
                 continue  # not a token event after all, or bytes the event model rejects: not judged
             verdict, changes = apply(event, state_of, policy, local)

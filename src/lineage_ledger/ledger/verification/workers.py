@@ -17,7 +17,7 @@ from typing import Final
 
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.verification.chunk import ChunkResult, verify_chunk
-from lineage_ledger.ledger.verification.derived import Scan, stored_indexes
+from lineage_ledger.ledger.verification.derived import IndexCheck, Scan, stored_indexes
 
 __all__ = ["chunk_ranges", "chunk_results", "frozen_heap", "start_method"]
 
@@ -66,17 +66,18 @@ def chunk_results(
     n_workers: int,
     context: BaseContext | None,
     scan: Scan | None,
+    check: IndexCheck | None = None,
 ) -> Iterator[ChunkResult]:
     """The chunks' results in log order: from a process pool (later chunks go on in the workers while the
     caller folds earlier results) or, without ``context``, computed here one after another. ``scan`` gets
-    its result once the last chunk's is out."""
+    its result once the last chunk's is out. The chunks sum their derived rows as ``check`` says."""
 
     def cuts_in(a: int, b: int) -> list[int]:
         return [c for c in cut_sizes if a < c <= b]
 
     if context is None:
         for a, b in chunks:
-            yield verify_chunk(url, a, b, cuts_in(a, b), keyring, scan.check if scan else None)
+            yield verify_chunk(url, a, b, cuts_in(a, b), keyring, check)
         if scan is not None:
             scan.result = stored_indexes(scan.url, scan.starts, scan.check)
         return
@@ -92,7 +93,7 @@ def chunk_results(
 
         def submit(chunk: tuple[int, int]) -> Future[ChunkResult]:
             a, b = chunk
-            return pool.submit(verify_chunk, url, a, b, cuts_in(a, b), keyring, scan.check if scan else None)
+            return pool.submit(verify_chunk, url, a, b, cuts_in(a, b), keyring, check)
 
         ahead: deque[Future[ChunkResult]] = deque(map(submit, itertools.islice(queue, _IN_FLIGHT_PER_WORKER * workers)))
         scanning = None if scan is None else pool.submit(stored_indexes, scan.url, scan.starts, scan.check)

@@ -25,6 +25,7 @@ from lineage_ledger.core.note import NoteVerifier
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import sqlite as sqlite_store
+from lineage_ledger.store import sqlite_compact
 from lineage_ledger.workload import PRODUCERS, batches, generate
 from tests.conftest import make_log_signer
 from tests.services import PostgresLedger
@@ -60,6 +61,8 @@ def _runs_short(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "SUBJECT_RUN", 16)
     monkeypatch.setattr(sqlite_store, "_RUN_SLICE_MIN", 4)
     monkeypatch.setattr(sqlite_store, "_RUN_SLICE_PER_ENTRY", 0)
+    # and the bodies' zstd dictionary is trained after 100 entries, not 20,000, so later bodies use it
+    monkeypatch.setattr(sqlite_compact, "TRAIN_AT", 100)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ class SqlReads:
 
     _param: str
     """The driver's placeholder for a bound parameter."""
+    _entry_sql: str = f"SELECT {ENTRY_COLUMNS} FROM entries AS e"
+    """Selects entry rows (``_entry_row`` makes each an EntryRow); a WHERE clause may follow, naming ``e.``."""
+
+    def _entry_row(self, row: Sequence[Any]) -> EntryRow:
+        return EntryRow(*row)
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
@@ -45,27 +50,27 @@ class SqlReads:
         return None if row[0] is None else int(row[0])
 
     def entry(self, index: int) -> EntryRow:
-        rows = self._all(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = {self._param}", (index,))
+        rows = self._all(f"{self._entry_sql} WHERE e.idx = {self._param}", (index,))
         if not rows:
             raise NotFoundError(f"no entry at index {index}")
-        return EntryRow(*rows[0])
+        return self._entry_row(rows[0])
 
     def entries(self, start: int, end: int) -> Iterator[EntryRow]:
         p = self._param
-        query = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx >= {p} AND idx < {p} ORDER BY idx LIMIT {p}"
+        query = f"{self._entry_sql} WHERE e.idx >= {p} AND e.idx < {p} ORDER BY e.idx LIMIT {p}"
         pos = start
         while pos < end:
             # pages of rows, not of indices: a run of missing indices does not end the range
             rows = self._all(query, (pos, end, _PAGE))
             for row in rows:
-                yield EntryRow(*row)
+                yield self._entry_row(row)
             if len(rows) < _PAGE:
                 return
             pos = int(rows[-1][0]) + 1
 
     def children_of(self, subject: str) -> list[EntryRow]:
-        rows = self._all(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE parent = {self._param} ORDER BY idx", (subject,))
-        return [EntryRow(*r) for r in rows]
+        rows = self._all(f"{self._entry_sql} WHERE e.parent = {self._param} ORDER BY e.idx", (subject,))
+        return [self._entry_row(r) for r in rows]
 
     def leaf_hashes(self, start: int, count: int) -> list[bytes]:
         p = self._param

@@ -1,0 +1,148 @@
+"""SQLite's store layout 2 keeps entries compactly and gives back their exact bytes; layout 1 ledgers stay as
+they are. Entries here are real event entries (core.entry) of signed envelopes, so the compact form that
+leaves out what other columns hold is the one taken."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from lineage_ledger.core.entry import ZERO_HASH, event_entry_bytes
+from lineage_ledger.core.hlc import format_reading
+from lineage_ledger.core.merkle import leaf_hash
+from lineage_ledger.errors import ConflictError
+from lineage_ledger.store import open_store, sqlite, sqlite_compact
+from lineage_ledger.store.base import BatchWrite, EntryRow, EnvelopeRow
+
+T0 = 1_763_000_000_000_000_000
+
+
+def _event(i: int) -> bytes:
+    token = hashlib.sha256(b"token %d" % (i % 7)).hexdigest()
+    return (
+        f'{{"event_id":"01a252a0-a8b7-7adf-b0a4-{i:012x}","event_type":"USED","kind":"token",'
+        f'"occurred_at":"{format_reading(T0 + i, 0)}","payload":{{"resource":"/v1/orders/{i % 13}",'
+        f'"user_id":"user-{i % 5}"}},"schema_version":1,"token_id":"{token}"}}'
+    ).encode()
+
+
+def _batch(start: int, count: int, heads: dict[str, bytes]) -> BatchWrite:
+    digest = hashlib.sha256(b"envelope %d" % start).digest()
+    rows = []
+    for pos, i in enumerate(range(start, start + count)):
+        event = _event(i)
+        subject = "token:" + hashlib.sha256(b"token %d" % (i % 7)).hexdigest()
+        prev = heads.get(subject, ZERO_HASH)
+        verdict = "ok" if i % 11 else "R3-use-after-revoke"
+        body = event_entry_bytes(
+            index=i,
+            recorded_at=format_reading(T0 + 10 * i, i % 3),
+            prev=prev,
+            producer="api-gateway",
+            key_id="api-gateway-1",
+            envelope=digest,
+            position=pos,
+            verdict=verdict,
+            event=event,
+        )
+        leaf = leaf_hash(body)
+        heads[subject] = leaf
+        rows.append(EntryRow(i, subject, f"01a252a0-a8b7-7adf-b0a4-{i:012x}", None, prev, leaf, verdict, body))
+    envelope = EnvelopeRow(digest, "api-gateway", "api-gateway-1", b"{}", b"sig", b"".join(r.leaf for r in rows), start)
+    return BatchWrite(entries=rows, envelopes=[envelope])
+
+
+@pytest.fixture
+def train_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_compact, "TRAIN_AT", 40)
+
+
+def _stored_bodies(path: Path) -> list[bytes]:
+    with closing(sqlite3.connect(path)) as db:
+        return [bytes(r[0]) for r in db.execute("SELECT body FROM entries ORDER BY idx")]
+
+
+def test_bodies_come_back_byte_for_byte_and_compressed_once_a_dictionary_is_trained(
+    tmp_path: Path, train_early: None
+) -> None:
+    path = tmp_path / "compact.db"
+    store = open_store(str(path))
+    heads: dict[str, bytes] = {}
+    written: list[EntryRow] = []
+    try:
+        store.initialise({"origin": "compact.example/log"})
+        for start in range(0, 120, 20):
+            batch = _batch(start, 20, heads)
+            store.write(batch)
+            written += batch.entries
+        assert list(store.entries(0, 120)) == written
+    finally:
+        store.close()
+    reader = open_store(str(path), readonly=True)  # a fresh store: the dictionary is read from the ledger
+    try:
+        assert list(reader.entries(0, 120)) == written
+        assert reader.events_by_id([written[77].event_id or ""]) == {written[77].event_id: written[77]}
+        assert reader.subject_entries([written[5].subject]) == [r for r in written if r.subject == written[5].subject]
+        assert reader.meta()["store_schema"] == "2"
+    finally:
+        reader.close()
+    stored = _stored_bodies(path)
+    assert stored[0][0] == 0x00  # compact, before the dictionary
+    assert stored[-1][0] == 0x01  # compressed with it
+    late = sum(len(b) for b in stored[60:]) / sum(len(r.body) for r in written[60:])
+    assert late < 0.5
+
+
+def test_a_write_that_trained_a_dictionary_and_failed_leaves_no_body_needing_it(
+    tmp_path: Path, train_early: None
+) -> None:
+    path = tmp_path / "compact.db"
+    store = open_store(str(path))
+    heads: dict[str, bytes] = {}
+    try:
+        store.write(_batch(0, 40, heads))
+        failing = _batch(40, 20, dict(heads))
+        failing.entries.append(failing.entries[0])  # the same index twice: the write is refused
+        with pytest.raises(ConflictError):
+            store.write(failing)
+        store.write(_batch(40, 20, heads))
+        written = list(store.entries(0, 60))
+    finally:
+        store.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM dictionaries").fetchone()[0] == 1
+    reader = open_store(str(path), readonly=True)
+    try:
+        assert list(reader.entries(0, 60)) == written
+        assert all(leaf_hash(r.body) == r.leaf for r in written)
+    finally:
+        reader.close()
+
+
+def test_a_ledger_in_layout_1_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "old.db"
+    heads: dict[str, bytes] = {}
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite, "SCHEMA_VERSION", 1)
+        store = open_store(str(path))
+        store.initialise({"origin": "old.example/log"})
+        first = _batch(0, 20, heads)
+        store.write(first)
+        store.close()
+    assert _stored_bodies(path) == [r.body for r in first.entries]  # canonical bytes, as layout 1 keeps them
+    store = open_store(str(path))  # by a version that creates layout 2
+    try:
+        second = _batch(20, 20, heads)
+        store.write(second)
+        assert list(store.entries(0, 40)) == first.entries + second.entries
+        assert store.meta()["store_schema"] == "1"
+    finally:
+        store.close()
+    with closing(sqlite3.connect(path)) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "subjects" not in tables
+    assert _stored_bodies(path) == [r.body for r in first.entries + second.entries]

@@ -146,3 +146,25 @@ def test_a_ledger_in_layout_1_keeps_it(tmp_path: Path, monkeypatch: pytest.Monke
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "subjects" not in tables
     assert _stored_bodies(path) == [r.body for r in first.entries + second.entries]
+
+
+def test_a_body_that_disagrees_with_its_columns_is_kept_as_it_is(tmp_path: Path, train_early: None) -> None:
+    """The compact form rebuilds a body from the columns; one whose bytes name another prev, index, verdict or
+    envelope than its row does must come back as written, not as the columns would rebuild it."""
+    path = tmp_path / "compact.db"
+    heads: dict[str, bytes] = {}
+    batch = _batch(0, 60, heads)
+    rows = batch.entries
+    rows[3] = rows[3]._replace(prev=bytes(range(32)))
+    rows[4] = rows[4]._replace(verdict="ok" if rows[4].verdict != "ok" else "R1")
+    rows[5] = rows[5]._replace(body=rows[5].body.replace(b'"position":5', b'"position":7'))
+    rows[6] = rows[6]._replace(index=66)
+    store = open_store(str(path))
+    try:
+        store.write(batch)
+        store.write(_batch(100, 60, heads))  # trains the dictionary
+        assert sorted(store.entries(0, 200), key=lambda r: r.index)[:60] == sorted(rows, key=lambda r: r.index)
+    finally:
+        store.close()
+    stored = dict(zip(sorted(r.index for r in rows), _stored_bodies(path), strict=False))
+    assert all(stored[r.index] == r.body for r in (rows[3], rows[4], rows[6]))

@@ -264,7 +264,7 @@ class CompactWriter:
         envelope_rows = []
         n = self.next_envelope
         for env in envelopes:
-            by_digest[env.digest] = (n, (env.digest, env.producer, env.key_id))
+            by_digest[env.digest.hex().encode()] = (n, (env.digest, env.producer, env.key_id))
             envelope_rows.append((n, *env))
             n += 1
         out: dict[str, list[tuple[Any, ...]]] = {"subjects": new_subjects, "link_keys": new_keys}
@@ -338,17 +338,19 @@ class CompactWriter:
 def _envelope_of(
     db: sqlite3.Connection, body: bytes, by_digest: dict[bytes, tuple[int, Envelope]]
 ) -> tuple[int, Envelope] | None:
-    """The stored envelope an event entry's body names (None for other entries, or one not stored)."""
+    """The stored envelope an event entry's body names (None for other entries, or one not stored).
+    ``by_digest`` is keyed by the digest's hex, as the body spells it."""
     if not body.startswith(b'{"envelope":"'):
         return None
-    try:
-        digest = bytes.fromhex(body[13:77].decode())
-    except ValueError:
-        return None
-    found = by_digest.get(digest)
+    named = body[13:77]
+    found = by_digest.get(named)
     if found is None:
+        try:
+            digest = bytes.fromhex(named.decode())
+        except ValueError:
+            return None
         row = db.execute("SELECT n, producer, key_id FROM envelopes WHERE digest = ?", (digest,)).fetchone()
         if row is None:
             return None
-        found = by_digest[digest] = (row[0], (digest, row[1], row[2]))
+        found = by_digest[named] = (row[0], (digest, row[1], row[2]))
     return found

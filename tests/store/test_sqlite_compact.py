@@ -16,7 +16,7 @@ from lineage_ledger.core.hlc import format_reading
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.errors import ConflictError
 from lineage_ledger.store import open_store, sqlite, sqlite_compact
-from lineage_ledger.store.base import BatchWrite, EntryRow, EnvelopeRow
+from lineage_ledger.store.base import BatchWrite, EntryRow, EnvelopeRow, PromiseRow
 
 T0 = 1_763_000_000_000_000_000
 
@@ -168,3 +168,36 @@ def test_a_body_that_disagrees_with_its_columns_is_kept_as_it_is(tmp_path: Path,
         store.close()
     stored = dict(zip(sorted(r.index for r in rows), _stored_bodies(path), strict=False))
     assert all(stored[r.index] == r.body for r in (rows[3], rows[4], rows[6]))
+
+
+def test_signed_promises_come_back_byte_for_byte_and_compressed_once_a_dictionary_is_trained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_compact, "PROMISE_TRAIN_AT", 12)  # zstd trains on no fewer than about 10
+    path = tmp_path / "compact.db"
+    heads: dict[str, bytes] = {}
+    written = []
+    store = open_store(str(path))
+    try:
+        for n, start in enumerate(range(0, 200, 10)):
+            batch = _batch(start, 10, heads)
+            signed = (
+                f'{{"payload":"{hashlib.sha256(b"%d" % n).hexdigest() * 3}","payloadType":"application/vnd.'
+                f'lineage-ledger.promise.v1+json","signatures":[{{"keyid":"log+31048ab7","sig":"{n:064x}"}}]}}'
+            ).encode()
+            batch.promise = PromiseRow(start, 10, signed)
+            store.write(batch)
+            written.append(batch.promise)
+        assert store.promises() == written
+    finally:
+        store.close()
+    reader = open_store(str(path), readonly=True)
+    try:
+        assert reader.promises() == written
+        assert reader.promise_covering(195) == written[-1]
+    finally:
+        reader.close()
+    with closing(sqlite3.connect(path)) as db:
+        stored = [bytes(r[0]) for r in db.execute("SELECT promise FROM promises ORDER BY first")]
+    assert stored[:12] == [p.promise for p in written[:12]]  # as they are, until the dictionary is trained
+    assert all(s[0] == 0x01 and len(s) < len(p.promise) for s, p in zip(stored[13:], written[13:], strict=True))

@@ -38,6 +38,10 @@ class SqlReads:
     def _entry_row(self, row: Sequence[Any]) -> EntryRow:
         return EntryRow(*row)
 
+    def _promise_bytes(self, stored: Any) -> bytes:
+        """A signed promise's bytes, from the promise column as stored."""
+        return bytes(stored)
+
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
 
@@ -134,7 +138,7 @@ class SqlReads:
         rows = self._all(
             f"SELECT first, length, promise FROM promises WHERE first >= {p} ORDER BY first", (start_first,)
         )
-        return [PromiseRow(r[0], r[1], bytes(r[2])) for r in rows]
+        return [PromiseRow(r[0], r[1], self._promise_bytes(r[2])) for r in rows]
 
     def promise_covering(self, index: int) -> PromiseRow | None:
         p = self._param
@@ -143,7 +147,7 @@ class SqlReads:
         )
         if not rows or rows[0][0] + rows[0][1] <= index:
             return None
-        return PromiseRow(rows[0][0], rows[0][1], bytes(rows[0][2]))
+        return PromiseRow(rows[0][0], rows[0][1], self._promise_bytes(rows[0][2]))
 
     def envelope(self, digest: bytes) -> EnvelopeRow:
         rows = self._all(f"SELECT {ENVELOPE_COLUMNS} FROM envelopes WHERE digest = {self._param}", (digest,))

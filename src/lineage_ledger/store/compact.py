@@ -18,6 +18,10 @@ The stored body's first byte says which form it is in:
 * 0x01, then the dictionary id (one byte): the compact form, compressed with that dictionary;
 * 0x02: the canonical bytes as they are (a body that does not start with ``{``).
 
+Signed promises (one per write, a few hundred bytes of base64 and hex) are compressed the same way under
+a dictionary of their own (ids from 128), trained on the ledger's first promises; the first byte is ``{``
+(as they are), 0x02 (as they are, not starting with ``{``) or 0x01 and the dictionary id.
+
 Each body is written in its compact form only when it is a JSON object that the form gives back exactly
 (checked field by field against the columns it is rebuilt from); any other body is stored as it is.
 """
@@ -25,6 +29,7 @@ Each body is written in its compact form only when it is a JSON object that the 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -32,7 +37,15 @@ import zstandard
 
 from lineage_ledger.core.entry import ZERO_HASH, event_entry_bytes
 
-__all__ = ["BodyCodec", "Envelope", "event_id_key", "event_id_text", "train_dictionary"]
+__all__ = [
+    "PROMISE_DICTIONARY",
+    "PROMISE_DICTIONARY_BYTES",
+    "BodyCodec",
+    "Envelope",
+    "event_id_key",
+    "event_id_text",
+    "train_dictionary",
+]
 
 Envelope = tuple[bytes, str, str]
 """An envelope as an event entry names it: digest, producer, key id."""
@@ -51,6 +64,9 @@ _SUBJECT_MARK: Final = b"\x02"
 _LEVEL: Final = 3
 """zstd level: measured on the demo workload, 68 bytes per entry at level 3, 68 at 9 (five times slower)."""
 DICTIONARY_BYTES: Final = 16384
+PROMISE_DICTIONARY: Final = 128
+"""The id of the first dictionary for signed promises (those of bodies are 1 to 127)."""
+PROMISE_DICTIONARY_BYTES: Final = 4096
 _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
@@ -78,20 +94,24 @@ def _subject_id(subject: str) -> bytes | None:
     return rest.encode() if sep and len(rest) >= 8 else None
 
 
-def train_dictionary(samples: Sequence[bytes]) -> bytes | None:
-    """A zstd dictionary trained on compact bodies, or None when these samples cannot train one."""
+def train_dictionary(samples: Sequence[bytes], size: int = DICTIONARY_BYTES) -> bytes | None:
+    """A zstd dictionary of ``size`` bytes trained on ``samples``, as it is stored (followed by the CRC-32 of
+    its bytes), or None when they cannot train one."""
     try:
-        return bytes(zstandard.train_dictionary(DICTIONARY_BYTES, list(samples)).as_bytes())
+        data = bytes(zstandard.train_dictionary(size, list(samples)).as_bytes())
+        return data + zlib.crc32(data).to_bytes(4, "big")
     except zstandard.ZstdError:
         return None
 
 
 class BodyCodec:
-    """Encodes entry bodies to their stored form and back (see the module docstring). Holds the ledger's
-    dictionaries; not thread-safe for encoding (the one writer encodes), safe for decoding."""
+    """Encodes entry bodies (and signed promises) to their stored form and back (see the module docstring).
+    Holds the ledger's dictionaries: ids below PROMISE_DICTIONARY are the bodies', the others the promises'.
+    Not thread-safe for encoding (the one writer encodes), safe for decoding."""
 
     def __init__(self, load: Callable[[int], bytes | None] | None = None) -> None:
         self._compress: tuple[int, zstandard.ZstdCompressor] | None = None
+        self._promises: tuple[int, zstandard.ZstdCompressor] | None = None
         self._decompress: dict[int, zstandard.ZstdDecompressor] = {}
         self._load = load
         """Reads a stored dictionary by id: one stored after this codec was made is loaded on first use."""
@@ -101,16 +121,28 @@ class BodyCodec:
         """Whether bodies are compressed (a dictionary is in use for writing)."""
         return self._compress is not None
 
-    def add_dictionary(self, dict_id: int, data: bytes, *, for_writing: bool = True) -> None:
-        """Use a stored dictionary: for reading, and for writing if it is the newest."""
-        if not 0 < dict_id < 256:
-            return  # never written by this store: bodies naming it fail to decode and verify reports them
+    @property
+    def promises_trained(self) -> bool:
+        """Whether promises are compressed (a dictionary is in use for writing them)."""
+        return self._promises is not None
+
+    def add_dictionary(self, dict_id: int, stored: bytes, *, for_writing: bool = True) -> None:
+        """Use a stored dictionary (as train_dictionary returns it): for reading, and for writing if it is the
+        newest. A dictionary whose bytes do not match their CRC-32 is not used: what it compressed does not
+        decode, even where the changed bytes are ones no body refers to, so verify reports any change."""
+        data, crc = stored[:-4], stored[-4:]
+        if not 0 < dict_id < 256 or zlib.crc32(data).to_bytes(4, "big") != crc:
+            return  # not written by this store: bodies naming it fail to decode and verify reports them
         try:
             d = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
             self._decompress[dict_id] = zstandard.ZstdDecompressor(dict_data=d)
-            if for_writing and (self._compress is None or dict_id > self._compress[0]):
+            if for_writing:
                 c = zstandard.ZstdCompressor(level=_LEVEL, dict_data=d, write_checksum=False, write_dict_id=False)
-                self._compress = (dict_id, c)
+                if dict_id >= PROMISE_DICTIONARY:
+                    if self._promises is None or dict_id > self._promises[0]:
+                        self._promises = (dict_id, c)
+                elif self._compress is None or dict_id > self._compress[0]:
+                    self._compress = (dict_id, c)
         except zstandard.ZstdError:
             self._decompress.pop(dict_id, None)  # damaged: bodies naming it fail to decode
 
@@ -119,6 +151,32 @@ class BodyCodec:
         self._decompress.pop(dict_id, None)
         if self._compress is not None and self._compress[0] == dict_id:
             self._compress = None
+        if self._promises is not None and self._promises[0] == dict_id:
+            self._promises = None
+
+    def encode_promise(self, promise: bytes) -> bytes:
+        """The stored form of a signed promise: compressed once a promise dictionary is in use."""
+        if promise[:1] != b"{":
+            return bytes([_VERBATIM]) + promise
+        if self._promises is None:
+            return promise
+        dict_id, compressor = self._promises
+        return bytes([_PACKED, dict_id]) + compressor.compress(promise)
+
+    def decode_promise(self, stored: bytes) -> bytes:
+        """The promise a stored form stands for (a damaged one comes back as stored: verify rejects it)."""
+        head = stored[:1]
+        if head == bytes([_VERBATIM]):
+            return stored[1:]
+        if head != bytes([_PACKED]) or len(stored) < 3:
+            return stored
+        decompressor = self._decompressor(stored[1])
+        if decompressor is None:
+            return stored
+        try:
+            return bytes(decompressor.decompress(stored[2:]))
+        except zstandard.ZstdError:
+            return stored
 
     def _decompressor(self, dict_id: int) -> zstandard.ZstdDecompressor | None:
         found = self._decompress.get(dict_id)

@@ -572,7 +572,8 @@ class SQLiteStore(SqlReads):
             links: Sequence[Sequence[Any]] = batch.links
             envelopes: Sequence[Sequence[Any]] = batch.envelopes
             if writer is not None:
-                compact = writer.rows(db, batch.entries, batch.envelopes, batch.links)
+                promise = None if batch.promise is None else batch.promise.promise
+                compact = writer.rows(db, batch.entries, batch.envelopes, batch.links, promise)
                 for table in ("subjects", "link_keys", "dictionaries"):
                     if compact[table]:
                         _insert_rows(db, table, len(compact[table][0]), compact[table])
@@ -611,7 +612,9 @@ class SQLiteStore(SqlReads):
             if batch.checkpoint is not None:
                 db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
             if batch.promise is not None:
-                db.execute("INSERT INTO promises VALUES (?, ?, ?)", batch.promise)
+                first, length, signed = batch.promise
+                stored = signed if writer is None or writer.promise is None else writer.promise
+                db.execute("INSERT INTO promises VALUES (?, ?, ?)", (first, length, stored))
 
         with self._lock:
             self._transaction(body)
@@ -631,6 +634,9 @@ class SQLiteStore(SqlReads):
 
     def _entry_row(self, row: Sequence[Any]) -> EntryRow:
         return entry_row(self._codec, row) if self._compact else EntryRow(*row)
+
+    def _promise_bytes(self, stored: Any) -> bytes:
+        return self._codec.decode_promise(bytes(stored)) if self._compact else bytes(stored)
 
     def _dictionary(self, dict_id: int) -> bytes | None:
         rows = self._all("SELECT dict FROM dictionaries WHERE id = ?", (dict_id,))

@@ -20,7 +20,15 @@ from typing import Any, Final
 
 from lineage_ledger.core.entry import ZERO_HASH
 from lineage_ledger.store.base import EntryRow, EnvelopeRow
-from lineage_ledger.store.compact import BodyCodec, Envelope, event_id_key, event_id_text, train_dictionary
+from lineage_ledger.store.compact import (
+    PROMISE_DICTIONARY,
+    PROMISE_DICTIONARY_BYTES,
+    BodyCodec,
+    Envelope,
+    event_id_key,
+    event_id_text,
+    train_dictionary,
+)
 
 __all__ = [
     "COMPACT_SCHEMA",
@@ -132,6 +140,8 @@ ENTRY_SELECT: Final = (
 
 TRAIN_AT: Final = 2_000
 """Entries written in compact form before the first dictionary is trained on them (and stored)."""
+PROMISE_TRAIN_AT: Final = 200
+"""Signed promises written as they are before their dictionary is trained on them."""
 _CACHE_NAMES: Final = 1 << 20
 """Names (subjects, link keys) a writer keeps in memory; past this the cache starts over."""
 
@@ -226,8 +236,11 @@ class CompactWriter:
         self.samples: list[bytes] = []
         """Compact bodies written before the first dictionary: what it is trained on."""
         self._pending: tuple[dict[str, int], dict[tuple[str, str], int], int, int, int, list[bytes]] | None = None
-        self._trained: tuple[int, list[bytes]] | None = None
-        """A dictionary trained for a write not yet committed, and the samples it was trained on."""
+        self.promise_samples: list[bytes] = []
+        self._trained: list[tuple[int, list[bytes]]] = []
+        """Dictionaries trained for a write not yet committed, and the samples each was trained on."""
+        self.promise: bytes | None = None
+        """The stored form of the last ``rows``' promise."""
         self.pairs: list[tuple[int, int]] = []
         """(sid, idx) of the last ``rows``' entries, for the subject index's runs."""
 
@@ -237,6 +250,7 @@ class CompactWriter:
         entries: Sequence[EntryRow],
         envelopes: Sequence[EnvelopeRow],
         links: Sequence[tuple[str, str, str, int, str]],
+        promise: bytes | None = None,
     ) -> dict[str, list[tuple[Any, ...]]]:
         """The rows to insert, by table."""
         self._forget()
@@ -274,8 +288,19 @@ class CompactWriter:
             if trained is not None:
                 dictionaries.append((1, trained))
                 self.codec.add_dictionary(1, trained)
-            self._trained = (1, self.samples)
+            self._trained.append((1, self.samples))
             self.samples = []
+        if promise is not None and not self.codec.promises_trained:
+            if len(self.promise_samples) >= PROMISE_TRAIN_AT:
+                trained = train_dictionary(self.promise_samples, PROMISE_DICTIONARY_BYTES)
+                if trained is not None:
+                    dictionaries.append((PROMISE_DICTIONARY, trained))
+                    self.codec.add_dictionary(PROMISE_DICTIONARY, trained)
+                self._trained.append((PROMISE_DICTIONARY, self.promise_samples))
+                self.promise_samples = []
+            elif promise[:1] == b"{":
+                self.promise_samples.append(promise)  # kept if the write is not committed: a sample all the same
+        self.promise = None if promise is None else self.codec.encode_promise(promise)
         out["dictionaries"] = dictionaries
         samples: list[bytes] = []
         entry_rows = []
@@ -319,7 +344,7 @@ class CompactWriter:
             return
         sids, link_ids, next_sid, next_link, n, samples = self._pending
         self._pending = None
-        self._trained = None
+        self._trained = []
         self.names.remember(sids, link_ids)
         self.names.next_sid, self.names.next_link, self.next_envelope = next_sid, next_link, n
         if not self.codec.trained:
@@ -328,11 +353,13 @@ class CompactWriter:
     def _forget(self) -> None:
         """The last ``rows`` were not committed: forget a dictionary trained for them."""
         self._pending = None
-        if self._trained is not None:
-            dict_id, samples = self._trained
-            self._trained = None
+        for dict_id, samples in self._trained:
             self.codec.drop_dictionary(dict_id)
-            self.samples = samples
+            if dict_id == PROMISE_DICTIONARY:
+                self.promise_samples = samples
+            else:
+                self.samples = samples
+        self._trained = []
 
 
 def _envelope_of(

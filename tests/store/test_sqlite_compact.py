@@ -159,6 +159,8 @@ def test_a_body_that_disagrees_with_its_columns_is_kept_as_it_is(tmp_path: Path,
     rows[4] = rows[4]._replace(verdict="ok" if rows[4].verdict != "ok" else "R1")
     rows[5] = rows[5]._replace(body=rows[5].body.replace(b'"position":5', b'"position":7'))
     rows[6] = rows[6]._replace(index=66)
+    rows[7] = rows[7]._replace(body=rows[7].body.replace(b'","event":', b'","eveny":'))
+    rows[8] = rows[8]._replace(body=rows[8].body.replace(b'"recorded_at":"', b'"recorded_at":",'))
     store = open_store(str(path))
     try:
         store.write(batch)
@@ -167,7 +169,7 @@ def test_a_body_that_disagrees_with_its_columns_is_kept_as_it_is(tmp_path: Path,
     finally:
         store.close()
     stored = dict(zip(sorted(r.index for r in rows), _stored_bodies(path), strict=False))
-    assert all(stored[r.index] == r.body for r in (rows[3], rows[4], rows[6]))
+    assert all(stored[r.index] == r.body for r in (rows[3], rows[4], rows[6], rows[7], rows[8]))
 
 
 def test_signed_promises_come_back_byte_for_byte_and_compressed_once_a_dictionary_is_trained(

@@ -112,7 +112,7 @@ def run_bench(
         producer = Ed25519Signer.generate(BENCH_PRODUCER)
         say(f"signing {events} events into envelopes of 1000")
         envelopes = make_envelopes(events, producer, start_ns=time.time_ns() - 3_600_000_000_000)
-        settings = LedgerSettings(block_seconds=3600.0)
+        settings = LedgerSettings(block_seconds=3600.0, freeze_gc_at_seal=True)  # as lineage ingest runs
         say("ingest, one append after another: check, sequence, integrate, commit")
         plain = Ledger.create(f"{tmp}/plain.db?synchronous={synchronous}", log, settings=settings)
         plain.register_key(BENCH_PRODUCER, BENCH_KEY_ID, producer.public_key)

@@ -28,6 +28,7 @@ from lineage_ledger.ledger.rollups import roll_up
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import sqlite as sqlite_store
+from lineage_ledger.store import sqlite_compact
 from lineage_ledger.workload import PRODUCERS, batches, generate
 from tests.conftest import make_log_signer
 from tests.services import PostgresLedger
@@ -63,6 +64,9 @@ def _runs_short(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "SUBJECT_RUN", 16)
     monkeypatch.setattr(sqlite_store, "_RUN_SLICE_MIN", 4)
     monkeypatch.setattr(sqlite_store, "_RUN_SLICE_PER_ENTRY", 0)
+    # and the bodies' zstd dictionary is trained after 100 entries, not 2,000, so later bodies use it
+    monkeypatch.setattr(sqlite_compact, "TRAIN_AT", 100)
+    monkeypatch.setattr(sqlite_compact, "PROMISE_TRAIN_AT", 12)  # and the signed promises' after 12
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,8 @@ def test_the_ledger_has_rows_in_every_derived_table(pristine: Built) -> None:
         for table in _tables(pristine.path):
             if table not in NOT_DERIVED:
                 assert db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] > 0, table
+        # the bodies' dictionary and the signed promises': a changed value in either is among the cases
+        assert db.execute("SELECT count(*) FROM dictionaries").fetchone()[0] == 2
     report = verify_ledger(str(pristine.path), verifier=pristine.verifier, workers=1)
     assert report.ok, report.problems
     assert report.checkpoints > 2

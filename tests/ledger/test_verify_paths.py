@@ -30,6 +30,7 @@ from lineage_ledger.core import smt
 from lineage_ledger.core.merkle import TILE_STRIDE, CompactRange, leaf_hash, root_of
 from lineage_ledger.ledger import verify as verify_module
 from lineage_ledger.ledger.verify import VerifyReport, verify_ledger
+from lineage_ledger.store import open_store
 from tests.conftest import BLOCK_SIZE, LEDGER_EVENTS, BuiltLedger
 
 
@@ -236,8 +237,12 @@ def test_an_event_the_model_rejects_is_not_judged(built_ledger: BuiltLedger, mod
     chunk reports the entry); the other events of its chunk are still judged."""
     n = 203  # a USED event in the middle of the log
     index = built_ledger.receipts[n].index
+    store = open_store(str(built_ledger.path), readonly=True)  # the canonical bytes, however they are kept
+    try:
+        body = store.entry(index).body
+    finally:
+        store.close()
     with _tampering(built_ledger) as db:
-        body = db.execute("SELECT body FROM entries WHERE idx = ?", (index,)).fetchone()[0]
         assert body.count(b'"event_type":"USED"') == 1
         body = body.replace(b'"event_type":"USED"', b'"event_type":"USEX"')
         db.execute("UPDATE entries SET body = ?, leaf = ? WHERE idx = ?", (body, leaf_hash(body), index))

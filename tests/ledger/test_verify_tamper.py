@@ -82,6 +82,15 @@ def verify(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> V
     return Verifier(mode)
 
 
+@pytest.fixture(scope="module")
+def pristine_ledger(tmp_path_factory: pytest.TempPathFactory) -> BuiltLedger:
+    """The attacks below rewrite entries' canonical bytes in place, so their ledger keeps them as they are:
+    store layout 1 (every column of layout 2 is changed in tests/ledger/test_verify_columns.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite_store, "SCHEMA_VERSION", 1)
+        return build_ledger(tmp_path_factory.mktemp("pristine-layout-1") / "ledger.db")
+
+
 # -- the attacker -------------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ ledger's chains, blocks and checkpoints verify.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -23,6 +24,7 @@ from lineage_ledger.core.note import parse_verifier_key, verifier_key
 from lineage_ledger.keys import DEFAULT_KEY_ENV_VAR, load_signer, write_signer_key
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.service.auth import ApiKeyStore
+from lineage_ledger.store import open_store
 from tests.service.serving import free_port, wait_healthy
 
 PRODUCERS = 5
@@ -157,12 +159,12 @@ def test_server_killed_while_five_producers_emit(tmp_path: Path, capsys: pytest.
         server.send_signal(signal.SIGINT)
         server.wait(timeout=20)
 
-    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-    rows = db.execute(
-        "SELECT idx, event_id, json_extract(body, '$.producer'), json_extract(body, '$.event.payload.resource') "
-        "FROM entries WHERE event_id IS NOT NULL ORDER BY idx"
-    ).fetchall()
-    db.close()
+    store = open_store(str(ledger), readonly=True)  # the entries' canonical bytes, however they are kept
+    try:
+        entries = [e for e in store.entries(0, store.size()) if e.event_id is not None]
+    finally:
+        store.close()
+    rows = [(e.index, e.event_id, *_producer_and_resource(e.body)) for e in entries]
     event_ids = [r[1] for r in rows]
     assert len(event_ids) == len(set(event_ids)) == PRODUCERS * EVENTS_EACH  # every event, exactly once
     for name, _, _ in producers:
@@ -171,3 +173,8 @@ def test_server_killed_while_five_producers_emit(tmp_path: Path, capsys: pytest.
     log = load_signer(ledger.with_name(ledger.name + ".key"))  # the key from outside the database
     report = verify_ledger(str(ledger), verifier=parse_verifier_key(verifier_key(log.name, log.public_key)), workers=1)
     assert report.ok, report.problems[:5]
+
+
+def _producer_and_resource(body: bytes) -> tuple[str, str]:
+    entry = json.loads(body)
+    return entry["producer"], entry["event"]["payload"].get("resource")

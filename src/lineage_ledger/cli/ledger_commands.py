@@ -123,7 +123,7 @@ def _read_events(path: str) -> list[bytes]:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     events = _read_events(args.file)
-    ledger = _open(args)
+    ledger = _open(args, long_running=True)  # the sequencer for a whole bulk load: the collector frozen at seals
     producer = load_signer(_producer_key_path(args))
     name = args.producer or producer.name
     key_id = args.key_id or producer_key_id(producer)

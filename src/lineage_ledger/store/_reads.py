@@ -35,6 +35,15 @@ class SqlReads:
 
     _param: str
     """The driver's placeholder for a bound parameter."""
+    _entry_sql: str = f"SELECT {ENTRY_COLUMNS} FROM entries AS e"
+    """Selects entry rows (``_entry_row`` makes each an EntryRow); a WHERE clause may follow, naming ``e.``."""
+
+    def _entry_row(self, row: Sequence[Any]) -> EntryRow:
+        return EntryRow(*row)
+
+    def _promise_bytes(self, stored: Any) -> bytes:
+        """A signed promise's bytes, from the promise column as stored."""
+        return bytes(stored)
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
@@ -48,27 +57,27 @@ class SqlReads:
         return None if row[0] is None else int(row[0])
 
     def entry(self, index: int) -> EntryRow:
-        rows = self._all(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = {self._param}", (index,))
+        rows = self._all(f"{self._entry_sql} WHERE e.idx = {self._param}", (index,))
         if not rows:
             raise NotFoundError(f"no entry at index {index}")
-        return EntryRow(*rows[0])
+        return self._entry_row(rows[0])
 
     def entries(self, start: int, end: int) -> Iterator[EntryRow]:
         p = self._param
-        query = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx >= {p} AND idx < {p} ORDER BY idx LIMIT {p}"
+        query = f"{self._entry_sql} WHERE e.idx >= {p} AND e.idx < {p} ORDER BY e.idx LIMIT {p}"
         pos = start
         while pos < end:
             # pages of rows, not of indices: a run of missing indices does not end the range
             rows = self._all(query, (pos, end, _PAGE))
             for row in rows:
-                yield EntryRow(*row)
+                yield self._entry_row(row)
             if len(rows) < _PAGE:
                 return
             pos = int(rows[-1][0]) + 1
 
     def children_of(self, subject: str) -> list[EntryRow]:
-        rows = self._all(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE parent = {self._param} ORDER BY idx", (subject,))
-        return [EntryRow(*r) for r in rows]
+        rows = self._all(f"{self._entry_sql} WHERE e.parent = {self._param} ORDER BY e.idx", (subject,))
+        return [self._entry_row(r) for r in rows]
 
     def leaf_hashes(self, start: int, count: int) -> list[bytes]:
         p = self._param
@@ -132,7 +141,7 @@ class SqlReads:
         rows = self._all(
             f"SELECT first, length, promise FROM promises WHERE first >= {p} ORDER BY first", (start_first,)
         )
-        return [PromiseRow(r[0], r[1], bytes(r[2])) for r in rows]
+        return [PromiseRow(r[0], r[1], self._promise_bytes(r[2])) for r in rows]
 
     def promise_covering(self, index: int) -> PromiseRow | None:
         p = self._param
@@ -141,7 +150,7 @@ class SqlReads:
         )
         if not rows or rows[0][0] + rows[0][1] <= index:
             return None
-        return PromiseRow(rows[0][0], rows[0][1], bytes(rows[0][2]))
+        return PromiseRow(rows[0][0], rows[0][1], self._promise_bytes(rows[0][2]))
 
     def envelope(self, digest: bytes) -> EnvelopeRow:
         rows = self._all(f"SELECT {ENVELOPE_COLUMNS} FROM envelopes WHERE digest = {self._param}", (digest,))

@@ -36,12 +36,24 @@ from lineage_ledger.store.base import (
     SchemaRow,
     keyset_pages,
 )
+from lineage_ledger.store.compact import BodyCodec, event_id_key
+from lineage_ledger.store.sqlite_compact import (
+    COMPACT_SCHEMA,
+    COMPACT_TABLES,
+    ENTRY_SELECT,
+    CompactWriter,
+    Names,
+    entry_row,
+    name_of,
+)
 from lineage_ledger.store.sqlite_files import file_mode, prepare_for_writing
 from lineage_ledger.store.writer_lock import LOCK_SUFFIX, FileWriterLock
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""The store layout new ledgers get (store.sqlite_compact); layout 1 (text subjects, bodies as they are)
+is still read and written, for ledgers created with it."""
 _TABLES: Final = (
     "meta",
     "entries",
@@ -188,23 +200,23 @@ class _SubjectRuns:
     "insert or ignore" skips what is there.
     """
 
-    def __init__(self, mark: int, tail: list[tuple[str, int]]) -> None:
+    def __init__(self, mark: int, tail: list[tuple[Any, int]]) -> None:
         self.lock = threading.Lock()
         """Held while the committed state changes (adopt) and while a reader takes a snapshot of it."""
         self.mark = mark
         self.tail = tail
         """(subject, idx) of the entries at or above the mark, in log order."""
-        self.where: dict[str, list[int]] = {}
+        self.where: dict[Any, list[int]] = {}
         """subject -> idx of its entries in the tail, ascending."""
         for subject, idx in tail:
             self.where.setdefault(subject, []).append(idx)
         self.end = tail[-1][1] + 1 if tail else mark
         """A reader's: the entries below this index have been looked at."""
-        self.run: list[tuple[str, int]] = []
+        self.run: list[tuple[Any, int]] = []
         self.pos = 0
         self.run_end = mark
 
-    def snapshot(self, subjects: Iterable[str]) -> tuple[int, list[int]]:
+    def snapshot(self, subjects: Iterable[Any]) -> tuple[int, list[int]]:
         """The mark and the tail's entries of ``subjects``, as of the latest commit."""
         with self.lock:
             found: list[int] = []
@@ -219,10 +231,10 @@ class _SubjectRuns:
                 idx for subject, found in self.where.items() if subject.startswith(prefix) for idx in found
             ]
 
-    def plan(self, entries: Sequence[EntryRow]) -> tuple[list[tuple[str, int]], int | None, int]:
-        """The index rows to write with ``entries``, the mark to record with them (if the run ends), and the
-        run position to :meth:`adopt` once they are committed. Entries below the mark (written out of
-        order) are indexed at once."""
+    def plan(self, entries: Sequence[tuple[Any, int]]) -> tuple[list[tuple[Any, int]], int | None, int]:
+        """The index rows to write with ``entries`` ((subject key, idx) pairs), the mark to record with them
+        (if the run ends), and the run position to :meth:`adopt` once they are committed. Entries below the
+        mark (written out of order) are indexed at once."""
         if not self.run and len(self.tail) >= SUBJECT_RUN:
             self.tail.sort(key=_second)
             # stable: by subject, then by idx as the tail already is (a third of the time of sorting the pairs)
@@ -230,22 +242,22 @@ class _SubjectRuns:
             self.run_end = self.tail[SUBJECT_RUN][1] if len(self.tail) > SUBJECT_RUN else self.tail[-1][1] + 1
             self.pos = 0
         below = self.run_end if self.run else self.mark  # the mark once this run is written
-        rows = [(e.subject, e.index) for e in entries if e.index < below]
+        rows = [pair for pair in entries if pair[1] < below]
         if not self.run:
             return rows, None, 0
         end = min(len(self.run), self.pos + max(_RUN_SLICE_MIN, _RUN_SLICE_PER_ENTRY * len(entries)))
         rows.extend(self.run[self.pos : end])
         return rows, self.run_end if end == len(self.run) else None, end
 
-    def adopt(self, entries: Sequence[EntryRow], mark: int | None, pos: int) -> None:
+    def adopt(self, entries: Sequence[tuple[Any, int]], mark: int | None, pos: int) -> None:
         """The writer's: ``entries`` and the index rows planned with them are committed."""
         with self.lock:
-            self.add((e.subject, e.index) for e in entries)
+            self.add(entries)
             self.pos = pos
             if mark is not None:
                 self.advance(mark)
 
-    def add(self, pairs: Iterable[tuple[str, int]]) -> None:
+    def add(self, pairs: Iterable[tuple[Any, int]]) -> None:
         """Add committed entries' (subject, idx) to the tail (the caller holds the lock)."""
         where = self.where
         for subject, idx in pairs:
@@ -273,9 +285,9 @@ class _SubjectRuns:
         self.pos = 0
 
 
-def _triggers() -> str:
+def _triggers(tables: Sequence[str]) -> str:
     out = []
-    for table in _TABLES:
+    for table in tables:
         for op in ("UPDATE", "DELETE"):
             out.append(
                 f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -383,7 +395,6 @@ def sqlite_path_from_url(url: str) -> str:
     return path
 
 
-_ENTRY_COLS: Final = ENTRY_COLUMNS
 _ROWS_PER_INSERT: Final = 500
 
 
@@ -406,10 +417,6 @@ def _insert_rows(
         params = [value for row in chunk for value in row]
         db.execute(f"{verb} INTO {table} VALUES " + ", ".join([one] * size), params)
         start += size
-
-
-def _entry(row: Any) -> EntryRow:
-    return EntryRow(*row)
 
 
 class SQLiteStore(SqlReads):
@@ -452,13 +459,31 @@ class SQLiteStore(SqlReads):
                 self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._runs: _SubjectRuns | None = None
+            self._compact = self._has("table", "subjects") or (
+                not self._has("table", "entries") and SCHEMA_VERSION >= 2
+            )
+            """Store layout 2 (store.sqlite_compact): every ledger created now; 1 for older ones."""
+            self._codec = BodyCodec(self._dictionary)
+            self._writer: CompactWriter | None = None
             if not readonly:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute(f"PRAGMA synchronous = {sync}")
                 self._db.execute("PRAGMA cache_size = -65536")
-                self._db.executescript(_SCHEMA + _triggers())
+                if self._compact:
+                    self._db.executescript(COMPACT_SCHEMA + _triggers((*_TABLES, *COMPACT_TABLES)))
+                else:
+                    self._db.executescript(_SCHEMA + _triggers(_TABLES))
                 self._runs = self._open_runs()
+                if self._compact:
+                    names = Names()
+                    names.load_counters(self._db)
+                    next_envelope = self._db.execute("SELECT coalesce(max(n), 0) + 1 FROM envelopes").fetchone()[0]
+                    self._writer = CompactWriter(names, self._codec, int(next_envelope))
+            if self._compact:
+                for dict_id, data in self._db.execute("SELECT id, dict FROM dictionaries ORDER BY id"):
+                    self._codec.add_dictionary(int(dict_id), bytes(data))
             self._legacy = not self._has("table", "subject_index")
+            self._entry_sql = ENTRY_SELECT if self._compact else f"SELECT {ENTRY_COLUMNS} FROM entries AS e"
             self._cosigned_table = self._has("table", "cosignatures")
             self._timestamps_table = self._has("table", "timestamps")
             self._rollups_table = self._has("table", "rollups")
@@ -526,7 +551,7 @@ class SQLiteStore(SqlReads):
         with self._lock:
             if self.meta():
                 raise ConflictError(f"ledger {self.path} is already initialised")
-            rows = sorted({**meta, "store_schema": str(SCHEMA_VERSION)}.items())
+            rows = sorted({**meta, "store_schema": "2" if self._compact else "1"}.items())
             self._transaction(lambda db: db.executemany("INSERT INTO meta VALUES (?, ?)", rows))
 
     # -- writes -----------------------------------------------------------------------------------------
@@ -558,24 +583,42 @@ class SQLiteStore(SqlReads):
         runs = self._runs
         if runs is None:
             raise StoreError(f"the ledger {self.path} is open read-only")
+        writer = self._writer
+        pairs: list[tuple[Any, int]] = []
+        planned: list[tuple[list[tuple[Any, int]], int | None, int]] = []
 
         def body(db: sqlite3.Connection) -> None:
-            _insert_rows(db, "entries", 8, batch.entries)
+            links: Sequence[Sequence[Any]] = batch.links
+            envelopes: Sequence[Sequence[Any]] = batch.envelopes
+            if writer is not None:
+                promise = None if batch.promise is None else batch.promise.promise
+                compact = writer.rows(db, batch.entries, batch.envelopes, batch.links, promise)
+                for table in ("subjects", "link_keys", "dictionaries"):
+                    if compact[table]:
+                        _insert_rows(db, table, len(compact[table][0]), compact[table])
+                pairs.extend(writer.pairs)
+                _insert_rows(db, "entries", 9, compact["entries"])
+                links, envelopes = compact["links"], compact["envelopes"]
+            else:
+                pairs.extend((e.subject, e.index) for e in batch.entries)
+                _insert_rows(db, "entries", 8, batch.entries)
+            index_rows, mark, pos = runs.plan(pairs)
+            planned.append((index_rows, mark, pos))
             if index_rows:
                 _insert_rows(db, "subject_index", 2, index_rows, verb="INSERT OR IGNORE")
             if mark is not None:
                 db.execute("INSERT OR IGNORE INTO subject_index_mark VALUES (?)", (mark,))
-            if batch.envelopes:
-                _insert_rows(db, "envelopes", 7, batch.envelopes)
+            if envelopes:
+                _insert_rows(db, "envelopes", len(envelopes[0]), envelopes)
             if batch.nodes:
                 _insert_rows(db, "nodes", 3, batch.nodes)
             if batch.revocations:
                 _insert_rows(db, "revocations", 2, batch.revocations)
             if batch.map_nodes:
                 _insert_rows(db, "map_nodes", 2, batch.map_nodes, verb="INSERT OR IGNORE")
-            if batch.links:
+            if links:
                 # at seals, some possibly stored already by a version that wrote them with each batch
-                _insert_rows(db, "links", 5, batch.links, verb="INSERT OR IGNORE")
+                _insert_rows(db, "links", len(links[0]), links, verb="INSERT OR IGNORE")
             if batch.offsets:
                 _insert_rows(db, "offsets", 3, batch.offsets)
             if batch.schemas:
@@ -588,12 +631,16 @@ class SQLiteStore(SqlReads):
             if batch.checkpoint is not None:
                 db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
             if batch.promise is not None:
-                db.execute("INSERT INTO promises VALUES (?, ?, ?)", batch.promise)
+                first, length, signed = batch.promise
+                stored = signed if writer is None or writer.promise is None else writer.promise
+                db.execute("INSERT INTO promises VALUES (?, ?, ?)", (first, length, stored))
 
         with self._lock:
-            index_rows, mark, pos = runs.plan(batch.entries)
             self._transaction(body)
-            runs.adopt(batch.entries, mark, pos)
+            if writer is not None:
+                writer.commit()
+            _, mark, pos = planned[-1]
+            runs.adopt(pairs, mark, pos)
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -604,13 +651,42 @@ class SQLiteStore(SqlReads):
             except sqlite3.Error as e:
                 raise StoreError(f"read failed: {e}") from e
 
+    def _entry_row(self, row: Sequence[Any]) -> EntryRow:
+        return entry_row(self._codec, row) if self._compact else EntryRow(*row)
+
+    def _promise_bytes(self, stored: Any) -> bytes:
+        return self._codec.decode_promise(bytes(stored)) if self._compact else bytes(stored)
+
+    def _dictionary(self, dict_id: int) -> bytes | None:
+        rows = self._all("SELECT dict FROM dictionaries WHERE id = ?", (dict_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def _keys(self, subjects: Sequence[str]) -> list[Any]:
+        """How these subjects are stored in the subject columns: their ids (layout 2; absent ones left out),
+        or themselves."""
+        if not self._compact:
+            return list(subjects)
+        out: list[Any] = []
+        for i in range(0, len(subjects), 900):
+            chunk = subjects[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            out.extend(r[0] for r in self._all(f"SELECT sid FROM subjects WHERE subject IN ({marks})", chunk))
+        return out
+
+    def _prefix_keys(self, prefix: str, upper: str) -> list[Any]:
+        """The stored ids of the subjects with this prefix (layout 2)."""
+        return [r[0] for r in self._all("SELECT sid FROM subjects WHERE subject >= ? AND subject < ?", (prefix, upper))]
+
     def events_by_id(self, event_ids: Sequence[str]) -> dict[str, EntryRow]:
         out: dict[str, EntryRow] = {}
-        for i in range(0, len(event_ids), 900):
-            chunk = event_ids[i : i + 900]
+        keys = [event_id_key(e) for e in event_ids] if self._compact else list(event_ids)
+        for i in range(0, len(keys), 900):
+            chunk = keys[i : i + 900]
             marks = ",".join("?" * len(chunk))
-            for row in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE event_id IN ({marks})", chunk):
-                out[row[2]] = _entry(row)
+            for row in self._all(f"{self._entry_sql} WHERE e.event_id IN ({marks})", chunk):
+                entry = self._entry_row(row)
+                if entry.event_id is not None:
+                    out[entry.event_id] = entry
         return out
 
     def _tail(self) -> _SubjectRuns:
@@ -630,16 +706,16 @@ class SQLiteStore(SqlReads):
             return seen
 
     def subject_entries(self, subjects: Iterable[str]) -> list[EntryRow]:
-        wanted = list(dict.fromkeys(subjects))
+        wanted = self._keys(list(dict.fromkeys(subjects)))
         out: list[EntryRow] = []
         if not self._legacy:
             mark, tail = self._tail().snapshot(wanted)
             for i in range(0, len(wanted), 900):
                 chunk = wanted[i : i + 900]
                 out.extend(
-                    _entry(r)
+                    self._entry_row(r)
                     for r in self._all(
-                        f"SELECT {_ENTRY_COLS} FROM entries WHERE idx IN (SELECT idx FROM subject_index "
+                        f"{self._entry_sql} WHERE e.idx IN (SELECT idx FROM subject_index "
                         f"WHERE subject IN ({','.join('?' * len(chunk))}) AND idx < ?)",
                         [*chunk, mark],
                     )
@@ -650,22 +726,24 @@ class SQLiteStore(SqlReads):
         for i in range(0, len(wanted), 900):  # a ledger from before the runs, read-only
             chunk = wanted[i : i + 900]
             marks = ",".join("?" * len(chunk))
-            out.extend(
-                _entry(r) for r in self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE subject IN ({marks})", chunk)
-            )
+            out.extend(self._entry_row(r) for r in self._all(f"{self._entry_sql} WHERE e.subject IN ({marks})", chunk))
         out.sort(key=lambda r: (r.subject, r.index))
         return out
 
     def subjects_with_prefix(self, prefix: str) -> list[EntryRow]:
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        if self._compact:
+            return sorted(
+                self.subject_entries(name_of(k) for k in self._prefix_names(prefix, upper)), key=lambda r: r.index
+            )
         if self._legacy:
-            rows = self._all(f"SELECT {_ENTRY_COLS} FROM entries WHERE subject >= ? AND subject < ?", (prefix, upper))
-            return sorted((_entry(r) for r in rows), key=lambda r: r.index)
+            rows = self._all(f"{self._entry_sql} WHERE subject >= ? AND subject < ?", (prefix, upper))
+            return sorted((self._entry_row(r) for r in rows), key=lambda r: r.index)
         mark, tail = self._tail().snapshot_prefix(prefix)
         out = [
-            _entry(r)
+            self._entry_row(r)
             for r in self._all(
-                f"SELECT {_ENTRY_COLS} FROM entries WHERE idx IN "
+                f"{self._entry_sql} WHERE idx IN "
                 "(SELECT idx FROM subject_index WHERE subject >= ? AND subject < ? AND idx < ?)",
                 (prefix, upper, mark),
             )
@@ -674,37 +752,67 @@ class SQLiteStore(SqlReads):
         out.sort(key=lambda r: r.index)
         return out
 
+    def _prefix_names(self, prefix: str, upper: str) -> list[str]:
+        return [
+            r[0] for r in self._all("SELECT subject FROM subjects WHERE subject >= ? AND subject < ?", (prefix, upper))
+        ]
+
     def _in_chunks(self, sql: str, values: Sequence[Any]) -> list[EntryRow]:
         out: list[EntryRow] = []
         for i in range(0, len(values), 900):
             chunk = values[i : i + 900]
-            out.extend(_entry(r) for r in self._all(sql.format(marks=",".join("?" * len(chunk))), chunk))
+            out.extend(self._entry_row(r) for r in self._all(sql.format(marks=",".join("?" * len(chunk))), chunk))
         out.sort(key=lambda r: r.index)
         return out
 
     def entries_at(self, indices: Sequence[int]) -> list[EntryRow]:
-        return self._in_chunks(
-            f"SELECT {_ENTRY_COLS} FROM entries WHERE idx IN ({{marks}})", list(dict.fromkeys(indices))
-        )
+        return self._in_chunks(f"{self._entry_sql} WHERE e.idx IN ({{marks}})", list(dict.fromkeys(indices)))
 
     def children_of_many(self, subjects: Sequence[str]) -> list[EntryRow]:
-        return self._in_chunks(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent IN ({{marks}})", list(subjects))
+        return self._in_chunks(f"{self._entry_sql} WHERE e.parent IN ({{marks}})", self._keys(list(subjects)))
+
+    def children_of(self, subject: str) -> list[EntryRow]:
+        return self.children_of_many([subject])
 
     def descendant_births(self, subject: str) -> list[EntryRow]:
+        keys = self._keys([subject])
+        if not keys:
+            return []
         return [
-            _entry(r)
+            self._entry_row(r)
             for r in self._all(
                 f"""
                 WITH RECURSIVE family(subject) AS (
                     SELECT ?
                     UNION
-                    SELECT e.subject FROM entries AS e JOIN family AS f ON e.parent = f.subject
+                    SELECT c.subject FROM entries AS c JOIN family AS f ON c.parent = f.subject
                 )
-                SELECT {_ENTRY_COLS} FROM entries WHERE parent IN (SELECT subject FROM family) ORDER BY idx
+                {self._entry_sql} WHERE e.parent IN (SELECT subject FROM family) ORDER BY e.idx
                 """,
-                (subject,),
+                (keys[0],),
             )
         ]
+
+    def links(self, kind: str, key: str, start: str = "", end: str = "\uffff") -> list[tuple[str, int, str]]:
+        if not self._compact:
+            return super().links(kind, key, start, end)
+        rows = self._all(
+            "SELECT l.at, l.idx, coalesce(s.subject, l.subject) FROM links AS l "
+            "JOIN link_keys AS k ON k.id = l.key LEFT JOIN subjects AS s ON s.sid = l.subject "
+            "WHERE k.kind = ? AND k.key = ? AND l.at >= ? AND l.at < ? ORDER BY l.at, l.idx",
+            (kind, key, start, end),
+        )
+        return [(at, idx, name_of(subject)) for at, idx, subject in rows]
+
+    def link_rows(self) -> Iterator[tuple[str, str, str, int, str]]:
+        if not self._compact:
+            return super().link_rows()
+        select = (
+            "SELECT l.key, l.at, l.idx, k.kind, coalesce(k.key, l.key), coalesce(s.subject, l.subject) FROM links AS l "
+            "LEFT JOIN link_keys AS k ON k.id = l.key LEFT JOIN subjects AS s ON s.sid = l.subject"
+        )
+        rows = keyset_pages(self._all, select, ("l.key", "l.at", "l.idx"), "?")
+        return ((name_of(kind), name_of(key), at, idx, name_of(subj)) for _, at, idx, kind, key, subj in rows)
 
     def _has_cosignatures(self) -> bool:
         return self._cosigned_table
@@ -761,7 +869,14 @@ class SQLiteStore(SqlReads):
         if self._legacy:
             return None
         mark = int(self._all(f"SELECT {_MARK}")[0][0])
-        return mark, keyset_pages(self._all, "SELECT subject, idx FROM subject_index", ("subject", "idx"), "?")
+        if not self._compact:
+            return mark, keyset_pages(self._all, "SELECT subject, idx FROM subject_index", ("subject", "idx"), "?")
+        select = (
+            "SELECT i.subject, i.idx, coalesce(s.subject, i.subject) FROM subject_index AS i "
+            "LEFT JOIN subjects AS s ON s.sid = i.subject"
+        )
+        rows = keyset_pages(self._all, select, ("i.subject", "i.idx"), "?")
+        return mark, ((name_of(name), idx) for _, idx, name in rows)
 
     def wal_bytes(self) -> int | None:
         if self.path == ":memory:":
@@ -798,16 +913,18 @@ class SQLiteStore(SqlReads):
     def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:
         zero = bytes(32)
         rows = self._all(
-            """
-            SELECT idx, subject, prev, expected FROM (
-                SELECT idx, subject, prev,
-                       coalesce(lag(leaf) OVER (PARTITION BY subject ORDER BY idx), ?) AS expected
+            f"""
+            SELECT c.idx, coalesce(s.subject, c.subject), c.prev, c.expected FROM (
+                SELECT idx, subject, coalesce(prev, ?1) AS prev,
+                       coalesce(lag(leaf) OVER (PARTITION BY subject ORDER BY idx), ?1) AS expected
                 FROM entries
-            ) WHERE prev != expected ORDER BY idx LIMIT ?
+            ) AS c LEFT JOIN {"subjects" if self._compact else "(SELECT NULL AS sid, NULL AS subject)"} AS s
+            ON s.sid = c.subject
+            WHERE c.prev != c.expected ORDER BY c.idx LIMIT ?2
             """,
             (zero, limit),
         )
-        return [ChainBreak(*r) for r in rows]
+        return [ChainBreak(idx, name_of(subject), prev, expected) for idx, subject, prev, expected in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -28,6 +28,7 @@ from lineage_ledger.cli.options import fill_defaults, package_version, require_l
 from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.cli.receipt import register as register_receipt
 from lineage_ledger.cli.render import error_console, silence_stdout
+from lineage_ledger.cli.subject import register as register_subject
 from lineage_ledger.cli.tiles import register as register_tiles
 from lineage_ledger.cli.timestamp import register as register_timestamp
 from lineage_ledger.cli.witness import register as register_witness
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     verify_commands.register(sub, common)
     register_query(sub, common)
     register_evidence(sub, common)
+    register_subject(sub, common)
     register_findings(sub, common)
     register_export(sub, common)
     register_kafka(sub, common)

@@ -33,6 +33,7 @@ from lineage_ledger.core.entry import (
     ZERO_HASH,
     ApiKeyChange,
     BlockHeader,
+    Erasure,
     EventEntry,
     KeyChange,
     KeyEntry,
@@ -40,6 +41,8 @@ from lineage_ledger.core.entry import (
     apikey_entry_bytes,
     apikey_subject,
     decode_entry,
+    erasure_entry_bytes,
+    erasure_subject,
     event_entry_bytes,
     header_hash,
     key_entry_bytes,
@@ -78,8 +81,10 @@ from lineage_ledger.errors import (
 )
 from lineage_ledger.ledger.completeness import MapReader, block_heads, encode_node, map_changes, unwritten_map
 from lineage_ledger.ledger.keyring import Keyring
-from lineage_ledger.ledger.links import Link, entry_links, event_links
+from lineage_ledger.ledger.links import Link, entry_links, event_links, personal_links
 from lineage_ledger.ledger.log_keys import read_key_chain
+from lineage_ledger.privacy.personal import PersonalData
+from lineage_ledger.privacy.sealed import personal_of
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -255,6 +260,7 @@ class Ledger:
         settings: LedgerSettings | None = None,
         clock: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        personal: PersonalData | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or LedgerSettings()
@@ -291,6 +297,8 @@ class Ledger:
         self._stale = False
         self._pipeline: CommitStage | None = None
         """The open pipeline, if any: writes made outside it first wait for what it has in flight."""
+        self.personal = personal or PersonalData.open(store.url, self.origin, meta)
+        """Seals personal fields at ingest (privacy.personal) on a ledger created with them; None otherwise."""
         self._load(clock)
 
     # -- construction -----------------------------------------------------------------------------------
@@ -345,6 +353,8 @@ class Ledger:
             self._pay_debt()
         finally:
             self.store.close()
+            if self.personal is not None:
+                self.personal.close()
 
     def _pay_debt(self) -> None:
         """Write what the latest seal still owes (_SealDebt). A failure is logged, not raised: the debt
@@ -628,6 +638,21 @@ class Ledger:
         self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
         return index
 
+    def record_erasure(self, erasure: Erasure) -> int:
+        """Record a data subject's erasure as an ``erasure`` entry; returns its index. privacy.subjects
+        decides what is erased; the log keeps the record."""
+        self._settle()
+        self._fresh()
+        subject = erasure_subject(erasure.fingerprint)
+        head = self.store.subject_entries([subject])
+        prev = head[-1].leaf if head else ZERO_HASH
+        now = self._clock.now()
+        index = self.size
+        body = erasure_entry_bytes(index=index, recorded_at=now, prev=prev, erasure=erasure)
+        row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
+        self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
+        return index
+
     def rotate_log_key(self, new: Signer) -> int:
         """Hand the log over to the signing key ``new``; returns the index of the ``log_key`` entry.
 
@@ -779,7 +804,7 @@ class Ledger:
             if row is None:
                 continue
             entry = decode_entry(row.body)
-            if not isinstance(entry, EventEntry) or bytes(entry.event) != opened.events[pos]:
+            if not isinstance(entry, EventEntry) or not _same_event(bytes(entry.event), opened.events[pos]):
                 raise ConflictError(
                     f"events[{pos}].event_id: {event.event_id} is already recorded at index {row.index} "
                     "with different bytes; nothing was written"
@@ -898,6 +923,7 @@ class Ledger:
         revocations: list[tuple[str, int]] = []
         links: list[Link] = []
         all_receipts: list[dict[int, Receipt]] = []
+        personal = self.personal
         for part in parts:
             opened, events = part.opened, part.events
             receipts = dict(part.duplicates)
@@ -922,13 +948,20 @@ class Ledger:
                     parent = ev.payload.parent_token_id
                     if parent is not None:
                         parent_subject = "token:" + parent
-                    event_links(ev, index, subject, links)
                 elif type(ev) is DataEvent:
                     subject = "asset:" + ev.asset_id
-                    event_links(ev, index, subject, links)
                 else:
                     assert type(ev) is PolicyEvent
                     subject = "policy:" + ev.policy_id
+                stored = opened.events[pos]
+                sealed = None if personal is None else personal.seal(stored, ev, subject)
+                if sealed is None:
+                    event_links(ev, index, subject, links)
+                else:  # the links the stored bytes give: the user by fingerprint, never in the clear
+                    stored = sealed
+                    sealing = personal_of(sealed)
+                    assert sealing is not None
+                    personal_links(ev, sealing, index, subject, links)
                 cur = overlay.get(subject) or cache[subject]
                 prev = cur.head
                 body = event_entry_bytes(
@@ -940,7 +973,7 @@ class Ledger:
                     envelope=digest,
                     position=pos,
                     verdict=verdict,
-                    event=opened.events[pos],
+                    event=stored,
                 )
                 leaf = leaf_hash(body)
                 overlay[subject] = _Subject(leaf, cur.token, cur.count + 1, index)
@@ -955,6 +988,12 @@ class Ledger:
             )
 
         extra = BatchWrite(revocations=revocations, links=links, offsets=list(offsets))
+        if personal is not None:
+            try:
+                personal.store_new_keys()  # durable before any entry sealed under them is
+            except BaseException:
+                personal.discard_new_keys()
+                raise
         touched = {subj: (v.head, v.count, v.index) for subj, v in overlay.items() if v.count}
         promised = self._commit(
             rows, envelope_rows, extra, list(overlay.items()), readings[0], readings[-1], touched, deferred
@@ -1174,3 +1213,11 @@ def _token_events(rows: list[EntryRow]) -> list[tuple[TokenEvent, str]]:
             if isinstance(event, TokenEvent):
                 out.append((event, row.verdict))
     return out
+
+
+def _same_event(stored: bytes, received: bytes) -> bool:
+    """Whether a stored event is the received one: the same bytes, or sealed from them (privacy.sealed)."""
+    if stored == received:
+        return True
+    personal = personal_of(stored)
+    return personal is not None and personal.signed == leaf_hash(received).hex()

@@ -11,13 +11,22 @@ import msgspec
 from lineage_ledger.core import smt
 from lineage_ledger.core.crypto import BATCH_PAYLOAD_TYPE, pae
 from lineage_ledger.core.encoding import decode_json
-from lineage_ledger.core.entry import ApiKeyEntry, KeyEntry, LogKeyEntry, SealEntry, ShardEntry, own_subject
+from lineage_ledger.core.entry import (
+    ApiKeyEntry,
+    ErasureEntry,
+    KeyEntry,
+    LogKeyEntry,
+    SealEntry,
+    ShardEntry,
+    own_subject,
+)
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.keyring import Keyring
-from lineage_ledger.ledger.links import Link, data_links, token_links
+from lineage_ledger.ledger.links import Link, data_links, sealed_links, token_links
 from lineage_ledger.ledger.verification.log import mth
 from lineage_ledger.ledger.verification.report import Problem
+from lineage_ledger.privacy.sealed import Personal
 from lineage_ledger.store.base import EnvelopeRow
 
 __all__ = [
@@ -57,6 +66,8 @@ class LeanEvent(msgspec.Struct, gc=False):
     event_type: str = ""
     occurred_at: str = ""
     payload: LeanPayload | None = None
+    personal: Personal | None = None
+    """The sealed personal fields (privacy.sealed), on a ledger that seals them."""
 
 
 class LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
@@ -75,7 +86,9 @@ class LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
     verdict: str
 
 
-LEAN = msgspec.json.Decoder(LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry)
+LEAN = msgspec.json.Decoder(
+    LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry
+)
 """Decodes an entry's bytes into the lean event entry or one of the other entries."""
 _EVENT_START: Final = len(b'{"envelope":"') + 64 + len(b'","event":')
 _sha256 = hashlib.sha256
@@ -93,6 +106,9 @@ def subject_and_parent(event: LeanEvent) -> tuple[str, str | None]:
 
 def entry_links(event: LeanEvent, index: int, subject: str, out: list[Link]) -> None:
     """ledger.links.event_links for a lean event (whose bytes decode_event accepted when they were recorded)."""
+    sealed = event.personal
+    if sealed is not None:
+        sealed_links(event.event_type, event.occurred_at, sealed, index, subject, out)
     p = event.payload
     if p is None:
         return
@@ -127,7 +143,7 @@ def event_column_problem(
 
 
 def own_column_problem(
-    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry,
+    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry,
     idx: int,
     subject: object,
     event_id: object,
@@ -157,8 +173,11 @@ def event_in_envelope(envelope: tuple[bytes, str, str], entry: LeanEventEntry, r
     being (event leaves, producer, key id), and the entry names the envelope's producer and key."""
     leaves, producer, key_id = envelope
     at = entry.position * 32
+    signed = leaves[at : at + 32]
+    sealed = entry.event.personal
     return (
-        leaves[at : at + 32] == _sha256(b"\x00" + raw).digest()
+        # a sealed event: the ledger recorded the leaf of the plaintext the producer signed (docs/privacy.md)
+        (signed == _sha256(b"\x00" + raw).digest() or (sealed is not None and signed.hex() == sealed.signed))
         and producer == entry.producer
         and key_id == entry.key_id
     )

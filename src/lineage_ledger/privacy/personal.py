@@ -1,0 +1,171 @@
+"""The ledger's side of personal data: sealing events at ingest under their data subject's key, and
+opening them again for whoever may read them.
+
+The data subject of an event is the person its ``payload.user_id`` names (``user:<user id>``); an event
+with personal fields and no user id is sealed under a key of its own chain subject (``token:<id>``,
+``asset:<id>``), so its personal fields are still encrypted and erasable with that subject. A subject's
+key is created, wrapped and durably stored in the key store before the first entry sealed under it is
+committed, and is looked up by (fingerprint, key id) afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Final
+
+from lineage_ledger.core.merkle import leaf_hash
+from lineage_ledger.core.model import Event, TokenEvent
+from lineage_ledger.errors import InputError
+from lineage_ledger.privacy.keys import PrivacyKeys, load_privacy_keys, privacy_keys_path
+from lineage_ledger.privacy.keystore import KeyRow, SubjectKeyStore, open_key_store
+from lineage_ledger.privacy.sealed import (
+    DEFAULT_PERSONAL_FIELDS,
+    Personal,
+    associated_data,
+    open_personal,
+    seal_event,
+    subject_fingerprint,
+)
+
+__all__ = ["PRIVACY_META", "PersonalData", "data_subject_name", "fields_from_meta", "personal_data_meta"]
+
+PRIVACY_META: Final = "personal_fields"
+"""The ledger setting (written at creation) that turns sealing on: the payload fields sealed, comma-separated."""
+
+
+def fields_from_meta(meta: dict[str, str]) -> tuple[str, ...] | None:
+    """The personal fields a ledger seals, or None for a ledger that seals nothing."""
+    text = meta.get(PRIVACY_META)
+    return tuple(sorted(f for f in text.split(",") if f)) if text else None
+
+
+def data_subject_name(event: Event, chain_subject: str) -> str:
+    """Whose personal data an event holds: ``user:<payload.user_id>``, else its chain subject."""
+    user = getattr(event.payload, "user_id", None) if type(event) is TokenEvent else None
+    return "user:" + user if type(user) is str else chain_subject
+
+
+class PersonalData:
+    """Seals and opens the personal fields of one ledger's events."""
+
+    def __init__(
+        self,
+        origin: str,
+        keys: PrivacyKeys,
+        key_store: SubjectKeyStore,
+        fields: Sequence[str] = DEFAULT_PERSONAL_FIELDS,
+        *,
+        cache_size: int = 100_000,
+    ) -> None:
+        self.origin = origin
+        self.fields = tuple(fields)
+        self.key_store = key_store
+        self._keys = keys
+        self._cache: OrderedDict[str, tuple[str, bytes]] = OrderedDict()  # fingerprint -> (kid, key)
+        self._cache_size = cache_size
+        self._new: list[KeyRow] = []
+        self._needles = tuple(f'"{name}":'.encode() for name in self.fields)
+
+    @classmethod
+    def open(cls, ledger_url: str, origin: str, meta: dict[str, str]) -> PersonalData | None:
+        """The sealing of the ledger at ``ledger_url`` (None if its settings seal nothing): its privacy keys
+        (privacy.keys.privacy_keys_path) and its key store."""
+        fields = fields_from_meta(meta)
+        if fields is None:
+            return None
+        keys = load_privacy_keys(privacy_keys_path(ledger_url))
+        return cls(origin, keys, open_key_store(ledger_url), fields)
+
+    def close(self) -> None:
+        """Close the key store."""
+        self.key_store.close()
+
+    def fingerprint(self, name: str) -> str:
+        """The keyed fingerprint of data subject ``name`` (``user:<id>`` for a person)."""
+        return subject_fingerprint(self._keys.subject_secret, name)
+
+    def user_fingerprint(self, user_id: str) -> str:
+        """The keyed fingerprint of the person with this user id."""
+        return self.fingerprint("user:" + user_id)
+
+    def _current_key(self, fingerprint: str) -> tuple[str, bytes]:
+        got = self._cache.get(fingerprint)
+        if got is not None:
+            self._cache.move_to_end(fingerprint)
+            return got
+        usable = [row for row in self.key_store.keys_of(fingerprint) if not row.erasing]
+        if usable:
+            row = usable[-1]
+            got = (row.kid, self._keys.wrapper.unwrap(row.wrapped, _context(fingerprint, row.kid)))
+        else:
+            kid = os.urandom(16).hex()
+            key = os.urandom(32)
+            self._new.append(KeyRow(fingerprint, kid, self._keys.wrapper.wrap(key, _context(fingerprint, kid))))
+            got = (kid, key)
+        self._cache[fingerprint] = got
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return got
+
+    def seal(self, raw: bytes, event: Event, chain_subject: str) -> bytes | None:
+        """The sealed bytes of event ``raw`` to store in its entry, or None when it holds no personal field.
+        A key created here is stored by ``store_new_keys``, which the caller runs before committing."""
+        if not any(name in raw for name in self._needles):  # cheap: most events without any are skipped here
+            return None
+        name = data_subject_name(event, chain_subject)
+        fingerprint = self.fingerprint(name)
+        kid, key = self._current_key(fingerprint)
+        return seal_event(
+            raw,
+            self.fields,
+            key=key,
+            kid=kid,
+            subject_fp=fingerprint,
+            aad=associated_data(self.origin, chain_subject, event.event_id),
+            signed_leaf=leaf_hash(raw),
+        )
+
+    def store_new_keys(self) -> None:
+        """Durably store the keys created since the last call (before any entry sealed under them commits)."""
+        if self._new:
+            self.key_store.add(self._new)
+            self._new = []
+
+    def discard_new_keys(self) -> None:
+        """Forget keys created for a write that failed (they seal nothing durable)."""
+        for row in self._new:
+            self._cache.pop(row.fingerprint, None)
+        self._new = []
+
+    def forget(self, fingerprint: str) -> None:
+        """Drop a subject's key from memory (its erasure has begun)."""
+        self._cache.pop(fingerprint, None)
+
+    def open_fields(self, personal: Personal, chain_subject: str, event_id: str) -> dict[str, Any] | None:
+        """The personal fields of a sealed event, or None when its key is destroyed."""
+        row = self.key_store.get(personal.subject, personal.kid)
+        if row is None:
+            return None
+        key = self._keys.wrapper.unwrap(row.wrapped, _context(personal.subject, personal.kid))
+        return open_personal(personal, key, associated_data(self.origin, chain_subject, event_id))
+
+
+def _context(fingerprint: str, kid: str) -> bytes:
+    return f"lineage-ledger/subject-key/v1\n{fingerprint}\n{kid}".encode()
+
+
+def personal_data_meta(ledger_url: str, fields: Sequence[str] = DEFAULT_PERSONAL_FIELDS) -> dict[str, str]:
+    """For a ledger about to be created with sealing on: its privacy key file (created 0600 if absent, at
+    privacy.keys.privacy_keys_path) and the setting to record with it."""
+    from lineage_ledger.privacy.keys import create_privacy_keys
+
+    path = privacy_keys_path(ledger_url)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_privacy_keys(path)
+    names = sorted(set(fields))
+    if not names or any(not n or "," in n for n in names):
+        raise InputError("personal_fields", "name one or more payload fields, without commas")
+    return {PRIVACY_META: ",".join(names)}

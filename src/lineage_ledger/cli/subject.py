@@ -160,6 +160,22 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest_key(args: argparse.Namespace) -> int:
+    store, personal = _reading(args)
+    try:
+        key = personal.ingest_public_key()
+    finally:
+        store.close()
+        personal.close()
+    if key is None:
+        raise InputError("ledger", "its privacy key file holds no ingest key")
+    if args.json:
+        print_json(out, {"ingest_key": key.hex()})
+    else:
+        print(key.hex())
+    return 0
+
+
 def _who(p: argparse.ArgumentParser) -> None:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="the person's user id (as producers send it in payload.user_id)")
@@ -180,6 +196,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _who(p)
     p.add_argument("--reason", required=True, help="why (signed into the log: never name the person)")
     p.set_defaults(func=cmd_erase)
+    p = cmds.add_parser("ingest-key", parents=[common], help="the public key producers seal personal fields to")
+    p.set_defaults(func=cmd_ingest_key)
     keys = cmds.add_parser("keys", help="back up or restore the subject key store")
     kcmds = keys.add_subparsers(dest="keys_command", required=True)
     p = kcmds.add_parser("backup", parents=[common], help="write every wrapped subject key to a new file (0600)")

@@ -2,7 +2,7 @@
 
 A link is ``(kind, key, occurred_at, log index, subject)``: "resource" for a USED event's resource, "user" for
 the user a token was born to (ISSUED, ORIGIN, REFRESHED, ROTATED), "input" for an asset a data event read.
-On a ledger that seals personal fields (privacy.sealed), a sealed user id is linked by its keyed
+On a ledger that seals personal fields (core.sealed), a sealed user id is linked by its keyed
 fingerprint, never in the clear, a sealed field gives no link of its own, and every sealed event has a
 "personal" link keyed by the id of the subject key it is sealed under (how an export or an erasure finds
 a person's entries).
@@ -36,9 +36,9 @@ from typing import Final
 
 from lineage_ledger.core.entry import EventEntry, SealEntry, decode_entry
 from lineage_ledger.core.model import DataEvent, Event, TokenEvent, decode_event
+from lineage_ledger.core.sealed import Personal, personal_of
 from lineage_ledger.ledger.completeness import seal_paid
 from lineage_ledger.privacy.reader import personal_reader
-from lineage_ledger.privacy.sealed import Personal, personal_of
 from lineage_ledger.store.base import EntryRow, Store
 
 __all__ = [

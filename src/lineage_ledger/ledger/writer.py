@@ -69,7 +69,9 @@ from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent,
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, sign_note, verifier_key
 from lineage_ledger.core.receipt import Promise, PromisedRange, Receipt, SignedPromise
 from lineage_ledger.core.routing import local_tokens, shard_test
+from lineage_ledger.core.sealed import personal_of
 from lineage_ledger.core.tiles import MAX_BUNDLE_ENTRY_BYTES
+from lineage_ledger.core.transport_seal import open_for_ledger
 from lineage_ledger.errors import (
     ConflictError,
     InputError,
@@ -84,7 +86,6 @@ from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, entry_links, event_links, personal_links
 from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.privacy.personal import PersonalData
-from lineage_ledger.privacy.sealed import personal_of
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -711,7 +712,14 @@ class Ledger:
         stmt = opened.statement
         key = self.keyring.signing_key(stmt.key_id, stmt.producer, self._clock.now())
         verify_batch_signature(opened, key.public_key)
-        events = [decode_event(raw, field=f"events[{i}]") for i, raw in enumerate(opened.events)]
+        personal = self.personal
+        events = [
+            decode_event(
+                personal.received(raw, f"events[{i}]") if personal is not None else _unsealed(raw, f"events[{i}]"),
+                field=f"events[{i}]",
+            )
+            for i, raw in enumerate(opened.events)
+        ]
         for i, raw in enumerate(opened.events):
             if len(raw) > MAX_NEW_EVENT_BYTES:
                 raise InputError(
@@ -1215,8 +1223,14 @@ def _token_events(rows: list[EntryRow]) -> list[tuple[TokenEvent, str]]:
     return out
 
 
+def _unsealed(raw: bytes, field: str) -> bytes:
+    """An event for a ledger that seals nothing: refused if a producer sealed fields to an ingest key."""
+    open_for_ledger(raw, None, field=field)
+    return raw
+
+
 def _same_event(stored: bytes, received: bytes) -> bool:
-    """Whether a stored event is the received one: the same bytes, or sealed from them (privacy.sealed)."""
+    """Whether a stored event is the received one: the same bytes, or sealed from them (core.sealed)."""
     if stored == received:
         return True
     personal = personal_of(stored)

@@ -1,11 +1,11 @@
-"""The ledger's privacy keys: the key-encryption key that wraps every subject key, and the subject secret
-under which user ids become fingerprints.
+"""The ledger's privacy keys: the key-encryption key that wraps every subject key, the subject secret under
+which user ids become fingerprints, and the X25519 ingest key producers seal personal fields to.
 
-Both live in one private file (mode 0600), by default ``<ledger>.privacy`` beside an embedded ledger, else
-``$LINEAGE_PRIVACY_KEYS`` names it: a JSON object ``{"kek": "<64 hex>", "subject_secret": "<64 hex>", "v": 1}``.
-Neither is ever stored in the database. KeyWrapper is the seam where a KMS or an HSM plugs in: wrapping
-and unwrapping are its only operations, so a deployment that keeps the KEK in a KMS implements those two
-calls against it and the rest of the ledger does not change.
+They live in one private file (mode 0600), by default ``<ledger>.privacy`` beside an embedded ledger, else
+``$LINEAGE_PRIVACY_KEYS`` names it: a JSON object ``{"ingest_key": "<64 hex>", "kek": "<64 hex>",
+"subject_secret": "<64 hex>", "v": 1}``. None is ever stored in the database. KeyWrapper is the seam where a
+KMS or an HSM plugs in: wrapping and unwrapping are its only operations, so a deployment that keeps the
+KEK in a KMS implements those two calls against it and the rest of the ledger does not change.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ class PrivacyKeys:
 
     wrapper: KeyWrapper
     subject_secret: bytes
+    ingest_key: bytes | None = None
+    """The X25519 private key producers seal personal fields to (core.transport_seal), if the file has one."""
 
     def __repr__(self) -> str:
         return "PrivacyKeys(<secret>)"
@@ -97,7 +99,11 @@ def privacy_keys_path(ledger_url: str) -> Path:
 
 def create_privacy_keys(path: Path) -> None:
     """Write a new privacy key file (0600); KeyringError if one exists."""
-    body = {"kek": secrets.token_hex(32), "subject_secret": secrets.token_hex(32), "v": 1}
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    ingest = X25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    body = {"ingest_key": ingest.hex(), "kek": secrets.token_hex(32), "subject_secret": secrets.token_hex(32), "v": 1}
     try:
         write_private_file(path, json.dumps(body, sort_keys=True).encode() + b"\n", overwrite=False)
     except FileExistsError:
@@ -111,8 +117,11 @@ def load_privacy_keys(path: Path) -> PrivacyKeys:
         body = json.loads(data)
         kek = bytes.fromhex(body["kek"])
         secret = bytes.fromhex(body["subject_secret"])
+        ingest = bytes.fromhex(body["ingest_key"]) if "ingest_key" in body else None
     except (ValueError, KeyError, TypeError) as e:
         raise KeyringError(f"privacy key file {path} is malformed: {e}") from e
     if len(secret) < 32:
         raise KeyringError(f"privacy key file {path}: the subject secret must be 32 bytes")
-    return PrivacyKeys(LocalKeyWrapper(kek), secret)
+    if ingest is not None and len(ingest) != 32:
+        raise KeyringError(f"privacy key file {path}: the ingest key must be 32 bytes")
+    return PrivacyKeys(LocalKeyWrapper(kek), secret, ingest)

@@ -17,17 +17,19 @@ from typing import Any, Final
 
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import Event, TokenEvent
-from lineage_ledger.errors import InputError
-from lineage_ledger.privacy.keys import PrivacyKeys, load_privacy_keys, privacy_keys_path
-from lineage_ledger.privacy.keystore import KeyRow, SubjectKeyStore, open_key_store
-from lineage_ledger.privacy.sealed import (
+from lineage_ledger.core.sealed import (
     DEFAULT_PERSONAL_FIELDS,
+    SEALED_MARKER,
     Personal,
     associated_data,
     open_personal,
     seal_event,
     subject_fingerprint,
 )
+from lineage_ledger.core.transport_seal import ingest_public_key, open_for_ledger
+from lineage_ledger.errors import InputError
+from lineage_ledger.privacy.keys import PrivacyKeys, load_privacy_keys, privacy_keys_path
+from lineage_ledger.privacy.keystore import KeyRow, SubjectKeyStore, open_key_store
 
 __all__ = ["PRIVACY_META", "PersonalData", "data_subject_name", "fields_from_meta", "personal_data_meta"]
 
@@ -109,11 +111,34 @@ class PersonalData:
             self._cache.popitem(last=False)
         return got
 
+    def received(self, raw: bytes, field: str) -> bytes:
+        """The producer's plaintext event of received bytes ``raw`` (transport-sealed or not) for checking.
+        InputError for an event that carries the ledger's own ``personal`` field or does not open."""
+        if SEALED_MARKER in raw:
+            raise InputError(f"{field}.personal", "is reserved for the fields the ledger seals")
+        plain = open_for_ledger(raw, self._keys.ingest_key, field=field)
+        return raw if plain is None else plain
+
+    def ingest_public_key(self) -> bytes | None:
+        """The X25519 public key producers seal personal fields to (core.transport_seal), if there is one."""
+        key = self._keys.ingest_key
+        return None if key is None else ingest_public_key(key)
+
     def seal(self, raw: bytes, event: Event, chain_subject: str) -> bytes | None:
         """The sealed bytes of event ``raw`` to store in its entry, or None when it holds no personal field.
-        A key created here is stored by ``store_new_keys``, which the caller runs before committing."""
+        ``raw`` is what the producer signed: its plaintext, or its fields sealed to the ingest key. A key
+        created here is stored by ``store_new_keys``, which the caller runs before committing."""
+        plain = open_for_ledger(raw, self._keys.ingest_key)
+        if plain is not None:
+            sealed = self._seal(plain, event, chain_subject, leaf_hash(raw), transport=True)
+            if sealed is None:
+                raise InputError("event.sealed_for_ledger", "seals no field this ledger keeps as personal")
+            return sealed
         if not any(name in raw for name in self._needles):  # cheap: most events without any are skipped here
             return None
+        return self._seal(raw, event, chain_subject, leaf_hash(raw), transport=False)
+
+    def _seal(self, raw: bytes, event: Event, chain_subject: str, signed: bytes, *, transport: bool) -> bytes | None:
         name = data_subject_name(event, chain_subject)
         fingerprint = self.fingerprint(name)
         kid, key = self._current_key(fingerprint)
@@ -124,7 +149,8 @@ class PersonalData:
             kid=kid,
             subject_fp=fingerprint,
             aad=associated_data(self.origin, chain_subject, event.event_id),
-            signed_leaf=leaf_hash(raw),
+            signed_leaf=signed,
+            transport=transport,
         )
 
     def store_new_keys(self) -> None:

@@ -12,9 +12,9 @@ import weakref
 from typing import Final
 
 from lineage_ledger.core.encoding import canonical_bytes
+from lineage_ledger.core.sealed import personal_of, unseal_event
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.privacy.personal import PersonalData, fields_from_meta
-from lineage_ledger.privacy.sealed import personal_of, unseal_event
 from lineage_ledger.store.base import Store
 
 __all__ = ["PersonalReader", "personal_reader"]

@@ -27,12 +27,12 @@ from typing import Any, Final
 from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import Erasure, ErasureEntry, EventEntry, decode_entry, erasure_subject
 from lineage_ledger.core.merkle import leaf_hash
+from lineage_ledger.core.sealed import personal_of, unseal_event
 from lineage_ledger.errors import InputError, LedgerError, NotFoundError
 from lineage_ledger.ledger.evidence import export_evidence
 from lineage_ledger.ledger.links import find_links
 from lineage_ledger.ledger.writer import Ledger
 from lineage_ledger.privacy.personal import PersonalData
-from lineage_ledger.privacy.sealed import personal_of, unseal_event
 from lineage_ledger.store.base import Store
 
 __all__ = [

@@ -21,12 +21,12 @@ from lineage_ledger.core.entry import (
     own_subject,
 )
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
+from lineage_ledger.core.sealed import Personal
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.keyring import Keyring
 from lineage_ledger.ledger.links import Link, data_links, sealed_links, token_links
 from lineage_ledger.ledger.verification.log import mth
 from lineage_ledger.ledger.verification.report import Problem
-from lineage_ledger.privacy.sealed import Personal
 from lineage_ledger.store.base import EnvelopeRow
 
 __all__ = [
@@ -67,7 +67,7 @@ class LeanEvent(msgspec.Struct, gc=False):
     occurred_at: str = ""
     payload: LeanPayload | None = None
     personal: Personal | None = None
-    """The sealed personal fields (privacy.sealed), on a ledger that seals them."""
+    """The sealed personal fields (core.sealed), on a ledger that seals them."""
 
 
 class LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):

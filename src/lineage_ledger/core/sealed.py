@@ -6,7 +6,7 @@ fields removed and one top-level field added::
     "personal": {"alg": "AES-256-GCM", "ct": "<base64: 12-byte nonce || ciphertext || 16-byte tag>",
                  "fields": ["ip", "user_agent", "user_id"], "kid": "<32 hex: the subject key's id>",
                  "signed": "<64 hex: leaf hash SHA-256(0x00 || event bytes the producer signed)>",
-                 "subject": "<64 hex: the data subject's keyed fingerprint>", "v": 1}
+                 "subject": "<64 hex: the data subject's keyed fingerprint>", ["transport": true,] "v": 1}
 
 The plaintext is the canonical JSON object of the removed fields (name -> value, as they were in the
 payload). The associated data binds the ciphertext to its entry: ``AAD = "lineage-ledger/personal/v1" LF
@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
+import secrets
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_PERSONAL_FIELDS",
     "ERASED",
     "SEALED_FIELD",
+    "SEALED_MARKER",
     "Personal",
     "associated_data",
     "open_personal",
@@ -54,6 +55,8 @@ DEFAULT_PERSONAL_FIELDS: Final = ("ip", "user_agent", "user_id")
 ERASED: Final = "erased"
 """What a query shows in place of a personal field whose subject key was destroyed."""
 _AAD_LABEL: Final = b"lineage-ledger/personal/v1"
+SEALED_MARKER: Final = b'"personal":{'
+"""Bytes every sealed event holds (and a received event must not)."""
 _MARKER: Final = b'"personal":{"alg":'
 
 
@@ -67,6 +70,9 @@ class Personal(msgspec.Struct, frozen=True, kw_only=True):
     signed: str
     subject: str
     v: int
+    transport: bool = False
+    """True when the producer signed its fields sealed to the ledger's ingest key (core.transport_seal), so
+    ``signed`` is the leaf of that form, which the ledger does not keep."""
 
 
 class _Holder(msgspec.Struct):
@@ -106,6 +112,7 @@ def seal_event(
     subject_fp: str,
     aad: bytes,
     signed_leaf: bytes,
+    transport: bool = False,
 ) -> bytes | None:
     """The sealed form of canonical event bytes ``raw``: the payload fields named in ``fields`` that it has
     are encrypted under ``key``; None when it has none of them (the event is stored as it came)."""
@@ -119,7 +126,7 @@ def seal_event(
     if SEALED_FIELD in obj:
         raise InputError("event.personal", "is reserved for the ledger's sealed personal fields")
     plain = canonical_bytes({name: payload.pop(name) for name in names})
-    nonce = os.urandom(12)
+    nonce = secrets.token_bytes(12)
     ct = nonce + AESGCM(key).encrypt(nonce, plain, aad)
     obj[SEALED_FIELD] = {
         "alg": ALGORITHM,
@@ -130,6 +137,8 @@ def seal_event(
         "subject": subject_fp,
         "v": 1,
     }
+    if transport:
+        obj[SEALED_FIELD]["transport"] = True
     return canonical_bytes(obj)
 
 

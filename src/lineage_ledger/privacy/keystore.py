@@ -12,15 +12,16 @@ wrapped bytes do not linger in the file. Backups (``lineage subject keys backup`
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from lineage_ledger.errors import StoreError
 
-__all__ = ["KeyRow", "SqliteKeyStore", "SubjectKeyStore", "open_key_store"]
+__all__ = ["KEY_STORE_ENV_VAR", "KeyRow", "PostgresKeyStore", "SqliteKeyStore", "SubjectKeyStore", "open_key_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +210,19 @@ class PostgresKeyStore:
         self._conn.close()
 
 
+KEY_STORE_ENV_VAR: Final = "LINEAGE_SUBJECT_KEYS"
+"""Where the subject key store is, if not in its default place: a SQLite file path or a PostgreSQL URL (a
+database or role apart from the ledger's; the role needs SELECT, INSERT, UPDATE and DELETE on its table)."""
+
+
 def open_key_store(ledger_url: str) -> SubjectKeyStore:
-    """The key store of the ledger at ``ledger_url`` (created if absent)."""
+    """The key store of the ledger at ``ledger_url`` (created if absent): ``$LINEAGE_SUBJECT_KEYS`` if set,
+    else beside an embedded ledger, else the ledger's PostgreSQL database."""
+    named = os.environ.get(KEY_STORE_ENV_VAR)
+    if named:
+        if named.startswith(("postgresql://", "postgres://")):
+            return PostgresKeyStore(named)
+        return SqliteKeyStore(named)
     if ledger_url.startswith(("postgresql://", "postgres://")):
         return PostgresKeyStore(ledger_url)
     from lineage_ledger.store.sqlite import sqlite_path_from_url

@@ -49,6 +49,13 @@ def _reading(args: argparse.Namespace) -> tuple[Any, PersonalData]:
     return store, personal
 
 
+def _cell(value: Any) -> str:
+    """A payload value as one CSV cell: text as it is, nothing as empty, anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def _csv(events: list[dict[str, Any]]) -> bytes:
     buffer = io.StringIO()
     fields = sorted({k for e in events for k in e["event"].get("payload", {})})
@@ -60,7 +67,7 @@ def _csv(events: list[dict[str, Any]]) -> bytes:
         payload = ev.get("payload", {})
         row = [e["index"], e["recorded_at"], e["producer"], e["subject"], e["verdict"]]
         row += [ev.get("event_id"), ev.get("event_type"), ev.get("occurred_at")]
-        row += [json.dumps(payload[f]) if not isinstance(payload.get(f), str) else payload[f] for f in fields]
+        row += [_cell(payload.get(f)) for f in fields]
         writer.writerow(["" if v is None else v for v in row])
     return buffer.getvalue().encode()
 

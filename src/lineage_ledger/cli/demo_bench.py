@@ -122,7 +122,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.json:
             err.print(f"[dim]{msg}[/]")
 
-    figures = run_bench(args.events, synchronous=args.synchronous, workers=args.workers, progress=say)
+    figures = run_bench(
+        args.events, synchronous=args.synchronous, workers=args.workers, progress=say, personal_data=args.personal_data
+    )
     if args.json:
         print_json(out, figures)
     else:
@@ -149,4 +151,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--synchronous", default="full", choices=["full", "normal"], help="SQLite's synchronous setting (default full)"
     )
     p.add_argument("--workers", type=int, default=None, help="verifying processes (default: all cores)")
+    p.add_argument(
+        "--personal-data",
+        action="store_true",
+        help="also ingest the same events into a ledger that seals personal fields (docs/privacy.md)",
+    )
     p.set_defaults(func=cmd_bench)

@@ -51,7 +51,7 @@ __all__ = [
 ALGORITHM: Final = "AES-256-GCM"
 SEALED_FIELD: Final = "personal"
 DEFAULT_PERSONAL_FIELDS: Final = ("ip", "user_agent", "user_id")
-"""Payload fields encrypted by default; a schema may mark more (privacy.settings.personal_fields_of_schema)."""
+"""Payload fields encrypted by default (``lineage init --personal-data FIELDS`` names others)."""
 ERASED: Final = "erased"
 """What a query shows in place of a personal field whose subject key was destroyed."""
 _AAD_LABEL: Final = b"lineage-ledger/personal/v1"
@@ -80,6 +80,7 @@ class _Holder(msgspec.Struct):
 
 
 _HOLDER = msgspec.json.Decoder(_Holder)
+_SORTED = msgspec.json.Encoder(order="sorted").encode
 
 
 def subject_fingerprint(secret: bytes, name: str) -> str:
@@ -107,16 +108,20 @@ def seal_event(
     raw: bytes,
     fields: Iterable[str],
     *,
-    key: bytes,
+    key: AESGCM,
     kid: str,
     subject_fp: str,
     aad: bytes,
     signed_leaf: bytes,
     transport: bool = False,
-) -> bytes | None:
-    """The sealed form of canonical event bytes ``raw``: the payload fields named in ``fields`` that it has
-    are encrypted under ``key``; None when it has none of them (the event is stored as it came)."""
+) -> tuple[bytes, Personal] | None:
+    """The sealed form of canonical event bytes ``raw`` and its ``personal`` field: the payload fields named
+    in ``fields`` that it has are encrypted under ``key`` (the subject key's AEAD); None when it has none of
+    them (the event is stored as it came)."""
     obj = decode_json(raw)
+    # canonical bytes of values read from canonical bytes: msgspec's sorted encoding is RFC 8785's unless a
+    # key sorts differently by UTF-16 code units, which needs characters outside ASCII (encoding.py)
+    encode = _SORTED if raw.isascii() else canonical_bytes
     payload = obj.get("payload")
     if type(payload) is not dict:
         return None
@@ -125,21 +130,31 @@ def seal_event(
         return None
     if SEALED_FIELD in obj:
         raise InputError("event.personal", "is reserved for the ledger's sealed personal fields")
-    plain = canonical_bytes({name: payload.pop(name) for name in names})
+    plain = encode({name: payload.pop(name) for name in names})
     nonce = secrets.token_bytes(12)
-    ct = nonce + AESGCM(key).encrypt(nonce, plain, aad)
+    ct = nonce + key.encrypt(nonce, plain, aad)
+    personal = Personal(
+        alg=ALGORITHM,
+        ct=base64.b64encode(ct).decode("ascii"),
+        fields=tuple(names),
+        kid=kid,
+        signed=signed_leaf.hex(),
+        subject=subject_fp,
+        v=1,
+        transport=transport,
+    )
     obj[SEALED_FIELD] = {
-        "alg": ALGORITHM,
-        "ct": base64.b64encode(ct).decode("ascii"),
+        "alg": personal.alg,
+        "ct": personal.ct,
         "fields": names,
         "kid": kid,
-        "signed": signed_leaf.hex(),
+        "signed": personal.signed,
         "subject": subject_fp,
         "v": 1,
     }
     if transport:
         obj[SEALED_FIELD]["transport"] = True
-    return canonical_bytes(obj)
+    return encode(obj), personal
 
 
 def open_personal(personal: Personal, key: bytes, aad: bytes) -> dict[str, Any]:

@@ -932,6 +932,8 @@ class Ledger:
         links: list[Link] = []
         all_receipts: list[dict[int, Receipt]] = []
         personal = self.personal
+        if personal is not None:  # one key store round trip per write, not one per new data subject
+            personal.prefetch((p.events[i], subject_of(p.events[i])) for p in parts for i in p.positions)
         for part in parts:
             opened, events = part.opened, part.events
             receipts = dict(part.duplicates)
@@ -966,9 +968,7 @@ class Ledger:
                 if sealed is None:
                     event_links(ev, index, subject, links)
                 else:  # the links the stored bytes give: the user by fingerprint, never in the clear
-                    stored = sealed
-                    sealing = personal_of(sealed)
-                    assert sealing is not None
+                    stored, sealing = sealed
                     personal_links(ev, sealing, index, subject, links)
                 cur = overlay.get(subject) or cache[subject]
                 prev = cur.head

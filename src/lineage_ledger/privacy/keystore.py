@@ -49,6 +49,10 @@ class SubjectKeyStore(Protocol):
         """Every stored key of a subject, erasing or not."""
         ...
 
+    def keys_of_many(self, fingerprints: Sequence[str]) -> list[KeyRow]:
+        """Every stored key of these subjects, in one round trip per chunk."""
+        ...
+
     def mark_erasing(self, fingerprint: str) -> list[KeyRow]:
         """Mark every key of a subject as being erased (the ledger seals nothing more under them); returns
         every key of the subject now marked."""
@@ -121,6 +125,19 @@ class SqliteKeyStore:
         )
         return [KeyRow(f, k, bytes(w), bool(e)) for f, k, w, e in got]
 
+    def keys_of_many(self, fingerprints: Sequence[str]) -> list[KeyRow]:
+        out = []
+        for i in range(0, len(fingerprints), 500):
+            chunk = list(fingerprints[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            got = self._run(
+                f"SELECT fingerprint, kid, wrapped, erasing FROM subject_keys WHERE fingerprint IN ({marks}) "  # noqa: S608
+                "ORDER BY fingerprint, kid",
+                chunk,
+            )
+            out += [KeyRow(f, k, bytes(w), bool(e)) for f, k, w, e in got]
+        return out
+
     def mark_erasing(self, fingerprint: str) -> list[KeyRow]:
         self._run("UPDATE subject_keys SET erasing = 1 WHERE fingerprint = ?", (fingerprint,))
         return self.keys_of(fingerprint)
@@ -189,6 +206,14 @@ class PostgresKeyStore:
         got = self._run(
             "SELECT fingerprint, kid, wrapped, erasing FROM privacy_subject_keys WHERE fingerprint = %s ORDER BY kid",
             (fingerprint,),
+        )
+        return [KeyRow(f, k, bytes(w), bool(e)) for f, k, w, e in got]
+
+    def keys_of_many(self, fingerprints: Sequence[str]) -> list[KeyRow]:
+        got = self._run(
+            "SELECT fingerprint, kid, wrapped, erasing FROM privacy_subject_keys WHERE fingerprint = ANY(%s) "
+            "ORDER BY fingerprint, kid",
+            (list(fingerprints),),
         )
         return [KeyRow(f, k, bytes(w), bool(e)) for f, k, w, e in got]
 

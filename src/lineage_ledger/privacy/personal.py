@@ -10,10 +10,12 @@ committed, and is looked up by (fingerprint, key id) afterwards.
 
 from __future__ import annotations
 
-import os
+import secrets
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import Event, TokenEvent
@@ -65,7 +67,8 @@ class PersonalData:
         self.fields = tuple(fields)
         self.key_store = key_store
         self._keys = keys
-        self._cache: OrderedDict[str, tuple[str, bytes]] = OrderedDict()  # fingerprint -> (kid, key)
+        self._cache: OrderedDict[str, tuple[str, AESGCM]] = OrderedDict()  # fingerprint -> (kid, its AEAD)
+        self._names: dict[str, str] = {}  # data subject name -> fingerprint
         self._cache_size = cache_size
         self._new: list[KeyRow] = []
         self._needles = tuple(f'"{name}":'.encode() for name in self.fields)
@@ -92,24 +95,52 @@ class PersonalData:
         """The keyed fingerprint of the person with this user id."""
         return self.fingerprint("user:" + user_id)
 
-    def _current_key(self, fingerprint: str) -> tuple[str, bytes]:
+    def prefetch(self, events: Iterable[tuple[Event, str]]) -> None:
+        """Look up, in one round trip, the keys of the data subjects of these (event, chain subject) pairs
+        that are not in memory yet (a batch's worth, before sealing them one by one)."""
+        wanted = {
+            fp
+            for event, chain in events
+            if (fp := self._fingerprint_of(data_subject_name(event, chain))) not in self._cache
+        }
+        if not wanted:
+            return
+        found: dict[str, KeyRow] = {}
+        for row in self.key_store.keys_of_many(sorted(wanted)):
+            if not row.erasing:
+                found[row.fingerprint] = row  # at most one: a new key is made only when none is usable
+        for fp in wanted:
+            self._current_key(fp, found.get(fp, _NO_KEY))
+
+    def _current_key(self, fingerprint: str, known: KeyRow | None = None) -> tuple[str, AESGCM]:
         got = self._cache.get(fingerprint)
         if got is not None:
             self._cache.move_to_end(fingerprint)
             return got
-        usable = [row for row in self.key_store.keys_of(fingerprint) if not row.erasing]
-        if usable:
-            row = usable[-1]
-            got = (row.kid, self._keys.wrapper.unwrap(row.wrapped, _context(fingerprint, row.kid)))
+        if known is None:
+            usable = [row for row in self.key_store.keys_of(fingerprint) if not row.erasing]
+            known = usable[-1] if usable else _NO_KEY
+        if known is not _NO_KEY:
+            row = known
+            key = self._keys.wrapper.unwrap(row.wrapped, _context(fingerprint, row.kid))
+            got = (row.kid, AESGCM(key))
         else:
-            kid = os.urandom(16).hex()
-            key = os.urandom(32)
+            kid = secrets.token_hex(16)
+            key = secrets.token_bytes(32)
             self._new.append(KeyRow(fingerprint, kid, self._keys.wrapper.wrap(key, _context(fingerprint, kid))))
-            got = (kid, key)
+            got = (kid, AESGCM(key))
         self._cache[fingerprint] = got
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return got
+
+    def _fingerprint_of(self, name: str) -> str:
+        fingerprint = self._names.get(name)
+        if fingerprint is None:
+            fingerprint = self._names[name] = self.fingerprint(name)
+            if len(self._names) > self._cache_size:
+                self._names.pop(next(iter(self._names)))
+        return fingerprint
 
     def received(self, raw: bytes, field: str) -> bytes:
         """The producer's plaintext event of received bytes ``raw`` (transport-sealed or not) for checking.
@@ -124,8 +155,9 @@ class PersonalData:
         key = self._keys.ingest_key
         return None if key is None else ingest_public_key(key)
 
-    def seal(self, raw: bytes, event: Event, chain_subject: str) -> bytes | None:
-        """The sealed bytes of event ``raw`` to store in its entry, or None when it holds no personal field.
+    def seal(self, raw: bytes, event: Event, chain_subject: str) -> tuple[bytes, Personal] | None:
+        """The sealed bytes of event ``raw`` to store in its entry and their ``personal`` field, or None when
+        it holds no personal field.
         ``raw`` is what the producer signed: its plaintext, or its fields sealed to the ingest key. A key
         created here is stored by ``store_new_keys``, which the caller runs before committing."""
         plain = open_for_ledger(raw, self._keys.ingest_key)
@@ -138,9 +170,10 @@ class PersonalData:
             return None
         return self._seal(raw, event, chain_subject, leaf_hash(raw), transport=False)
 
-    def _seal(self, raw: bytes, event: Event, chain_subject: str, signed: bytes, *, transport: bool) -> bytes | None:
-        name = data_subject_name(event, chain_subject)
-        fingerprint = self.fingerprint(name)
+    def _seal(
+        self, raw: bytes, event: Event, chain_subject: str, signed: bytes, *, transport: bool
+    ) -> tuple[bytes, Personal] | None:
+        fingerprint = self._fingerprint_of(data_subject_name(event, chain_subject))
         kid, key = self._current_key(fingerprint)
         return seal_event(
             raw,
@@ -176,6 +209,10 @@ class PersonalData:
             return None
         key = self._keys.wrapper.unwrap(row.wrapped, _context(personal.subject, personal.kid))
         return open_personal(personal, key, associated_data(self.origin, chain_subject, event_id))
+
+
+_NO_KEY: Final = KeyRow("", "", b"")
+"""A subject known to have no usable key."""
 
 
 def _context(fingerprint: str, kid: str) -> bytes:

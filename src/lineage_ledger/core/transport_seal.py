@@ -31,11 +31,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from lineage_ledger.core.encoding import canonical_bytes, decode_json
 from lineage_ledger.errors import InputError
 
-__all__ = ["TRANSPORT_FIELD", "ingest_public_key", "open_for_ledger", "seal_for_ledger"]
+__all__ = ["TRANSPORT_FIELD", "TRANSPORT_MARKER", "ingest_public_key", "open_for_ledger", "seal_for_ledger"]
 
 TRANSPORT_FIELD: Final = "sealed_for_ledger"
 _INFO: Final = b"lineage-ledger/ingest/v1"
-_MARKER: Final = b'"sealed_for_ledger":{'
+TRANSPORT_MARKER: Final = b'"sealed_for_ledger":{'
 
 
 def _raw_public(key: X25519PublicKey) -> bytes:
@@ -80,7 +80,7 @@ def seal_for_ledger(raw: bytes, fields: Iterable[str], public_key: bytes) -> byt
 def open_for_ledger(raw: bytes, private_key: bytes | None, *, field: str = "event") -> bytes | None:
     """The producer's plaintext event of transport-sealed bytes ``raw`` (canonical), or None when ``raw``
     is not transport-sealed. InputError naming ``field`` when it is but does not open."""
-    if _MARKER not in raw:
+    if TRANSPORT_MARKER not in raw:
         return None
     obj: Any = decode_json(raw, field=field)
     sealed = obj.pop(TRANSPORT_FIELD, None) if type(obj) is dict else None

@@ -720,6 +720,8 @@ class Ledger:
             )
             for i, raw in enumerate(opened.events)
         ]
+        if personal is not None:  # the subject keys, durable before sequencing (overlapping a commit in flight)
+            personal.prepare(zip(opened.events, events, strict=True))
         for i, raw in enumerate(opened.events):
             if len(raw) > MAX_NEW_EVENT_BYTES:
                 raise InputError(
@@ -932,8 +934,6 @@ class Ledger:
         links: list[Link] = []
         all_receipts: list[dict[int, Receipt]] = []
         personal = self.personal
-        if personal is not None:  # one key store round trip per write, not one per new data subject
-            personal.prefetch((p.events[i], subject_of(p.events[i])) for p in parts for i in p.positions)
         for part in parts:
             opened, events = part.opened, part.events
             receipts = dict(part.duplicates)

@@ -18,7 +18,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lineage_ledger.core.merkle import leaf_hash
-from lineage_ledger.core.model import Event, TokenEvent
+from lineage_ledger.core.model import Event, TokenEvent, subject_of
 from lineage_ledger.core.sealed import (
     DEFAULT_PERSONAL_FIELDS,
     SEALED_MARKER,
@@ -28,7 +28,7 @@ from lineage_ledger.core.sealed import (
     seal_event,
     subject_fingerprint,
 )
-from lineage_ledger.core.transport_seal import ingest_public_key, open_for_ledger
+from lineage_ledger.core.transport_seal import TRANSPORT_MARKER, ingest_public_key, open_for_ledger
 from lineage_ledger.errors import InputError
 from lineage_ledger.privacy.keys import PrivacyKeys, load_privacy_keys, privacy_keys_path
 from lineage_ledger.privacy.keystore import KeyRow, SubjectKeyStore, open_key_store
@@ -94,6 +94,18 @@ class PersonalData:
     def user_fingerprint(self, user_id: str) -> str:
         """The keyed fingerprint of the person with this user id."""
         return self.fingerprint("user:" + user_id)
+
+    def prepare(self, events: Iterable[tuple[bytes, Event]]) -> None:
+        """Make sure the keys of the data subjects of these (received bytes, event) pairs that hold personal
+        fields are in memory and durably stored: those stored already come in one round trip, new ones are
+        created and stored together. Called as a batch is checked, so that this write overlaps the commit of
+        the batch before it rather than waiting in the sequencer."""
+        self.prefetch(
+            (event, subject_of(event))
+            for raw, event in events
+            if TRANSPORT_MARKER in raw or any(name in raw for name in self._needles)
+        )
+        self.store_new_keys()
 
     def prefetch(self, events: Iterable[tuple[Event, str]]) -> None:
         """Look up, in one round trip, the keys of the data subjects of these (event, chain subject) pairs

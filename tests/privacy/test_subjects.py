@@ -4,11 +4,14 @@ embedded default and on PostgreSQL."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from lineage_ledger.core.encoding import canonical_bytes
 from lineage_ledger.core.entry import EventEntry, decode_entry
+from lineage_ledger.core.envelope import seal_batch
+from lineage_ledger.core.transport_seal import seal_for_ledger
 from lineage_ledger.errors import InputError, NotFoundError
 from lineage_ledger.ledger.holdings import tokens_of_user
 from lineage_ledger.ledger.lineage import Lineage
@@ -18,6 +21,7 @@ from lineage_ledger.offline_set import verify_evidence_set
 from lineage_ledger.privacy.backup import read_backup, restore_keys, write_backup
 from lineage_ledger.privacy.subjects import erase_subject, export_subject, subject_evidence
 from lineage_ledger.store import open_store
+from tests.conftest import PRODUCER, PRODUCER_KEY_ID, SETTINGS, make_log_signer, make_producer_signer
 from tests.privacy.helpers import ALICE, BOB, Sealing, ingest, people_events, sealing_ledger
 
 
@@ -135,3 +139,36 @@ def test_a_restored_backup_never_brings_back_an_erased_key(sealing: Sealing) -> 
         assert export_subject(ledger.store, personal, "user:" + ALICE["user_id"]).events == []
         with pytest.raises(InputError, match="truncated"):
             read_backup(backup.rsplit(b"\n", 2)[0] + b"\n")
+
+
+def test_a_retried_batch_is_answered_as_duplicates_and_reserved_fields_are_refused(sealing: Sealing) -> None:
+    events = people_events()[:4]
+    envelope = seal_batch(events, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+    with sealing_ledger(sealing) as ledger:
+        first = ledger.append(envelope).receipts
+        again = ledger.append(envelope).receipts
+        assert [r.duplicate for r in again] == [True] * 4
+        assert [r.index for r in again] == [r.index for r in first]
+        size = ledger.size
+        claimed = json.loads(events[0])
+        claimed["event_id"] = "01900000-0000-7000-8000-000000000001"
+        claimed["personal"] = {"alg": "none"}
+        bad = seal_batch(
+            [canonical_bytes(claimed)], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer()
+        )
+        with pytest.raises(InputError, match="reserved"):
+            ledger.append(bad)
+        assert ledger.size == size
+
+
+def test_fields_sealed_for_the_ledger_are_refused_by_a_ledger_that_seals_nothing(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    public = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    sent = seal_for_ledger(people_events()[0], ("ip", "user_agent", "user_id"), public)
+    envelope = seal_batch([sent], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+    with Ledger.create(str(tmp_path / "plain.db"), make_log_signer(), settings=SETTINGS) as ledger:
+        ledger.register_key(PRODUCER, PRODUCER_KEY_ID, make_producer_signer().public_key)
+        with pytest.raises(InputError, match="no ingest key"):
+            ledger.append(envelope)
+        assert ledger.size == 1

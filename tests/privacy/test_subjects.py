@@ -159,6 +159,16 @@ def test_a_retried_batch_is_answered_as_duplicates_and_reserved_fields_are_refus
         with pytest.raises(InputError, match="reserved"):
             ledger.append(bad)
         assert ledger.size == size
+        nested = json.loads(events[1])  # the name is only reserved at the top: a field deeper in is data
+        nested["event_id"] = "01900000-0000-7000-8000-000000000002"
+        nested["context"] = {"personal": {"alg": "n/a"}}
+        fine = seal_batch(
+            [canonical_bytes(nested)], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer()
+        )
+        assert ledger.append(fine).receipts[0].verdict == "ok"
+        ledger.seal()
+        verifier = ledger.verifier
+    assert verify_ledger(sealing.url, verifier=verifier, workers=1).ok
 
 
 def test_fields_sealed_for_the_ledger_are_refused_by_a_ledger_that_seals_nothing(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "SEALED_MARKER",
     "Personal",
     "associated_data",
+    "claims_personal",
     "open_personal",
     "personal_of",
     "seal_event",
@@ -79,7 +80,12 @@ class _Holder(msgspec.Struct):
     personal: Personal | None = None
 
 
+class _Claim(msgspec.Struct):
+    personal: msgspec.Raw | None = None
+
+
 _HOLDER = msgspec.json.Decoder(_Holder)
+_CLAIM = msgspec.json.Decoder(_Claim)
 _SORTED = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -92,6 +98,16 @@ def subject_fingerprint(secret: bytes, name: str) -> str:
 def associated_data(origin: str, subject: str, event_id: str) -> bytes:
     """The AEAD associated data of a sealed event: its log, chain subject and event id."""
     return b"\n".join((_AAD_LABEL, origin.encode(), subject.encode(), event_id.encode()))
+
+
+def claims_personal(event: bytes) -> bool:
+    """Whether event bytes have a top-level ``personal`` field (the name the ledger's sealing uses)."""
+    if SEALED_MARKER not in event:
+        return False
+    try:
+        return _CLAIM.decode(event).personal is not None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return False
 
 
 def personal_of(event: bytes) -> Personal | None:

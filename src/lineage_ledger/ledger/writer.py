@@ -69,7 +69,7 @@ from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent,
 from lineage_ledger.core.note import Checkpoint, NoteVerifier, sign_note, verifier_key
 from lineage_ledger.core.receipt import Promise, PromisedRange, Receipt, SignedPromise
 from lineage_ledger.core.routing import local_tokens, shard_test
-from lineage_ledger.core.sealed import personal_of
+from lineage_ledger.core.sealed import claims_personal, personal_of
 from lineage_ledger.core.tiles import MAX_BUNDLE_ENTRY_BYTES
 from lineage_ledger.core.transport_seal import open_for_ledger
 from lineage_ledger.errors import (
@@ -1224,7 +1224,10 @@ def _token_events(rows: list[EntryRow]) -> list[tuple[TokenEvent, str]]:
 
 
 def _unsealed(raw: bytes, field: str) -> bytes:
-    """An event for a ledger that seals nothing: refused if a producer sealed fields to an ingest key."""
+    """An event for a ledger that seals nothing: refused if a producer sealed fields to an ingest key, or if
+    it claims the name of sealed fields (verification reads a top-level ``personal`` as them)."""
+    if claims_personal(raw):
+        raise InputError(f"{field}.personal", "is reserved for the fields a ledger seals")
     open_for_ledger(raw, None, field=field)
     return raw
 

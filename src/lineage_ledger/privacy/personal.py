@@ -21,9 +21,9 @@ from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import Event, TokenEvent, subject_of
 from lineage_ledger.core.sealed import (
     DEFAULT_PERSONAL_FIELDS,
-    SEALED_MARKER,
     Personal,
     associated_data,
+    claims_personal,
     open_personal,
     seal_event,
     subject_fingerprint,
@@ -157,7 +157,7 @@ class PersonalData:
     def received(self, raw: bytes, field: str) -> bytes:
         """The producer's plaintext event of received bytes ``raw`` (transport-sealed or not) for checking.
         InputError for an event that carries the ledger's own ``personal`` field or does not open."""
-        if SEALED_MARKER in raw:
+        if claims_personal(raw):
             raise InputError(f"{field}.personal", "is reserved for the fields the ledger seals")
         plain = open_for_ledger(raw, self._keys.ingest_key, field=field)
         return raw if plain is None else plain

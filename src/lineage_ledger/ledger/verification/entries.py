@@ -40,6 +40,7 @@ __all__ = [
     "event_in_envelope",
     "map_key",
     "own_column_problem",
+    "sealed_part",
     "subject_and_parent",
 ]
 
@@ -66,8 +67,9 @@ class LeanEvent(msgspec.Struct, gc=False):
     event_type: str = ""
     occurred_at: str = ""
     payload: LeanPayload | None = None
-    personal: Personal | None = None
-    """The sealed personal fields (core.sealed), on a ledger that seals them."""
+    personal: object = None
+    """The sealed personal fields (core.sealed), on a ledger that seals them; untyped here, since an event
+    recorded elsewhere may hold a field of that name and another shape (``sealed_part`` reads it)."""
 
 
 class LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
@@ -104,9 +106,19 @@ def subject_and_parent(event: LeanEvent) -> tuple[str, str | None]:
     return "asset:" + str(event.asset_id), None
 
 
+def sealed_part(event: LeanEvent) -> Personal | None:
+    """The event's sealed personal fields, or None (none, or a field of that name that is not them)."""
+    if event.personal is None:
+        return None
+    try:
+        return msgspec.convert(event.personal, type=Personal)
+    except msgspec.ValidationError:
+        return None
+
+
 def entry_links(event: LeanEvent, index: int, subject: str, out: list[Link]) -> None:
     """ledger.links.event_links for a lean event (whose bytes decode_event accepted when they were recorded)."""
-    sealed = event.personal
+    sealed = sealed_part(event)
     if sealed is not None:
         sealed_links(event.event_type, event.occurred_at, sealed, index, subject, out)
     p = event.payload
@@ -174,7 +186,7 @@ def event_in_envelope(envelope: tuple[bytes, str, str], entry: LeanEventEntry, r
     leaves, producer, key_id = envelope
     at = entry.position * 32
     signed = leaves[at : at + 32]
-    sealed = entry.event.personal
+    sealed = sealed_part(entry.event)
     return (
         # a sealed event: the ledger recorded the leaf of the plaintext the producer signed (docs/privacy.md)
         (signed == _sha256(b"\x00" + raw).digest() or (sealed is not None and signed.hex() == sealed.signed))

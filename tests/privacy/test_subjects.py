@@ -182,3 +182,18 @@ def test_fields_sealed_for_the_ledger_are_refused_by_a_ledger_that_seals_nothing
         with pytest.raises(InputError, match="no ingest key"):
             ledger.append(envelope)
         assert ledger.size == 1
+
+
+def test_an_event_too_large_once_sealed_is_refused_whole(tmp_path: Path) -> None:
+    big = json.loads(people_events()[0])
+    big["payload"]["user_agent"] = "A" * 4000
+    big["note"] = ""
+    big["note"] = "n" * (64_000 - len(canonical_bytes(big)))  # fits as sent; its sealed fields are a third larger
+    raw = canonical_bytes(big)
+    assert len(raw) == 64_000
+    envelope = seal_batch([raw], producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+    with sealing_ledger(Sealing(str(tmp_path / "big.db"), tmp_path / "big.db.privacy")) as ledger:
+        size = ledger.size
+        with pytest.raises(InputError, match="sealed, the event is"):
+            ledger.append(envelope)
+        assert ledger.size == size

@@ -969,6 +969,11 @@ class Ledger:
                     event_links(ev, index, subject, links)
                 else:  # the links the stored bytes give: the user by fingerprint, never in the clear
                     stored, sealing = sealed
+                    if len(stored) > MAX_NEW_EVENT_BYTES:
+                        raise InputError(
+                            f"events[{pos}]",
+                            f"sealed, the event is {len(stored)} bytes; the limit is {MAX_NEW_EVENT_BYTES}",
+                        )
                     personal_links(ev, sealing, index, subject, links)
                 cur = overlay.get(subject) or cache[subject]
                 prev = cur.head

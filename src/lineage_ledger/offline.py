@@ -888,7 +888,13 @@ class _Audit:
                 _fail("the batch's size or position is not the statement's count or the entry's position")
             batch_root = _hex32(_get(statement, "root"), "statement.root")
             path = _hash_list(_get(batch, "path"), "path")
-            if _root_from_inclusion(position, count, _leaf_hash(event_bytes), path) != batch_root:
+            leaf = _leaf_hash(event_bytes)
+            sealed = _object(_get(entry, "event"), "event").get("personal")
+            if isinstance(sealed, dict) and _root_from_inclusion(position, count, leaf, path) != batch_root:
+                # personal fields sealed at ingest: the producer signed the plaintext, whose leaf the ledger
+                # recorded (docs/privacy.md)
+                leaf = _hex32(_get(sealed, "signed"), "event.personal.signed")
+            if _root_from_inclusion(position, count, leaf, path) != batch_root:
                 _fail(f"the event's path at position {position} does not lead to the signed batch root")
         except _Malformed as e:
             self.problem(where, str(e))

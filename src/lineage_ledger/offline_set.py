@@ -97,6 +97,13 @@ def verify_evidence_set(data: bytes, *, log_key: str | None = None) -> SetReport
     if len(sizes) != 1 or len(origins) > 1:
         problems.append(f"the bundles are not all against one checkpoint (sizes {sorted(map(str, sizes))})")
     edges = _edges(members)
+    if scope.get("kind") == "data-subject":  # a person's chains (docs/privacy.md): each bundle proves its own
+        listed = scope.get("subjects")
+        if not isinstance(listed, list) or sorted(str(m.subject) for m in members) != sorted(map(str, listed)):
+            problems.append("the bundles are not exactly the chains the scope lists")
+        warnings = tuple(sorted({w for m in members for w in m.warnings}))
+        size = next(iter(sizes)) if len(sizes) == 1 and None not in sizes else None
+        return SetReport(not problems, scope, size, tuple(members), tuple(edges), tuple(problems), warnings)
     root = scope.get("token_id")
     tokens = [(m.subject or "").removeprefix("token:") for m in members]
     if len(set(tokens)) != len(tokens):

@@ -139,6 +139,17 @@ MATRIX: list[tuple[str, Prepare, dict[str | None, int]]] = [
         {"producer": OK, "other_producer": OK, "auditor": OK},
     ),
     ("POST /v1/verify", ready(lambda h, a: h.client.post("/v1/verify", headers=a)), {"auditor": OK}),
+    # admin only; this ledger seals no personal data, so the admin's request is refused as bad input (422)
+    (
+        "POST /v1/subjects/export",
+        ready(lambda h, a: h.client.post("/v1/subjects/export", json={"user": "u-1"}, headers=a)),
+        {"admin": 422},
+    ),
+    (
+        "POST /v1/subjects/erase",
+        ready(lambda h, a: h.client.post("/v1/subjects/erase", json={"user": "u-1", "reason": "r"}, headers=a)),
+        {"admin": 422},
+    ),
     *[
         (endpoint, ready(_get_token_path(path)), AUDITOR_ONLY)
         for endpoint, path in [

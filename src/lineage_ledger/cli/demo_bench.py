@@ -10,7 +10,7 @@ from typing import Any
 
 from lineage_ledger.cli._common import CommandError
 from lineage_ledger.cli._common import ledger_file as _ledger_file
-from lineage_ledger.cli.ledger_commands import init_ledger, print_trace
+from lineage_ledger.cli.ledger_commands import add_personal_data_option, init_ledger, print_trace
 from lineage_ledger.cli.options import ledger_options, output_options
 from lineage_ledger.cli.render import error_console, output_console, print_json, progress
 from lineage_ledger.cli.verify_commands import is_sharded, verify_sharded_ledger
@@ -109,7 +109,7 @@ def _remove_demo(url: str, path: Path) -> None:
         origin = None
     if origin != DEMO_ORIGIN:
         raise CommandError(f"{path} exists and is not a demo ledger; choose another --ledger")
-    for suffix in ("", "-wal", "-shm", ".key", ".producer.key"):
+    for suffix in ("", "-wal", "-shm", ".key", ".producer.key", ".subjects", ".subjects-wal", ".subjects-shm"):
         target = path.with_name(path.name + suffix)
         if target.exists():
             target.unlink()
@@ -122,7 +122,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.json:
             err.print(f"[dim]{msg}[/]")
 
-    figures = run_bench(args.events, synchronous=args.synchronous, workers=args.workers, progress=say)
+    figures = run_bench(
+        args.events, synchronous=args.synchronous, workers=args.workers, progress=say, personal_data=args.personal_data
+    )
     if args.json:
         print_json(out, figures)
     else:
@@ -140,6 +142,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="build, ingest, seal, verify and trace a realistic workload",
     )
     p.add_argument("--tokens", type=int, default=10_000, help="root tokens in the workload (default 10000)")
+    add_personal_data_option(p)
     p.set_defaults(func=cmd_demo, origin=DEMO_ORIGIN, creates_ledger=True)
 
     p = sub.add_parser("bench", parents=[output], help="ingest, verify and floor throughput in one run")
@@ -148,4 +151,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--synchronous", default="full", choices=["full", "normal"], help="SQLite's synchronous setting (default full)"
     )
     p.add_argument("--workers", type=int, default=None, help="verifying processes (default: all cores)")
+    p.add_argument(
+        "--personal-data",
+        action="store_true",
+        help="also ingest the same events into a ledger that seals personal fields (docs/privacy.md)",
+    )
     p.set_defaults(func=cmd_bench)

@@ -79,6 +79,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         spool_full="block",
         spool_full_timeout=args.timeout,
         on_receipts=keep if saved is not None else None,
+        ledger_ingest_key=_ingest_key(args.seal_personal_to),
     )
     started = time.perf_counter()
     lines = invalid = 0
@@ -154,6 +155,18 @@ def cmd_emit(args: argparse.Namespace) -> int:
     return 2 if invalid or m["dead_lettered"] else 0
 
 
+def _ingest_key(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise InputError("--seal-personal-to", "expected the ledger's ingest key: 64 hex digits")
+    return key
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the commands of this module to the ``lineage`` parser."""
     output = output_options()
@@ -190,5 +203,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-verifier-key",
         help="the log's verifier key (text or file): check its checkpoints' and promises' signatures",
+    )
+    p.add_argument(
+        "--seal-personal-to",
+        metavar="HEX",
+        help="the ledger's ingest key (lineage subject ingest-key): seal personal fields before spooling or sending",
     )
     p.set_defaults(func=cmd_emit)

@@ -33,7 +33,7 @@ from lineage_ledger.ledger.resume import split_recorded
 from lineage_ledger.ledger.writer import Ledger
 from lineage_ledger.store import open_store
 
-__all__ = ["CLI_PRODUCER", "init_ledger", "print_trace", "register", "register_trace"]
+__all__ = ["CLI_PRODUCER", "add_personal_data_option", "init_ledger", "print_trace", "register", "register_trace"]
 
 out = output_console()
 err = error_console()
@@ -70,7 +70,12 @@ def init_ledger(args: argparse.Namespace) -> Ledger:
         for shard in sharded.shards:
             shard.close()
         return sharded.root
-    ledger = Ledger.create(args.ledger, signer, origin=args.origin, settings=_settings(args))
+    meta = None
+    if getattr(args, "personal_data", None):
+        from lineage_ledger.privacy.personal import personal_data_meta
+
+        meta = personal_data_meta(args.ledger, args.personal_data.split(","))
+    ledger = Ledger.create(args.ledger, signer, origin=args.origin, settings=_settings(args), meta=meta)
     ledger.register_key(CLI_PRODUCER, producer_key_id(producer), producer.public_key)
     return ledger
 
@@ -243,6 +248,17 @@ def print_trace(trace: Any) -> None:
     out.print(f"  violations: {len(trace.violations)}")
 
 
+def add_personal_data_option(p: argparse.ArgumentParser) -> None:
+    """``--personal-data [FIELDS]``: create the ledger sealing these payload fields per data subject."""
+    p.add_argument(
+        "--personal-data",
+        nargs="?",
+        const="ip,user_agent,user_id",
+        metavar="FIELDS",
+        help="encrypt these payload fields per data subject (default ip,user_agent,user_id; docs/privacy.md)",
+    )
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``lineage init`` and ``lineage ingest`` to the ``lineage`` parser."""
     p = sub.add_parser("init", parents=[common], help="create a ledger and its log key")
@@ -252,6 +268,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--producer-key", help="the CLI's producer key file, created if missing (default <ledger>.producer.key)"
     )
+    add_personal_data_option(p)
     p.set_defaults(func=cmd_init, creates_ledger=True)
 
     p = sub.add_parser("ingest", parents=[common], help="append events from a JSONL file in signed batches")

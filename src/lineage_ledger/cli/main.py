@@ -29,6 +29,7 @@ from lineage_ledger.cli.query import register as register_query
 from lineage_ledger.cli.receipt import register as register_receipt
 from lineage_ledger.cli.render import error_console, silence_stdout
 from lineage_ledger.cli.rollups import register as register_rollup
+from lineage_ledger.cli.subject import register as register_subject
 from lineage_ledger.cli.tiles import register as register_tiles
 from lineage_ledger.cli.timestamp import register as register_timestamp
 from lineage_ledger.cli.witness import register as register_witness
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     register_query(sub, common)
     register_rollup(sub, common)
     register_evidence(sub, common)
+    register_subject(sub, common)
     register_findings(sub, common)
     register_export(sub, common)
     register_kafka(sub, common)

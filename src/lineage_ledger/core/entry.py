@@ -10,10 +10,11 @@ Every entry has ``index`` (its position in the log), ``recorded_at`` (the ledger
 * ``key``: a producer key registered or revoked (see KeyChange).
 * ``apikey``: an API key of the HTTP service created, rotated or revoked (see ApiKeyChange).
 * ``log_key``: the log's checkpoint signing key handed over to a new key (core.log_key).
+* ``erasure``: a data subject's keys destroyed (see Erasure); the subject's personal fields are unreadable.
 
 Seals chain under the subject ``ledger:blocks``, key changes under ``producer:<id>``, API key changes under
-``apikey:<key id>``, log key rotations under ``ledger:log-key``, so every chain in the ledger, not only the
-token chains, is covered by the Merkle log.
+``apikey:<key id>``, log key rotations under ``ledger:log-key``, erasures under ``erasure:<fingerprint>``,
+so every chain in the ledger, not only the token chains, is covered by the Merkle log.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ __all__ = [
     "ApiKeyEntry",
     "BlockHeader",
     "EntryView",
+    "Erasure",
+    "ErasureEntry",
     "EventEntry",
     "KeyChange",
     "KeyEntry",
@@ -51,6 +54,8 @@ __all__ = [
     "apikey_entry_bytes",
     "apikey_subject",
     "decode_entry",
+    "erasure_entry_bytes",
+    "erasure_subject",
     "event_entry_bytes",
     "header_hash",
     "key_entry_bytes",
@@ -215,8 +220,35 @@ class LogKeyEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="log_
     v: int
 
 
-def own_subject(entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry) -> tuple[str, str]:
+class Erasure(Struct, frozen=True, kw_only=True):
+    """A data subject erased: the keyed fingerprint of the subject (never its identity), the ids of the subject
+    keys destroyed, how many entries hold personal fields sealed under them, and why."""
+
+    count: Index
+    fingerprint: Hex32
+    kids: tuple[Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")], ...]
+    reason: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class ErasureEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="erasure"):
+    """Typed view of an erasure entry (subject ``erasure:<fingerprint>``)."""
+
+    erasure: Erasure
+    index: Index
+    prev: Hex32
+    recorded_at: Hlc
+    v: int
+
+
+def erasure_subject(fingerprint: str) -> str:
+    """The chain of a data subject's erasures."""
+    return "erasure:" + fingerprint
+
+
+def own_subject(entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry) -> tuple[str, str]:
     """What kind of record ``entry`` is, and the subject whose chain it belongs to (as its bytes say)."""
+    if isinstance(entry, ErasureEntry):
+        return "erasure", erasure_subject(entry.erasure.fingerprint)
     if isinstance(entry, KeyEntry):
         return "key", producer_subject(entry.change.producer)
     if isinstance(entry, ShardEntry):
@@ -226,7 +258,7 @@ def own_subject(entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry) -> tup
     return "log_key", LOG_KEY_SUBJECT
 
 
-EntryView = EventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry
+EntryView = EventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry
 _DECODER = msgspec.json.Decoder(EntryView)
 
 
@@ -380,6 +412,20 @@ def log_key_entry_bytes(*, index: int, recorded_at: str, prev: bytes, rotation: 
             "recorded_at": recorded_at,
             "rotation": rotation,
             "type": "log_key",
+            "v": ENTRY_VERSION,
+        }
+    )
+
+
+def erasure_entry_bytes(*, index: int, recorded_at: str, prev: bytes, erasure: Erasure) -> bytes:
+    """The canonical bytes of an erasure entry."""
+    return canonical_bytes(
+        {
+            "erasure": msgspec.to_builtins(erasure),
+            "index": index,
+            "prev": prev.hex(),
+            "recorded_at": recorded_at,
+            "type": "erasure",
             "v": ENTRY_VERSION,
         }
     )

@@ -48,6 +48,8 @@ from lineage_ledger.core.envelope import MAX_BATCH_EVENTS
 from lineage_ledger.core.hlc import HybridClock
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event, encode_event, redact
 from lineage_ledger.core.receipt import Receipt
+from lineage_ledger.core.sealed import DEFAULT_PERSONAL_FIELDS
+from lineage_ledger.core.transport_seal import seal_for_ledger
 from lineage_ledger.emitter.delivery import Backoff, Delivery, event_id_of
 from lineage_ledger.emitter.spool import DeadLetter, DiskSpool, MemorySpool, Spool
 from lineage_ledger.emitter.transport import Transport
@@ -113,7 +115,9 @@ class Emitter:
     ``max_queue`` bounds the in-memory queue; ``batch_size`` and ``max_batch_bytes`` bound a signed batch;
     ``linger_ms`` is how often the spooler takes the queue while events flow (so how long an event may wait
     to be batched); ``overflow`` and ``block_timeout`` say what a full queue does (module docstring);
-    ``backoff`` paces retries; ``clock`` (nanoseconds since the epoch) drives :meth:`now`. Without
+    ``backoff`` paces retries; ``clock`` (nanoseconds since the epoch) drives :meth:`now`. With
+    ``ledger_ingest_key`` (``lineage subject ingest-key`` prints it), the ``personal_fields`` of every event
+    are sealed to the ledger before the event is spooled or signed (docs/privacy.md). Without
     ``spool_dir`` the spool lives in memory (``max_queue`` records, lost on exit) and the default overflow
     policy is ``drop``.
     """
@@ -137,6 +141,8 @@ class Emitter:
         backoff: Backoff | None = None,
         clock: Callable[[], int] = time.time_ns,
         on_receipts: Callable[[Sequence[Receipt]], object] | None = None,
+        ledger_ingest_key: bytes | None = None,
+        personal_fields: Sequence[str] = DEFAULT_PERSONAL_FIELDS,
     ) -> None:
         if not _PRODUCER_RE.match(producer):
             raise InputError("producer", f"must match {PRODUCER_PATTERN}")
@@ -166,6 +172,10 @@ class Emitter:
         self._block_timeout = block_timeout
         self._hlc = HybridClock(clock)
         self._hlc_lock = threading.Lock()
+        if ledger_ingest_key is not None and len(ledger_ingest_key) != 32:
+            raise InputError("ledger_ingest_key", "must be the ledger's 32-byte X25519 ingest public key")
+        self._ingest_key = ledger_ingest_key
+        self._personal_fields = tuple(personal_fields)
         self._spool: Spool = DiskSpool(spool_dir) if spool_dir is not None else MemorySpool(max_queue)
 
         self._lock = threading.Lock()  # the queue, the counters and the closed flag
@@ -560,9 +570,12 @@ class Emitter:
             try:
                 if type(item) is bytes:
                     decode_event(item)
-                    unwritten.append(item)
+                    data = item
                 else:
-                    unwritten.append(encode_event(item))  # type: ignore[arg-type]
+                    data = encode_event(item)  # type: ignore[arg-type]
+                if self._ingest_key is not None:  # the spool and the wire never hold them in the clear
+                    data = seal_for_ledger(data, self._personal_fields, self._ingest_key)
+                unwritten.append(data)
                 added += 1
             except InputError as e:
                 refused.append(DeadLetter(type(e).__name__, redact(e.reason), redact(e.field), event_id_of(item)))

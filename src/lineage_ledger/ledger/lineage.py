@@ -32,6 +32,7 @@ from lineage_ledger.ledger.lineage_answers import (
     refresh_window,
 )
 from lineage_ledger.ledger.links import find_links
+from lineage_ledger.privacy.reader import PersonalReader, personal_reader
 from lineage_ledger.store.base import EntryRow, Store
 
 __all__ = [
@@ -69,13 +70,14 @@ def recorded_policy(store: Store) -> LifecyclePolicy:
     return LifecyclePolicy() if text is None else LifecyclePolicy.from_text(text)
 
 
-def _record(row: EntryRow) -> Record | None:
+def _record(row: EntryRow, reader: PersonalReader | None) -> Record | None:
     entry = read_event_entry(row.body)
     if entry is None:
         return None
-    return Record(
-        row.index, row.subject, entry.recorded_at, entry.verdict, entry.producer, read_event(bytes(entry.event))
-    )
+    raw = bytes(entry.event)
+    if reader is not None and row.event_id is not None:  # personal fields decrypted, or "erased"
+        raw = reader.shown(raw, row.subject, row.event_id)
+    return Record(row.index, row.subject, entry.recorded_at, entry.verdict, entry.producer, read_event(raw))
 
 
 def _tid(token_id: str) -> str:
@@ -94,7 +96,8 @@ class Lineage:
 
     def records(self, rows: Iterable[EntryRow]) -> list[Record]:
         """Decoded event records of ``rows`` (seals and key changes are skipped)."""
-        return [r for r in (_record(row) for row in rows) if r is not None]
+        reader = personal_reader(self.store)
+        return [r for r in (_record(row, reader) for row in rows) if r is not None]
 
     def timeline(self, token_id: str) -> list[Record]:
         """Every event of a token, in log order (NotFoundError if none)."""

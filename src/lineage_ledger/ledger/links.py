@@ -2,6 +2,10 @@
 
 A link is ``(kind, key, occurred_at, log index, subject)``: "resource" for a USED event's resource, "user" for
 the user a token was born to (ISSUED, ORIGIN, REFRESHED, ROTATED), "input" for an asset a data event read.
+On a ledger that seals personal fields (core.sealed), a sealed user id is linked by its keyed
+fingerprint, never in the clear, a sealed field gives no link of its own, and every sealed event has a
+"personal" link keyed by the id of the subject key it is sealed under (how an export or an erasure finds
+a person's entries).
 The lineage queries (ledger.lineage) start from them. They are derived data: every one follows from an
 entry's bytes, and none is part of what the log commits to.
 
@@ -32,10 +36,22 @@ from typing import Final
 
 from lineage_ledger.core.entry import EventEntry, SealEntry, decode_entry
 from lineage_ledger.core.model import DataEvent, Event, TokenEvent, decode_event
+from lineage_ledger.core.sealed import Personal, personal_of
 from lineage_ledger.ledger.completeness import seal_paid
+from lineage_ledger.privacy.reader import personal_reader
 from lineage_ledger.store.base import EntryRow, Store
 
-__all__ = ["Link", "data_links", "entry_links", "event_links", "find_links", "stored_below", "token_links"]
+__all__ = [
+    "Link",
+    "data_links",
+    "entry_links",
+    "event_links",
+    "find_links",
+    "personal_links",
+    "sealed_links",
+    "stored_below",
+    "token_links",
+]
 
 Link = tuple[str, str, str, int, str]
 """(kind, key, occurred_at, log index, subject), as the store's links table holds it."""
@@ -51,6 +67,29 @@ def event_links(event: Event, index: int, subject: str, out: list[Link]) -> None
         token_links(event.event_type, event.occurred_at, p.resource, p.user_id, index, subject, out)
     elif type(event) is DataEvent:
         data_links(event.occurred_at, [ref.asset_id for ref in event.payload.inputs], index, subject, out)
+
+
+def personal_links(event: Event, personal: Personal, index: int, subject: str, out: list[Link]) -> None:
+    """Append the links of a sealed event (``event`` is its typed view, ``personal`` its sealed fields)."""
+    sealed = personal.fields
+    if type(event) is TokenEvent:
+        p = event.payload
+        resource = None if "resource" in sealed else p.resource
+        user = None if "user_id" in sealed else p.user_id
+        token_links(event.event_type, event.occurred_at, resource, user, index, subject, out)
+    elif type(event) is DataEvent and "inputs" not in sealed:
+        data_links(event.occurred_at, [ref.asset_id for ref in event.payload.inputs], index, subject, out)
+    sealed_links(getattr(event, "event_type", ""), event.occurred_at, personal, index, subject, out)
+
+
+def sealed_links(
+    event_type: str, occurred_at: str, personal: Personal, index: int, subject: str, out: list[Link]
+) -> None:
+    """The links only a sealed event has: its user by fingerprint (for a token's birth whose user id is
+    sealed) and its subject key."""
+    if "user_id" in personal.fields and event_type in BIRTHS:
+        out.append(("user", personal.subject, occurred_at, index, subject))
+    out.append(("personal", personal.kid, occurred_at, index, subject))
 
 
 def token_links(
@@ -83,7 +122,12 @@ def entry_links(rows: Iterable[EntryRow]) -> list[Link]:
             continue
         entry = decode_entry(row.body)
         if isinstance(entry, EventEntry):
-            event_links(decode_event(bytes(entry.event)), row.index, row.subject, out)
+            raw = bytes(entry.event)
+            personal = personal_of(raw)
+            if personal is None:
+                event_links(decode_event(raw), row.index, row.subject, out)
+            else:
+                personal_links(decode_event(raw), personal, row.index, row.subject, out)
     return out
 
 
@@ -139,6 +183,10 @@ def find_links(store: Store, kind: str, key: str, start: str = "", end: str = "\
     """(occurred_at, log index, subject) of every ``kind`` link for ``key`` with start <= occurred_at < end,
     ordered by occurred_at then index: those the store holds and those of the entries whose links are not
     written yet (see the module's docstring)."""
+    if kind == "user":  # on a sealing ledger the links hold the user's keyed fingerprint, never the id
+        reader = personal_reader(store)
+        if reader is not None:
+            key = reader.user_key(key)
     with _TAILS_LOCK:
         tail = _TAILS.get(store)
         if tail is None:

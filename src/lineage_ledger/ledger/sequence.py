@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lineage_ledger.core import lifecycle
 from lineage_ledger.core.entry import ZERO_HASH, EventEntry, decode_entry, event_entry_bytes
@@ -19,8 +20,13 @@ from lineage_ledger.core.lifecycle import LifecyclePolicy, TokenState
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.model import DataEvent, Event, PolicyEvent, TokenEvent, decode_event
 from lineage_ledger.core.receipt import Receipt
-from lineage_ledger.ledger.links import Link, event_links
+from lineage_ledger.errors import InputError
+from lineage_ledger.ledger.check import MAX_NEW_EVENT_BYTES
+from lineage_ledger.ledger.links import Link, event_links, personal_links
 from lineage_ledger.store.base import EntryRow, EnvelopeRow, Store
+
+if TYPE_CHECKING:
+    from lineage_ledger.privacy.personal import PersonalData
 
 __all__ = ["Part", "Sequenced", "SubjectCache", "SubjectHead", "sequence", "subjects_of"]
 
@@ -149,10 +155,13 @@ def sequence(
     first_index: int,
     policy: LifecyclePolicy,
     local: Callable[[str], bool] | None,
+    personal: PersonalData | None = None,
 ) -> Sequenced:
     """Sequence the events of ``parts`` from log index ``first_index`` with the HLC ``readings`` (one per
     event), judging token events by ``policy``. Every subject touched must be in ``cache`` (``preload``);
-    the cache is not changed."""
+    the cache is not changed. ``personal``, on a ledger that seals personal fields, seals each event's
+    (privacy.personal) and gives its links by fingerprint; its new subject keys must be stored before the
+    commit."""
     overlay: dict[str, SubjectHead] = {}
 
     def state_of(token_id: str) -> TokenState:
@@ -191,13 +200,23 @@ def sequence(
                 parent = ev.payload.parent_token_id
                 if parent is not None:
                     parent_subject = "token:" + parent
-                event_links(ev, index, subject, links)
             elif type(ev) is DataEvent:
                 subject = "asset:" + ev.asset_id
-                event_links(ev, index, subject, links)
             else:
                 assert type(ev) is PolicyEvent
                 subject = "policy:" + ev.policy_id
+            stored = opened.events[pos]
+            sealed = None if personal is None else personal.seal(stored, ev, subject)
+            if sealed is None:
+                event_links(ev, index, subject, links)
+            else:  # the links the stored bytes give: the user by fingerprint, never in the clear
+                stored, sealing = sealed
+                if len(stored) > MAX_NEW_EVENT_BYTES:
+                    raise InputError(
+                        f"events[{pos}]",
+                        f"sealed, the event is {len(stored)} bytes; the limit is {MAX_NEW_EVENT_BYTES}",
+                    )
+                personal_links(ev, sealing, index, subject, links)
             cur = overlay.get(subject) or cache[subject]
             prev = cur.head
             body = event_entry_bytes(
@@ -209,7 +228,7 @@ def sequence(
                 envelope=digest,
                 position=pos,
                 verdict=verdict,
-                event=opened.events[pos],
+                event=stored,
             )
             leaf = leaf_hash(body)
             overlay[subject] = SubjectHead(leaf, cur.token, cur.count + 1, index)

@@ -33,12 +33,15 @@ from lineage_ledger.core.crypto import Signer
 from lineage_ledger.core.entry import (
     ZERO_HASH,
     ApiKeyChange,
+    Erasure,
     EventEntry,
     KeyChange,
     KeyEntry,
     apikey_entry_bytes,
     apikey_subject,
     decode_entry,
+    erasure_entry_bytes,
+    erasure_subject,
     key_entry_bytes,
     log_key_entry_bytes,
     producer_subject,
@@ -61,6 +64,7 @@ from lineage_ledger.core.model import Event
 from lineage_ledger.core.note import NoteVerifier, verifier_key
 from lineage_ledger.core.receipt import PromisedRange, Receipt, SignedPromise
 from lineage_ledger.core.routing import local_tokens, shard_test
+from lineage_ledger.core.sealed import personal_of
 from lineage_ledger.errors import (
     ConflictError,
     InputError,
@@ -77,6 +81,7 @@ from lineage_ledger.ledger.links import Link
 from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.ledger.publish import OpenBlock, Seal, sign_promise
 from lineage_ledger.ledger.sequence import Part, SubjectCache, SubjectHead, sequence, subjects_of
+from lineage_ledger.privacy.personal import PersonalData
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -166,6 +171,7 @@ class Ledger:
         settings: LedgerSettings | None = None,
         clock: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        personal: PersonalData | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or LedgerSettings()
@@ -202,6 +208,8 @@ class Ledger:
         self._stale = False
         self._pipeline: CommitStage | None = None
         """The open pipeline, if any: writes made outside it first wait for what it has in flight."""
+        self.personal = personal or PersonalData.open(store.url, self.origin, meta)
+        """Seals personal fields at ingest (privacy.personal) on a ledger created with them; None otherwise."""
         self._load(clock)
 
     # -- construction -----------------------------------------------------------------------------------
@@ -256,6 +264,8 @@ class Ledger:
             self._pay_debt()
         finally:
             self.store.close()
+            if self.personal is not None:
+                self.personal.close()
 
     def _pay_debt(self) -> None:
         """Write what the latest seal still owes (_SealDebt). A failure is logged, not raised: the debt
@@ -476,6 +486,21 @@ class Ledger:
         self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
         return index
 
+    def record_erasure(self, erasure: Erasure) -> int:
+        """Record a data subject's erasure as an ``erasure`` entry; returns its index. privacy.subjects
+        decides what is erased; the log keeps the record."""
+        self._settle()
+        self._fresh()
+        subject = erasure_subject(erasure.fingerprint)
+        head = self.store.subject_entries([subject])
+        prev = head[-1].leaf if head else ZERO_HASH
+        now = self._clock.now()
+        index = self.size
+        body = erasure_entry_bytes(index=index, recorded_at=now, prev=prev, erasure=erasure)
+        row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
+        self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
+        return index
+
     def rotate_log_key(self, new: Signer) -> int:
         """Hand the log over to the signing key ``new``; returns the index of the ``log_key`` entry.
 
@@ -530,7 +555,7 @@ class Ledger:
         self._fresh()
         if self.shard_root:
             raise InputError("ledger", f"{self.store.url} is the root log of a sharded ledger: events go to its shards")
-        return check_batch(envelope, self.keyring, self._clock.now, self._shard)
+        return check_batch(envelope, self.keyring, self._clock.now, self._shard, self.personal)
 
     def append(self, envelope: bytes, *, offsets: Sequence[OffsetRow] = ()) -> AppendResult:
         """Check, sequence, integrate and durably commit one signed batch.
@@ -599,7 +624,7 @@ class Ledger:
             if row is None:
                 continue
             entry = decode_entry(row.body)
-            if not isinstance(entry, EventEntry) or bytes(entry.event) != opened.events[pos]:
+            if not isinstance(entry, EventEntry) or not _same_event(bytes(entry.event), opened.events[pos]):
                 raise ConflictError(
                     f"events[{pos}].event_id: {event.event_id} is already recorded at index {row.index} "
                     "with different bytes; nothing was written"
@@ -685,8 +710,14 @@ class Ledger:
         self._cache.preload(self.store, subjects, self.settings.lifecycle)
         self._clock.observe(latest)
         readings = self._clock.reserve(sum(len(part.positions) for part in parts))
-        done = sequence(parts, self._cache, readings, self.size, self.settings.lifecycle, self._local)
+        done = sequence(parts, self._cache, readings, self.size, self.settings.lifecycle, self._local, self.personal)
         extra = BatchWrite(revocations=done.revocations, links=done.links, offsets=list(offsets))
+        if self.personal is not None:
+            try:
+                self.personal.store_new_keys()  # durable before any entry sealed under them is
+            except BaseException:
+                self.personal.discard_new_keys()
+                raise
         touched = {subj: (v.head, v.count, v.index) for subj, v in done.overlay.items() if v.count}
         promised = self._commit(
             done.rows, done.envelopes, extra, list(done.overlay.items()), readings[0], readings[-1], touched, deferred
@@ -838,3 +869,11 @@ def _with_promise(receipt: Receipt, promised: PromisedRange) -> Receipt:
     if receipt.duplicate:
         return receipt
     return dataclasses.replace(receipt, promised=promised)
+
+
+def _same_event(stored: bytes, received: bytes) -> bool:
+    """Whether a stored event is the received one: the same bytes, or sealed from them (core.sealed)."""
+    if stored == received:
+        return True
+    personal = personal_of(stored)
+    return personal is not None and personal.signed == leaf_hash(received).hex()

@@ -41,6 +41,9 @@ ENDPOINT_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     **dict.fromkeys(QUERY_ENDPOINTS, frozenset({"auditor"})),
     **dict.fromkeys(TILE_ENDPOINTS, frozenset({"auditor"})),  # anyone, with serve --public-log
     **dict.fromkeys(APIKEY_ENDPOINTS, frozenset({"admin"})),
+    # a person's decrypted events and their erasure (docs/privacy.md)
+    "POST /v1/subjects/export": frozenset({"admin"}),
+    "POST /v1/subjects/erase": frozenset({"admin"}),
 }
 """Which roles may call which endpoint (PUBLIC_ENDPOINTS need no key). The one authorisation table."""
 

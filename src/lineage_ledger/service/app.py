@@ -53,6 +53,7 @@ from lineage_ledger.service.queries import add_query_routes
 from lineage_ledger.service.reads import add_read_routes
 from lineage_ledger.service.state import SERVICE_PRODUCER, ServiceState
 from lineage_ledger.service.storage import DEFAULT_MIN_FREE_BYTES
+from lineage_ledger.service.subjects import add_subject_routes
 from lineage_ledger.service.tiles import add_tile_routes
 from lineage_ledger.service.tokens import add_token_routes
 from lineage_ledger.state.introspection import Introspector
@@ -169,6 +170,7 @@ def create_app(
         route_extra,
     )
     add_token_routes(app, service)
+    add_subject_routes(app, service)
     tile_guard = None if public_log else (lambda endpoint: guard(service.api_keys, endpoint))
     add_tile_routes(app, lambda: service.reads, tile_guard, route_extra)
     fastapi_openapi = app.openapi

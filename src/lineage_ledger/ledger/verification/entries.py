@@ -11,11 +11,20 @@ import msgspec
 from lineage_ledger.core import smt
 from lineage_ledger.core.crypto import BATCH_PAYLOAD_TYPE, pae
 from lineage_ledger.core.encoding import decode_json
-from lineage_ledger.core.entry import ApiKeyEntry, KeyEntry, LogKeyEntry, SealEntry, ShardEntry, own_subject
+from lineage_ledger.core.entry import (
+    ApiKeyEntry,
+    ErasureEntry,
+    KeyEntry,
+    LogKeyEntry,
+    SealEntry,
+    ShardEntry,
+    own_subject,
+)
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
+from lineage_ledger.core.sealed import Personal
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.keyring import Keyring
-from lineage_ledger.ledger.links import Link, data_links, token_links
+from lineage_ledger.ledger.links import Link, data_links, sealed_links, token_links
 from lineage_ledger.ledger.verification.log import mth
 from lineage_ledger.ledger.verification.report import Problem
 from lineage_ledger.store.base import EnvelopeRow
@@ -31,6 +40,7 @@ __all__ = [
     "event_in_envelope",
     "map_key",
     "own_column_problem",
+    "sealed_part",
     "subject_and_parent",
 ]
 
@@ -59,6 +69,9 @@ class LeanEvent(msgspec.Struct, gc=False):
     event_type: str = ""
     occurred_at: str = ""
     payload: LeanPayload | None = None
+    personal: object = None
+    """The sealed personal fields (core.sealed), on a ledger that seals them; untyped here, since an event
+    recorded elsewhere may hold a field of that name and another shape (``sealed_part`` reads it)."""
 
 
 class LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
@@ -77,7 +90,9 @@ class LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
     verdict: str
 
 
-LEAN = msgspec.json.Decoder(LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry)
+LEAN = msgspec.json.Decoder(
+    LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry
+)
 """Decodes an entry's bytes into the lean event entry or one of the other entries."""
 _EVENT_START: Final = len(b'{"envelope":"') + 64 + len(b'","event":')
 _sha256 = hashlib.sha256
@@ -93,8 +108,21 @@ def subject_and_parent(event: LeanEvent) -> tuple[str, str | None]:
     return "asset:" + str(event.asset_id), None
 
 
+def sealed_part(event: LeanEvent) -> Personal | None:
+    """The event's sealed personal fields, or None (none, or a field of that name that is not them)."""
+    if event.personal is None:
+        return None
+    try:
+        return msgspec.convert(event.personal, type=Personal)
+    except msgspec.ValidationError:
+        return None
+
+
 def entry_links(event: LeanEvent, index: int, subject: str, out: list[Link]) -> None:
     """ledger.links.event_links for a lean event (whose bytes decode_event accepted when they were recorded)."""
+    sealed = sealed_part(event)
+    if sealed is not None:
+        sealed_links(event.event_type, event.occurred_at, sealed, index, subject, out)
     p = event.payload
     if p is None:
         return
@@ -129,7 +157,7 @@ def event_column_problem(
 
 
 def own_column_problem(
-    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry,
+    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry,
     idx: int,
     subject: object,
     event_id: object,
@@ -159,8 +187,11 @@ def event_in_envelope(envelope: tuple[bytes, str, str], entry: LeanEventEntry, r
     being (event leaves, producer, key id), and the entry names the envelope's producer and key."""
     leaves, producer, key_id = envelope
     at = entry.position * 32
+    signed = leaves[at : at + 32]
+    sealed = sealed_part(entry.event)
     return (
-        leaves[at : at + 32] == _sha256(b"\x00" + raw).digest()
+        # a sealed event: the ledger recorded the leaf of the plaintext the producer signed (docs/privacy.md)
+        (signed == _sha256(b"\x00" + raw).digest() or (sealed is not None and signed.hex() == sealed.signed))
         and producer == entry.producer
         and key_id == entry.key_id
     )

@@ -151,6 +151,9 @@ CREATE TABLE IF NOT EXISTS cosignatures (
     PRIMARY KEY (size, witness, key_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS timestamps (size INTEGER PRIMARY KEY, token BLOB NOT NULL);
+"""
+
+_LAYOUT_ANY_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollups (
     day TEXT NOT NULL,
     subject TEXT NOT NULL,
@@ -166,6 +169,7 @@ CREATE TABLE IF NOT EXISTS rollups (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_days (day TEXT PRIMARY KEY, first_idx INTEGER NOT NULL, end_idx INTEGER NOT NULL);
 """
+"""Tables both layouts keep in the same form."""
 
 SUBJECT_RUN: Final = 32768
 """Entries indexed by subject together, in one sorted run (_SubjectRuns). Each run rewrites about one page
@@ -470,9 +474,9 @@ class SQLiteStore(SqlReads):
                 self._db.execute(f"PRAGMA synchronous = {sync}")
                 self._db.execute("PRAGMA cache_size = -65536")
                 if self._compact:
-                    self._db.executescript(COMPACT_SCHEMA + _triggers((*_TABLES, *COMPACT_TABLES)))
+                    self._db.executescript(COMPACT_SCHEMA + _LAYOUT_ANY_SCHEMA + _triggers((*_TABLES, *COMPACT_TABLES)))
                 else:
-                    self._db.executescript(_SCHEMA + _triggers(_TABLES))
+                    self._db.executescript(_SCHEMA + _LAYOUT_ANY_SCHEMA + _triggers(_TABLES))
                 self._runs = self._open_runs()
                 if self._compact:
                     names = Names()

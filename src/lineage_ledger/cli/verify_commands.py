@@ -20,6 +20,7 @@ from lineage_ledger.core.note import NoteVerifier
 from lineage_ledger.errors import NotFoundError
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.log_keys import read_key_chain
+from lineage_ledger.ledger.verification.report import VerifyReport
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.store import open_store
 
@@ -27,6 +28,25 @@ __all__ = ["is_sharded", "register", "verify_sharded_ledger"]
 
 out = output_console()
 err = error_console()
+
+
+def archive_report(url: str) -> VerifyReport | None:
+    """A failed report naming every archive problem (each with the index range it affects), or None when the
+    archive tier, if there is one, checks out (lineage_ledger.archive.checks)."""
+    store = open_store(url, readonly=True)
+    try:
+        if not store.archives():
+            return None
+        from lineage_ledger.archive.checks import archive_problems
+
+        problems = archive_problems(store)
+    finally:
+        store.close()
+    if not problems:
+        return None
+    report = VerifyReport(url)
+    report.problems.extend(problems)
+    return report
 
 
 def _verifier_from(args: argparse.Namespace) -> NoteVerifier | None:
@@ -44,14 +64,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.tsa_cert:
             raise CommandError("--tsa-cert applies to one log; verify each shard's ledger with it instead")
         return verify_sharded_ledger(args)
-    with progress(err, args.json, "verify", None) as advance:
-        report = verify_ledger(
-            args.ledger,
-            verifier=_verifier_from(args),
-            trusted_checkpoint=trusted,
-            workers=args.workers,
-            progress=advance,
-        )
+    archived = archive_report(args.ledger)  # the archive files first: the entries are read through them
+    if archived is not None:
+        report = archived
+    else:
+        with progress(err, args.json, "verify", None) as advance:
+            report = verify_ledger(
+                args.ledger,
+                verifier=_verifier_from(args),
+                trusted_checkpoint=trusted,
+                workers=args.workers,
+                progress=advance,
+            )
     witnessed = check_witnessed(args.ledger, _verifier_from(args), policy) if policy is not None else None
     stamps = check_timestamps(args.ledger, args.tsa_cert) if args.tsa_cert else None
     ok = report.ok and (witnessed is None or not witnessed[2]) and all(s["ok"] for s in stamps or ())

@@ -25,6 +25,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StorageFullError, StoreError
+from lineage_ledger.store._archive_rows import ARCHIVE_DELETE, ArchiveRows, archive_inserts
 from lineage_ledger.store._reads import ENTRY_COLUMNS, SqlReads
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -57,6 +58,9 @@ _TABLES: Final = (
     "subject_index_mark",
     "cosignatures",
     "timestamps",
+    "archives",
+    "archive_keys",
+    "expiries",
 )
 
 _SCHEMA: Final = """
@@ -135,6 +139,24 @@ CREATE TABLE IF NOT EXISTS cosignatures (
     PRIMARY KEY (size, witness, key_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS timestamps (size INTEGER PRIMARY KEY, token BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS archives (
+    first INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL,
+    location TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha256 BLOB NOT NULL,
+    record INTEGER NOT NULL,
+    edge_leaves BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archive_keys (key TEXT NOT NULL, first INTEGER NOT NULL, PRIMARY KEY (key, first))
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expiries (
+    first INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    policy_index INTEGER NOT NULL,
+    record INTEGER NOT NULL
+);
 """
 
 SUBJECT_RUN: Final = 32768
@@ -256,9 +278,19 @@ class _SubjectRuns:
 
 
 def _triggers() -> str:
-    out = []
+    # An event entry inside a recorded archived range may be deleted (its bytes are in a verified archive
+    # file); any other DELETE on entries, as on every table, is refused.
+    out = [
+        "DROP TRIGGER IF EXISTS entries_no_delete;",
+        "CREATE TRIGGER IF NOT EXISTS entries_no_delete_unarchived BEFORE DELETE ON entries "
+        "WHEN OLD.event_id IS NULL OR NOT EXISTS (SELECT 1 FROM archives WHERE OLD.idx BETWEEN first AND last) "
+        "BEGIN SELECT RAISE(ABORT, 'lineage ledger tables are append-only: DELETE on entries outside an "
+        "archived range'); END;",
+    ]
     for table in _TABLES:
         for op in ("UPDATE", "DELETE"):
+            if (table, op) == ("entries", "DELETE"):
+                continue
             out.append(
                 f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
                 f"BEGIN SELECT RAISE(ABORT, 'lineage ledger tables are append-only: {op} on {table}'); END;"
@@ -394,7 +426,7 @@ def _entry(row: Any) -> EntryRow:
     return EntryRow(*row)
 
 
-class SQLiteStore(SqlReads):
+class SQLiteStore(SqlReads, ArchiveRows):
     """Store backed by one SQLite database file (or memory, for tests and benchmarks)."""
 
     _param = "?"
@@ -570,6 +602,8 @@ class SQLiteStore(SqlReads):
                 db.execute("INSERT INTO checkpoints VALUES (?, ?)", batch.checkpoint)
             if batch.promise is not None:
                 db.execute("INSERT INTO promises VALUES (?, ?, ?)", batch.promise)
+            for statement, rows in archive_inserts(batch, "?"):
+                db.executemany(statement, rows)
 
         with self._lock:
             index_rows, mark, pos = runs.plan(batch.entries)
@@ -774,6 +808,21 @@ class SQLiteStore(SqlReads):
             (zero, limit),
         )
         return [ChainBreak(*r) for r in rows]
+
+    def _archive_tables(self) -> bool:
+        return self._has("table", "archives")
+
+    def delete_archived(self, first: int, last: int) -> int:
+        if self._runs is None:
+            raise StoreError(f"the ledger {self.path} is open read-only")
+        deleted: list[int] = []
+
+        def body(db: sqlite3.Connection) -> None:
+            deleted.append(db.execute(ARCHIVE_DELETE.format(p="?"), (first, last)).rowcount)
+
+        with self._lock:
+            self._transaction(body)
+        return deleted[0]
 
     def close(self) -> None:
         with self._lock:

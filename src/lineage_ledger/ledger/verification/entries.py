@@ -11,7 +11,15 @@ import msgspec
 from lineage_ledger.core import smt
 from lineage_ledger.core.crypto import BATCH_PAYLOAD_TYPE, pae
 from lineage_ledger.core.encoding import decode_json
-from lineage_ledger.core.entry import ApiKeyEntry, KeyEntry, LogKeyEntry, SealEntry, ShardEntry, own_subject
+from lineage_ledger.core.entry import (
+    ApiKeyEntry,
+    ArchiveEntry,
+    KeyEntry,
+    LogKeyEntry,
+    SealEntry,
+    ShardEntry,
+    own_subject,
+)
 from lineage_ledger.core.envelope import BatchStatement, OpenedEnvelope, verify_batch_signature
 from lineage_ledger.errors import LedgerError
 from lineage_ledger.ledger.keyring import Keyring
@@ -75,7 +83,9 @@ class LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
     verdict: str
 
 
-LEAN = msgspec.json.Decoder(LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry)
+LEAN = msgspec.json.Decoder(
+    LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ArchiveEntry
+)
 """Decodes an entry's bytes into the lean event entry or one of the other entries."""
 _EVENT_START: Final = len(b'{"envelope":"') + 64 + len(b'","event":')
 _sha256 = hashlib.sha256
@@ -127,7 +137,7 @@ def event_column_problem(
 
 
 def own_column_problem(
-    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry,
+    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ArchiveEntry,
     idx: int,
     subject: object,
     event_id: object,

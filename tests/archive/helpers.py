@@ -32,11 +32,16 @@ def build(url: str, events: int = 300) -> Built:
     start = time.time_ns() - 3_600_000_000_000
     with Ledger.create(url, make_log_signer(), settings=SETTINGS) as ledger:
         ledger.register_key(PRODUCER, PRODUCER_KEY_ID, producer.public_key)
-        bodies = [token_event("ISSUED", OLD, start, user_id="olga"), token_event("ISSUED", NEW, start + 1, user_id="nina")]
+        bodies = [
+            token_event("ISSUED", OLD, start, user_id="olga"),
+            token_event("ISSUED", NEW, start + 1, user_id="nina"),
+        ]
         for i in range(events):
             tid = token_id(f"archive-{i % 4}") if i < events - 20 else token_id(f"archive-late-{i % 3}")
             kind = "ISSUED" if i < 4 else "USED"
-            payload: dict[str, object] = {"user_id": f"u{i % 4}"} if kind == "ISSUED" else {"resource": f"/r/{i % 7}", "outcome": "ALLOW"}
+            payload: dict[str, object] = (
+                {"user_id": f"u{i % 4}"} if kind == "ISSUED" else {"resource": f"/r/{i % 7}", "outcome": "ALLOW"}
+            )
             bodies.append(token_event(kind, tid, start + 10 + i, **payload))
             if i == 30:
                 bodies.append(token_event("USED", OLD, start + 10 + i, resource="/old", outcome="ALLOW"))

@@ -28,9 +28,9 @@ def _snapshot(url: str) -> dict[str, list[tuple[int, bytes]]]:
     store = open_store(url, readonly=True)
     try:
         lin = Lineage(store)
-        return {
-            t: [(r.index, r.leaf) for r in store.subject_entries(["token:" + t])] for t in (OLD, NEW, CHILD)
-        } | {"family": [(0, repr(lin.family(NEW).edges).encode())]}
+        return {t: [(r.index, r.leaf) for r in store.subject_entries(["token:" + t])] for t in (OLD, NEW, CHILD)} | {
+            "family": [(0, repr(lin.family(NEW).edges).encode())]
+        }
     finally:
         store.close()
 
@@ -47,8 +47,9 @@ def test_archive_moves_sealed_blocks_and_queries_answer_from_both_tiers(ledger_u
     store = open_store(ledger_url, readonly=True)
     try:
         assert isinstance(store, TieredStore)
-        hot = [r for r in store.hot.entries(0, built.archived_last + 1)]
-        assert hot and all(r.event_id is None for r in hot)  # only system entries (keys, seals) stay hot
+        hot = list(store.hot.entries(0, built.archived_last + 1))
+        assert hot
+        assert all(r.event_id is None for r in hot)  # only system entries (keys, seals) stay hot
         # the file is what the signed record names
         (archive,) = store.archives()
         data = (tmp_path / "arch" / archive.file).read_bytes()

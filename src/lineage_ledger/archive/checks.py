@@ -8,6 +8,11 @@
   the log still has the entry, and each block's root equal to the root its seal commits to;
 * no Parquet file under a location is left that no record names (a copy, or a file slipped in).
 
+Once a range has expired, the entries before it cannot all be read again, so the full verification of the
+entries (which replays every chain and verdict from index 0) cannot run; ``expired_tree_problems`` then checks
+what still can be: the latest checkpoint's signature, and its root recomputed over every tier, the expired
+ranges through the tree nodes and edge leaves kept hot for them.
+
 Each problem names the index range it affects.
 """
 
@@ -19,12 +24,14 @@ import re
 from lineage_ledger.archive.location import ArchiveLocation
 from lineage_ledger.archive.writer import check_file, sealed_blocks
 from lineage_ledger.core.entry import ARCHIVE_SUBJECT, ArchiveChange, ArchiveEntry, decode_entry
-from lineage_ledger.core.merkle import root_of
+from lineage_ledger.core.merkle import TiledNodeReader, range_root, root_of
+from lineage_ledger.core.note import Checkpoint, NoteVerifier, open_note
 from lineage_ledger.errors import LedgerError
+from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.ledger.verification.report import Problem
 from lineage_ledger.store.base import ArchiveRow, Store
 
-__all__ = ["archive_problems", "file_problems", "record_problems", "stray_file_problems"]
+__all__ = ["archive_problems", "expired_tree_problems", "file_problems", "record_problems", "stray_file_problems"]
 
 _NAME = re.compile(r"entries-([0-9]+)-([0-9]+)\.parquet$")
 
@@ -118,3 +125,25 @@ def archive_problems(store: Store) -> list[Problem]:
     for location in locations.values():
         problems.extend(stray_file_problems(archives, location))
     return problems
+
+
+def expired_tree_problems(store: Store, verifier: NoteVerifier | None = None) -> list[Problem]:
+    """The latest checkpoint's signature (under ``verifier``, else the log key the ledger records for its
+    size) and its root against the root recomputed from every tier."""
+    row = store.latest_checkpoint()
+    if row is None:
+        return [Problem("checkpoint", "the ledger has no signed checkpoint")]
+    try:
+        key = verifier if verifier is not None else read_key_chain(store).verifier_for(row.size)
+        text, _ = open_note(row.note, [key])
+        checkpoint = Checkpoint.from_text(text)
+        root = range_root(0, checkpoint.size, TiledNodeReader(store.nodes))
+    except LedgerError as e:
+        return [Problem("checkpoint", f"checkpoint {row.size}: {e}")]
+    if root != checkpoint.root_hash:
+        return [
+            Problem(
+                "root", f"checkpoint {row.size}: the tree over every tier has root {root.hex()}, not the signed one"
+            )
+        ]
+    return []

@@ -23,6 +23,7 @@ from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.ledger.verification.report import VerifyReport
 from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.store import open_store
+from lineage_ledger.store.base import ExpiryRow
 
 __all__ = ["is_sharded", "register", "verify_sharded_ledger"]
 
@@ -30,23 +31,28 @@ out = output_console()
 err = error_console()
 
 
-def archive_report(url: str) -> VerifyReport | None:
-    """A failed report naming every archive problem (each with the index range it affects), or None when the
-    archive tier, if there is one, checks out (lineage_ledger.archive.checks)."""
+def archive_report(url: str, verifier: NoteVerifier | None) -> tuple[VerifyReport, list[ExpiryRow]] | None:
+    """The report of the archive tier's checks (lineage_ledger.archive.checks), each problem with the index
+    range it affects, when they fail or when a range has expired (then the entries cannot all be verified
+    again: the report says which checks ran); None when there is no archive or it checks out, so the full
+    verification runs next, reading archived entries through their files."""
     store = open_store(url, readonly=True)
     try:
         if not store.archives():
             return None
-        from lineage_ledger.archive.checks import archive_problems
+        from lineage_ledger.archive.checks import archive_problems, expired_tree_problems
 
         problems = archive_problems(store)
+        expiries = store.expiries()
+        if not problems and not expiries:
+            return None
+        if not problems:
+            problems = expired_tree_problems(store, verifier)
+        report = VerifyReport(url, size=store.size())
     finally:
         store.close()
-    if not problems:
-        return None
-    report = VerifyReport(url)
     report.problems.extend(problems)
-    return report
+    return report, expiries
 
 
 def _verifier_from(args: argparse.Namespace) -> NoteVerifier | None:
@@ -64,9 +70,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.tsa_cert:
             raise CommandError("--tsa-cert applies to one log; verify each shard's ledger with it instead")
         return verify_sharded_ledger(args)
-    archived = archive_report(args.ledger)  # the archive files first: the entries are read through them
+    archived = archive_report(args.ledger, _verifier_from(args))  # the archive first: entries are read through it
+    expired: list[ExpiryRow] = []
     if archived is not None:
-        report = archived
+        report, expired = archived
     else:
         with progress(err, args.json, "verify", None) as advance:
             report = verify_ledger(
@@ -81,6 +88,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ok = report.ok and (witnessed is None or not witnessed[2]) and all(s["ok"] for s in stamps or ())
     if args.json:
         extra = {} if stamps is None else {"ok": ok, "timestamps": stamps}
+        if expired:
+            extra["expired"] = [
+                {"first": e.first, "last": e.last, "policy": e.policy, "record": e.record} for e in expired
+            ]
         print_json(out, report.to_json() | ({} if witnessed is None else _witnessed_json(witnessed, ok)) | extra)
     else:
         if args.key is None:
@@ -88,7 +99,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "[yellow]warning:[/] no --key given: checking signatures against the key copy stored in the "
                 "database, which only proves the ledger is internally consistent. Pass the log's verifier key."
             )
-        if report.ok:
+        for e in expired:
+            out.print(f"entries {e.first}..{e.last} expired under retention policy {e.policy!r} (record at {e.record})")
+        if report.ok and expired:
+            out.print(
+                "[green]OK[/] the archive records and files, and the latest checkpoint's signature and root over "
+                "every tier; the entries cannot all be verified again past an expiry"
+            )
+        elif report.ok:
             rate = f"{report.size / report.seconds:,.0f}" if report.seconds else "-"
             out.print(
                 f"[green]OK[/] {counted(report.size, 'entry', 'entries')}, {counted(report.blocks, 'block')}, "

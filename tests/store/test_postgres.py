@@ -292,7 +292,7 @@ def test_truncate_is_refused_on_every_table_even_for_the_owner(postgres_ledger: 
             promise=PromiseRow(0, 1, b"{}"),
             # an archived range that does not hold entry 0: deleting entry 0 stays refused
             archives=[ArchiveRow(5, 9, "/archive", "f.parquet", b"s" * 32, 10, b"")],
-            archive_keys=[("s:token:b", 5)],
+            archive_keys=[("s:token:b", 5, 5, 9)],
             expiries=[ExpiryRow(5, 9, "p", 4, 11)],
         )
     )

@@ -117,9 +117,8 @@ class TieredStore:
         found = self.hot.archive_keys(keys, prefix)
         if not found:
             return []
-        files: dict[int, ArchiveRow] = {}
-        values: set[str] = set()
-        for key, first in found:
+        files: dict[int, tuple[ArchiveRow, set[str], list[int]]] = {}
+        for key, first, lo, hi in found:
             at = bisect.bisect_left(self._firsts, first)
             if at == len(self._firsts) or self._firsts[at] != first:
                 continue
@@ -129,9 +128,13 @@ class TieredStore:
                 if expiry not in self.report.expired:
                     self.report.expired.append(expiry)
                 continue
-            files[first] = archive
+            _, values, span = files.setdefault(first, (archive, set(), [lo, hi]))
             values.add(key[2:])
-        rows = self.reader.matching(list(files.values()), column, sorted(values))
+            span[0], span[1] = min(span[0], lo), max(span[1], hi)
+        rows: list[EntryRow] = []
+        for archive, values, (lo, hi) in files.values():
+            rows.extend(self.reader.matching([archive], column, sorted(values), lo, hi))
+        rows.sort(key=lambda r: r.index)
         if rows:
             self.report.tiers.add("archive")
         return rows
@@ -270,7 +273,7 @@ class TieredStore:
     def archives(self) -> list[ArchiveRow]:
         return self.hot.archives()
 
-    def archive_keys(self, keys: Sequence[str], prefix: bool = False) -> list[tuple[str, int]]:
+    def archive_keys(self, keys: Sequence[str], prefix: bool = False) -> list[tuple[str, int, int, int]]:
         return self.hot.archive_keys(keys, prefix)
 
     def expiries(self) -> list[ExpiryRow]:

@@ -25,12 +25,20 @@ from dataclasses import dataclass
 from typing import Final
 
 from lineage_ledger.archive.crash import crash_point
-from lineage_ledger.archive.layout import ROW_GROUP, ZSTD_LEVEL, archive_table, day_of, file_name, rows_of_table
+from lineage_ledger.archive.layout import (
+    PAGE_BYTES,
+    ROW_GROUP,
+    ZSTD_LEVEL,
+    archive_table,
+    day_of,
+    file_name,
+    rows_of_table,
+)
 from lineage_ledger.archive.location import ArchiveLocation
 from lineage_ledger.archive.tiered import edge_indices
 from lineage_ledger.core.entry import BLOCKS_SUBJECT, ArchiveChange, SealEntry, decode_entry
 from lineage_ledger.core.merkle import root_of
-from lineage_ledger.errors import InputError, VerificationError
+from lineage_ledger.errors import InputError, LedgerError, VerificationError
 from lineage_ledger.ledger.writer import Ledger
 from lineage_ledger.store.base import ArchiveRow, BatchWrite, EntryRow, Store
 
@@ -110,8 +118,10 @@ def encode_file(rows: Sequence[EntryRow]) -> bytes:
         compression="zstd",
         compression_level=ZSTD_LEVEL,
         row_group_size=ROW_GROUP,
+        data_page_size=PAGE_BYTES,
         use_dictionary=["subject", "parent", "event_type", "user", "resource", "verdict"],
-        write_statistics=["index", "subject", "parent", "time", "user", "resource", "event_type"],
+        column_encoding={"index": "DELTA_BINARY_PACKED", "time": "DELTA_BINARY_PACKED", "body": "PLAIN"},
+        write_statistics=["index", "time"],
     )
     return bytes(sink.getvalue().to_pybytes())
 
@@ -128,7 +138,7 @@ def check_file(
 
     try:
         rows = rows_of_table(pq.read_table(pa.BufferReader(data)))
-    except (pa.ArrowException, ValueError, KeyError) as e:
+    except (pa.ArrowException, ValueError, KeyError, LedgerError) as e:
         raise VerificationError(f"the archive file of entries {first}..{last} cannot be read: {e}") from e
     indexes = [r.index for r in rows]
     if indexes != list(range(first, last + 1)):
@@ -149,14 +159,15 @@ def check_file(
     return rows
 
 
-def _keys(rows: Sequence[EntryRow], first: int) -> list[tuple[str, int]]:
-    keys: set[str] = set()
+def _keys(rows: Sequence[EntryRow], first: int) -> list[tuple[str, int, int, int]]:
+    spans: dict[str, list[int]] = {}
     for r in rows:
         if r.event_id is not None:
-            keys.add("s:" + r.subject)
-            if r.parent is not None:
-                keys.add("p:" + r.parent)
-    return [(k, first) for k in sorted(keys)]
+            for key in ("s:" + r.subject, None if r.parent is None else "p:" + r.parent):
+                if key is not None:
+                    span = spans.setdefault(key, [r.index, r.index])
+                    span[1] = r.index
+    return [(k, first, lo, hi) for k, (lo, hi) in sorted(spans.items())]
 
 
 def archive_ledger(
@@ -222,7 +233,7 @@ def archive_ledger(
     return done
 
 
-def _rows(row: ArchiveRow, keys: list[tuple[str, int]], record: int) -> BatchWrite:
+def _rows(row: ArchiveRow, keys: list[tuple[str, int, int, int]], record: int) -> BatchWrite:
     """The store rows of an archived range whose record is at ``record``."""
     return BatchWrite(archives=[row._replace(record=record)], archive_keys=keys)
 

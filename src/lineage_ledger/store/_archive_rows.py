@@ -24,7 +24,7 @@ def archive_inserts(batch: BatchWrite, param: str) -> list[tuple[str, Sequence[S
     if batch.archives:
         out.append((f"INSERT INTO archives VALUES ({', '.join([param] * 7)})", batch.archives))
     if batch.archive_keys:
-        out.append((f"INSERT INTO archive_keys VALUES ({param}, {param})", batch.archive_keys))
+        out.append((f"INSERT INTO archive_keys VALUES ({', '.join([param] * 4)})", batch.archive_keys))
     if batch.expiries:
         out.append((f"INSERT INTO expiries VALUES ({', '.join([param] * 5)})", batch.expiries))
     return out
@@ -47,23 +47,24 @@ class ArchiveRows:
         rows = self._all("SELECT first, last, location, file, sha256, record, edge_leaves FROM archives ORDER BY first")
         return [ArchiveRow(int(a), int(b), str(c), str(d), bytes(e), int(f), bytes(g)) for a, b, c, d, e, f, g in rows]
 
-    def archive_keys(self, keys: Sequence[str], prefix: bool = False) -> list[tuple[str, int]]:
+    def archive_keys(self, keys: Sequence[str], prefix: bool = False) -> list[tuple[str, int, int, int]]:
         if not self._archive_tables() or not keys:
             return []
         p = self._param
-        out: list[tuple[str, int]] = []
+        out: list[tuple[str, int, int, int]] = []
+        columns = "key, first, lo, hi"
         if prefix:
             for key in keys:
                 upper = key[:-1] + chr(ord(key[-1]) + 1)
                 out.extend(
-                    self._all(f"SELECT key, first FROM archive_keys WHERE key >= {p} AND key < {p}", (key, upper))
+                    self._all(f"SELECT {columns} FROM archive_keys WHERE key >= {p} AND key < {p}", (key, upper))
                 )
         else:
             for i in range(0, len(keys), 900):
                 chunk = list(keys[i : i + 900])
                 marks = ", ".join([p] * len(chunk))
-                out.extend(self._all(f"SELECT key, first FROM archive_keys WHERE key IN ({marks})", chunk))
-        return sorted((str(k), int(f)) for k, f in out)
+                out.extend(self._all(f"SELECT {columns} FROM archive_keys WHERE key IN ({marks})", chunk))
+        return sorted((str(k), int(f), int(lo), int(hi)) for k, f, lo, hi in out)
 
     def expiries(self) -> list[ExpiryRow]:
         if not self._archive_tables():

@@ -169,9 +169,10 @@ class BatchWrite:
     """Refused transport messages."""
     archives: list[ArchiveRow] = field(default_factory=list)
     """Archived ranges recorded by this write's ``archive`` entries."""
-    archive_keys: list[tuple[str, int]] = field(default_factory=list)
-    """(key, first index of its archived range): every subject (``s:<subject>``) and parent (``p:<parent>``)
-    with entries in the range, so a query finds the archive files it needs without opening the others."""
+    archive_keys: list[tuple[str, int, int, int]] = field(default_factory=list)
+    """(key, first index of its archived range, lowest and highest index of its entries there): every subject
+    (``s:<subject>``) and parent (``p:<parent>``) with entries in the range, so a query opens only the files
+    it needs, and in each only the row groups of that index span."""
     expiries: list[ExpiryRow] = field(default_factory=list)
     """Archived ranges past retention, recorded by this write's ``expire`` entries."""
 
@@ -385,9 +386,9 @@ class Store(Protocol):
         """Every archived range, in index order (docs/archive.md)."""
         ...
 
-    def archive_keys(self, keys: Sequence[str], prefix: bool = False) -> list[tuple[str, int]]:
-        """(key, first index of an archived range) for these keys (or, with ``prefix``, for every key that
-        starts with one of them), in key order."""
+    def archive_keys(self, keys: Sequence[str], prefix: bool = False) -> list[tuple[str, int, int, int]]:
+        """(key, first index of an archived range, lowest and highest index of the key's entries there) for
+        these keys (or, with ``prefix``, for every key that starts with one of them), in key order."""
         ...
 
     def expiries(self) -> list[ExpiryRow]:

@@ -243,7 +243,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             edge_leaves bytea NOT NULL
         )
         """,
-        'CREATE TABLE archive_keys (key text COLLATE "C" NOT NULL, first bigint NOT NULL, PRIMARY KEY (key, first))',
+        """
+        CREATE TABLE archive_keys (
+            key text COLLATE "C" NOT NULL,
+            first bigint NOT NULL,
+            lo bigint NOT NULL,
+            hi bigint NOT NULL,
+            PRIMARY KEY (key, first)
+        )
+        """,
         """
         CREATE TABLE expiries (
             first bigint PRIMARY KEY,

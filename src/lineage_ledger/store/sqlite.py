@@ -148,8 +148,13 @@ CREATE TABLE IF NOT EXISTS archives (
     record INTEGER NOT NULL,
     edge_leaves BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS archive_keys (key TEXT NOT NULL, first INTEGER NOT NULL, PRIMARY KEY (key, first))
-    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS archive_keys (
+    key TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    PRIMARY KEY (key, first)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS expiries (
     first INTEGER PRIMARY KEY,
     last INTEGER NOT NULL,

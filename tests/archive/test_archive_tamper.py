@@ -120,3 +120,26 @@ def test_a_file_rewritten_with_other_entries_and_its_hash_is_caught_by_the_signe
         db.close()
     code, report = _verify(url, capsys)
     assert code == 0, report
+
+
+def test_an_expiry_row_slipped_in_to_hide_a_damaged_file_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = str(tmp_path / "ledger.db")
+    archives = _archived(url, tmp_path / "arch")
+    _flip_byte([tmp_path / "arch" / a.file for a in archives])
+    import sqlite3
+
+    db = sqlite3.connect(url)
+    try:  # the tables take INSERTs: a row saying file 1 expired would skip its checks
+        db.execute("INSERT INTO expiries VALUES (?, ?, 'forged', 0, 0)", (archives[1].first, archives[1].last))
+        db.commit()
+    finally:
+        db.close()
+    code, report = _verify(url, capsys)
+    assert code == 1
+    problems = report["problems"]
+    assert isinstance(problems, list)
+    assert [p["message"] for p in problems] == [
+        f"entries {archives[1].first}..{archives[1].last}: marked expired with no signed expiry"
+    ]

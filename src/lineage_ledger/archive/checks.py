@@ -1,7 +1,7 @@
 """What ``lineage verify`` checks of the archive tier, each check on its own, composed by archive_problems.
 
-* every ``archive`` record in the log matches a stored archived range (and the other way round): the store's
-  rows, which no signature covers, are what reads and deletions go by;
+* every ``archive`` and ``expire`` record in the log matches a stored row (and the other way round): the
+  store's rows, which no signature covers, are what reads, deletions and skipped file checks go by;
 * every recorded file not expired is present, and its SHA-256 is the one its signed record names (a flipped
   byte, a dropped row group, a file swapped or copied over another all change it);
 * every such file holds exactly the indexes of its range, each entry's leaf hash equal to the log's where
@@ -31,16 +31,23 @@ from lineage_ledger.ledger.log_keys import read_key_chain
 from lineage_ledger.ledger.verification.report import Problem
 from lineage_ledger.store.base import ArchiveRow, Store
 
-__all__ = ["archive_problems", "expired_tree_problems", "file_problems", "record_problems", "stray_file_problems"]
+__all__ = [
+    "archive_problems",
+    "expired_tree_problems",
+    "expiry_problems",
+    "file_problems",
+    "record_problems",
+    "stray_file_problems",
+]
 
 _NAME = re.compile(r"entries-([0-9]+)-([0-9]+)\.parquet$")
 
 
-def _records(store: Store) -> list[tuple[int, ArchiveChange]]:
+def _records(store: Store, action: str = "archive") -> list[tuple[int, ArchiveChange]]:
     out = []
     for row in store.subject_entries([ARCHIVE_SUBJECT]):
         entry = decode_entry(row.body)
-        if isinstance(entry, ArchiveEntry) and entry.change.action == "archive":
+        if isinstance(entry, ArchiveEntry) and entry.change.action == action:
             out.append((row.index, entry.change))
     return out
 
@@ -71,6 +78,23 @@ def record_problems(store: Store) -> list[Problem]:
                 "archive", f"entries {row.first}..{row.last}: a stored archived range no signed record names", row.first
             )
         )
+    return problems + expiry_problems(store)
+
+
+def expiry_problems(store: Store) -> list[Problem]:
+    """Stored expiries against the signed ``expire`` records in the log, both ways."""
+    problems: list[Problem] = []
+    expiries = {e.record: e for e in store.expiries()}
+    for index, change in _records(store, "expire"):
+        expiry = expiries.pop(index, None)
+        if expiry is None or (expiry.first, expiry.last, expiry.policy) != (change.first, change.last, change.policy):
+            where = f"entries {change.first}..{change.last}"
+            problems.append(
+                Problem("archive", f"{where}: the expiry at {index} has no matching stored row", change.first)
+            )
+    for expiry in expiries.values():
+        where = f"entries {expiry.first}..{expiry.last}"
+        problems.append(Problem("archive", f"{where}: marked expired with no signed expiry", expiry.first))
     return problems
 
 

@@ -96,3 +96,26 @@ def test_the_database_refuses_deleting_entries_outside_an_archived_range(ledger_
             store.delete_archived(built.archived_last + 1, built.size - 1)  # hot, never archived
         assert store.delete_archived(0, built.archived_last) == 0  # the range's event entries are gone already
     assert verify_ledger(ledger_url).ok
+
+
+def test_the_writer_chains_and_judges_new_events_against_archived_history(ledger_url: str, tmp_path: Path) -> None:
+    """A token whose history is all archived: its next event links to its last archived entry, and the
+    lifecycle rules judge it with that history (a use after a revocation is flagged)."""
+    from lineage_ledger.core.envelope import seal_batch
+    from tests.conftest import PRODUCER, PRODUCER_KEY_ID, make_producer_signer, token_event
+
+    built = build(ledger_url)
+    with Ledger.open(ledger_url, make_log_signer(), settings=SETTINGS) as ledger:
+        archive_ledger(ledger, ArchiveLocation(str(tmp_path / "arch")), built.cut)
+    with Ledger.open(ledger_url, make_log_signer(), settings=SETTINGS) as ledger:
+        last_archived = ledger.store.subject_entries(["token:" + OLD])[-1]
+        assert ledger.store.archive_of(last_archived.index) is not None  # type: ignore[attr-defined]
+        later = int(ledger.now().split(".")[0])
+        events = [token_event("REVOKED", OLD, later), token_event("USED", OLD, later + 1, resource="/x")]
+        batch = seal_batch(events, producer=PRODUCER, key_id=PRODUCER_KEY_ID, signer=make_producer_signer())
+        receipts = ledger.append(batch).receipts
+        ledger.seal()
+        revoked = ledger.store.entry(receipts[0].index)
+    assert [r.verdict for r in receipts] == ["ok", "token.use_after_revoke"]
+    assert revoked.prev == last_archived.leaf
+    assert verify_ledger(ledger_url).ok

@@ -83,6 +83,8 @@ class ArchiveLocation:
         if self._local is not None:
             target = self._local / name
             target.parent.mkdir(parents=True, exist_ok=True)
+            for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a write a crash cut short
+                stale.unlink(missing_ok=True)
             temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             try:
                 with open(temp, "wb") as out:

@@ -34,6 +34,7 @@ unit: $(STAMP)
 	bash scripts/install-services.sh
 	bash scripts/install-kafka.sh
 	bash scripts/install-go-interop.sh
+	bash scripts/install-s3.sh
 	$(BIN)/pytest -q -n 2
 
 test: lint typecheck unit

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Everything pyproject.toml installs beyond the package's own dependencies: extras, linters, test tools.
 NOT_FOR_THE_DEMO = (
     "fastapi", "uvicorn", "httpx", "psycopg", "redis", "confluent_kafka", "fastavro", "prometheus_client",
-    "flask", "hypothesis", "mypy", "prov", "pytest", "xdist", "rfc8785", "ruff",
+    "flask", "hypothesis", "mypy", "prov", "pytest", "xdist", "rfc8785", "ruff", "pyarrow",
 )  # fmt: skip
 
 

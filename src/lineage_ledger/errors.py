@@ -15,6 +15,7 @@
     │   ├── ConflictError           an id already holds different bytes
     │   ├── LockedError             another process holds the ledger's writer lock
     │   ├── NotFoundError           no such entry, checkpoint or key
+    │   │   └── ExpiredError        the entries asked for expired under a retention policy (names it)
     │   ├── SpoolFullError          an emitter's spool cannot take events (disk full): back-pressure
     │   └── StorageFullError        no space left for a write (also a PushbackError); nothing was written
     ├── RoutingError                an event reached a shard that does not hold its subject
@@ -34,6 +35,7 @@ __all__ = [
     "ChainError",
     "ConflictError",
     "EnvelopeError",
+    "ExpiredError",
     "InconsistencyError",
     "InputError",
     "KeyringError",
@@ -132,6 +134,17 @@ class LockedError(StoreError):
 
 class NotFoundError(StoreError, LookupError):
     """No such entry, checkpoint, token or key."""
+
+
+class ExpiredError(NotFoundError):
+    """Entries ``first`` .. ``last`` were archived and then deleted past retention under the policy ``policy``,
+    as the signed record at log index ``record`` says: they are gone by rule, not missing."""
+
+    def __init__(self, first: int, last: int, policy: str, record: int) -> None:
+        super().__init__(
+            f"entries {first}..{last} expired under retention policy {policy!r} (recorded at index {record})"
+        )
+        self.first, self.last, self.policy, self.record = first, last, policy, record
 
 
 class SpoolFullError(StoreError):

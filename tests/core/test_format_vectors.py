@@ -17,7 +17,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from lineage_ledger import Ledger
 from lineage_ledger.core import smt
 from lineage_ledger.core.crypto import BATCH_PAYLOAD_TYPE, Ed25519Signer, pae
-from lineage_ledger.core.entry import BlockHeader, event_entry_bytes, header_hash, seal_entry_bytes
+from lineage_ledger.core.entry import (
+    ArchiveChange,
+    BlockHeader,
+    archive_entry_bytes,
+    decode_entry,
+    event_entry_bytes,
+    header_hash,
+    seal_entry_bytes,
+)
 from lineage_ledger.core.envelope import open_envelope, seal_batch
 from lineage_ledger.core.merkle import leaf_hash
 from lineage_ledger.core.note import Checkpoint, sign_note, verifier_key
@@ -171,6 +179,32 @@ def test_the_seal_vector() -> None:
     ]
     assert _sha(_canonical(parsed["block"])) == vector["header_hash"]
     assert _leaf(seal) == vector["seal_leaf"]
+
+
+def test_the_archive_entry_vector() -> None:
+    documented = _line("vector-archive-entry")
+    parsed = json.loads(documented)
+    assert _canonical(parsed) == documented
+    change = parsed["change"]
+    assert change["sha256"] == _sha(b"an archive file")
+    assert change["root"] == _node(_leaf(_line("vector-event-entry")), _json("vector-seal")["seal_leaf"])
+    assert _leaf(documented) == _json("vector-archive")["leaf"]
+    built = archive_entry_bytes(
+        index=2,
+        recorded_at="1763891234400000000.00000",
+        prev=bytes(32),
+        change=ArchiveChange(
+            action="archive",
+            first=0,
+            last=1,
+            file=change["file"],
+            bytes=4096,
+            sha256=change["sha256"],
+            root=change["root"],
+        ),
+    )
+    assert built == documented
+    assert decode_entry(documented).index == 2
 
 
 def test_the_subject_map_vector() -> None:

@@ -26,10 +26,12 @@ from lineage_ledger.ledger.verify import verify_ledger
 from lineage_ledger.ledger.writer import Ledger, LedgerSettings
 from lineage_ledger.store import open_store
 from lineage_ledger.store.base import (
+    ArchiveRow,
     BatchWrite,
     CheckpointRow,
     EntryRow,
     EnvelopeRow,
+    ExpiryRow,
     OffsetRow,
     PromiseRow,
     QuarantineRow,
@@ -54,6 +56,9 @@ LEDGER_TABLES = (
     "promises",
     "rollups",
     "rollup_days",
+    "archives",
+    "archive_keys",
+    "expiries",
 )
 T0 = 1_763_000_000_000_000_000
 
@@ -107,17 +112,9 @@ def test_a_ledger_from_an_older_schema_opens_migrated_with_its_data_intact(postg
     with pytest.raises(StoreError, match="schema version 1"):  # a reader may not migrate; it says how to
         PostgresStore(url, readonly=True)
 
-    store = PostgresStore(url)  # the owner opens it for writing: the later migrations run
-    assert [r[0] for r in sql(url, "SELECT version FROM schema_migrations ORDER BY version")] == [
-        1,
-        2,
-        3,
-        4,
-        5,
-        6,
-        7,
-        9,
-    ]
+    store = PostgresStore(url)  # the owner opens it for writing: migrations 2 to 9 run
+    migrations = sql(url, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [r[0] for r in migrations] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert SCHEMA_VERSION == 9
     # migration 5 dropped the policies table, which nothing read: the documents are in the entries
     assert sql(url, "SELECT to_regclass('policies') IS NULL") == [(True,)]
@@ -154,7 +151,7 @@ def test_provision_migrates_an_older_ledger_for_its_roles(postgres_server: str) 
 
     name = f"ledger_old_{uuid.uuid4().hex[:8]}"
     _old_ledger(postgres_server, name)
-    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3, 4, 5, 6, 7, 9]
+    assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == [2, 3, 4, 5, 6, 7, 8, 9]
     assert provision(postgres_server, name, WRITER_ROLE, AUDITOR_ROLE) == []  # idempotent
     writer = open_store(with_database(postgres_server, name, user=WRITER_ROLE))
     assert writer.size() == 3
@@ -201,6 +198,7 @@ def test_provision_grants_insert_and_select_to_the_writer_and_select_to_the_audi
     expected = {(t, AUDITOR_ROLE, "SELECT") for t in LEDGER_TABLES}
     expected |= {(t, WRITER_ROLE, p) for t in LEDGER_TABLES for p in ("SELECT", "INSERT")}
     expected.discard(("schema_migrations", WRITER_ROLE, "INSERT"))  # only a migration records a migration
+    expected.add(("entries", WRITER_ROLE, "DELETE"))  # of archived ranges only: the entries trigger decides
     assert granted == expected
 
 
@@ -208,7 +206,6 @@ def test_provision_grants_insert_and_select_to_the_writer_and_select_to_the_audi
     "statement",
     [
         "UPDATE entries SET verdict = 'forged'",
-        "DELETE FROM entries",
         "TRUNCATE entries",
         "UPDATE meta SET value = 'x'",
         "DELETE FROM checkpoints",
@@ -264,6 +261,26 @@ def test_the_auditor_may_read_but_never_write(postgres_ledger: PostgresLedger) -
     store.close()
 
 
+def test_the_writer_may_delete_only_event_entries_of_an_archived_range(postgres_ledger: PostgresLedger) -> None:
+    """The writer holds DELETE on entries for the archive tier; the entries trigger refuses every row outside
+    a recorded archived range, and the system entries inside one."""
+    store = open_store(postgres_ledger.writer_url)
+    store.initialise({"origin": "roles.example/log"})
+    rows = [EntryRow(i, "token:a", f"e{i}", None, bytes(32), bytes([i]) * 32, "ok", b"{}") for i in range(3)]
+    rows.append(EntryRow(3, "ledger:blocks", None, None, bytes(32), bytes([3]) * 32, "ok", b"{}"))
+    store.write(BatchWrite(entries=rows, archives=[ArchiveRow(1, 3, "/a", "f.parquet", b"s" * 32, 9, b"")]))
+    writer = postgres_ledger.writer_url
+    assert "outside an archived range" in str(_refused(writer, "DELETE FROM entries WHERE idx = 0"))
+    assert "outside an archived range" in str(_refused(writer, "DELETE FROM entries WHERE idx = 3"))  # a seal
+    assert "permission denied" in str(_refused(writer, "UPDATE entries SET verdict = 'x' WHERE idx = 1"))
+    with pytest.raises(StoreError, match="outside an archived range"):
+        store.delete_archived(0, 3)  # entry 0 is not archived: nothing goes
+    assert [r.index for r in store.entries(0, 4)] == [0, 1, 2, 3]
+    assert store.delete_archived(1, 3) == 2  # the event entries; the seal stays
+    assert [r.index for r in store.entries(0, 4)] == [0, 3]
+    store.close()
+
+
 def test_truncate_is_refused_on_every_table_even_for_the_owner(postgres_ledger: PostgresLedger) -> None:
     store = open_store(postgres_ledger.writer_url)
     store.initialise({"origin": "truncate.example/log"})
@@ -277,6 +294,10 @@ def test_truncate_is_refused_on_every_table_even_for_the_owner(postgres_ledger: 
             links=[("resource", "/x", "0000000000000000010.00000", 0, "token:a")],
             map_nodes=[(b"h" * 32, b"node")],
             promise=PromiseRow(0, 1, b"{}"),
+            # an archived range that does not hold entry 0: deleting entry 0 stays refused
+            archives=[ArchiveRow(5, 9, "/archive", "f.parquet", b"s" * 32, 10, b"")],
+            archive_keys=[("s:token:b", 5, 5, 9)],
+            expiries=[ExpiryRow(5, 9, "p", 4, 11)],
         )
     )
     day = RollupDay("2025-11-12", 0, 1)
@@ -508,7 +529,7 @@ def test_a_sharded_ledger_on_postgresql_from_provision_to_verify(
         code, out = _lineage(capsys, "provision", "--admin-url", postgres_server, "--database", name, "--shards", "2")
         assert code == 0, out
         assert sorted(out["databases"]) == sorted(databases)
-        assert all(steps == [1, 2, 3, 4, 5, 6, 7, 9] for steps in out["databases"].values())
+        assert all(steps == [1, 2, 3, 4, 5, 6, 7, 8, 9] for steps in out["databases"].values())
         url = with_database(postgres_server, name, user=WRITER_ROLE)
         keys = ("--log-key", str(tmp_path / "log.key"), "--producer-key", str(tmp_path / "cli.key"))
         code, out = _lineage(capsys, "init", "--ledger", url, "--shards", "2", "--partitions", "4", *keys)

@@ -19,9 +19,10 @@ from rich.table import Table
 from lineage_ledger.cli.options import output_options, subject_argument
 from lineage_ledger.cli.query import instant_arg
 from lineage_ledger.cli.render import counted, error_console, output_console, print_table
+from lineage_ledger.cli.tiers import Tiers, tiers_of
 from lineage_ledger.cli.timestamp import check_bundle_timestamp
 from lineage_ledger.cli.witness import add_policy_arguments, load_witness_key
-from lineage_ledger.errors import InputError
+from lineage_ledger.errors import ExpiredError, InputError
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.evidence import export_evidence
 from lineage_ledger.ledger.evidence_set import export_evidence_set
@@ -42,13 +43,17 @@ def _print_json(value: Any) -> None:
 def _export(args: argparse.Namespace) -> int:
     store = open_store(args.ledger, readonly=True)
     try:
-        if args.family or args.blast_radius:
-            kind = "family" if args.family else "blast-radius"
-            bundle = export_evidence_set(store, args.token_id, kind, start=args.start, end=args.end, size=args.size)
-        else:
-            bundle = export_evidence(store, args.token_id, size=args.size)
+        with tiers_of(store) as tiers:
+            if args.family or args.blast_radius:
+                kind = "family" if args.family else "blast-radius"
+                bundle = export_evidence_set(store, args.token_id, kind, start=args.start, end=args.end, size=args.size)
+            else:
+                bundle = export_evidence(store, args.token_id, size=args.size)
     finally:
         store.close()
+    if tiers.expired:  # the bundle would lack those entries: it would prove an incomplete history
+        first = tiers.expired[0]
+        raise ExpiredError(first.first, first.last, first.policy, first.record)
     summary = json.loads(bundle)
     if "bundles" in summary:  # an evidence set: a family or a blast radius
         if args.output == "-":
@@ -56,7 +61,7 @@ def _export(args: argparse.Namespace) -> int:
             sys.stdout.buffer.flush()
             return 0
         Path(args.output).write_bytes(bundle)
-        return _exported_set(args, summary, len(bundle))
+        return _exported_set(args, summary, len(bundle), tiers)
     subject, size, count = summary["subject"], summary["tree_size"], len(summary["entries"])
     absent = (
         f"{subject} has no entries as of the checkpoint of size {size}: "
@@ -78,19 +83,20 @@ def _export(args: argparse.Namespace) -> int:
                 "entries": count,
                 "proof_of_absence": not count,
                 "bytes": len(bundle),
+                **tiers.to_json(),
             }
         )
     elif count:
         _out.print(
             f"wrote the evidence of {escape(subject)} ({counted(count, 'entry', 'entries')}) against the "
-            f"checkpoint of size {size} to {escape(args.output)}"
+            f"checkpoint of size {size} to {escape(args.output)}; {tiers.describe()}"
         )
     else:
         _out.print(f"wrote a proof of absence to {escape(args.output)}: {escape(absent)}")
     return 0
 
 
-def _exported_set(args: argparse.Namespace, summary: dict[str, Any], size: int) -> int:
+def _exported_set(args: argparse.Namespace, summary: dict[str, Any], size: int, tiers: Tiers) -> int:
     tokens = [b["subject"] for b in summary["bundles"]]
     entries = sum(len(b["entries"]) for b in summary["bundles"])
     scope = summary["scope"]
@@ -103,6 +109,7 @@ def _exported_set(args: argparse.Namespace, summary: dict[str, Any], size: int) 
                 "tree_size": summary["tree_size"],
                 "entries": entries,
                 "bytes": size,
+                **tiers.to_json(),
             }
         )
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lineage_ledger.cli.options import TOKEN_ID_HELP, token_id_argument
+from lineage_ledger.cli.tiers import tiers_of
 from lineage_ledger.core.log_key import KeyChain
 from lineage_ledger.core.note import Checkpoint, open_note
 from lineage_ledger.errors import NotFoundError
@@ -50,7 +51,8 @@ def _export(args: argparse.Namespace) -> int:
         trusted = load_verifier(args.key) if args.key else chain.original
         chain.since(trusted)  # LedgerError for a key that is not one of the log's
         checkpoint = _checkpoint(store, chain)
-        items = _items(Lineage(store), args)
+        with tiers_of(store) as tiers:
+            items = _items(Lineage(store), args)
     finally:
         store.close()
     if args.format == "prov":
@@ -66,6 +68,7 @@ def _export(args: argparse.Namespace) -> int:
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "checkpoint_size": checkpoint.size if checkpoint else None,
+        **tiers.to_json(),
     }
     if args.output:
         Path(args.output).write_bytes(data)

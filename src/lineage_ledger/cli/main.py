@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from lineage_ledger.cli import demo_bench, emit, keys, ledger_commands, serve, verify_commands
 from lineage_ledger.cli._common import API_KEY_ENV_VAR, TOKEN_SECRET_ENV_VAR, CommandError
+from lineage_ledger.cli.archive import register as register_archive
 from lineage_ledger.cli.events import register as register_events
 from lineage_ledger.cli.evidence import register as register_evidence
 from lineage_ledger.cli.export import register as register_export
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     register_subject(sub, common)
     register_findings(sub, common)
     register_export(sub, common)
+    register_archive(sub, common)
     register_kafka(sub, common)
     register_tiles(sub, common)
     register_monitor(sub)

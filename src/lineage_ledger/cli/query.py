@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lineage_ledger.cli.options import TOKEN_ID_HELP, token_id_argument
 from lineage_ledger.cli.render import counted, output_console, print_table
+from lineage_ledger.cli.tiers import tiers_of
 from lineage_ledger.core.instant import ACCEPTED_FORMS, Instant, format_rfc3339, parse_instant
 from lineage_ledger.core.model import TOKEN_EVENT_TYPES
 from lineage_ledger.errors import InputError
@@ -134,14 +135,18 @@ def _run(args: argparse.Namespace) -> int:
     store = _open_for(args)
     try:
         lineage = Lineage(store)
-        answer, evidence, show = _QUERIES[args.query](lineage, args)
+        with tiers_of(store) as tiers:
+            answer, evidence, show = _QUERIES[args.query](lineage, args)
         proofs = lineage.proofs(evidence) if args.proofs and evidence else None
     finally:
         store.close()
     if args.json:
-        _print_json({"answer": answer, "evidence": evidence, **({"proofs": proofs} if proofs else {})})
+        _print_json(
+            {"answer": answer, "evidence": evidence, **tiers.to_json(), **({"proofs": proofs} if proofs else {})}
+        )
     else:
         show()
+        _out.print(tiers.describe())
         if proofs:
             _out.print(
                 f"{counted(len(proofs['inclusion']), 'inclusion proof')} against checkpoint {proofs['tree_size']}, "

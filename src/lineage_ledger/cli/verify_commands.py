@@ -20,13 +20,39 @@ from lineage_ledger.core.note import NoteVerifier
 from lineage_ledger.errors import NotFoundError
 from lineage_ledger.keys import load_verifier
 from lineage_ledger.ledger.log_keys import read_key_chain
+from lineage_ledger.ledger.verification.report import VerifyReport
 from lineage_ledger.ledger.verify import verify_ledger, verify_since
 from lineage_ledger.store import open_store
+from lineage_ledger.store.base import ExpiryRow
 
 __all__ = ["is_sharded", "register", "verify_sharded_ledger"]
 
 out = output_console()
 err = error_console()
+
+
+def archive_report(url: str, verifier: NoteVerifier | None) -> tuple[VerifyReport, list[ExpiryRow]] | None:
+    """The report of the archive tier's checks (lineage_ledger.archive.checks), each problem with the index
+    range it affects, when they fail or when a range has expired (then the entries cannot all be verified
+    again: the report says which checks ran); None when there is no archive or it checks out, so the full
+    verification runs next, reading archived entries through their files."""
+    store = open_store(url, readonly=True)
+    try:
+        if not store.archives():
+            return None
+        from lineage_ledger.archive.checks import archive_problems, expired_tree_problems
+
+        problems = archive_problems(store)
+        expiries = store.expiries()
+        if not problems and not expiries:
+            return None
+        if not problems:
+            problems = expired_tree_problems(store, verifier)
+        report = VerifyReport(url, size=store.size())
+    finally:
+        store.close()
+    report.problems.extend(problems)
+    return report, expiries
 
 
 def _verifier_from(args: argparse.Namespace) -> NoteVerifier | None:
@@ -56,24 +82,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.tsa_cert:
             raise CommandError("--tsa-cert applies to one log; verify each shard's ledger with it instead")
         return verify_sharded_ledger(args)
-    with progress(err, args.json, "verify", None) as advance:
-        if since is not None:
-            report = verify_since(
-                args.ledger, since, verifier=_verifier_from(args), workers=args.workers, progress=advance
-            )
-        else:
-            report = verify_ledger(
-                args.ledger,
-                verifier=_verifier_from(args),
-                trusted_checkpoint=trusted,
-                workers=args.workers,
-                progress=advance,
-            )
+    archived = archive_report(args.ledger, _verifier_from(args))  # the archive first: entries are read through it
+    expired: list[ExpiryRow] = []
+    if archived is not None:
+        report, expired = archived
+    else:
+        with progress(err, args.json, "verify", None) as advance:
+            if since is not None:
+                report = verify_since(
+                    args.ledger, since, verifier=_verifier_from(args), workers=args.workers, progress=advance
+                )
+            else:
+                report = verify_ledger(
+                    args.ledger,
+                    verifier=_verifier_from(args),
+                    trusted_checkpoint=trusted,
+                    workers=args.workers,
+                    progress=advance,
+                )
     witnessed = check_witnessed(args.ledger, _verifier_from(args), policy) if policy is not None else None
     stamps = check_timestamps(args.ledger, args.tsa_cert) if args.tsa_cert else None
     ok = report.ok and (witnessed is None or not witnessed[2]) and all(s["ok"] for s in stamps or ())
     if args.json:
         extra = {} if stamps is None else {"ok": ok, "timestamps": stamps}
+        if expired:
+            extra["expired"] = [
+                {"first": e.first, "last": e.last, "policy": e.policy, "record": e.record} for e in expired
+            ]
         print_json(out, report.to_json() | ({} if witnessed is None else _witnessed_json(witnessed, ok)) | extra)
     else:
         if args.key is None:
@@ -81,7 +116,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "[yellow]warning:[/] no --key given: checking signatures against the key copy stored in the "
                 "database, which only proves the ledger is internally consistent. Pass the log's verifier key."
             )
-        if report.ok and report.since is not None:
+        for e in expired:
+            out.print(f"entries {e.first}..{e.last} expired under retention policy {e.policy!r} (record at {e.record})")
+        if report.ok and expired:
+            out.print(
+                "[green]OK[/] the archive records and files, and the latest checkpoint's signature and root over "
+                "every tier; the entries cannot all be verified again past an expiry"
+            )
+        elif report.ok and report.since is not None:
             rate = f"{report.checked / report.seconds:,.0f}" if report.seconds else "-"
             out.print(
                 f"[green]OK[/] {counted(report.checked, 'entry', 'entries')} since index {report.since} (of "

@@ -11,10 +11,13 @@ Every entry has ``index`` (its position in the log), ``recorded_at`` (the ledger
 * ``apikey``: an API key of the HTTP service created, rotated or revoked (see ApiKeyChange).
 * ``log_key``: the log's checkpoint signing key handed over to a new key (core.log_key).
 * ``erasure``: a data subject's keys destroyed (see Erasure); the subject's personal fields are unreadable.
+* ``archive``: a range of entries moved to an archive file, a retention policy set, or an archived range
+  expired under that policy (see ArchiveChange and docs/archive.md).
 
 Seals chain under the subject ``ledger:blocks``, key changes under ``producer:<id>``, API key changes under
 ``apikey:<key id>``, log key rotations under ``ledger:log-key``, erasures under ``erasure:<fingerprint>``,
-so every chain in the ledger, not only the token chains, is covered by the Merkle log.
+archive records under ``ledger:archive``, so every chain in the ledger, not only the token chains, is
+covered by the Merkle log.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from lineage_ledger.errors import InputError
 
 __all__ = [
     "API_KEY_ID_PATTERN",
+    "ARCHIVE_SUBJECT",
     "BLOCKS_SUBJECT",
     "ENTRY_VERSION",
     "KEY_ID_PATTERN",
@@ -40,6 +44,8 @@ __all__ = [
     "ZERO_HASH",
     "ApiKeyChange",
     "ApiKeyEntry",
+    "ArchiveChange",
+    "ArchiveEntry",
     "BlockHeader",
     "EntryView",
     "Erasure",
@@ -53,6 +59,7 @@ __all__ = [
     "StoredEventEntry",
     "apikey_entry_bytes",
     "apikey_subject",
+    "archive_entry_bytes",
     "decode_entry",
     "erasure_entry_bytes",
     "erasure_subject",
@@ -71,6 +78,7 @@ __all__ = [
 ENTRY_VERSION: Final = 1
 ZERO_HASH: Final = bytes(32)
 BLOCKS_SUBJECT: Final = "ledger:blocks"
+ARCHIVE_SUBJECT: Final = "ledger:archive"
 # Producer ids and key ids never need JSON escaping, so event entries can be assembled without an encoder.
 # Patterns end in \Z, not $: in Python $ also matches before a trailing newline, which would need escaping.
 PRODUCER_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}\Z"
@@ -142,6 +150,32 @@ class ApiKeyChange(Struct, frozen=True, kw_only=True, omit_defaults=True):
     producer: ProducerId | None = None
     expires_at: UtcTime | None = None
     previous_until: UtcTime | None = None
+
+
+class ArchiveChange(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A change to where history lives (docs/archive.md), by ``action``:
+
+    * ``policy``: the retention policy named ``policy`` is in force from now: entries stay hot ``hot_days``
+      days, archive files count as warm for ``archive_days`` days, and entries are kept ``keep_days`` days.
+    * ``archive``: entries ``first`` .. ``last`` (whole sealed blocks) are in the archive file ``file`` (its
+      path under the archive location) of ``bytes`` bytes whose SHA-256 is ``sha256``; ``root`` is the
+      RFC 9162 root over exactly those entries' leaf hashes, checked against the file before it was recorded.
+    * ``expire``: the archived entries ``first`` .. ``last`` of ``file`` are past retention under the policy
+      ``policy`` recorded at index ``policy_index``, and their file may be deleted.
+    """
+
+    action: Literal["policy", "archive", "expire"]
+    policy: str | None = None
+    policy_index: Index | None = None
+    hot_days: Index | None = None
+    archive_days: Index | None = None
+    keep_days: Index | None = None
+    first: Index | None = None
+    last: Index | None = None
+    file: str | None = None
+    bytes: Index | None = None
+    sha256: Hex32 | None = None
+    root: Hex32 | None = None
 
 
 class EventEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="event"):
@@ -240,12 +274,24 @@ class ErasureEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="era
     v: int
 
 
+class ArchiveEntry(Struct, frozen=True, kw_only=True, tag_field="type", tag="archive"):
+    """Typed view of an archive record (subject ``ledger:archive``)."""
+
+    change: ArchiveChange
+    index: Index
+    prev: Hex32
+    recorded_at: Hlc
+    v: int
+
+
 def erasure_subject(fingerprint: str) -> str:
     """The chain of a data subject's erasures."""
     return "erasure:" + fingerprint
 
 
-def own_subject(entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry) -> tuple[str, str]:
+def own_subject(
+    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry | ArchiveEntry,
+) -> tuple[str, str]:
     """What kind of record ``entry`` is, and the subject whose chain it belongs to (as its bytes say)."""
     if isinstance(entry, ErasureEntry):
         return "erasure", erasure_subject(entry.erasure.fingerprint)
@@ -255,10 +301,12 @@ def own_subject(entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | Erasu
         return "shard", shard_subject(entry.shard)
     if isinstance(entry, ApiKeyEntry):
         return "apikey", apikey_subject(entry.change.key_id)
+    if isinstance(entry, ArchiveEntry):
+        return "archive", ARCHIVE_SUBJECT
     return "log_key", LOG_KEY_SUBJECT
 
 
-EntryView = EventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry
+EntryView = EventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry | ArchiveEntry
 _DECODER = msgspec.json.Decoder(EntryView)
 
 
@@ -426,6 +474,20 @@ def erasure_entry_bytes(*, index: int, recorded_at: str, prev: bytes, erasure: E
             "prev": prev.hex(),
             "recorded_at": recorded_at,
             "type": "erasure",
+            "v": ENTRY_VERSION,
+        }
+    )
+
+
+def archive_entry_bytes(*, index: int, recorded_at: str, prev: bytes, change: ArchiveChange) -> bytes:
+    """The canonical bytes of an archive record."""
+    return canonical_bytes(
+        {
+            "change": msgspec.to_builtins(change),
+            "index": index,
+            "prev": prev.hex(),
+            "recorded_at": recorded_at,
+            "type": "archive",
             "v": ENTRY_VERSION,
         }
     )

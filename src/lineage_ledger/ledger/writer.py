@@ -31,14 +31,17 @@ from typing import Final, Protocol
 from lineage_ledger.core import lifecycle
 from lineage_ledger.core.crypto import Signer
 from lineage_ledger.core.entry import (
+    ARCHIVE_SUBJECT,
     ZERO_HASH,
     ApiKeyChange,
+    ArchiveChange,
     Erasure,
     EventEntry,
     KeyChange,
     KeyEntry,
     apikey_entry_bytes,
     apikey_subject,
+    archive_entry_bytes,
     decode_entry,
     erasure_entry_bytes,
     erasure_subject,
@@ -499,6 +502,22 @@ class Ledger:
         body = erasure_entry_bytes(index=index, recorded_at=now, prev=prev, erasure=erasure)
         row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
         self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
+        return index
+
+    def record_archive_change(self, change: ArchiveChange, rows: Callable[[int], BatchWrite] | None = None) -> int:
+        """Record an ``archive`` entry (a retention policy, an archived range, an expiry: docs/archive.md);
+        returns its index. ``rows(index)`` gives the archive tier's store rows that go in the same transaction
+        (so the store lets archived entries go only once their record is committed)."""
+        self._settle()
+        self._fresh()
+        head = self.store.subject_entries([ARCHIVE_SUBJECT])
+        prev = head[-1].leaf if head else ZERO_HASH
+        now = self._clock.now()
+        index = self.size
+        body = archive_entry_bytes(index=index, recorded_at=now, prev=prev, change=change)
+        row = EntryRow(index, ARCHIVE_SUBJECT, None, None, prev, leaf_hash(body), "ok", body)
+        extra = rows(index) if rows is not None else BatchWrite()
+        self._commit([row], [], extra, [], now, now, {ARCHIVE_SUBJECT: (row.leaf, len(head) + 1, index)})
         return index
 
     def rotate_log_key(self, new: Signer) -> int:

@@ -16,6 +16,7 @@ KeyringError            403     the batch names a key that may not sign it now: 
 SignatureError          403     the batch signature does not verify under the key it names: the same
                                 refusal of the signer, not of the caller's API key
 ConflictError           409     an id already holds different bytes; nothing was written
+ExpiredError            410     the entries asked for expired under a retention policy (the detail names it)
 NotFoundError           404     no such entry, checkpoint, token or key
 StorageFullError        503     no space left for the write; ``Retry-After`` says when to retry
 PushbackError           503     the writer queue is full; ``Retry-After`` says when to retry
@@ -43,6 +44,7 @@ from starlette.responses import Response
 from lineage_ledger.errors import (
     ConflictError,
     EnvelopeError,
+    ExpiredError,
     InputError,
     KeyringError,
     LedgerError,
@@ -83,6 +85,7 @@ ERROR_TABLE: Final[tuple[tuple[type[LedgerError], ProblemType], ...]] = (
     (KeyringError, ProblemType(403, "key-not-accepted", "Signing key not accepted")),
     (SignatureError, ProblemType(403, "bad-signature", "Signature does not verify")),
     (ConflictError, ProblemType(409, "conflict", "Conflicting bytes for an existing id")),
+    (ExpiredError, ProblemType(410, "expired", "Expired under the retention policy")),
     (NotFoundError, ProblemType(404, "not-found", "Not found")),
     (StorageFullError, ProblemType(503, "storage-full", "Ledger storage full")),
     (PushbackError, ProblemType(503, "busy", "Ledger busy")),

@@ -21,7 +21,21 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
             if e.name is None or not e.name.startswith("psycopg"):
                 raise
             raise StoreError("the PostgreSQL store needs psycopg: pip install 'lineage-ledger[postgres]'") from e
-        return PostgresStore(url, readonly=readonly)
+        return _tiered(PostgresStore(url, readonly=readonly))
     from lineage_ledger.store.sqlite import SQLiteStore
 
-    return SQLiteStore(url, readonly=readonly)
+    return _tiered(SQLiteStore(url, readonly=readonly))
+
+
+def _tiered(store: Store) -> Store:
+    """``store`` itself, or, once its ledger has archived ranges, the hot store and the archive read as one
+    (lineage_ledger.archive.tiered; needs the ``[archive]`` extra only when an archive file is read)."""
+    try:
+        if not store.archives():
+            return store
+        from lineage_ledger.archive.tiered import TieredStore
+
+        return TieredStore(store)
+    except BaseException:
+        store.close()
+        raise

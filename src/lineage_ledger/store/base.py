@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 __all__ = [
+    "ArchiveRow",
     "BatchWrite",
     "ChainBreak",
     "CheckpointRow",
     "EntryRow",
     "EnvelopeRow",
+    "ExpiryRow",
     "OffsetRow",
     "PromiseRow",
     "QuarantineRow",
@@ -140,6 +142,34 @@ class RollupDay(NamedTuple):
     end: int
 
 
+class ArchiveRow(NamedTuple):
+    """An archived range as the signed ``archive`` entry at ``record`` names it (docs/archive.md): entries
+    ``first`` .. ``last`` are in the file ``file`` under ``location``, whose SHA-256 is ``sha256``. While a
+    row exists, the store lets the event entries of its range be deleted (and nothing else).
+
+    ``edge_leaves`` holds the leaf hashes of the range's entries that share a 256-entry tile with entries
+    outside it (at most 255 at each end), so proofs that cross the range never need its file."""
+
+    first: int
+    last: int
+    location: str
+    file: str
+    sha256: bytes
+    record: int
+    edge_leaves: bytes
+
+
+class ExpiryRow(NamedTuple):
+    """An archived range past retention, as the signed ``expire`` entry at ``record`` names it, under the
+    retention policy ``policy`` (recorded at index ``policy_index``)."""
+
+    first: int
+    last: int
+    policy: str
+    policy_index: int
+    record: int
+
+
 @dataclass(slots=True)
 class BatchWrite:
     """Everything one append writes, committed in one transaction."""
@@ -164,6 +194,14 @@ class BatchWrite:
     """Transport schemas to register (one already registered under the same fingerprint is kept)."""
     quarantine: list[QuarantineRow] = field(default_factory=list)
     """Refused transport messages."""
+    archives: list[ArchiveRow] = field(default_factory=list)
+    """Archived ranges recorded by this write's ``archive`` entries."""
+    archive_keys: list[tuple[str, int, int, int]] = field(default_factory=list)
+    """(key, first index of its archived range, lowest and highest index of its entries there): every subject
+    (``s:<subject>``) and parent (``p:<parent>``) with entries in the range, so a query opens only the files
+    it needs, and in each only the row groups of that index span."""
+    expiries: list[ExpiryRow] = field(default_factory=list)
+    """Archived ranges past retention, recorded by this write's ``expire`` entries."""
 
 
 def with_cosignatures(rows: list[CheckpointRow], lines: Iterable[tuple[int, str]]) -> list[CheckpointRow]:
@@ -386,6 +424,24 @@ class Store(Protocol):
 
     def chain_breaks(self, limit: int = 10) -> list[ChainBreak]:
         """Entries whose stored ``prev`` differs from the stored leaf of their subject's previous entry."""
+        ...
+
+    def archives(self) -> list[ArchiveRow]:
+        """Every archived range, in index order (docs/archive.md)."""
+        ...
+
+    def archive_keys(self, keys: Sequence[str], prefix: bool = False) -> list[tuple[str, int, int, int]]:
+        """(key, first index of an archived range, lowest and highest index of the key's entries there) for
+        these keys (or, with ``prefix``, for every key that starts with one of them), in key order."""
+        ...
+
+    def expiries(self) -> list[ExpiryRow]:
+        """Every archived range recorded as past retention, in index order."""
+        ...
+
+    def delete_archived(self, first: int, last: int) -> int:
+        """Delete the event entries ``first`` .. ``last`` from the hot store (they are in an archive file);
+        returns how many went. The database itself refuses unless an archived range holds every one."""
         ...
 
     def close(self) -> None:

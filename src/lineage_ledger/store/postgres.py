@@ -41,6 +41,7 @@ from lineage_ledger.errors import (
     StorageFullError,
     StoreError,
 )
+from lineage_ledger.store._archive_rows import ARCHIVE_DELETE, ArchiveRows, archive_inserts
 from lineage_ledger.store._reads import ENTRY_COLUMNS, ENVELOPE_COLUMNS, ROLLUP_COLUMNS, SqlReads
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -227,6 +228,56 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         "RFC 3161 timestamp tokens of checkpoints (DER TimeStampToken), kept beside the checkpoint",
         ("timestamps",),
         "CREATE TABLE timestamps (size bigint PRIMARY KEY, token bytea NOT NULL)",
+    ),
+    _migration(
+        8,
+        "the archive tier: archived ranges, the keys they hold, expiries; event entries of an archived range "
+        "may be deleted, nothing else",
+        ("archives", "archive_keys", "expiries"),
+        """
+        CREATE TABLE archives (
+            first bigint PRIMARY KEY,
+            last bigint NOT NULL,
+            location text NOT NULL,
+            file text NOT NULL,
+            sha256 bytea NOT NULL,
+            record bigint NOT NULL,
+            edge_leaves bytea NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE archive_keys (
+            key text COLLATE "C" NOT NULL,
+            first bigint NOT NULL,
+            lo bigint NOT NULL,
+            hi bigint NOT NULL,
+            PRIMARY KEY (key, first)
+        )
+        """,
+        """
+        CREATE TABLE expiries (
+            first bigint PRIMARY KEY,
+            last bigint NOT NULL,
+            policy text NOT NULL,
+            policy_index bigint NOT NULL,
+            record bigint NOT NULL
+        )
+        """,
+        """
+        CREATE FUNCTION ledger_entries_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' AND OLD.event_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM archives WHERE OLD.idx BETWEEN first AND last) THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION 'lineage ledger tables are append-only: % on % outside an archived range',
+                TG_OP, TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
+        END
+        $$
+        """,
+        "DROP TRIGGER entries_append_only ON entries",
+        "CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries "
+        "FOR EACH ROW EXECUTE FUNCTION ledger_entries_guard()",
     ),
     _migration(
         9,
@@ -416,6 +467,7 @@ def provision(
         sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(writer, auditor),
         sql.SQL("GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {}").format(writer),
         sql.SQL("REVOKE INSERT ON schema_migrations FROM {}").format(writer),
+        sql.SQL("GRANT DELETE ON entries TO {}").format(writer),  # archived ranges only (the entries trigger)
         sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(auditor),
         sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT ON TABLES TO {}").format(writer),
         sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(auditor),
@@ -436,7 +488,7 @@ def _entry(row: Sequence[Any]) -> EntryRow:
     return EntryRow(*row)
 
 
-class PostgresStore(SqlReads):
+class PostgresStore(SqlReads, ArchiveRows):
     """Store backed by one PostgreSQL database; one connection, one transaction per batch."""
 
     _param = "%s"
@@ -626,8 +678,22 @@ class PostgresStore(SqlReads):
                     cur.execute("INSERT INTO checkpoints (size, note) VALUES (%s, %s)", batch.checkpoint)
                 if batch.promise is not None:
                     cur.execute("INSERT INTO promises (first, length, promise) VALUES (%s, %s, %s)", batch.promise)
+                for statement, rows in archive_inserts(batch, "%s"):
+                    cur.executemany(statement, rows)
 
         self._transaction(body)
+
+    def delete_archived(self, first: int, last: int) -> int:
+        if self._readonly:
+            raise StoreError(f"the ledger {self._where} is open read-only")
+        deleted: list[int] = []
+
+        def body(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
+            cur.execute(ARCHIVE_DELETE.format(p="%s"), (first, last))
+            deleted.append(cur.rowcount)
+
+        self._transaction(body)
+        return deleted[0]
 
     # -- reads ------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from lineage_ledger.errors import ConflictError, InputError, NotFoundError, StorageFullError, StoreError
+from lineage_ledger.store._archive_rows import ARCHIVE_DELETE, ArchiveRows, archive_inserts
 from lineage_ledger.store._reads import ENTRY_COLUMNS, SqlReads
 from lineage_ledger.store.base import (
     BatchWrite,
@@ -73,6 +74,9 @@ _TABLES: Final = (
     "timestamps",
     "rollups",
     "rollup_days",
+    "archives",
+    "archive_keys",
+    "expiries",
 )
 
 _SCHEMA: Final = """
@@ -168,6 +172,29 @@ CREATE TABLE IF NOT EXISTS rollups (
     PRIMARY KEY (subject, day)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_days (day TEXT PRIMARY KEY, first_idx INTEGER NOT NULL, end_idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS archives (
+    first INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL,
+    location TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha256 BLOB NOT NULL,
+    record INTEGER NOT NULL,
+    edge_leaves BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archive_keys (
+    key TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    PRIMARY KEY (key, first)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expiries (
+    first INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    policy_index INTEGER NOT NULL,
+    record INTEGER NOT NULL
+);
 """
 """Tables both layouts keep in the same form."""
 
@@ -290,9 +317,19 @@ class _SubjectRuns:
 
 
 def _triggers(tables: Sequence[str]) -> str:
-    out = []
+    # An event entry inside a recorded archived range may be deleted (its bytes are in a verified archive
+    # file); any other DELETE on entries, as on every table, is refused.
+    out = [
+        "DROP TRIGGER IF EXISTS entries_no_delete;",
+        "CREATE TRIGGER IF NOT EXISTS entries_no_delete_unarchived BEFORE DELETE ON entries "
+        "WHEN OLD.event_id IS NULL OR NOT EXISTS (SELECT 1 FROM archives WHERE OLD.idx BETWEEN first AND last) "
+        "BEGIN SELECT RAISE(ABORT, 'lineage ledger tables are append-only: DELETE on entries outside an "
+        "archived range'); END;",
+    ]
     for table in tables:
         for op in ("UPDATE", "DELETE"):
+            if (table, op) == ("entries", "DELETE"):
+                continue
             out.append(
                 f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
                 f"BEGIN SELECT RAISE(ABORT, 'lineage ledger tables are append-only: {op} on {table}'); END;"
@@ -423,7 +460,11 @@ def _insert_rows(
         start += size
 
 
-class SQLiteStore(SqlReads):
+def _entry(row: Any) -> EntryRow:
+    return EntryRow(*row)
+
+
+class SQLiteStore(SqlReads, ArchiveRows):
     """Store backed by one SQLite database file (or memory, for tests and benchmarks)."""
 
     _param = "?"
@@ -638,6 +679,8 @@ class SQLiteStore(SqlReads):
                 first, length, signed = batch.promise
                 stored = signed if writer is None or writer.promise is None else writer.promise
                 db.execute("INSERT INTO promises VALUES (?, ?, ?)", (first, length, stored))
+            for statement, rows in archive_inserts(batch, "?"):
+                db.executemany(statement, rows)
 
         with self._lock:
             self._transaction(body)
@@ -929,6 +972,21 @@ class SQLiteStore(SqlReads):
             (zero, limit),
         )
         return [ChainBreak(idx, name_of(subject), prev, expected) for idx, subject, prev, expected in rows]
+
+    def _archive_tables(self) -> bool:
+        return self._has("table", "archives")
+
+    def delete_archived(self, first: int, last: int) -> int:
+        if self._runs is None:
+            raise StoreError(f"the ledger {self.path} is open read-only")
+        deleted: list[int] = []
+
+        def body(db: sqlite3.Connection) -> None:
+            deleted.append(db.execute(ARCHIVE_DELETE.format(p="?"), (first, last)).rowcount)
+
+        with self._lock:
+            self._transaction(body)
+        return deleted[0]
 
     def close(self) -> None:
         with self._lock:

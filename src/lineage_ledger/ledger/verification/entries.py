@@ -13,6 +13,7 @@ from lineage_ledger.core.crypto import BATCH_PAYLOAD_TYPE, pae
 from lineage_ledger.core.encoding import decode_json
 from lineage_ledger.core.entry import (
     ApiKeyEntry,
+    ArchiveEntry,
     ErasureEntry,
     KeyEntry,
     LogKeyEntry,
@@ -91,7 +92,7 @@ class LeanEventEntry(msgspec.Struct, tag_field="type", tag="event", gc=False):
 
 
 LEAN = msgspec.json.Decoder(
-    LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry
+    LeanEventEntry | SealEntry | KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry | ArchiveEntry
 )
 """Decodes an entry's bytes into the lean event entry or one of the other entries."""
 _EVENT_START: Final = len(b'{"envelope":"') + 64 + len(b'","event":')
@@ -157,7 +158,7 @@ def event_column_problem(
 
 
 def own_column_problem(
-    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry,
+    entry: KeyEntry | ShardEntry | ApiKeyEntry | LogKeyEntry | ErasureEntry | ArchiveEntry,
     idx: int,
     subject: object,
     event_id: object,

@@ -75,7 +75,9 @@ def _build(path: Path, seed: int = 7) -> Built:
         trusted = ledger.store.latest_checkpoint()
         assert trusted is not None
         first_half = path.with_name(path.stem + "-first-half.db")
-        shutil.copyfile(path, first_half)
+        for suffix in ("", "-wal"):  # the database as a reader sees it: its file and its write-ahead log
+            if Path(f"{path}{suffix}").exists():
+                shutil.copyfile(f"{path}{suffix}", f"{first_half}{suffix}")
         for envelope in envelopes[half:]:
             ledger.append(envelope)
         late_use = token_event("USED", REVOKED_TOKEN, T0 + 10**12, resource="/v1/after-the-cut", outcome="ALLOW")
@@ -94,9 +96,27 @@ def _runs_short(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The attacks below rewrite rows in place as SQL sees them, so their ledger is in store layout 1;
+    test_a_compact_ledger_checks_out_and_a_flipped_body_fails runs --since on layout 2."""
     with pytest.MonkeyPatch.context() as patch:
         _runs_short(patch)
+        patch.setattr(sqlite_store, "SCHEMA_VERSION", 1)
         return _build(tmp_path_factory.mktemp("since") / "ledger.db")
+
+
+def test_a_compact_ledger_checks_out_and_a_flipped_body_fails(tmp_path: Path) -> None:
+    built = _build(tmp_path / "ledger.db")
+    assert _one(built.path, "SELECT value FROM meta WHERE key = 'store_schema'") == ("2",)
+    report = verify_since(str(built.path), built.note, verifier=built.verifier, workers=1)
+    assert report.ok, report.problems
+    assert report.checked == built.size - built.trusted_size
+    idx, body = _one(built.path, "SELECT idx, body FROM entries WHERE idx = ?", (built.size - 5,))
+    assert isinstance(body, bytes)
+    flipped = body[:-1] + bytes([body[-1] ^ 1])
+    _sql(built.path, ("UPDATE entries SET body = ? WHERE idx = ?", (flipped, idx)))
+    report = verify_since(str(built.path), built.note, verifier=built.verifier, workers=1)
+    assert not report.ok
+    assert any(p.index == idx for p in report.problems), report.problems
 
 
 @pytest.fixture

@@ -168,7 +168,7 @@ def test_lineage_emit_on_a_full_volume_stops_says_where_and_a_rerun_records_ever
     code, summary, errors = emit("0.5")
     assert code == 3, errors
     stopped = summary["stopped_at_line"]
-    assert isinstance(stopped, int)
+    assert isinstance(stopped, int), (summary, errors)
     assert 0 < stopped <= EVENTS
     assert f"stopped at line {stopped}" in errors
     assert (summary["sent"], summary["dead_lettered"]) == (0, 0), summary

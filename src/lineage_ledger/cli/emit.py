@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     lines = invalid = 0
     stopped_at: int | None = None
+    emitted_lines = array("q")  # the input line of every event handed to the emitter, in order
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
         with stream:
@@ -101,6 +103,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
                     continue
                 try:
                     emitter.emit(data)
+                    emitted_lines.append(n)
                 except SpoolFullError as e:
                     stopped_at, lines = n, lines - 1
                     err.print(
@@ -114,6 +117,16 @@ def cmd_emit(args: argparse.Namespace) -> int:
         if saved is not None:
             saved.close()
     m = emitter.metrics()
+    if stopped_at is None and m["dropped"] and emitted_lines:
+        # Events the emitter took but could not make durable are the last it took (it spools in order):
+        # the first of them is where a run with the same input must pick up.
+        stopped_at = emitted_lines[max(len(emitted_lines) - int(m["dropped"]), 0)]
+        err.print(
+            f"[red]error:[/] {m['dropped']} events taken from the input were not made durable; stopped at line "
+            f"{stopped_at}: it and later lines were not sent. Run again with the same input and --spool once "
+            "there is space: events still in the spool are kept once, and the ledger answers those it holds as "
+            "duplicates"
+        )
     summary = {
         "lines": lines,
         "invalid": invalid,

@@ -126,6 +126,11 @@ class DiskSpool:
     def _load_committed(self) -> int:
         data = os.pread(self._committed_fd, _COMMITTED.size, 0)
         if len(data) != _COMMITTED.size:
+            # A new spool: the position's bytes are written now, so that every later commit overwrites them in
+            # place and needs no new space (on a full volume, recording what was delivered is what frees it).
+            with contextlib.suppress(OSError):
+                os.pwrite(self._committed_fd, _COMMITTED.pack(0, zlib.crc32(struct.pack("<Q", 0))), 0)
+                os.fsync(self._committed_fd)
             return 0
         position, crc = _COMMITTED.unpack(data)
         return int(position) if zlib.crc32(data[:8]) == crc else 0

@@ -61,6 +61,10 @@ from lineage_ledger.errors import (
 
 __all__ = ["Backoff", "Emitter", "Overflow", "SpoolFull", "redact"]
 
+_APPEND_BYTES: Final = 256 * 1024
+"""At most about this many bytes of records go to the spool in one append: a long wait for a full volume
+leaves many events in memory, and one append of all of them might never fit even once the spool is empty."""
+
 log = logging.getLogger("lineage_ledger.emitter")
 
 Overflow = Literal["spool", "drop", "block"]
@@ -596,11 +600,13 @@ class Emitter:
         unwritten = self._unwritten
         while unwritten:
             records: list[bytes] = []
-            while unwritten:
+            size = 0
+            while unwritten and size < _APPEND_BYTES:  # bounded appends: one never outgrows a small volume
                 item = unwritten[0]
                 if isinstance(item, _Marker):
                     break
                 records.append(item)
+                size += len(item)
                 unwritten.popleft()
             if records:
                 refusal = self._write(records)
@@ -609,9 +615,8 @@ class Emitter:
                     self._refusing(refusal)
                     return
                 self._unwritten_events -= len(records)
-            if unwritten:
-                marker = unwritten.popleft()
-                assert isinstance(marker, _Marker)
+            if unwritten and isinstance(marker := unwritten[0], _Marker):
+                unwritten.popleft()
                 self._release(marker)
 
     def _write(self, records: list[bytes]) -> str | None:

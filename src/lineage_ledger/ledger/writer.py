@@ -461,63 +461,58 @@ class Ledger:
         """Record a shard log's signed checkpoint in this (root) log as a ``shard`` entry; returns its index.
 
         The caller (ledger.shards) has checked the note; this writes it, chained per shard."""
-        self._settle()
-        self._fresh()
-        subject = shard_subject(shard)
-        head = self.store.subject_entries([subject])
-        prev = head[-1].leaf if head else ZERO_HASH
-        now = self._clock.now()
-        index = self.size
-        body = shard_entry_bytes(index=index, recorded_at=now, prev=prev, shard=shard, checkpoint=note)
-        row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
-        self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
-        return index
+        return self._record(
+            shard_subject(shard),
+            lambda index, at, prev: shard_entry_bytes(
+                index=index, recorded_at=at, prev=prev, shard=shard, checkpoint=note
+            ),
+        )
 
     def record_api_key_change(self, change: ApiKeyChange) -> int:
         """Record a change of an API key of the HTTP service as an ``apikey`` entry; returns its index.
 
         The caller (service.auth's key store) decides whether the change is allowed; the log keeps the record."""
-        self._settle()
-        self._fresh()
-        subject = apikey_subject(change.key_id)
-        head = self.store.subject_entries([subject])
-        prev = head[-1].leaf if head else ZERO_HASH
-        now = self._clock.now()
-        index = self.size
-        body = apikey_entry_bytes(index=index, recorded_at=now, prev=prev, change=change)
-        row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
-        self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
-        return index
+        return self._record(
+            apikey_subject(change.key_id),
+            lambda index, at, prev: apikey_entry_bytes(index=index, recorded_at=at, prev=prev, change=change),
+        )
 
     def record_erasure(self, erasure: Erasure) -> int:
         """Record a data subject's erasure as an ``erasure`` entry; returns its index. privacy.subjects
         decides what is erased; the log keeps the record."""
-        self._settle()
-        self._fresh()
-        subject = erasure_subject(erasure.fingerprint)
-        head = self.store.subject_entries([subject])
-        prev = head[-1].leaf if head else ZERO_HASH
-        now = self._clock.now()
-        index = self.size
-        body = erasure_entry_bytes(index=index, recorded_at=now, prev=prev, erasure=erasure)
-        row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
-        self._commit([row], [], BatchWrite(), [], now, now, {subject: (row.leaf, len(head) + 1, index)})
-        return index
+        return self._record(
+            erasure_subject(erasure.fingerprint),
+            lambda index, at, prev: erasure_entry_bytes(index=index, recorded_at=at, prev=prev, erasure=erasure),
+        )
 
     def record_archive_change(self, change: ArchiveChange, rows: Callable[[int], BatchWrite] | None = None) -> int:
         """Record an ``archive`` entry (a retention policy, an archived range, an expiry: docs/archive.md);
         returns its index. ``rows(index)`` gives the archive tier's store rows that go in the same transaction
         (so the store lets archived entries go only once their record is committed)."""
+        return self._record(
+            ARCHIVE_SUBJECT,
+            lambda index, at, prev: archive_entry_bytes(index=index, recorded_at=at, prev=prev, change=change),
+            rows,
+        )
+
+    def _record(
+        self,
+        subject: str,
+        body_of: Callable[[int, str, bytes], bytes],
+        rows: Callable[[int], BatchWrite] | None = None,
+    ) -> int:
+        """Append one system entry to ``subject``'s chain and commit it; returns its index. ``body_of(index,
+        recorded_at, prev)`` gives the entry's bytes; ``rows(index)`` store rows for the same transaction."""
         self._settle()
         self._fresh()
-        head = self.store.subject_entries([ARCHIVE_SUBJECT])
+        head = self.store.subject_entries([subject])
         prev = head[-1].leaf if head else ZERO_HASH
         now = self._clock.now()
         index = self.size
-        body = archive_entry_bytes(index=index, recorded_at=now, prev=prev, change=change)
-        row = EntryRow(index, ARCHIVE_SUBJECT, None, None, prev, leaf_hash(body), "ok", body)
+        body = body_of(index, now, prev)
+        row = EntryRow(index, subject, None, None, prev, leaf_hash(body), "ok", body)
         extra = rows(index) if rows is not None else BatchWrite()
-        self._commit([row], [], extra, [], now, now, {ARCHIVE_SUBJECT: (row.leaf, len(head) + 1, index)})
+        self._commit([row], [], extra, [], now, now, {subject: (row.leaf, len(head) + 1, index)})
         return index
 
     def rotate_log_key(self, new: Signer) -> int:

@@ -460,10 +460,6 @@ def _insert_rows(
         start += size
 
 
-def _entry(row: Any) -> EntryRow:
-    return EntryRow(*row)
-
-
 class SQLiteStore(SqlReads, ArchiveRows):
     """Store backed by one SQLite database file (or memory, for tests and benchmarks)."""
 
